@@ -1,0 +1,172 @@
+//! The only place where errors become HTTP: domain [`Error`] → status + `code`, and the one
+//! error body every route answers with:
+//! `{"error":{"code":"not_found","message":"…","request_id":"…"}}`.
+//! 5xx bodies never carry internals; the full error goes to the log with the request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::request_id;
+use crate::error::Error;
+
+/// Marks a response whose body is already our error shape, so the normalizing middleware
+/// leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorBody;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra top-level fields beside `error` (e.g. readiness checks).
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn with_extra(mut self, extra: serde_json::Value) -> ApiError {
+        self.extra = Some(extra);
+        self
+    }
+}
+
+/// The `code` for a status we answer without a more specific one.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        412 => "precondition_failed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        429 => "rate_limited",
+        503 => "unavailable",
+        507 => "insufficient_storage",
+        s if s < 500 => "bad_request",
+        _ => "internal",
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        use StatusCode as S;
+        match e {
+            Error::Invalid(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
+            Error::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
+            Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            Error::TooLarge(m) => ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            Error::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
+            Error::InsufficientStorage(m) => ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m),
+            Error::Db(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                internal(S::SERVICE_UNAVAILABLE, "unavailable", &e, "the database is busy; retry shortly")
+            }
+            Error::Db(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull => {
+                internal(S::INSUFFICIENT_STORAGE, "insufficient_storage", &e, "the state directory's disk is full")
+            }
+            Error::SchemaTooNew { .. } | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
+                internal(S::INTERNAL_SERVER_ERROR, "internal", &e, "internal error")
+            }
+        }
+    }
+}
+
+/// Logs the whole error with the request id and returns an opaque one for the client.
+fn internal(status: StatusCode, code: &'static str, e: &Error, public: &str) -> ApiError {
+    let rid = request_id::current().unwrap_or_default();
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::error!(request_id = %rid, error = %chain, "request failed");
+    ApiError::new(status, code, format!("{public}; the server log has details under request id {rid}"))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let rid = request_id::current().unwrap_or_default();
+        let mut body = json!({
+            "error": { "code": self.code, "message": self.message, "request_id": rid }
+        });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
+            for (k, v) in extra {
+                obj.insert(k, v);
+            }
+        }
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorBody);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::bad_request(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_errors_map_to_statuses_and_codes() {
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::Invalid("x".into()), 400, "bad_request"),
+            (Error::NotFound("x".into()), 404, "not_found"),
+            (Error::Conflict("x".into()), 409, "conflict"),
+            (Error::TooLarge("x".into()), 413, "payload_too_large"),
+            (Error::Unavailable("x".into()), 503, "unavailable"),
+            (Error::InsufficientStorage("x".into()), 507, "insufficient_storage"),
+            (Error::Internal("secret detail".into()), 500, "internal"),
+            (Error::Io(std::io::Error::other("secret path /x")), 500, "internal"),
+            (
+                Error::Db(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    None,
+                )),
+                503,
+                "unavailable",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from(e);
+            assert_eq!(a.status.as_u16(), status);
+            assert_eq!(a.code, code);
+            assert!(!a.message.contains("secret"), "5xx leaked internals: {}", a.message);
+        }
+    }
+
+    #[test]
+    fn every_status_we_normalize_has_a_code_from_the_fixed_set() {
+        const CODES: &[&str] = &[
+            "bad_request", "invalid_json", "invalid_key", "invalid_path", "unauthorized", "forbidden",
+            "not_found", "method_not_allowed", "conflict", "precondition_failed", "payload_too_large",
+            "unsupported_media_type", "unprocessable", "rate_limited", "quota_exceeded",
+            "insufficient_storage", "unavailable", "internal",
+        ];
+        for s in 400..600u16 {
+            let code = code_for_status(StatusCode::from_u16(s).unwrap());
+            assert!(CODES.contains(&code), "{s} -> {code}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The request id: taken from `X-Request-Id` when it is sane, otherwise generated; available
+//! to any code running for the request through a task-local, echoed in the response.
+
+use axum::http::HeaderMap;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+pub const HEADER: &str = "x-request-id";
+
+/// The id of the request being served by this task, if any.
+pub fn current() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// Runs `fut` with `id` as the current request id.
+pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+/// The client's id if it is 1–128 characters of `[A-Za-z0-9._:-]` (safe for logs and
+/// headers), else a new random one.
+pub fn from_headers(headers: &HeaderMap) -> String {
+    headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_hostile_ones_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, "abc-123_x.y:z".parse().unwrap());
+        assert_eq!(from_headers(&h), "abc-123_x.y:z");
+        h.insert(HEADER, "bad id\twith spaces".parse().unwrap());
+        let id = from_headers(&h);
+        assert_eq!(id.len(), 32);
+        h.insert(HEADER, "a".repeat(129).parse().unwrap());
+        assert_eq!(from_headers(&h).len(), 32);
+        assert_eq!(from_headers(&HeaderMap::new()).len(), 32);
+    }
+}

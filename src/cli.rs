@@ -1,0 +1,74 @@
+//! The command line, defined once: `main.rs` parses it, and the man page and shell
+//! completions are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, LogTarget};
+
+/// HTTP API and web UI for one host: data, files, sandboxed programs, monitoring, backups.
+#[derive(Debug, Parser)]
+#[command(name = "localhostd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (systemd starts it this way).
+    Serve(ServeArgs),
+    /// Validate the config file and print the effective configuration.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file [default: $LOCALHOSTD_CONFIG, else /etc/localhostd/config.toml when it exists,
+    /// else built-in defaults]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Log format on stderr (overrides log.format)
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub log_format: Option<LogFormat>,
+    /// Where logs go (overrides log.target)
+    #[arg(long, value_name = "TARGET", value_parser = parse_target)]
+    pub log_target: Option<LogTarget>,
+    /// Log filter such as info or debug (overrides log.level)
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
+fn parse_target(s: &str) -> Result<LogTarget, String> {
+    match s {
+        "auto" => Ok(LogTarget::Auto),
+        "journald" => Ok(LogTarget::Journald),
+        "stderr" => Ok(LogTarget::Stderr),
+        _ => Err("expected auto, journald or stderr".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

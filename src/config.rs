@@ -1,0 +1,681 @@
+//! Configuration: TOML → validated, typed [`Config`]. The only module that reads config files
+//! and the environment variables that choose them.
+//!
+//! Every field has a default, so no file is needed. Keys are kebab-case, unknown keys are
+//! refused, sizes are written like `"10MiB"` and durations like `"30s"`. A bad file is reported
+//! as `FILE:LINE:COLUMN: key `a.b`: what is wrong`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Where the config file is looked for when neither `--config` nor `LOCALHOSTD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/localhostd/config.toml";
+/// Environment variable that names the config file.
+pub const CONFIG_ENV: &str = "LOCALHOSTD_CONFIG";
+/// The state directory used for a local run (`cargo run`) when nothing else names one.
+pub const LOCAL_STATE_DIR: &str = "localhostd-state";
+
+/// The whole configuration. Each subsystem receives only its own section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Where state lives. `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) wins over this;
+    /// with neither, a local `./localhostd-state` is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[server]`: listeners, connection and request limits, shutdown behaviour.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// Addresses to bind when systemd passes no sockets. `unix:/path` for a Unix socket.
+    pub listen: Vec<ListenAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM before they are cut.
+    pub shutdown_timeout: HumanDuration,
+    /// Exit after this long without a connection, but only when socket-activated (systemd
+    /// keeps the socket and starts us again on the next connection). Off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_exit_after: Option<HumanDuration>,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (stops slowloris clients).
+    pub header_timeout: HumanDuration,
+    /// Time a non-streaming request may take from head to response.
+    pub request_timeout: HumanDuration,
+    /// Largest request body accepted by JSON routes.
+    pub max_body_size: ByteSize,
+}
+
+/// `[log]`: where logs go and how much.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// Text for people or JSON lines for machines (stderr only; journald has its own format).
+    pub format: LogFormat,
+    /// `auto` picks journald when stderr is connected to it (systemd sets JOURNAL_STREAM).
+    pub target: LogTarget,
+    /// A tracing filter directive: `info`, `debug`, `localhostd=debug,info`…
+    pub level: String,
+}
+
+/// `[storage]`: limits that protect the state directory's filesystem.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StorageConfig {
+    /// Below this much free space `/ready` fails and writes are refused.
+    pub min_free_disk: ByteSize,
+    /// Read-only database connections kept for concurrent readers.
+    pub db_readers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogTarget {
+    Auto,
+    Journald,
+    Stderr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))],
+            shutdown_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_exit_after: None,
+            max_connections: 1024,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            request_timeout: HumanDuration(Duration::from_secs(60)),
+            max_body_size: ByteSize(1 << 20),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            target: LogTarget::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            min_free_disk: ByteSize(100 << 20),
+            db_readers: 4,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: None,
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// A listen address: TCP `host:port` or `unix:/absolute/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let p = PathBuf::from(path);
+            if !p.is_absolute() {
+                return Err(format!("unix socket path must be absolute, got {path:?}"));
+            }
+            return Ok(ListenAddr::Unix(p));
+        }
+        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+            format!("expected host:port (e.g. 127.0.0.1:8080) or unix:/path, got {s:?}")
+        })
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A size in bytes, written as an integer or with a unit: `"512KiB"`, `"10MiB"`, `"1GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let bad = || {
+            format!("invalid size {s:?}: expected a number of bytes with an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB), e.g. \"10MiB\"")
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "KiB" | "K" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" | "M" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" | "G" => 1 << 30,
+            "TB" => 1_000_000_000_000,
+            "TiB" | "T" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"10MiB\" or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size must not be negative, got {v}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written like `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")"))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A config that could not be loaded; its `Display` names the file, the line and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// `key `a.b`: ` or empty when the error is not about one key (bad TOML syntax).
+        key: String,
+        message: String,
+    },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Where the config comes from: an explicit path (flag or env), or the default path, which may
+/// be absent.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Whether a missing file is an error (true when the user named it).
+    pub required: bool,
+}
+
+impl ConfigSource {
+    /// Resolves `--config`, then `$LOCALHOSTD_CONFIG`, then the default path.
+    pub fn resolve(flag: Option<PathBuf>) -> ConfigSource {
+        if let Some(path) = flag {
+            return ConfigSource { path, required: true };
+        }
+        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            return ConfigSource {
+                path: PathBuf::from(path),
+                required: true,
+            };
+        }
+        ConfigSource {
+            path: PathBuf::from(DEFAULT_CONFIG_PATH),
+            required: false,
+        }
+    }
+
+    /// Reads and validates the config. A missing default file means built-in defaults.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Config::parse(&text, &self.path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.required => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(path, text, String::new(), &e))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let key = match unknown_field(inner.message()) {
+                Some(field) if key == "." => field,
+                Some(field) => format!("{key}.{field}"),
+                None => key,
+            };
+            let key = if key == "." || key.is_empty() {
+                String::new()
+            } else {
+                format!("key `{key}`: ")
+            };
+            parse_error(path, text, key, &inner)
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.server.listen.is_empty() {
+            return Err(invalid("server.listen", "at least one address is needed"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max-connections", "must be at least 1"));
+        }
+        if self.server.header_timeout.get().is_zero() {
+            return Err(invalid("server.header-timeout", "must be longer than zero"));
+        }
+        if self.server.request_timeout.get().is_zero() {
+            return Err(invalid("server.request-timeout", "must be longer than zero"));
+        }
+        if self.server.idle_exit_after.is_some_and(|d| d.get().is_zero()) {
+            return Err(invalid("server.idle-exit-after", "must be longer than zero (leave it out to disable)"));
+        }
+        if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
+            return Err(invalid("storage.db-readers", "must be between 1 and 64"));
+        }
+        if let Some(dir) = &self.state_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid("state-dir", "must be an absolute path"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The effective config as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Which state directory to use: `$STATE_DIRECTORY` (first entry), then `state-dir`, then
+    /// `./localhostd-state`. `state_directory_env` is the value of `$STATE_DIRECTORY`.
+    pub fn state_dir(&self, state_directory_env: Option<&std::ffi::OsStr>) -> PathBuf {
+        if let Some(env) = state_directory_env.and_then(|v| v.to_str())
+            && let Some(first) = env.split(':').find(|p| !p.is_empty())
+        {
+            return PathBuf::from(first);
+        }
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(LOCAL_STATE_DIR))
+    }
+
+    /// Names of settings that differ from `new` and need a restart to take effect.
+    pub fn restart_needed_for(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.state_dir != new.state_dir {
+            out.push("state-dir");
+        }
+        if self.server.listen != new.server.listen {
+            out.push("server.listen");
+        }
+        if self.server.idle_exit_after != new.server.idle_exit_after {
+            out.push("server.idle-exit-after");
+        }
+        if self.server.max_connections != new.server.max_connections {
+            out.push("server.max-connections");
+        }
+        if self.log.format != new.log.format {
+            out.push("log.format");
+        }
+        if self.log.target != new.log.target {
+            out.push("log.target");
+        }
+        if self.storage.db_readers != new.storage.db_readers {
+            out.push("storage.db-readers");
+        }
+        out
+    }
+}
+
+/// `$STATE_DIRECTORY` as systemd set it (`StateDirectory=`), if it did.
+pub fn state_directory_env() -> Option<std::ffi::OsString> {
+    std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty())
+}
+
+/// The config in force, shared by the running daemon. A SIGHUP reload swaps in a new one;
+/// readers take a cheap snapshot per request or per connection.
+#[derive(Debug)]
+pub struct LiveConfig {
+    current: std::sync::RwLock<std::sync::Arc<Config>>,
+}
+
+impl LiveConfig {
+    pub fn new(cfg: Config) -> LiveConfig {
+        LiveConfig {
+            current: std::sync::RwLock::new(std::sync::Arc::new(cfg)),
+        }
+    }
+
+    /// The config in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `cfg` in force for everything that reads it from now on.
+    pub fn replace(&self, cfg: Config) {
+        let new = std::sync::Arc::new(cfg);
+        match self.current.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+fn parse_error(path: &Path, text: &str, key: String, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| line_col(text, span.start))
+        .unwrap_or((1, 1));
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        key,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/localhostd/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_is_parsed_with_units() {
+        let c = parse(
+            r#"
+state-dir = "/srv/lh"
+[server]
+listen = ["127.0.0.1:9000", "unix:/run/x.sock", "[::1]:9001"]
+shutdown-timeout = "5s"
+idle-exit-after = "10m"
+max-body-size = "2MiB"
+[log]
+format = "json"
+level = "debug"
+[storage]
+min-free-disk = 1048576
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/srv/lh")));
+        assert_eq!(c.server.listen.len(), 3);
+        assert_eq!(c.server.listen[1], ListenAddr::Unix("/run/x.sock".into()));
+        assert_eq!(c.server.shutdown_timeout.get(), Duration::from_secs(5));
+        assert_eq!(c.server.idle_exit_after.map(|d| d.get()), Some(Duration::from_secs(600)));
+        assert_eq!(c.server.max_body_size.bytes(), 2 << 20);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.storage.min_free_disk.bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_line_and_key() {
+        let e = parse("\n\nfrobnicate = 1\n").unwrap_err();
+        assert!(e.starts_with("/etc/localhostd/config.toml:3:1: key `frobnicate`: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_names_full_path() {
+        let e = parse("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n").unwrap_err();
+        assert!(e.starts_with("/etc/localhostd/config.toml:3:1: key `server.lisen`: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = parse("[server]\nmax-connections = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/localhostd/config.toml:2:19: key `server.max-connections`: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_names_line_and_key() {
+        let e = parse("[server]\n\nmax-body-size = \"10 parsecs\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/localhostd/config.toml:3:17: key `server.max-body-size`: invalid size"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_key() {
+        let e = parse("[server]\nshutdown-timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains(":2:") && e.contains("key `server.shutdown-timeout`: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_line_and_key() {
+        let e = parse("[server]\nlisten = [\"localhost\"]\n").unwrap_err();
+        assert!(e.contains(":2:") && e.contains("key `server.listen[0]`"), "{e}");
+        let e = parse("[server]\nlisten = [\"unix:relative.sock\"]\n").unwrap_err();
+        assert!(e.contains("must be absolute"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_key() {
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains(":2:") && e.contains("key `log.format`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse("[server\nlisten = 1\n").unwrap_err();
+        assert!(e.starts_with("/etc/localhostd/config.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key() {
+        assert!(parse("[server]\nlisten = []\n").unwrap_err().contains("key `server.listen`"));
+        assert!(parse("[server]\nmax-connections = 0\n").unwrap_err().contains("server.max-connections"));
+        assert!(parse("state-dir = \"rel\"\n").unwrap_err().contains("key `state-dir`"));
+        assert!(parse("[log]\nlevel = \"[[[\"\n").unwrap_err().contains("key `log.level`"));
+        assert!(parse("[server]\nidle-exit-after = \"0s\"\n").unwrap_err().contains("server.idle-exit-after"));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let text = c.to_toml();
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!("10MiB".parse::<ByteSize>().unwrap().bytes(), 10 << 20);
+        assert_eq!("1GB".parse::<ByteSize>().unwrap().bytes(), 1_000_000_000);
+        assert_eq!("0".parse::<ByteSize>().unwrap().bytes(), 0);
+        assert!("-1MiB".parse::<ByteSize>().is_err());
+        assert!("99999999999TiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(3 << 20).to_string(), "3MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn state_dir_precedence() {
+        let mut c = Config::default();
+        assert_eq!(c.state_dir(None), PathBuf::from(LOCAL_STATE_DIR));
+        c.state_dir = Some("/srv/a".into());
+        assert_eq!(c.state_dir(None), PathBuf::from("/srv/a"));
+        assert_eq!(c.state_dir(Some("/var/lib/localhostd".as_ref())), PathBuf::from("/var/lib/localhostd"));
+    }
+
+    #[test]
+    fn restart_needed_lists_only_static_settings() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.log.level = "debug".into();
+        b.server.max_body_size = ByteSize(5);
+        assert!(a.restart_needed_for(&b).is_empty());
+        b.server.listen = vec!["127.0.0.1:1".parse().unwrap()];
+        assert_eq!(a.restart_needed_for(&b), vec!["server.listen"]);
+    }
+}

@@ -1,0 +1,389 @@
+//! The state database: one SQLite file in WAL mode with `synchronous=FULL`, ordered
+//! transactional migrations, a single writer thread that group-commits concurrent writes, and a
+//! pool of read-only connections.
+//!
+//! Every write goes through [`Db::write`]: the writer thread takes all jobs that are waiting,
+//! runs each inside its own savepoint of one transaction, commits once (one fsync for the whole
+//! group) and only then answers each caller. So a caller that got `Ok` knows its change is on
+//! disk, and one failing job does not undo the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::error::{Error, Result};
+
+/// The ordered schema migrations. Index + 1 is the schema version after applying it. Never edit
+/// a released entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation: key/value facts about this installation.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) STRICT;",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Most jobs one group commit takes, so one transaction stays short.
+const MAX_GROUP: usize = 256;
+
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer_tx: Mutex<Option<mpsc::SyncSender<Job>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread. Refuses a database whose schema is newer than this binary knows.
+    pub fn open(path: &Path, readers: usize) -> Result<Db> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer, path)?;
+        let mut pool = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            pool.push(conn);
+        }
+        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        let thread = std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(writer, rx))?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer_tx: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(pool),
+                reader_permits: Semaphore::new(readers),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in the writer's transaction. Returns once the transaction holding this change
+    /// has committed (fsync'd), or with the error of `f` (whose changes are rolled back alone).
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = run_in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&str>| {
+                let result = match (commit_error, outcome) {
+                    (_, Err(e)) => Err(e),
+                    (Some(msg), Ok(_)) => Err(Error::Internal(format!("commit failed: {msg}"))),
+                    (None, Ok(v)) => Ok(v),
+                };
+                let _ = reply_tx.send(result);
+            })
+        });
+        self.submit(job)?;
+        reply_rx
+            .await
+            .map_err(|_| Error::Unavailable("the database writer stopped".into()))?
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let guard = self
+            .inner
+            .writer_tx
+            .lock()
+            .map_err(|_| Error::Internal("writer lock poisoned".into()))?;
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the database is closed".into()))?
+            .clone();
+        drop(guard);
+        // The channel is bounded; a full queue means the writer is far behind: wait outside
+        // the async runtime rather than block one of its threads.
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(job)) => tokio::task::block_in_place(|| tx.send(job))
+                .map_err(|_| Error::Unavailable("the database writer stopped".into())),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(Error::Unavailable("the database writer stopped".into())),
+        }
+    }
+
+    /// Whether the writer thread answers (a round trip through its queue and an empty
+    /// transaction) within `timeout`. The watchdog pings only while this holds.
+    pub async fn writer_answers(&self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.write(|_| Ok(()))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Runs `f` on a read-only connection from the pool, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the database is closed".into()))?;
+        let conn = self
+            .inner
+            .readers
+            .lock()
+            .map_err(|_| Error::Internal("reader pool lock poisoned".into()))?
+            .pop()
+            .ok_or_else(|| Error::Internal("reader pool empty despite permit".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reader task failed: {e}")))?
+    }
+
+    /// Stops the writer after the jobs already queued, checkpoints the WAL into the main file
+    /// and closes every connection. Idempotent.
+    pub fn close(&self) {
+        self.inner.reader_permits.close();
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            pool.clear();
+        }
+        if let Ok(mut tx) = self.inner.writer_tx.lock() {
+            tx.take();
+        }
+        let thread = self.inner.writer_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("database writer thread panicked");
+        }
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Internal(format!("cannot switch the database to WAL mode (got {mode})")));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Applies every migration newer than the database's `user_version`, each in its own
+/// transaction together with the version bump. Refuses a database from the future.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        let version = i as i64 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(schema_version = version, "applied database migration");
+    }
+    Ok(())
+}
+
+fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "database writer cannot begin a transaction");
+            // Dropping the jobs unrun drops their reply channels: each caller gets
+            // `Unavailable`, and nothing was changed.
+            drop(jobs);
+            continue;
+        }
+        let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT");
+        let msg = match &commit {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "database commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(e.to_string())
+            }
+        };
+        for done in completions {
+            done(msg.as_deref());
+        }
+    }
+    if let Err(e) = conn.pragma_query(None, "wal_checkpoint", |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint at close failed");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the database failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_set_schema_version_and_wal() {
+        let (_d, db) = open_temp();
+        let (v, mode, sync): (i64, String, i64) = db
+            .write(|c| {
+                Ok((
+                    c.pragma_query_value(None, "user_version", |r| r.get(0))?,
+                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        db.close();
+    }
+
+    #[test]
+    fn reopening_applies_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        Db::open(&p, 1).unwrap().close();
+        Db::open(&p, 1).unwrap().close();
+        let c = Connection::open(&p).unwrap();
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        }
+        match Db::open(&p, 1) {
+            Err(Error::SchemaTooNew { found, known, .. }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert_eq!(known, SCHEMA_VERSION);
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a newer schema was accepted"),
+        }
+        // And the file was not changed.
+        let c = Connection::open(&p).unwrap();
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_job_rolls_back_alone_and_others_commit() {
+        let (_d, db) = open_temp();
+        let mut handles = Vec::new();
+        for i in 0..50 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute("INSERT INTO meta(key, value) VALUES (?1, 'x')", [format!("k{i}")])?;
+                    if i % 5 == 0 {
+                        return Err(Error::Conflict("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 40);
+        let n: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(n, 40, "exactly the successful jobs are committed");
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_after_close_are_refused_and_data_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let db = Db::open(&p, 1).unwrap();
+        db.write(|c| Ok(c.execute("INSERT INTO meta VALUES ('a', 'b')", [])?)).await.unwrap();
+        assert!(db.writer_answers(Duration::from_secs(1)).await);
+        db.close();
+        assert!(matches!(db.write(|_| Ok(())).await, Err(Error::Unavailable(_))));
+        assert!(!db.writer_answers(Duration::from_millis(100)).await);
+        let c = Connection::open(&p).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key='a'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "b");
+    }
+}

@@ -1,0 +1,45 @@
+//! The domain error: what went wrong, as the decisions a caller makes. No HTTP types here;
+//! `api::error` alone maps these to statuses and codes.
+
+use std::path::PathBuf;
+
+/// Errors of the domain modules. 4xx-like variants carry a message written for the user;
+/// the others are internal and are never shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a rule; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is larger than a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The service cannot do this now (shutting down, a dependency failing); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The state directory's filesystem is below its free-space floor.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The database file was written by a newer localhostd; we refuse to touch it.
+    #[error(
+        "database {path} has schema version {found}, but this localhostd only knows up to {known}; \
+         it was written by a newer release: install that release again (downgrades are not supported)"
+    )]
+    SchemaTooNew { path: PathBuf, found: i64, known: i64 },
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The filesystem failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A bug or an impossible state; the message is for the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

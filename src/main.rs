@@ -1,0 +1,102 @@
+//! The `localhostd` binary: parse the command line, load the config (exit 78 when it is bad),
+//! start logging, build the runtime, run. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use localhostd::cli::{Cli, Command, ConfigArg, ServeArgs};
+use localhostd::config::{ConfigError, ConfigSource};
+use localhostd::{daemon, logging, systemd};
+
+/// sysexits.h EX_CONFIG: systemd and scripts can tell a bad config from a crash.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig(args) => check_config(args),
+    }
+}
+
+fn config_failed(e: &ConfigError) -> ExitCode {
+    eprintln!("localhostd: invalid configuration: {e}");
+    systemd::status(&format!("invalid configuration: {e}"));
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    // Before any thread exists: this reads and clears LISTEN_* from the environment.
+    let activated = match systemd::take_activated_listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("localhostd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    systemd::status("loading configuration");
+    let source = ConfigSource::resolve(args.config.config);
+    let mut config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    if let Some(f) = args.log_format {
+        config.log.format = f;
+    }
+    if let Some(t) = args.log_target {
+        config.log.target = t;
+    }
+    if let Some(level) = args.log_level {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            eprintln!("localhostd: invalid --log-level {level:?}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        config.log.level = level;
+    }
+    let log = logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("localhostd")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = daemon::RunOptions {
+        config,
+        source,
+        activated,
+        state_directory_env: localhostd::config::state_directory_env(),
+        log,
+    };
+    match runtime.block_on(daemon::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "localhostd failed");
+            systemd::status(&format!("failed: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(args: ConfigArg) -> ExitCode {
+    let source = ConfigSource::resolve(args.config);
+    match source.load() {
+        Ok(config) => {
+            if source.path.exists() {
+                eprintln!("{}: configuration is valid; effective configuration:", source.path.display());
+            } else {
+                eprintln!("{} does not exist; built-in defaults are in force:", source.path.display());
+            }
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("localhostd: invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
