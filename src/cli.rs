@@ -21,6 +21,29 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the config file and print the effective configuration.
     CheckConfig(ConfigArg),
+    /// Write the man page and shell completions into a directory (used by packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (created if missing)
+        out: PathBuf,
+    },
+}
+
+/// Writes `localhostd.8` and completions for bash, zsh and fish into `out`.
+pub fn generate_assets(out: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(out)?;
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone()).section("8");
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    std::fs::write(out.join("localhostd.8"), page)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let mut c = cmd.clone();
+        clap_complete::generate_to(shell, &mut c, "localhostd", out)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

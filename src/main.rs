@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("localhostd: cannot write assets to {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
