@@ -22,7 +22,7 @@ pub const CONFIG_ENV: &str = "LOCALHOSTD_CONFIG";
 pub const LOCAL_STATE_DIR: &str = "localhostd-state";
 
 /// The whole configuration. Each subsystem receives only its own section.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     /// Where state lives. `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) wins over this;
@@ -126,17 +126,6 @@ impl Default for StorageConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            state_dir: None,
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            storage: StorageConfig::default(),
-        }
-    }
-}
-
 /// A listen address: TCP `host:port` or `unix:/absolute/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -199,7 +188,9 @@ impl FromStr for ByteSize {
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let bad = || {
-            format!("invalid size {s:?}: expected a number of bytes with an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB), e.g. \"10MiB\"")
+            format!(
+                "invalid size {s:?}: expected a number of bytes with an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB), e.g. \"10MiB\""
+            )
         };
         let n: u64 = num.parse().map_err(|_| bad())?;
         let mult: u64 = match unit.trim() {
@@ -222,9 +213,14 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (unit, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -283,7 +279,9 @@ impl FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, String> {
         humantime::parse_duration(s)
             .map(HumanDuration)
-            .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")"))
+            .map_err(|e| {
+                format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")")
+            })
     }
 }
 
@@ -348,7 +346,10 @@ impl ConfigSource {
     /// Resolves `--config`, then `$LOCALHOSTD_CONFIG`, then the default path.
     pub fn resolve(flag: Option<PathBuf>) -> ConfigSource {
         if let Some(path) = flag {
-            return ConfigSource { path, required: true };
+            return ConfigSource {
+                path,
+                required: true,
+            };
         }
         if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
             return ConfigSource {
@@ -366,7 +367,9 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) => Config::parse(&text, &self.path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.required => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read {
                 path: self.path.clone(),
                 source,
@@ -378,14 +381,15 @@ impl ConfigSource {
 impl Config {
     /// Parses and validates TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(path, text, String::new(), &e))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| parse_error(path, text, String::new(), &e))?;
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
+            // The path already ends with an unknown key's own name.
             let key = match unknown_field(inner.message()) {
                 Some(field) if key == "." => field,
-                Some(field) => format!("{key}.{field}"),
-                None => key,
+                _ => key,
             };
             let key = if key == "." || key.is_empty() {
                 String::new()
@@ -414,10 +418,20 @@ impl Config {
             return Err(invalid("server.header-timeout", "must be longer than zero"));
         }
         if self.server.request_timeout.get().is_zero() {
-            return Err(invalid("server.request-timeout", "must be longer than zero"));
+            return Err(invalid(
+                "server.request-timeout",
+                "must be longer than zero",
+            ));
         }
-        if self.server.idle_exit_after.is_some_and(|d| d.get().is_zero()) {
-            return Err(invalid("server.idle-exit-after", "must be longer than zero (leave it out to disable)"));
+        if self
+            .server
+            .idle_exit_after
+            .is_some_and(|d| d.get().is_zero())
+        {
+            return Err(invalid(
+                "server.idle-exit-after",
+                "must be longer than zero (leave it out to disable)",
+            ));
         }
         if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
             return Err(invalid("storage.db-readers", "must be between 1 and 64"));
@@ -576,7 +590,10 @@ min-free-disk = 1048576
         assert_eq!(c.server.listen.len(), 3);
         assert_eq!(c.server.listen[1], ListenAddr::Unix("/run/x.sock".into()));
         assert_eq!(c.server.shutdown_timeout.get(), Duration::from_secs(5));
-        assert_eq!(c.server.idle_exit_after.map(|d| d.get()), Some(Duration::from_secs(600)));
+        assert_eq!(
+            c.server.idle_exit_after.map(|d| d.get()),
+            Some(Duration::from_secs(600))
+        );
         assert_eq!(c.server.max_body_size.bytes(), 2 << 20);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.storage.min_free_disk.bytes(), 1 << 20);
@@ -585,37 +602,59 @@ min-free-disk = 1048576
     #[test]
     fn unknown_top_level_key_names_line_and_key() {
         let e = parse("\n\nfrobnicate = 1\n").unwrap_err();
-        assert!(e.starts_with("/etc/localhostd/config.toml:3:1: key `frobnicate`: unknown field"), "{e}");
+        assert!(
+            e.starts_with("/etc/localhostd/config.toml:3:1: key `frobnicate`: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_nested_key_names_full_path() {
         let e = parse("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n").unwrap_err();
-        assert!(e.starts_with("/etc/localhostd/config.toml:3:1: key `server.lisen`: unknown field"), "{e}");
+        assert!(
+            e.starts_with("/etc/localhostd/config.toml:3:1: key `server.lisen`: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_names_line_and_key() {
         let e = parse("[server]\nmax-connections = \"many\"\n").unwrap_err();
-        assert!(e.starts_with("/etc/localhostd/config.toml:2:19: key `server.max-connections`: invalid type"), "{e}");
+        assert!(
+            e.starts_with(
+                "/etc/localhostd/config.toml:2:19: key `server.max-connections`: invalid type"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_size_names_line_and_key() {
         let e = parse("[server]\n\nmax-body-size = \"10 parsecs\"\n").unwrap_err();
-        assert!(e.starts_with("/etc/localhostd/config.toml:3:17: key `server.max-body-size`: invalid size"), "{e}");
+        assert!(
+            e.starts_with(
+                "/etc/localhostd/config.toml:3:17: key `server.max-body-size`: invalid size"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_duration_names_line_and_key() {
         let e = parse("[server]\nshutdown-timeout = \"soon\"\n").unwrap_err();
-        assert!(e.contains(":2:") && e.contains("key `server.shutdown-timeout`: invalid duration"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("key `server.shutdown-timeout`: invalid duration"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_listen_address_names_line_and_key() {
         let e = parse("[server]\nlisten = [\"localhost\"]\n").unwrap_err();
-        assert!(e.contains(":2:") && e.contains("key `server.listen[0]`"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("key `server.listen[0]`"),
+            "{e}"
+        );
         let e = parse("[server]\nlisten = [\"unix:relative.sock\"]\n").unwrap_err();
         assert!(e.contains("must be absolute"), "{e}");
     }
@@ -634,11 +673,31 @@ min-free-disk = 1048576
 
     #[test]
     fn semantic_errors_name_key() {
-        assert!(parse("[server]\nlisten = []\n").unwrap_err().contains("key `server.listen`"));
-        assert!(parse("[server]\nmax-connections = 0\n").unwrap_err().contains("server.max-connections"));
-        assert!(parse("state-dir = \"rel\"\n").unwrap_err().contains("key `state-dir`"));
-        assert!(parse("[log]\nlevel = \"[[[\"\n").unwrap_err().contains("key `log.level`"));
-        assert!(parse("[server]\nidle-exit-after = \"0s\"\n").unwrap_err().contains("server.idle-exit-after"));
+        assert!(
+            parse("[server]\nlisten = []\n")
+                .unwrap_err()
+                .contains("key `server.listen`")
+        );
+        assert!(
+            parse("[server]\nmax-connections = 0\n")
+                .unwrap_err()
+                .contains("server.max-connections")
+        );
+        assert!(
+            parse("state-dir = \"rel\"\n")
+                .unwrap_err()
+                .contains("key `state-dir`")
+        );
+        assert!(
+            parse("[log]\nlevel = \"[[[\"\n")
+                .unwrap_err()
+                .contains("key `log.level`")
+        );
+        assert!(
+            parse("[server]\nidle-exit-after = \"0s\"\n")
+                .unwrap_err()
+                .contains("server.idle-exit-after")
+        );
     }
 
     #[test]
@@ -665,7 +724,10 @@ min-free-disk = 1048576
         assert_eq!(c.state_dir(None), PathBuf::from(LOCAL_STATE_DIR));
         c.state_dir = Some("/srv/a".into());
         assert_eq!(c.state_dir(None), PathBuf::from("/srv/a"));
-        assert_eq!(c.state_dir(Some("/var/lib/localhostd".as_ref())), PathBuf::from("/var/lib/localhostd"));
+        assert_eq!(
+            c.state_dir(Some("/var/lib/localhostd".as_ref())),
+            PathBuf::from("/var/lib/localhostd")
+        );
     }
 
     #[test]

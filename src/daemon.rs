@@ -54,7 +54,13 @@ pub const LOCK_FILE: &str = "localhostd.lock";
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let RunOptions { config, source, activated, state_directory_env, log } = opts;
+    let RunOptions {
+        config,
+        source,
+        activated,
+        state_directory_env,
+        log,
+    } = opts;
 
     systemd::status("opening the state directory");
     let state_dir = config.state_dir(state_directory_env.as_deref());
@@ -75,7 +81,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(l) => l,
         None => systemd::bind(&config.server.listen)?,
     };
-    let (http, admin): (Vec<_>, Vec<_>) = listeners.into_iter().partition(|l| l.name != systemd::ADMIN_FD_NAME);
+    let (http, admin): (Vec<_>, Vec<_>) = listeners
+        .into_iter()
+        .partition(|l| l.name != systemd::ADMIN_FD_NAME);
     if !admin.is_empty() {
         tracing::info!("admin socket passed by systemd; it is not served by this version");
     }
@@ -97,7 +105,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         socket_activated,
         shutting_down: shutdown_rx.clone(),
     });
-    let state = AppState { db: db.clone(), live: live.clone(), health };
+    let state = AppState {
+        db: db.clone(),
+        live: live.clone(),
+        health,
+    };
     let app = crate::api::router(state);
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -106,7 +118,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
 
     let activity = Arc::new(Activity::default());
-    let server = tokio::spawn(server::serve(http, app, live.clone(), activity.clone(), shutdown_rx.clone()));
+    let server = tokio::spawn(server::serve(
+        http,
+        app,
+        live.clone(),
+        activity.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let serving = format!("serving on {}", described.join(", "));
     systemd::notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
@@ -121,7 +139,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(timeout) = systemd::watchdog_timeout() {
         tokio::spawn(watchdog(db.clone(), timeout, shutdown_rx.clone()));
     }
-    if let Some(idle) = live.get().server.idle_exit_after.filter(|_| socket_activated) {
+    if let Some(idle) = live
+        .get()
+        .server
+        .idle_exit_after
+        .filter(|_| socket_activated)
+    {
         tokio::spawn(idle_exit(activity, idle.get(), shutdown_tx.clone()));
     }
 
@@ -135,7 +158,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
-    systemd::notify(&[NotifyState::Stopping, NotifyState::Status("draining connections")]);
+    systemd::notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining connections"),
+    ]);
 
     let drained = match server.await {
         Ok(Ok(all)) => all,
@@ -143,8 +169,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::anyhow!("server task failed: {e}")),
     };
     systemd::status("closing the database");
-    tokio::task::spawn_blocking(move || db.close()).await.context("database close task failed")?;
-    tracing::info!(drained, uptime_s = started.elapsed().as_secs(), "localhostd stopped");
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .context("database close task failed")?;
+    tracing::info!(
+        drained,
+        uptime_s = started.elapsed().as_secs(),
+        "localhostd stopped"
+    );
     Ok(())
 }
 
@@ -203,7 +235,10 @@ fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, serving: &s
 /// answers: a stuck writer must let systemd restart us.
 async fn watchdog(db: Db, timeout: Duration, mut shutdown: watch::Receiver<bool>) {
     let period = timeout / 2;
-    tracing::info!(period_ms = period.as_millis() as u64, "systemd watchdog enabled");
+    tracing::info!(
+        period_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -227,7 +262,10 @@ async fn idle_exit(activity: Arc<Activity>, idle: Duration, shutdown: watch::Sen
             return;
         }
         if activity.idle_for() >= idle {
-            tracing::info!(idle_s = idle.as_secs_f64(), "no connection for server.idle-exit-after; exiting until the next one");
+            tracing::info!(
+                idle_s = idle.as_secs_f64(),
+                "no connection for server.idle-exit-after; exiting until the next one"
+            );
             let _ = shutdown.send(true);
             return;
         }

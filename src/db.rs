@@ -62,7 +62,9 @@ impl Db {
         for _ in 0..readers {
             let conn = Connection::open_with_flags(
                 path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
             )?;
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.pragma_update(None, "query_only", "ON")?;
@@ -129,7 +131,9 @@ impl Db {
             Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(job)) => tokio::task::block_in_place(|| tx.send(job))
                 .map_err(|_| Error::Unavailable("the database writer stopped".into())),
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(Error::Unavailable("the database writer stopped".into())),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                Err(Error::Unavailable("the database writer stopped".into()))
+            }
         }
     }
 
@@ -183,7 +187,12 @@ impl Db {
         if let Ok(mut tx) = self.inner.writer_tx.lock() {
             tx.take();
         }
-        let thread = self.inner.writer_thread.lock().ok().and_then(|mut t| t.take());
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take());
         if let Some(t) = thread
             && t.join().is_err()
         {
@@ -196,7 +205,9 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Internal(format!("cannot switch the database to WAL mode (got {mode})")));
+        return Err(Error::Internal(format!(
+            "cannot switch the database to WAL mode (got {mode})"
+        )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -214,7 +225,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
             known: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let version = i as i64 + 1;
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -314,7 +329,9 @@ mod tests {
         Db::open(&p, 1).unwrap().close();
         Db::open(&p, 1).unwrap().close();
         let c = Connection::open(&p).unwrap();
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
     }
 
@@ -324,7 +341,8 @@ mod tests {
         let p = dir.path().join("t.db");
         {
             let c = Connection::open(&p).unwrap();
-            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
         }
         match Db::open(&p, 1) {
             Err(Error::SchemaTooNew { found, known, .. }) => {
@@ -336,7 +354,9 @@ mod tests {
         }
         // And the file was not changed.
         let c = Connection::open(&p).unwrap();
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION + 1);
     }
 
@@ -348,7 +368,10 @@ mod tests {
             let db = db.clone();
             handles.push(tokio::spawn(async move {
                 db.write(move |c| {
-                    c.execute("INSERT INTO meta(key, value) VALUES (?1, 'x')", [format!("k{i}")])?;
+                    c.execute(
+                        "INSERT INTO meta(key, value) VALUES (?1, 'x')",
+                        [format!("k{i}")],
+                    )?;
                     if i % 5 == 0 {
                         return Err(Error::Conflict("refused".into()));
                     }
@@ -365,7 +388,13 @@ mod tests {
         }
         assert_eq!(ok, 40);
         let n: i64 = db
-            .read(|c| Ok(c.query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| r.get(0))?))
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
             .await
             .unwrap();
         assert_eq!(n, 40, "exactly the successful jobs are committed");
@@ -377,13 +406,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
         let db = Db::open(&p, 1).unwrap();
-        db.write(|c| Ok(c.execute("INSERT INTO meta VALUES ('a', 'b')", [])?)).await.unwrap();
+        db.write(|c| Ok(c.execute("INSERT INTO meta VALUES ('a', 'b')", [])?))
+            .await
+            .unwrap();
         assert!(db.writer_answers(Duration::from_secs(1)).await);
         db.close();
-        assert!(matches!(db.write(|_| Ok(())).await, Err(Error::Unavailable(_))));
+        assert!(matches!(
+            db.write(|_| Ok(())).await,
+            Err(Error::Unavailable(_))
+        ));
         assert!(!db.writer_answers(Duration::from_millis(100)).await);
         let c = Connection::open(&p).unwrap();
-        let v: String = c.query_row("SELECT value FROM meta WHERE key='a'", [], |r| r.get(0)).unwrap();
+        let v: String = c
+            .query_row("SELECT value FROM meta WHERE key='a'", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, "b");
     }
 }

@@ -30,7 +30,11 @@ pub enum Error {
         "database {path} has schema version {found}, but this localhostd only knows up to {known}; \
          it was written by a newer release: install that release again (downgrades are not supported)"
     )]
-    SchemaTooNew { path: PathBuf, found: i64, known: i64 },
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     /// SQLite failed.
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),

@@ -57,7 +57,7 @@ pub struct Component {
 /// Free space of the filesystem holding `path`, as seen by an unprivileged writer.
 pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-    Ok(u64::from(st.blocks_available()).saturating_mul(st.fragment_size()))
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 impl Health {
@@ -76,12 +76,23 @@ impl Health {
             Ok(())
         });
         checks.push(match tokio::time::timeout(DB_CHECK_TIMEOUT, write).await {
-            Ok(Ok(())) => Check { name: "database", ok: true, detail: "write transaction committed".into() },
-            Ok(Err(e)) => Check { name: "database", ok: false, detail: format!("write transaction failed: {e}") },
+            Ok(Ok(())) => Check {
+                name: "database",
+                ok: true,
+                detail: "write transaction committed".into(),
+            },
+            Ok(Err(e)) => Check {
+                name: "database",
+                ok: false,
+                detail: format!("write transaction failed: {e}"),
+            },
             Err(_) => Check {
                 name: "database",
                 ok: false,
-                detail: format!("write transaction did not commit within {}s", DB_CHECK_TIMEOUT.as_secs()),
+                detail: format!(
+                    "write transaction did not commit within {}s",
+                    DB_CHECK_TIMEOUT.as_secs()
+                ),
             },
         });
         checks.push(self.disk_check());
@@ -89,7 +100,11 @@ impl Health {
         checks.push(Check {
             name: "lifecycle",
             ok: !stopping,
-            detail: if stopping { "shutting down".into() } else { "serving".into() },
+            detail: if stopping {
+                "shutting down".into()
+            } else {
+                "serving".into()
+            },
         });
         checks
     }
@@ -100,7 +115,10 @@ impl Health {
             Ok(free) if free >= floor.bytes() => Check {
                 name: "disk",
                 ok: true,
-                detail: format!("{free} bytes free in {} (floor {floor})", self.state_dir.display()),
+                detail: format!(
+                    "{free} bytes free in {} (floor {floor})",
+                    self.state_dir.display()
+                ),
             },
             Ok(free) => Check {
                 name: "disk",
@@ -124,19 +142,42 @@ impl Health {
         let mut components = Vec::new();
         let mut db_facts = serde_json::Map::new();
         db_facts.insert("schema_version".into(), db::SCHEMA_VERSION.into());
-        db_facts.insert("writer".into(), if writer_ok { "answering" } else { "not answering" }.into());
-        components.push(Component { name: "database", status: ok_str(writer_ok), facts: db_facts });
+        db_facts.insert(
+            "writer".into(),
+            if writer_ok {
+                "answering"
+            } else {
+                "not answering"
+            }
+            .into(),
+        );
+        components.push(Component {
+            name: "database",
+            status: ok_str(writer_ok),
+            facts: db_facts,
+        });
         let disk = self.disk_check();
         let mut disk_facts = serde_json::Map::new();
         if let Ok(free) = free_bytes(&self.state_dir) {
             disk_facts.insert("free_bytes".into(), free.into());
         }
-        disk_facts.insert("min_free_bytes".into(), self.live.get().storage.min_free_disk.bytes().into());
-        components.push(Component { name: "disk", status: ok_str(disk.ok), facts: disk_facts });
+        disk_facts.insert(
+            "min_free_bytes".into(),
+            self.live.get().storage.min_free_disk.bytes().into(),
+        );
+        components.push(Component {
+            name: "disk",
+            status: ok_str(disk.ok),
+            facts: disk_facts,
+        });
         let mut l = serde_json::Map::new();
         l.insert("count".into(), self.listeners.into());
         l.insert("socket_activated".into(), self.socket_activated.into());
-        components.push(Component { name: "listeners", status: "ok", facts: l });
+        components.push(Component {
+            name: "listeners",
+            status: "ok",
+            facts: l,
+        });
         let all_ok = components.iter().all(|c| c.status == "ok");
         Report {
             status: if all_ok { "ok" } else { "degraded" },

@@ -2,6 +2,7 @@
 //! under systemd, else to stderr as text or JSON lines. The level can change at run time
 //! (SIGHUP reload).
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -63,7 +64,12 @@ pub fn init(cfg: &LogConfig) -> LogHandle {
     let (layer, sink): (Box<dyn Layer<Base> + Send + Sync>, Sink) = if want_journald {
         match tracing_journald::layer() {
             // No prefix: fields arrive in the journal as REQUEST_ID=…, STATUS=…, AUDIT=1.
-            Ok(l) => (l.with_field_prefix(None).with_syslog_identifier("localhostd".into()).boxed(), Sink::Journald),
+            Ok(l) => (
+                l.with_field_prefix(None)
+                    .with_syslog_identifier("localhostd".into())
+                    .boxed(),
+                Sink::Journald,
+            ),
             Err(e) => {
                 journald_error = Some(e);
                 stderr_layer(cfg.format)
@@ -76,13 +82,20 @@ pub fn init(cfg: &LogConfig) -> LogHandle {
     if let Some(e) = journald_error {
         tracing::warn!(error = %e, "journald is not reachable; logging to stderr instead");
     }
-    LogHandle { filter: handle, sink }
+    LogHandle {
+        filter: handle,
+        sink,
+    }
 }
 
 fn stderr_layer(format: LogFormat) -> (Box<dyn Layer<Base> + Send + Sync>, Sink) {
     match format {
         LogFormat::Text => (
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false)
+                .boxed(),
             Sink::StderrText,
         ),
         LogFormat::Json => (
@@ -108,6 +121,9 @@ mod tests {
         assert!(!stderr_is_journal(Some("garbage")));
         assert!(!stderr_is_journal(Some("1:1")));
         let st = nix::sys::stat::fstat(std::io::stderr().as_fd()).unwrap();
-        assert!(stderr_is_journal(Some(&format!("{}:{}", st.st_dev, st.st_ino))));
+        assert!(stderr_is_journal(Some(&format!(
+            "{}:{}",
+            st.st_dev, st.st_ino
+        ))));
     }
 }

@@ -94,9 +94,15 @@ fn check_config(args: ConfigArg) -> ExitCode {
     match source.load() {
         Ok(config) => {
             if source.path.exists() {
-                eprintln!("{}: configuration is valid; effective configuration:", source.path.display());
+                eprintln!(
+                    "{}: configuration is valid; effective configuration:",
+                    source.path.display()
+                );
             } else {
-                eprintln!("{} does not exist; built-in defaults are in force:", source.path.display());
+                eprintln!(
+                    "{} does not exist; built-in defaults are in force:",
+                    source.path.display()
+                );
             }
             print!("{}", config.to_toml());
             ExitCode::SUCCESS

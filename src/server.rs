@@ -80,7 +80,10 @@ impl Activity {
         if self.open_connections() > 0 {
             return Duration::ZERO;
         }
-        self.last_change.lock().map(|t| t.elapsed()).unwrap_or(Duration::ZERO)
+        self.last_change
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -133,27 +136,44 @@ pub async fn serve(
     for named in listeners {
         let name: Arc<str> = Arc::from(named.name.as_str());
         let listener = into_tokio(named.listener)?;
-        loops.spawn(accept_loop(listener, name, shared.clone(), shutdown.clone()));
+        loops.spawn(accept_loop(
+            listener,
+            name,
+            shared.clone(),
+            shutdown.clone(),
+        ));
     }
     drop(shared);
     while loops.join_next().await.is_some() {}
     // Every accept loop has returned, so no connection can be added any more.
     let open = graceful.count();
     let timeout = live.get().server.shutdown_timeout.get();
-    tracing::info!(open_connections = open, timeout_s = timeout.as_secs_f64(), "draining connections");
+    tracing::info!(
+        open_connections = open,
+        timeout_s = timeout.as_secs_f64(),
+        "draining connections"
+    );
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         return Ok(false);
     };
     match tokio::time::timeout(timeout, graceful.shutdown()).await {
         Ok(()) => Ok(true),
         Err(_) => {
-            tracing::warn!(timeout_s = timeout.as_secs_f64(), "connections still open at server.shutdown-timeout; closing them");
+            tracing::warn!(
+                timeout_s = timeout.as_secs_f64(),
+                "connections still open at server.shutdown-timeout; closing them"
+            );
             Ok(false)
         }
     }
 }
 
-async fn accept_loop(listener: Listener, name: Arc<str>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Listener,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let permit = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -166,11 +186,17 @@ async fn accept_loop(listener: Listener, name: Arc<str>, shared: Arc<Shared>, mu
         match accepted {
             Ok(Accepted::Tcp(stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { remote: Remote::Tcp(addr), listener: name.clone() };
+                let info = ConnInfo {
+                    remote: Remote::Tcp(addr),
+                    listener: name.clone(),
+                };
                 spawn_connection(stream, info, &shared, permit);
             }
             Ok(Accepted::Unix(stream)) => {
-                let info = ConnInfo { remote: Remote::Unix, listener: name.clone() };
+                let info = ConnInfo {
+                    remote: Remote::Unix,
+                    listener: name.clone(),
+                };
                 spawn_connection(stream, info, &shared, permit);
             }
             Err(e) => {
@@ -194,8 +220,12 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-fn spawn_connection<S>(stream: S, info: ConnInfo, shared: &Shared, permit: tokio::sync::OwnedSemaphorePermit)
-where
+fn spawn_connection<S>(
+    stream: S,
+    info: ConnInfo,
+    shared: &Shared,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let app = shared.app.clone();
@@ -213,7 +243,9 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.server.header_timeout.get());
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .into_owned();
     let watched = shared.graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = watched.await {

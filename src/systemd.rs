@@ -28,7 +28,10 @@ impl NamedListener {
     /// The local address as text, for logs.
     pub fn describe(&self) -> String {
         match &self.listener {
-            StdListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "tcp:?".into()),
+            StdListener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp:?".into()),
             StdListener::Unix(l) => l
                 .local_addr()
                 .ok()
@@ -58,7 +61,10 @@ pub fn take_activated_listeners() -> io::Result<Option<Vec<NamedListener>>> {
     }
     let mut out = Vec::with_capacity(fds.len());
     for idx in 0..fds.len() {
-        let name = names.get(idx).cloned().unwrap_or_else(|| format!("fd{}", idx + 3));
+        let name = names
+            .get(idx)
+            .cloned()
+            .unwrap_or_else(|| format!("fd{}", idx + 3));
         let listener = match fds.take_tcp_listener(idx) {
             Ok(Some(l)) => StdListener::Tcp(l),
             Ok(None) => continue,
@@ -68,7 +74,10 @@ pub fn take_activated_listeners() -> io::Result<Option<Vec<NamedListener>>> {
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("socket {name:?} (fd {}) passed by systemd is neither a TCP nor a Unix stream listener: {e}", idx + 3),
+                        format!(
+                            "socket {name:?} (fd {}) passed by systemd is neither a TCP nor a Unix stream listener: {e}",
+                            idx + 3
+                        ),
                     ));
                 }
             },
@@ -98,13 +107,24 @@ pub fn bind(addrs: &[ListenAddr]) -> io::Result<Vec<NamedListener>> {
 }
 
 fn bind_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
-    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on unix:{}: {e}", path.display()));
+    let ctx = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on unix:{}: {e}", path.display()),
+        )
+    };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(ctx(io::Error::new(io::ErrorKind::AlreadyExists, "a non-socket file is in the way")));
+            return Err(ctx(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a non-socket file is in the way",
+            )));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ctx(io::Error::new(io::ErrorKind::AddrInUse, "another process is listening there")));
+            return Err(ctx(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening there",
+            )));
         }
         // A stale socket left by a previous run that did not clean up.
         std::fs::remove_file(path).map_err(ctx)?;

@@ -27,7 +27,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), extra: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -68,14 +73,31 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
             Error::TooLarge(m) => ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             Error::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
-            Error::InsufficientStorage(m) => ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m),
-            Error::Db(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
-            {
-                internal(S::SERVICE_UNAVAILABLE, "unavailable", &e, "the database is busy; retry shortly")
+            Error::InsufficientStorage(m) => {
+                ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m)
             }
-            Error::Db(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull => {
-                internal(S::INSUFFICIENT_STORAGE, "insufficient_storage", &e, "the state directory's disk is full")
+            Error::Db(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                internal(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e,
+                    "the database is busy; retry shortly",
+                )
+            }
+            Error::Db(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                internal(
+                    S::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    &e,
+                    "the state directory's disk is full",
+                )
             }
             Error::SchemaTooNew { .. } | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
                 internal(S::INTERNAL_SERVER_ERROR, "internal", &e, "internal error")
@@ -95,7 +117,11 @@ fn internal(status: StatusCode, code: &'static str, e: &Error, public: &str) -> 
         source = s.source();
     }
     tracing::error!(request_id = %rid, error = %chain, "request failed");
-    ApiError::new(status, code, format!("{public}; the server log has details under request id {rid}"))
+    ApiError::new(
+        status,
+        code,
+        format!("{public}; the server log has details under request id {rid}"),
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -104,7 +130,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({
             "error": { "code": self.code, "message": self.message, "request_id": rid }
         });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, body.as_object_mut())
+        {
             for (k, v) in extra {
                 obj.insert(k, v);
             }
@@ -112,7 +140,8 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.extensions_mut().insert(ErrorBody);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }
@@ -136,9 +165,17 @@ mod tests {
             (Error::Conflict("x".into()), 409, "conflict"),
             (Error::TooLarge("x".into()), 413, "payload_too_large"),
             (Error::Unavailable("x".into()), 503, "unavailable"),
-            (Error::InsufficientStorage("x".into()), 507, "insufficient_storage"),
+            (
+                Error::InsufficientStorage("x".into()),
+                507,
+                "insufficient_storage",
+            ),
             (Error::Internal("secret detail".into()), 500, "internal"),
-            (Error::Io(std::io::Error::other("secret path /x")), 500, "internal"),
+            (
+                Error::Io(std::io::Error::other("secret path /x")),
+                500,
+                "internal",
+            ),
             (
                 Error::Db(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
@@ -152,17 +189,35 @@ mod tests {
             let a = ApiError::from(e);
             assert_eq!(a.status.as_u16(), status);
             assert_eq!(a.code, code);
-            assert!(!a.message.contains("secret"), "5xx leaked internals: {}", a.message);
+            assert!(
+                !a.message.contains("secret"),
+                "5xx leaked internals: {}",
+                a.message
+            );
         }
     }
 
     #[test]
     fn every_status_we_normalize_has_a_code_from_the_fixed_set() {
         const CODES: &[&str] = &[
-            "bad_request", "invalid_json", "invalid_key", "invalid_path", "unauthorized", "forbidden",
-            "not_found", "method_not_allowed", "conflict", "precondition_failed", "payload_too_large",
-            "unsupported_media_type", "unprocessable", "rate_limited", "quota_exceeded",
-            "insufficient_storage", "unavailable", "internal",
+            "bad_request",
+            "invalid_json",
+            "invalid_key",
+            "invalid_path",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "method_not_allowed",
+            "conflict",
+            "precondition_failed",
+            "payload_too_large",
+            "unsupported_media_type",
+            "unprocessable",
+            "rate_limited",
+            "quota_exceeded",
+            "insufficient_storage",
+            "unavailable",
+            "internal",
         ];
         for s in 400..600u16 {
             let code = code_for_status(StatusCode::from_u16(s).unwrap());

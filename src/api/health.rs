@@ -19,10 +19,18 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if checks.iter().all(|c| c.ok) {
         return axum::Json(json!({"status": "ready", "checks": checks})).into_response();
     }
-    let reasons: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("not ready: {}", reasons.join("; ")))
-        .with_extra(json!({"status": "not_ready", "checks": checks}))
-        .into_response()
+    let reasons: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("not ready: {}", reasons.join("; ")),
+    )
+    .with_extra(json!({"status": "not_ready", "checks": checks}))
+    .into_response()
 }
 
 /// Version, uptime and per-component status.

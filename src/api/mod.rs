@@ -93,9 +93,13 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             // axum adds the Allow header outside this layer; clients read it there.
-            format!("method {method} is not allowed on {path}; the Allow header lists the allowed methods")
+            format!(
+                "method {method} is not allowed on {path}; the Allow header lists the allowed methods"
+            )
         }
-        StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than server.max-body-size".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "request body is larger than server.max-body-size".to_owned()
+        }
         s => format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or("error")),
     };
     let (parts, _) = resp.into_parts();
@@ -110,7 +114,11 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
 
 /// Request body size limit and request timeout, both read from the live config so a reload
 /// changes them.
-async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn limits(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let cfg = state.live.get();
     let max = cfg.server.max_body_size;
     let declared = req
@@ -130,11 +138,13 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resu
     let limit = usize::try_from(max.bytes()).unwrap_or(usize::MAX);
     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
     let timeout = cfg.server.request_timeout;
-    tokio::time::timeout(timeout.get(), next.run(req)).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("the request did not finish within server.request-timeout ({timeout})"),
-        )
-    })
+    tokio::time::timeout(timeout.get(), next.run(req))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the request did not finish within server.request-timeout ({timeout})"),
+            )
+        })
 }

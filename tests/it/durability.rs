@@ -1,0 +1,161 @@
+//! A 2xx for a write means the data is on disk: the fsync of the write happens before the
+//! response is sent. `kill -9` cannot show this (the page cache survives it), so we watch the
+//! syscalls with strace and check their order.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::BIN;
+use crate::http::{self, Target};
+
+fn strace_available() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Trace lines (in time order, all threads) for the syscalls that matter here.
+fn trace_requests(paths: &[&str]) -> (Vec<String>, Vec<http::Response>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("http.sock");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state-dir = {:?}\n[server]\nlisten = [\"unix:{}\"]\n",
+            dir.path().join("state").display().to_string(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let trace = dir.path().join("trace");
+    let mut child = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-s",
+            "64",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,read,recvfrom,write,writev,sendto,sendmsg",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(BIN)
+        .args(["serve", "--log-target", "stderr", "--config"])
+        .arg(&cfg)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon under strace did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let target = Target::Unix(sock);
+    let responses = paths.iter().map(|p| http::get(&target, p)).collect();
+    // strace blocks fatal signals while it runs a command (-I3), so stop the traced daemon
+    // itself: strace's only child.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .unwrap_or_default();
+    let daemon: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if daemon > 0 {
+        // SAFETY: kill(2) on the daemon we started under strace.
+        unsafe { libc::kill(daemon, libc::SIGTERM) };
+    } else {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    (text.lines().map(str::to_owned).collect(), responses)
+}
+
+fn index_of(lines: &[String], from: usize, pred: impl Fn(&str) -> bool, what: &str) -> usize {
+    lines[from..]
+        .iter()
+        .position(|l| pred(l))
+        .map(|i| i + from)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {what} in trace after line {from}:\n{}",
+                lines.join("\n")
+            )
+        })
+}
+
+fn is_sync(l: &str) -> bool {
+    l.contains(" fsync(") || l.contains(" fdatasync(") || l.contains(" sync_file_range(")
+}
+
+#[test]
+fn fsync_of_a_write_happens_before_its_2xx_is_sent() {
+    if !strace_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "strace is missing in CI: .ci/run must install it"
+        );
+        eprintln!("SKIPPED: strace not installed (Debian package strace)");
+        return;
+    }
+    // /ready commits a heartbeat row (a real write); /health writes nothing. The second
+    // request is the control: it must show no sync, so the check can tell the two apart.
+    let (lines, responses) = trace_requests(&["/ready", "/health"]);
+    assert_eq!(responses[0].status, 200, "{}", responses[0].text());
+    assert_eq!(responses[1].status, 200);
+    let req = index_of(
+        &lines,
+        0,
+        |l| l.contains("GET /ready HTTP/1.1"),
+        "read of the /ready request",
+    );
+    let resp = index_of(
+        &lines,
+        req,
+        |l| l.contains("HTTP/1.1 200 OK"),
+        "write of the /ready response",
+    );
+    let syncs: Vec<&String> = lines[req..resp].iter().filter(|l| is_sync(l)).collect();
+    assert!(
+        !syncs.is_empty(),
+        "no fsync between request and 2xx:\n{}",
+        lines[req..=resp].join("\n")
+    );
+    assert!(
+        !lines[resp..]
+            .iter()
+            .take_while(|l| !l.contains("GET /health"))
+            .any(|l| is_sync(l) && l.contains("-wal")),
+        "trace shows the WAL synced only after the response"
+    );
+
+    let req2 = index_of(
+        &lines,
+        resp,
+        |l| l.contains("GET /health HTTP/1.1"),
+        "read of the /health request",
+    );
+    let resp2 = index_of(
+        &lines,
+        req2,
+        |l| l.contains("HTTP/1.1 200 OK"),
+        "write of the /health response",
+    );
+    assert!(
+        !lines[req2..resp2].iter().any(|l| is_sync(l)),
+        "a request that writes nothing synced:\n{}",
+        lines[req2..=resp2].join("\n")
+    );
+}

@@ -1,0 +1,303 @@
+//! Starts the real binary the way systemd does: a pre-bound TCP socket and a Unix socket
+//! passed as fds 3 and 4 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), a NOTIFY_SOCKET datagram
+//! socket the test reads, stderr captured as JSON log lines.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http::Target;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_localhostd");
+
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub tcp: Target,
+    pub unix: Target,
+    pub config_path: PathBuf,
+    notify: UnixDatagram,
+    /// Every notify message received so far, in order.
+    pub notes: Vec<String>,
+    // The test keeps its copies of the listening sockets, as systemd does.
+    _tcp_listener: Option<TcpListener>,
+    _unix_listener: Option<UnixListener>,
+}
+
+pub struct Options {
+    /// TOML appended after `state-dir = …` (may open sections).
+    pub config: String,
+    /// Pass sockets as systemd would (else the daemon binds `server.listen` itself).
+    pub activated: bool,
+    pub env: Vec<(String, String)>,
+    /// Wait for READY=1 before returning.
+    pub wait_ready: bool,
+    /// Use this directory instead of a new one (to share a state dir).
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: String::new(),
+            activated: true,
+            env: Vec::new(),
+            wait_ready: true,
+            dir: None,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(Options::default())
+    }
+
+    pub fn start_config(config: &str) -> Daemon {
+        Daemon::start_with(Options {
+            config: config.to_owned(),
+            ..Options::default()
+        })
+    }
+
+    pub fn start_with(opts: Options) -> Daemon {
+        let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let state = dir.path().join("state");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "state-dir = {:?}\n{}\n",
+                state.display().to_string(),
+                opts.config
+            ),
+        )
+        .unwrap();
+        let notify_path = dir.path().join(format!("notify-{}.sock", rand_suffix()));
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stderr = File::create(dir.path().join("stderr.log")).unwrap();
+
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--log-target", "stderr", "--log-format", "json"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("LOCALHOSTD_CONFIG")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let (mut tcp_l, mut unix_l) = (None, None);
+        let (tcp, unix);
+        if opts.activated {
+            let t = TcpListener::bind("127.0.0.1:0").unwrap();
+            let u = UnixListener::bind(dir.path().join("http.sock")).unwrap();
+            tcp = Target::Tcp(t.local_addr().unwrap());
+            unix = Target::Unix(dir.path().join("http.sock"));
+            let (tfd, ufd) = (t.as_raw_fd(), u.as_raw_fd());
+            cmd.env("LISTEN_FDS", "2")
+                .env("LISTEN_FDNAMES", "http:http-unix");
+            // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let hi_t = libc::fcntl(tfd, libc::F_DUPFD, 100);
+                    let hi_u = libc::fcntl(ufd, libc::F_DUPFD, 100);
+                    if hi_t < 0 || hi_u < 0 || libc::dup2(hi_t, 3) < 0 || libc::dup2(hi_u, 4) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(hi_t);
+                    libc::close(hi_u);
+                    Ok(())
+                });
+            }
+            tcp_l = Some(t);
+            unix_l = Some(u);
+        } else {
+            tcp = Target::Tcp("127.0.0.1:1".parse().unwrap());
+            unix = Target::Unix(dir.path().join("own.sock"));
+        }
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child,
+            dir,
+            tcp,
+            unix,
+            config_path,
+            notify,
+            notes: Vec::new(),
+            _tcp_listener: tcp_l.take(),
+            _unix_listener: unix_l.take(),
+        };
+        if opts.wait_ready {
+            d.wait_notify("READY=1", Duration::from_secs(20));
+        }
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Log lines parsed as JSON objects.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Reads notify messages until one contains `needle`; panics after `timeout`.
+    pub fn wait_notify(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(m) = self.notes.iter().find(|m| m.lines().any(|l| l == needle)) {
+            return m.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv_notify() {
+                if m.lines().any(|l| l == needle) {
+                    return m;
+                }
+            } else if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited ({status}) before {needle}; notes {:?}; log:\n{}",
+                    self.notes,
+                    self.logs()
+                );
+            }
+        }
+        panic!(
+            "no {needle} within {timeout:?}; notes {:?}; log:\n{}",
+            self.notes,
+            self.logs()
+        );
+    }
+
+    /// One notify message if one arrives within 100 ms.
+    pub fn recv_notify(&mut self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        match self.notify.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notes.push(m.clone());
+                Some(m)
+            }
+            Err(_) => None,
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                while self.recv_notify().is_some() {}
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+            self.recv_notify();
+        }
+    }
+
+    /// SIGTERM, expect STOPPING=1 and exit code 0.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.wait_notify("STOPPING=1", Duration::from_secs(20));
+        let status = self.wait_exit(Duration::from_secs(40));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {status}; log:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs the binary with `args` to completion; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("LOCALHOSTD_CONFIG")
+        .env_remove("STATE_DIRECTORY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Holds SQLite's write lock on the daemon's database until dropped, so its writer blocks.
+pub struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    pub fn take(state_dir: &Path) -> WriteLock {
+        let c = rusqlite::Connection::open(state_dir.join("localhostd.db")).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        WriteLock(c)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
