@@ -28,12 +28,19 @@ spec_version=$(sed -n 's/^Version: *//p' rpm/localhostd.spec)
 [ "$spec_version" = "$cargo_version" ] \
     || die "rpm/localhostd.spec is at $spec_version but Cargo.toml at $cargo_version: update Version: and %changelog"
 
+# The release build, in this environment: a no-op when target/release is fresh. The spec then
+# uses it as it is (localhostd_prebuilt): rpmbuild's %build environment (CFLAGS,
+# SOURCE_DATE_EPOCH…) would otherwise make cargo rebuild the bundled SQLite and relink.
+log "cargo build --release --locked"
+cargo build --release --locked
+
 top=$(mktemp -d "${TMPDIR:-/tmp}/localhostd-rpmbuild.XXXXXX")
 trap 'rm -rf "$top"' EXIT
 log "rpmbuild -bb --build-in-place (version $spec_version) → $out"
 rpmbuild -bb --build-in-place --nodeps \
     --define "_topdir $top" \
     --define "_sourcedir $root/rpm" \
+    --define "localhostd_prebuilt 1" \
     --define "_rpmdir $out" \
     --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
     rpm/localhostd.spec

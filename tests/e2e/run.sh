@@ -170,7 +170,6 @@ build_packages() {
         log "using the packages in $PKGDIR (LOCALHOSTD_E2E_SKIP_BUILD=1)"
     else
         log "building the .deb and .rpm into $PKGDIR"
-        (cd "$REPO" && cargo build --release --locked)
         "$REPO/packaging/build-deb.sh" "$PKGDIR"
         "$REPO/packaging/build-rpm.sh" "$PKGDIR"
     fi
