@@ -453,9 +453,33 @@ check_bad_config_exit_78() {
     [ "$(http_status /health)" = 200 ] || { fail "no recovery after fixing the config"; return 1; }
 }
 
+check_upgrade_in_place() {
+    # The upgrade path of the maintainer scripts (postinst configure with the old version): a
+    # running daemon is restarted onto the new binary, the sockets stay enabled and listening,
+    # a locally changed conffile is kept without a prompt.
+    local pid
+    [ "$(http_status /health)" = 200 ]
+    pid=$(unit_prop localhostd.service MainPID)
+    in_ct sh -c 'echo "# changed by the e2e test" >> /etc/localhostd/config.toml'
+    in_ct timeout 300 apt-get install -y -q --reinstall "/mnt/pkg/$(basename "$DEB")" >"$WORK/upgrade.log" 2>&1 \
+        || { cat "$WORK/upgrade.log"; fail "apt-get install --reinstall failed"; return 1; }
+    local newpid
+    newpid=$(unit_prop localhostd.service MainPID)
+    [ "$(in_ct systemctl is-active localhostd.service)" = active ] && [ "$newpid" != "$pid" ] \
+        || { fail "daemon not restarted by the upgrade (MainPID $pid → $newpid)"; return 1; }
+    local u
+    for u in localhostd.socket localhostd-admin.socket; do
+        [ "$(in_ct systemctl is-enabled "$u")" = enabled ] && [ "$(in_ct systemctl is-active "$u")" = active ] \
+            || { fail "$u not enabled+active after the upgrade"; return 1; }
+    done
+    in_ct grep -q '^# changed by the e2e test$' /etc/localhostd/config.toml || { fail "the local config change was lost"; return 1; }
+    [ "$(http_status /health)" = 200 ] || { fail "/health after the upgrade"; return 1; }
+    log "  reinstall/upgrade: daemon restarted (MainPID $pid → $newpid), sockets kept, changed conffile kept"
+}
+
 check_security_score() {
     local out score
-    out=$(in_ct systemd-analyze security --no-pager localhostd.service 2>&1) || true
+    out=$(in_ct timeout 60 systemd-analyze security --no-pager localhostd.service 2>&1) || true
     score=$(sed -n 's/.*Overall exposure level for localhostd.service: \([0-9.]*\).*/\1/p' <<<"$out")
     [ -n "$score" ] || { echo "$out"; fail "no exposure score in systemd-analyze security output"; return 1; }
     # The settings still open (✗), for the log.
@@ -522,6 +546,7 @@ main() {
     run_check restart_keeps_state
     run_check stop_graceful
     run_check bad_config_exit_78
+    run_check upgrade_in_place
     run_check security_score
     # Feature checks (data, files, exec, programs) go here, while the package is installed.
     run_check remove_keeps_config_and_state
