@@ -21,6 +21,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the config file and print the effective configuration.
     CheckConfig(ConfigArg),
+    /// Manage API tokens: through the running daemon's admin socket, or offline when no
+    /// daemon runs (as the state directory's owner, holding its lock).
+    Token {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Write the man page and shell completions into a directory (used by packaging).
     #[command(hide = true)]
     GenerateAssets {
@@ -44,6 +52,29 @@ pub fn generate_assets(out: &std::path::Path) -> std::io::Result<()> {
         clap_complete::generate_to(shell, &mut c, "localhostd", out)?;
     }
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; it is printed once, on standard output, and stored only as a hash.
+    Create {
+        /// A unique name (letters, digits, - _ . @)
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: read, write, exec, admin (implies all), metrics
+        #[arg(long, value_name = "SCOPES")]
+        scope: String,
+        /// Lifetime such as 30d or 12h [default: never expires]
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id or name; its browser sessions end too.
+    Revoke {
+        /// The token's id or name
+        token: String,
+    },
 }
 
 #[derive(Debug, Args)]

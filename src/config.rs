@@ -32,6 +32,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -54,6 +56,156 @@ pub struct ServerConfig {
     pub request_timeout: HumanDuration,
     /// Largest request body accepted by JSON routes.
     pub max_body_size: ByteSize,
+    /// Host names (besides localhost names and the listening addresses) that requests may be
+    /// addressed to; anything else is refused, which stops DNS rebinding from a browser.
+    pub server_names: Vec<String>,
+    /// Where the CLI looks for the daemon's admin socket (systemd's localhostd-admin.socket).
+    pub admin_socket: PathBuf,
+}
+
+/// `[auth]`: sessions, proxies, CORS, audit retention.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AuthConfig {
+    /// A browser session ends after this long without a request.
+    pub session_idle_timeout: HumanDuration,
+    /// …and after this long in any case.
+    pub session_max_age: HumanDuration,
+    /// Peers whose X-Forwarded-For / Forwarded / X-Forwarded-Proto headers are believed:
+    /// `unix` (a peer on a Unix socket, e.g. nginx) and IP addresses or CIDR ranges.
+    pub trusted_proxies: Vec<ProxySpec>,
+    /// Origins allowed to call the API from a browser page on another origin (CORS). Empty:
+    /// no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Audit events older than this are deleted.
+    pub audit_keep_within: HumanDuration,
+}
+
+/// `[rate-limit]`: requests per token (or per client address when anonymous), by route class.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub read_per_second: u32,
+    pub read_burst: u32,
+    pub write_per_second: u32,
+    pub write_burst: u32,
+    pub upload_per_second: u32,
+    pub upload_burst: u32,
+    pub exec_per_second: u32,
+    pub exec_burst: u32,
+    /// Failed authentications per client address: far lower, against guessing.
+    pub failed_auth_per_minute: u32,
+    pub failed_auth_burst: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
+            session_max_age: HumanDuration(Duration::from_secs(12 * 3600)),
+            trusted_proxies: vec![ProxySpec::Unix],
+            cors_origins: Vec::new(),
+            audit_keep_within: HumanDuration(Duration::from_secs(90 * 86400)),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            read_per_second: 500,
+            read_burst: 1000,
+            write_per_second: 200,
+            write_burst: 400,
+            upload_per_second: 20,
+            upload_burst: 40,
+            exec_per_second: 20,
+            exec_burst: 40,
+            failed_auth_per_minute: 10,
+            failed_auth_burst: 10,
+        }
+    }
+}
+
+/// A trusted proxy: a Unix-socket peer, or an address range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxySpec {
+    Unix,
+    Net { addr: std::net::IpAddr, prefix: u8 },
+}
+
+impl ProxySpec {
+    /// Whether `ip` lies in this range (never true for `Unix`).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ProxySpec::Net { addr, prefix } = self else {
+            return false;
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ProxySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxySpec::Unix => f.write_str("unix"),
+            ProxySpec::Net { addr, prefix } => write!(f, "{addr}/{prefix}"),
+        }
+    }
+}
+
+impl FromStr for ProxySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "unix" {
+            return Ok(ProxySpec::Unix);
+        }
+        let bad = || {
+            format!(
+                "expected \"unix\", an IP address or a CIDR range such as 127.0.0.1/32, got {s:?}"
+            )
+        };
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(ProxySpec::Net { addr, prefix })
+    }
+}
+
+impl Serialize for ProxySpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
 }
 
 /// `[log]`: where logs go and how much.
@@ -103,6 +255,8 @@ impl Default for ServerConfig {
             header_timeout: HumanDuration(Duration::from_secs(10)),
             request_timeout: HumanDuration(Duration::from_secs(60)),
             max_body_size: ByteSize(1 << 20),
+            server_names: Vec::new(),
+            admin_socket: PathBuf::from("/run/localhostd/admin.sock"),
         }
     }
 }
@@ -433,6 +587,53 @@ impl Config {
                 "must be longer than zero (leave it out to disable)",
             ));
         }
+        let rl = &self.rate_limit;
+        for (key, v) in [
+            ("rate-limit.read-per-second", rl.read_per_second),
+            ("rate-limit.read-burst", rl.read_burst),
+            ("rate-limit.write-per-second", rl.write_per_second),
+            ("rate-limit.write-burst", rl.write_burst),
+            ("rate-limit.upload-per-second", rl.upload_per_second),
+            ("rate-limit.upload-burst", rl.upload_burst),
+            ("rate-limit.exec-per-second", rl.exec_per_second),
+            ("rate-limit.exec-burst", rl.exec_burst),
+            (
+                "rate-limit.failed-auth-per-minute",
+                rl.failed_auth_per_minute,
+            ),
+            ("rate-limit.failed-auth-burst", rl.failed_auth_burst),
+        ] {
+            if v == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1 (set rate-limit.enabled = false to turn limits off)",
+                ));
+            }
+        }
+        if self.auth.session_idle_timeout.get().is_zero()
+            || self.auth.session_max_age.get().is_zero()
+        {
+            return Err(invalid(
+                "auth.session-idle-timeout",
+                "session timeouts must be longer than zero",
+            ));
+        }
+        for origin in &self.auth.cors_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && origin.matches('/').count() == 2;
+            if !ok {
+                return Err(invalid(
+                    "auth.cors-origins",
+                    &format!("{origin:?} is not an origin like https://example.com"),
+                ));
+            }
+        }
+        if !self.server.admin_socket.is_absolute() {
+            return Err(invalid("server.admin-socket", "must be an absolute path"));
+        }
         if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
             return Err(invalid("storage.db-readers", "must be between 1 and 64"));
         }
@@ -487,6 +688,9 @@ impl Config {
         }
         if self.storage.db_readers != new.storage.db_readers {
             out.push("storage.db-readers");
+        }
+        if self.auth.cors_origins != new.auth.cors_origins {
+            out.push("auth.cors-origins");
         }
         out
     }
@@ -728,6 +932,42 @@ min-free-disk = 1048576
             c.state_dir(Some("/var/lib/localhostd".as_ref())),
             PathBuf::from("/var/lib/localhostd")
         );
+    }
+
+    #[test]
+    fn proxy_specs_parse_and_match() {
+        let net: ProxySpec = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one: ProxySpec = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        assert!(!ProxySpec::Unix.contains("127.0.0.1".parse().unwrap()));
+        let all: ProxySpec = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<ProxySpec>().is_err());
+        assert!("nginx".parse::<ProxySpec>().is_err());
+        let e = parse("[auth]\ntrusted-proxies = [\"unix\", \"localhost\"]\n").unwrap_err();
+        assert!(
+            e.contains(":2:") && e.contains("key `auth.trusted-proxies[1]`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_rates_and_bad_origins_are_refused() {
+        assert!(
+            parse("[rate-limit]\nexec-burst = 0\n")
+                .unwrap_err()
+                .contains("rate-limit.exec-burst")
+        );
+        assert!(
+            parse("[auth]\ncors-origins = [\"example.com\"]\n")
+                .unwrap_err()
+                .contains("auth.cors-origins")
+        );
+        assert!(parse("[auth]\ncors-origins = [\"https://example.com\"]\n").is_ok());
     }
 
     #[test]

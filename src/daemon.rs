@@ -15,6 +15,10 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::api::access::Client;
+use crate::api::ratelimit::RateLimits;
+use crate::audit::{Audit, Event};
+use crate::auth::{Actor, Auth, Scope, Scopes};
 use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
 use crate::health::Health;
@@ -31,6 +35,60 @@ pub struct AppState {
     pub live: Arc<LiveConfig>,
     /// Readiness and the health report.
     pub health: Arc<Health>,
+    /// Tokens and sessions.
+    pub auth: Auth,
+    /// The audit trail.
+    pub audit: Audit,
+    /// Rate-limit buckets.
+    pub limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    /// Builds the state every handler sees around an open database.
+    pub fn new(db: Db, live: Arc<LiveConfig>, health: Arc<Health>) -> AppState {
+        let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
+        AppState {
+            auth: Auth::new(db.clone()),
+            audit: Audit::new(db.clone()),
+            db,
+            live,
+            health,
+            limits,
+        }
+    }
+
+    /// Records an audit event; a failure to store it is logged (the event is in the log anyway).
+    pub async fn audit_event(&self, ev: Event) {
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!(error = %e, "cannot store an audit event");
+        }
+    }
+
+    /// Records a change made by `actor`, with the outcome of `result`.
+    pub async fn audit_change<T>(
+        &self,
+        actor: &Actor,
+        client: &Client,
+        action: &str,
+        target: &str,
+        result: &crate::error::Result<T>,
+        detail: &str,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        self.audit_event(Event {
+            actor: actor.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            result: outcome,
+            client: client.addr.clone(),
+            request_id: crate::api::request_id::current().unwrap_or_default(),
+            detail: detail.to_owned(),
+        })
+        .await;
+    }
 }
 
 /// Everything `run` needs from the outside, so tests and systemd plug in the same way.
@@ -79,19 +137,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let socket_activated = activated.is_some();
     let listeners = match activated {
         Some(l) => l,
-        None => systemd::bind(&config.server.listen)?,
+        None => {
+            let mut l = systemd::bind(&config.server.listen)?;
+            l.push(bind_admin_socket(&state_dir)?);
+            l
+        }
     };
-    let (http, admin): (Vec<_>, Vec<_>) = listeners
-        .into_iter()
-        .partition(|l| l.name != systemd::ADMIN_FD_NAME);
-    if !admin.is_empty() {
-        tracing::info!("admin socket passed by systemd; it is not served by this version");
-    }
-    drop(admin);
-    if http.is_empty() {
+    let http_count = listeners
+        .iter()
+        .filter(|l| l.name != systemd::ADMIN_FD_NAME)
+        .count();
+    if http_count == 0 {
         anyhow::bail!("no HTTP listener: systemd passed only an admin socket");
     }
-    let described: Vec<String> = http.iter().map(NamedListener::describe).collect();
+    let described: Vec<String> = listeners.iter().map(NamedListener::describe).collect();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let live = Arc::new(LiveConfig::new(config));
@@ -101,16 +160,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         live: live.clone(),
         started,
         started_at,
-        listeners: http.len(),
+        listeners: http_count,
         socket_activated,
         shutting_down: shutdown_rx.clone(),
     });
-    let state = AppState {
-        db: db.clone(),
-        live: live.clone(),
-        health,
-    };
-    let app = crate::api::router(state);
+    let state = AppState::new(db.clone(), live.clone(), health);
+    ensure_initial_admin_token(&state, &state_dir).await?;
+    let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
@@ -119,12 +175,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let activity = Arc::new(Activity::default());
     let server = tokio::spawn(server::serve(
-        http,
+        listeners,
         app,
         live.clone(),
         activity.clone(),
         shutdown_rx.clone(),
     ));
+    tokio::spawn(housekeeping(state, shutdown_rx.clone()));
 
     let serving = format!("serving on {}", described.join(", "));
     systemd::notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
@@ -178,6 +235,101 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "localhostd stopped"
     );
     Ok(())
+}
+
+/// The file the first admin token is written to when no token exists yet.
+pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
+/// The admin socket a daemon started without systemd binds inside its state directory.
+pub const LOCAL_ADMIN_SOCKET: &str = "admin.sock";
+
+fn bind_admin_socket(state_dir: &Path) -> anyhow::Result<NamedListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = state_dir.join(LOCAL_ADMIN_SOCKET);
+    let mut l = systemd::bind(&[crate::config::ListenAddr::Unix(path.clone())])?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    let mut admin = l.pop().context("admin socket not bound")?;
+    admin.name = systemd::ADMIN_FD_NAME.to_owned();
+    Ok(admin)
+}
+
+/// On first start (no token at all), makes an admin token and writes it to
+/// `$STATE_DIRECTORY/initial-admin-token` (mode 0600); the log says where, never what.
+async fn ensure_initial_admin_token(state: &AppState, state_dir: &Path) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if state.auth.token_count().await? > 0 {
+        return Ok(());
+    }
+    let token = state
+        .auth
+        .create_token("initial-admin", Scopes::of(&[Scope::Admin]), None)
+        .await?;
+    let path = state_dir.join(INITIAL_TOKEN_FILE);
+    let tmp = state_dir.join(format!(".{INITIAL_TOKEN_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(format!("{}\n", token.token).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    File::open(state_dir)?.sync_all()?;
+    state
+        .audit_event(Event {
+            actor: "localhostd".into(),
+            action: "token.create".into(),
+            target: "initial-admin".into(),
+            result: "ok".into(),
+            client: "-".into(),
+            request_id: String::new(),
+            detail: format!("first start: written to {}", path.display()),
+        })
+        .await;
+    tracing::warn!(path = %path.display(), "no API token existed: created the admin token \"initial-admin\" and wrote it to this file (mode 0600); revoke it once you have made your own");
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "\nInitial admin token (also in {}):\n\n    {}\n",
+            path.display(),
+            token.token
+        );
+    }
+    Ok(())
+}
+
+/// Periodic upkeep: forget idle rate-limit buckets; delete old audit events and dead sessions.
+async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        state.limits.housekeep();
+        if n.is_multiple_of(60) {
+            let cfg = state.live.get();
+            match state.audit.prune(cfg.auth.audit_keep_within.get()).await {
+                Ok(0) => {}
+                Ok(k) => tracing::info!(
+                    deleted = k,
+                    "old audit events deleted (auth.audit-keep-within)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the audit trail"),
+            }
+            if let Err(e) = state
+                .auth
+                .prune_sessions(cfg.auth.session_max_age.get())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot prune sessions");
+            }
+        }
+        n += 1;
+    }
 }
 
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {

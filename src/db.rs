@@ -26,6 +26,41 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     ) STRICT;",
+    // 2: access control: API tokens (hashes only), browser sessions, the audit trail.
+    "CREATE TABLE tokens (
+        id           TEXT PRIMARY KEY NOT NULL,
+        name         TEXT NOT NULL UNIQUE,
+        secret_hash  BLOB NOT NULL,
+        scopes       TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    ) STRICT;
+    CREATE TABLE sessions (
+        id           TEXT PRIMARY KEY NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        token_id     TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+        csrf         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        revoked_at   INTEGER
+    ) STRICT;
+    CREATE INDEX sessions_token ON sessions(token_id);
+    CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        client     TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_at ON audit(at);
+    CREATE INDEX audit_actor ON audit(actor, id);
+    CREATE INDEX audit_action ON audit(action, id);",
 ];
 
 /// The schema version this binary writes.

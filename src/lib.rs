@@ -17,7 +17,10 @@
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod adminctl;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Token { config, action } => token(config, action),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -84,6 +85,22 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "localhostd failed");
             systemd::status(&format!("failed: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(args: ConfigArg, action: localhostd::cli::TokenAction) -> ExitCode {
+    let source = ConfigSource::resolve(args.config);
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
+    match localhostd::adminctl::token(&config, &state_dir, action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("localhostd: {e}");
             ExitCode::FAILURE
         }
     }

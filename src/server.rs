@@ -24,6 +24,13 @@ pub struct ConnInfo {
     pub remote: Remote,
     /// The listener's name (systemd's FileDescriptorName or the bound address).
     pub listener: Arc<str>,
+    /// Whether this is the admin socket, where root and our own user are trusted by their
+    /// peer credentials.
+    pub admin: bool,
+    /// The peer's uid (SO_PEERCRED) on Unix sockets.
+    pub peer_uid: Option<u32>,
+    /// Our own address on this TCP connection (a Host naming it is ours).
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,10 +142,12 @@ pub async fn serve(
     let mut loops = tokio::task::JoinSet::new();
     for named in listeners {
         let name: Arc<str> = Arc::from(named.name.as_str());
+        let admin = named.name == crate::systemd::ADMIN_FD_NAME;
         let listener = into_tokio(named.listener)?;
         loops.spawn(accept_loop(
             listener,
             name,
+            admin,
             shared.clone(),
             shutdown.clone(),
         ));
@@ -171,6 +180,7 @@ pub async fn serve(
 async fn accept_loop(
     listener: Listener,
     name: Arc<str>,
+    admin: bool,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -189,6 +199,9 @@ async fn accept_loop(
                 let info = ConnInfo {
                     remote: Remote::Tcp(addr),
                     listener: name.clone(),
+                    admin,
+                    peer_uid: None,
+                    local_ip: stream.local_addr().ok().map(|a| a.ip()),
                 };
                 spawn_connection(stream, info, &shared, permit);
             }
@@ -196,6 +209,9 @@ async fn accept_loop(
                 let info = ConnInfo {
                     remote: Remote::Unix,
                     listener: name.clone(),
+                    admin,
+                    peer_uid: stream.peer_cred().ok().map(|c| c.uid()),
+                    local_ip: None,
                 };
                 spawn_connection(stream, info, &shared, permit);
             }

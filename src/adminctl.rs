@@ -1,0 +1,311 @@
+//! The CLI's side of administration (`localhostd token …`): it asks the running daemon over
+//! its admin socket (root or the daemon's user are trusted by peer credentials), and with no
+//! daemon running it works offline: as the state directory's owner (so it never leaves
+//! root-owned files behind), holding the lock `serve` honours, never creating a state dir.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::audit::{Audit, Event};
+use crate::auth::{Auth, Scopes, parse_expiry};
+use crate::cli::TokenAction;
+use crate::config::Config;
+use crate::daemon::{DB_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
+use crate::db::Db;
+
+/// What went wrong, for the user.
+pub type CliResult<T> = Result<T, String>;
+
+/// Where the CLI found the daemon, or not.
+enum Channel {
+    Daemon(PathBuf),
+    Offline,
+}
+
+fn find_channel(cfg: &Config, state_dir: &Path) -> Channel {
+    for sock in [
+        cfg.server.admin_socket.clone(),
+        state_dir.join(LOCAL_ADMIN_SOCKET),
+    ] {
+        if UnixStream::connect(&sock).is_ok() {
+            return Channel::Daemon(sock);
+        }
+    }
+    Channel::Offline
+}
+
+/// Runs a `token` subcommand; prints its result.
+pub fn token(cfg: &Config, state_dir: &Path, action: TokenAction) -> CliResult<()> {
+    let result = match find_channel(cfg, state_dir) {
+        Channel::Daemon(sock) => via_daemon(&sock, &action)?,
+        Channel::Offline => offline(state_dir, &action)?,
+    };
+    print_result(&action, &result);
+    Ok(())
+}
+
+fn via_daemon(sock: &Path, action: &TokenAction) -> CliResult<Value> {
+    let (method, path, body) = match action {
+        TokenAction::Create {
+            name,
+            scope,
+            expires,
+        } => {
+            let scopes: Vec<&str> = scope
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            (
+                "POST",
+                "/api/v1/tokens".to_owned(),
+                Some(json!({"name": name, "scopes": scopes, "expires_in": expires})),
+            )
+        }
+        TokenAction::List => ("GET", "/api/v1/tokens".to_owned(), None),
+        TokenAction::Revoke { token } => (
+            "DELETE",
+            format!("/api/v1/tokens/{}", percent_encode(token)),
+            None,
+        ),
+    };
+    let (status, value) = http_unix(sock, method, &path, body.as_ref())
+        .map_err(|e| format!("cannot talk to the daemon on {}: {e}", sock.display()))?;
+    if !(200..300).contains(&status) {
+        let msg = value["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
+        return Err(format!("the daemon refused ({status}): {msg}"));
+    }
+    Ok(value)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request over a Unix socket; returns the status and the JSON body.
+fn http_unix(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if body.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(payload.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("incomplete response"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let mut body = raw[end + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad(&e.to_string()))?
+    };
+    Ok((status, value))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..nl])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        data = data.get(nl + 2..)?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Becomes the owner of `dir` when running as root, so files we create belong to the service.
+fn become_owner(dir: &Path) -> CliResult<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() || meta.uid() == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(meta.uid()),
+        nix::unistd::Gid::from_raw(meta.gid()),
+    );
+    nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+    Ok(())
+}
+
+fn offline(state_dir: &Path, action: &TokenAction) -> CliResult<Value> {
+    if !state_dir.join(DB_FILE).exists() {
+        return Err(format!(
+            "no localhostd is running (its admin socket is not reachable) and {} holds no database; start the service first",
+            state_dir.display()
+        ));
+    }
+    let real_uid = nix::unistd::geteuid().as_raw();
+    become_owner(state_dir)?;
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "{} is locked ({e}): a daemon holds the state directory but its admin socket is not reachable; use the socket it listens on (server.admin-socket)",
+            lock_path.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let db_path = state_dir.join(DB_FILE);
+    runtime.block_on(async move {
+        let db =
+            Db::open(&db_path, 1).map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
+        let auth = Auth::new(db.clone());
+        let audit = Audit::new(db.clone());
+        let actor = format!("local:uid={real_uid} (offline)");
+        let (action_name, target, result) = match action {
+            TokenAction::Create {
+                name,
+                scope,
+                expires,
+            } => {
+                let r = async {
+                    let scopes = Scopes::parse_list(scope)?;
+                    let expires = expires.as_deref().map(parse_expiry).transpose()?;
+                    auth.create_token(name, scopes, expires).await
+                }
+                .await;
+                ("token.create", name.clone(), r.map(|t| json!(t)))
+            }
+            TokenAction::List => (
+                "",
+                String::new(),
+                auth.list_tokens().await.map(|t| json!({"items": t})),
+            ),
+            TokenAction::Revoke { token } => (
+                "token.revoke",
+                token.clone(),
+                auth.revoke_token(token).await.map(|t| json!(t)),
+            ),
+        };
+        if !action_name.is_empty() {
+            let outcome = match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("error: {e}"),
+            };
+            let ev = Event {
+                actor,
+                action: action_name.into(),
+                target,
+                result: outcome,
+                client: "cli".into(),
+                ..Event::default()
+            };
+            if let Err(e) = audit.record(ev).await {
+                eprintln!("localhostd: warning: cannot store the audit event: {e}");
+            }
+        }
+        db.close();
+        result.map_err(|e| e.to_string())
+    })
+}
+
+fn print_result(action: &TokenAction, v: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let scopes = |v: &Value| {
+        v["scopes"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    match action {
+        TokenAction::Create { .. } => {
+            println!("{}", s(&v["token"]));
+            eprintln!(
+                "created token {} (id {}) with scopes {}, expires {}; this is the only time it is shown",
+                s(&v["name"]),
+                s(&v["id"]),
+                scopes(v),
+                v["expires_at"].as_str().unwrap_or("never")
+            );
+        }
+        TokenAction::List => {
+            println!(
+                "{:<16}  {:<24}  {:<26}  {:<20}  {:<20}  {:<20}",
+                "ID", "NAME", "SCOPES", "EXPIRES", "REVOKED", "LAST USED"
+            );
+            for t in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<16}  {:<24}  {:<26}  {:<20}  {:<20}  {:<20}",
+                    s(&t["id"]),
+                    s(&t["name"]),
+                    scopes(t),
+                    s(&t["expires_at"]),
+                    s(&t["revoked_at"]),
+                    s(&t["last_used_at"])
+                );
+            }
+        }
+        TokenAction::Revoke { .. } => {
+            println!("revoked token {} (id {})", s(&v["name"]), s(&v["id"]))
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! Access control at the HTTP edge: who the client is (peer address, or the forwarded one
+//! when the peer is a trusted proxy), which Host it addressed, and the per-route guard that
+//! authenticates (bearer token, session cookie + CSRF, or local admin on the admin socket),
+//! checks the route's scope, applies rate limits and audits refusals.
+
+use std::net::IpAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::ratelimit::{Class, Decision};
+use super::request_id;
+use crate::audit::Event;
+use crate::auth::{Actor, Refusal, Scope};
+use crate::config::{Config, ProxySpec};
+use crate::daemon::AppState;
+use crate::server::{ConnInfo, Remote};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "lhd_session";
+/// The header a cookie-authenticated change must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health probes, the login route that checks its own credential).
+    Public,
+    /// Any valid credential, whatever its scopes.
+    Authenticated,
+    /// A credential with this scope (admin implies all).
+    Scope(Scope),
+}
+
+/// The client as far as we can tell; inserted into every request by `context`.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client address for logs, audit and per-address limits (`unix` for a Unix peer that
+    /// forwarded nothing).
+    pub addr: String,
+    /// Whether the original request came over TLS (X-Forwarded-Proto from a trusted proxy).
+    pub secure: bool,
+    /// The peer's uid when it is root or our own user on the admin socket.
+    pub local_admin_uid: Option<u32>,
+}
+
+fn trusted(cfg: &Config, remote: Remote) -> bool {
+    cfg.auth.trusted_proxies.iter().any(|p| match (p, remote) {
+        (ProxySpec::Unix, Remote::Unix) => true,
+        (net, Remote::Tcp(a)) => net.contains(a.ip()),
+        _ => false,
+    })
+}
+
+fn is_trusted_ip(cfg: &Config, ip: IpAddr) -> bool {
+    cfg.auth.trusted_proxies.iter().any(|p| p.contains(ip))
+}
+
+/// The client address from `Forwarded: for=…` or `X-Forwarded-For`, taking the rightmost
+/// hop that is not itself a trusted proxy (the left part is whatever the client claimed).
+fn forwarded_for(cfg: &Config, headers: &HeaderMap) -> Option<IpAddr> {
+    let mut hops: Vec<String> = Vec::new();
+    for v in headers.get_all(header::FORWARDED) {
+        for elem in v.to_str().ok()?.split(',') {
+            for pair in elem.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=')
+                    && k.eq_ignore_ascii_case("for")
+                {
+                    let v = v.trim().trim_matches('"');
+                    let v = v
+                        .strip_prefix('[')
+                        .and_then(|x| x.split(']').next())
+                        .unwrap_or(v);
+                    let v = if v.matches(':').count() == 1 {
+                        v.split(':').next().unwrap_or(v)
+                    } else {
+                        v
+                    };
+                    hops.push(v.to_owned());
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        for v in headers.get_all("x-forwarded-for") {
+            hops.extend(v.to_str().ok()?.split(',').map(|s| s.trim().to_owned()));
+        }
+    }
+    let ips: Vec<IpAddr> = hops.iter().filter_map(|h| h.parse().ok()).collect();
+    ips.iter()
+        .rev()
+        .find(|ip| !is_trusted_ip(cfg, **ip))
+        .or(ips.first())
+        .copied()
+}
+
+/// Works out the client from the connection and, for a trusted proxy, its headers.
+pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Client {
+    let Some(conn) = conn else {
+        return Client {
+            addr: "-".into(),
+            secure: false,
+            local_admin_uid: None,
+        };
+    };
+    let local_admin_uid = if conn.admin {
+        conn.peer_uid
+            .filter(|uid| *uid == 0 || *uid == nix::unistd::geteuid().as_raw())
+    } else {
+        None
+    };
+    if trusted(cfg, conn.remote) {
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let addr = forwarded_for(cfg, headers)
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| conn.remote.to_string());
+        return Client {
+            addr,
+            secure,
+            local_admin_uid,
+        };
+    }
+    let addr = match conn.remote {
+        Remote::Tcp(a) => a.ip().to_string(),
+        Remote::Unix => "unix".into(),
+    };
+    Client {
+        addr,
+        secure: false,
+        local_admin_uid,
+    }
+}
+
+/// Whether the Host a request names is one of ours: localhost names, the listening addresses,
+/// or `server.server-names`. Stops DNS rebinding from a browser into a loopback daemon.
+pub fn host_allowed(cfg: &Config, conn: Option<&ConnInfo>, host: &str) -> bool {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_owned()
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or("").to_owned()
+    } else {
+        host.clone()
+    };
+    if matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1") || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+        if conn.is_some_and(|c| c.local_ip == Some(ip)) {
+            return true;
+        }
+    }
+    cfg.server
+        .server_names
+        .iter()
+        .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(&name))
+}
+
+enum AuthError {
+    Missing,
+    Refused(Refusal, &'static str),
+    Csrf(String),
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn safe_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A cookie-authenticated change must come from our own origin and carry the session's CSRF
+/// token. Bearer tokens need neither: a browser never attaches them on its own.
+fn check_csrf(
+    cfg: &Config,
+    headers: &HeaderMap,
+    expected: &str,
+    client: &Client,
+) -> Result<(), String> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("a cookie-authenticated change needs an Origin header")?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let scheme = if client.secure { "https" } else { "http" };
+    let same = origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"));
+    let listed = cfg
+        .auth
+        .cors_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if !same && !listed {
+        return Err(format!("cross-origin request from {origin} refused"));
+    }
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("missing X-CSRF-Token header (the csrf_token from POST /api/v1/session)")?;
+    if !crate::auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err("X-CSRF-Token does not match this session".into());
+    }
+    Ok(())
+}
+
+async fn authenticate(
+    state: &AppState,
+    cfg: &Config,
+    method: &Method,
+    headers: &HeaderMap,
+    client: &Client,
+) -> Result<Actor, AuthError> {
+    if let Some(uid) = client.local_admin_uid {
+        return Ok(Actor::local(uid));
+    }
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(AuthError::Refused(Refusal::Malformed, "token"))?;
+        return match state.auth.verify_token(token).await {
+            Ok(Ok(actor)) => {
+                if let Some(id) = actor.token_id.clone() {
+                    let auth = state.auth.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = auth.touch_token(&id).await {
+                            tracing::debug!(error = %e, "cannot record token use");
+                        }
+                    });
+                }
+                Ok(actor)
+            }
+            Ok(Err(r)) => Err(AuthError::Refused(r, "token")),
+            Err(e) => {
+                tracing::error!(error = %e, "token verification failed");
+                Err(AuthError::Refused(Refusal::Unknown, "token"))
+            }
+        };
+    }
+    if let Some(value) = cookie(headers, SESSION_COOKIE) {
+        let verified = state
+            .auth
+            .verify_session(
+                value,
+                cfg.auth.session_idle_timeout.get(),
+                cfg.auth.session_max_age.get(),
+            )
+            .await;
+        return match verified {
+            Ok(Ok(s)) => {
+                if !safe_method(method) {
+                    check_csrf(cfg, headers, &s.csrf, client).map_err(AuthError::Csrf)?;
+                }
+                Ok(s.actor)
+            }
+            Ok(Err(r)) => Err(AuthError::Refused(r, "session")),
+            Err(e) => {
+                tracing::error!(error = %e, "session verification failed");
+                Err(AuthError::Refused(Refusal::Unknown, "session"))
+            }
+        };
+    }
+    Err(AuthError::Missing)
+}
+
+/// Records a refused credential and answers 401, or 429 once this client fails too often.
+pub async fn refuse_credential(
+    state: &AppState,
+    client: &Client,
+    what: &str,
+    refusal: Refusal,
+    route: &str,
+) -> Response {
+    let cfg = state.live.get();
+    state
+        .audit_event(Event {
+            actor: "anonymous".into(),
+            action: "auth.failed".into(),
+            target: route.to_owned(),
+            result: refusal.as_str().into(),
+            client: client.addr.clone(),
+            request_id: request_id::current().unwrap_or_default(),
+            detail: format!("{what} refused: {}", refusal.as_str()),
+        })
+        .await;
+    if let Decision::Limited { limit, retry_after } =
+        state.limits.failed_auth(&cfg.rate_limit, &client.addr)
+    {
+        return too_many(
+            limit,
+            retry_after,
+            "too many failed authentications from this address",
+        );
+    }
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "invalid, revoked or expired credential",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+pub fn too_many(limit: u32, retry_after: std::time::Duration, why: &str) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{why}; retry after {secs} s"),
+    )
+    .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    h.insert("ratelimit-limit", HeaderValue::from(limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+    h.insert("ratelimit-reset", HeaderValue::from(secs));
+    resp
+}
+
+/// What the guard of one route enforces.
+#[derive(Clone)]
+pub struct Guard {
+    pub state: AppState,
+    pub access: Access,
+    pub class: Class,
+    pub route: &'static str,
+    /// Content types a body may have (the first is what errors suggest).
+    pub accepts: &'static [&'static str],
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    accepts.iter().any(|a| {
+        if *a == "application/json" {
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        } else {
+            essence == *a
+        }
+    })
+}
+
+/// The per-route middleware built from the route table.
+pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+    let cfg = g.state.live.get();
+    let client = req.extensions().get::<Client>().cloned().unwrap_or(Client {
+        addr: "-".into(),
+        secure: false,
+        local_admin_uid: None,
+    });
+    let limit_key = match g.access {
+        Access::Public => format!("ip:{}", client.addr),
+        Access::Authenticated | Access::Scope(_) => {
+            let (method, headers) = (req.method().clone(), req.headers().clone());
+            let actor = match authenticate(&g.state, &cfg, &method, &headers, &client).await {
+                Ok(a) => a,
+                Err(AuthError::Missing) => {
+                    let mut resp = ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "authentication required: send Authorization: Bearer <token>, or log in with POST /api/v1/session",
+                    )
+                    .into_response();
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return resp;
+                }
+                Err(AuthError::Refused(r, what)) => {
+                    return refuse_credential(&g.state, &client, what, r, g.route).await;
+                }
+                Err(AuthError::Csrf(msg)) => {
+                    g.state
+                        .audit_event(Event {
+                            actor: "anonymous".into(),
+                            action: "auth.csrf_refused".into(),
+                            target: g.route.into(),
+                            result: "refused".into(),
+                            client: client.addr.clone(),
+                            request_id: request_id::current().unwrap_or_default(),
+                            detail: msg.clone(),
+                        })
+                        .await;
+                    return ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg).into_response();
+                }
+            };
+            if let Access::Scope(needed) = g.access
+                && !actor.scopes.allows(needed)
+            {
+                g.state
+                    .audit_event(Event {
+                        actor: actor.name.clone(),
+                        action: "auth.forbidden".into(),
+                        target: format!("{method} {}", g.route),
+                        result: "refused".into(),
+                        client: client.addr.clone(),
+                        request_id: request_id::current().unwrap_or_default(),
+                        detail: format!("needs scope {needed}, has {}", actor.scopes),
+                    })
+                    .await;
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "this route needs the `{needed}` scope; this credential has: {}",
+                        actor.scopes
+                    ),
+                )
+                .into_response();
+            }
+            let key = match (&actor.token_id, actor.via) {
+                (Some(id), _) => format!("token:{id}"),
+                (None, _) => format!("local:{}", actor.name),
+            };
+            req.extensions_mut().insert(actor);
+            key
+        }
+    };
+    if !safe_method(req.method())
+        && has_body(req.headers())
+        && !content_type_ok(req.headers(), g.accepts)
+    {
+        let got = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "this route takes Content-Type: {}, got {got}",
+                g.accepts.join(" or ")
+            ),
+        )
+        .into_response();
+    }
+    let decision = g.state.limits.check(&cfg.rate_limit, g.class, &limit_key);
+    if let Decision::Limited { limit, retry_after } = decision {
+        return too_many(limit, retry_after, "rate limit reached");
+    }
+    let mut resp = next.run(req).await;
+    if let Decision::Allowed { limit, remaining } = decision {
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_with(proxies: &[&str]) -> Config {
+        let mut c = Config::default();
+        c.auth.trusted_proxies = proxies.iter().map(|p| p.parse().unwrap()).collect();
+        c
+    }
+
+    fn conn(remote: Remote) -> ConnInfo {
+        ConnInfo {
+            remote,
+            listener: "t".into(),
+            admin: false,
+            peer_uid: None,
+            local_ip: None,
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let cfg = cfg_with(&["unix"]);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let tcp = conn(Remote::Tcp("127.0.0.1:5000".parse().unwrap()));
+        let c = client(&cfg, Some(&tcp), &h);
+        assert_eq!(c.addr, "127.0.0.1");
+        assert!(!c.secure);
+        let c = client(&cfg, Some(&conn(Remote::Unix)), &h);
+        assert_eq!(c.addr, "203.0.113.9");
+        assert!(c.secure);
+    }
+
+    #[test]
+    fn rightmost_untrusted_hop_wins_over_client_claims() {
+        let cfg = cfg_with(&["unix", "10.0.0.0/8"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "1.1.1.1, 198.51.100.7, 10.0.0.5".parse().unwrap(),
+        );
+        assert_eq!(
+            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            "198.51.100.7"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::FORWARDED,
+            "for=\"[2001:db8::1]:443\";proto=https".parse().unwrap(),
+        );
+        assert_eq!(
+            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            "2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn host_allow_list() {
+        let mut cfg = Config::default();
+        cfg.server.server_names = vec!["lh.example.org".into()];
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "LH.example.org",
+            "app.localhost",
+        ] {
+            assert!(host_allowed(&cfg, None, ok), "{ok}");
+        }
+        for bad in [
+            "evil.example.com",
+            "lh.example.org.evil.com",
+            "192.168.1.5",
+            "",
+        ] {
+            assert!(!host_allowed(&cfg, None, bad), "{bad}");
+        }
+        let mut c = conn(Remote::Tcp("192.168.1.9:1".parse().unwrap()));
+        c.local_ip = Some("192.168.1.5".parse().unwrap());
+        assert!(host_allowed(&cfg, Some(&c), "192.168.1.5:8080"));
+    }
+
+    #[test]
+    fn csrf_needs_same_origin_and_matching_token() {
+        let cfg = Config::default();
+        let client = Client {
+            addr: "x".into(),
+            secure: false,
+            local_admin_uid: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "localhost:8080".parse().unwrap());
+        assert!(check_csrf(&cfg, &h, "tok", &client).is_err(), "no origin");
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        h.insert(CSRF_HEADER, "tok".parse().unwrap());
+        assert!(
+            check_csrf(&cfg, &h, "tok", &client)
+                .unwrap_err()
+                .contains("cross-origin")
+        );
+        h.insert(header::ORIGIN, "http://localhost:8080".parse().unwrap());
+        assert!(check_csrf(&cfg, &h, "tok", &client).is_ok());
+        h.insert(CSRF_HEADER, "other".parse().unwrap());
+        assert!(check_csrf(&cfg, &h, "tok", &client).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! `/api/v1/tokens`: admins create, list and revoke API tokens.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::access::Client;
+use super::error::ApiError;
+use super::extract::Json;
+use crate::auth::{Actor, Scope, Scopes, parse_expiry};
+use crate::daemon::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    scopes: Vec<String>,
+    /// e.g. "30d"; absent: never expires.
+    expires_in: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    Json(body): Json<CreateToken>,
+) -> Result<Response, ApiError> {
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let scopes = Scopes::of(&scopes);
+    let expires = body.expires_in.as_deref().map(parse_expiry).transpose()?;
+    let result = state.auth.create_token(&body.name, scopes, expires).await;
+    state
+        .audit_change(
+            &actor,
+            &client,
+            "token.create",
+            &body.name,
+            &result,
+            &format!("scopes {scopes}"),
+        )
+        .await;
+    let new = result?;
+    Ok((StatusCode::CREATED, axum::Json(new)).into_response())
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let items = state.auth.list_tokens().await?;
+    Ok(axum::Json(json!({"items": items, "next_cursor": null})).into_response())
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = state.auth.revoke_token(&id).await;
+    state
+        .audit_change(&actor, &client, "token.revoke", &id, &result, "")
+        .await;
+    Ok(axum::Json(result?).into_response())
+}
