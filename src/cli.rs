@@ -81,7 +81,7 @@ pub enum TokenAction {
 pub struct ConfigArg {
     /// Config file [default: $LOCALHOSTD_CONFIG, else /etc/localhostd/config.toml when it exists,
     /// else built-in defaults]
-    #[arg(long, short = 'c', value_name = "PATH")]
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 }
 

@@ -11,6 +11,8 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
 mod session;
+#[cfg(test)]
+mod tests;
 mod tokens;
 
 use std::time::Instant;

@@ -6,6 +6,7 @@
 mod harness;
 mod http;
 
+mod access;
 mod activation;
 mod config_cli;
 mod durability;
