@@ -53,6 +53,37 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// Logs `ev` (AUDIT=1) and inserts it with `c`: call it inside the write job of the change it
+/// records, so the change and its audit row commit together (one transaction, one fsync).
+pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
+    tracing::info!(
+        audit = 1,
+        actor = %ev.actor,
+        action = %ev.action,
+        target = %ev.target,
+        result = %ev.result,
+        client = %ev.client,
+        request_id = %ev.request_id,
+        detail = %ev.detail,
+        "audit"
+    );
+    c.execute(
+        "INSERT INTO audit(at, actor, action, target, result, client, request_id, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        rusqlite::params![
+            now_unix(),
+            ev.actor,
+            ev.action,
+            ev.target,
+            ev.result,
+            ev.client,
+            ev.request_id,
+            ev.detail
+        ],
+    )?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Audit {
     db: Db,
@@ -76,27 +107,7 @@ impl Audit {
 
     /// Logs the event (AUDIT=1) and stores it. Returns once it is committed.
     pub async fn record(&self, ev: Event) -> Result<()> {
-        tracing::info!(
-            audit = 1,
-            actor = %ev.actor,
-            action = %ev.action,
-            target = %ev.target,
-            result = %ev.result,
-            client = %ev.client,
-            request_id = %ev.request_id,
-            detail = %ev.detail,
-            "audit"
-        );
-        self.db
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO audit(at, actor, action, target, result, client, request_id, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params![now_unix(), ev.actor, ev.action, ev.target, ev.result, ev.client, ev.request_id, ev.detail],
-                )?;
-                Ok(())
-            })
-            .await
+        self.db.write(move |c| insert(c, &ev)).await
     }
 
     /// Newest first, `limit` per page; the cursor continues after the last item.
