@@ -31,7 +31,7 @@ INCLUDE=systemd,systemd-sysv,dbus,curl,nginx,python3
 NGINX_PORT=80      # the site in packaging/nginx/localhostd.conf
 API_PORT=8080      # ListenStream= of systemd/localhostd.socket
 SCORE_GOAL=3.0     # systemd-analyze security exposure goal for localhostd.service
-HOST_PACKAGES=(debootstrap systemd-container zstd dpkg-dev debhelper fakeroot lintian rpm rpmlint)
+HOST_PACKAGES=(debootstrap systemd-container zstd dpkg-dev debhelper lintian rpm rpmlint)
 
 NSPAWN_PID=
 CT_PID=
@@ -216,10 +216,13 @@ boot_container() {
     mkdir -p "$WORK/pkg"
     cp "$DEB" "$WORK/pkg/"
     log "booting the container (systemd-nspawn, console log $CONSOLE_LOG)"
+    # apt in the container uses the host's sources (only needed if apt must fetch something).
+    local binds=(--bind-ro="$WORK/pkg":/mnt/pkg) f
+    for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+        [ -f "$f" ] && binds+=(--bind-ro="$f":"$f")
+    done
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -D "$WORK/rootfs" -b -M localhostd-e2e \
-        --register=no --keep-unit --volatile=overlay \
-        --bind-ro="$WORK/pkg":/mnt/pkg \
-        --bind-ro=/etc/apt/sources.list.d/debian.sources:/etc/apt/sources.list.d/debian.sources \
+        --register=no --keep-unit --volatile=overlay "${binds[@]}" \
         >"$CONSOLE_LOG" 2>&1 </dev/null &
     pid=$!
     # setsid execs nspawn directly unless it had to fork; either way find nspawn, then its child.
