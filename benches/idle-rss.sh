@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Idle memory: localhostd vs nginx after startup, 100 requests and 10 s idle.
+#
+# Issue 2's acceptance point: idle RSS of the running daemon under 12 MB (10^6 bytes), measured
+# after startup, 100 requests and 10 s idle. Each round starts a fresh process (ours with an
+# empty state dir), sends REQUESTS requests over loopback (one curl each, a new connection each,
+# /health, /ready and /api/v1/health in turn; /ready commits a fsync'd write), waits IDLE
+# seconds, then reads VmRSS / RssAnon / RssFile from /proc/PID/status and PSS from
+# /proc/PID/smaps_rollup, and stops it. nginx (master + workers, each and summed) is measured
+# the same way in the same run; rounds alternate which one goes first. Medians over ROUNDS.
+#
+#   benches/idle-rss.sh                        # 3 rounds, about 80 s
+#   ROUNDS=1 BENCH_RECORD=0 benches/idle-rss.sh
+set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS="${ROUNDS:-3}"
+REQUESTS="${REQUESTS:-100}"
+IDLE="${IDLE:-10}"
+LIMIT_MB=12
+bench_init idle-rss "ROUNDS=$ROUNDS REQUESTS=$REQUESTS IDLE=$IDLE"
+
+bench_need_tools curl:curl "nginx:nginx-light|nginx" awk:gawk
+bench_build
+
+PATHS=(/health /ready /api/v1/health)
+
+# send_requests PORT: REQUESTS requests, PATHS in turn; fails unless every answer is 2xx.
+send_requests() {
+    local port="$1" i code bad=0
+    for ((i = 0; i < REQUESTS; i++)); do
+        code="$(curl -sS -o /dev/null --max-time 5 -w '%{http_code}' \
+            "http://127.0.0.1:$port${PATHS[i % ${#PATHS[@]}]}" || true)"
+        [[ "$code" == 2* ]] || bad=$((bad + 1))
+    done
+    [[ $bad -eq 0 ]] || bench_die "$bad of $REQUESTS requests to port $port were not 2xx"
+}
+
+# What the RSS of one process is made of, from /proc/PID/smaps: kB per kind of mapping.
+rss_breakdown() {
+    local pid="$1" exe
+    exe="$(readlink "/proc/$pid/exe")"
+    awk -v exe="$exe" -v state="$OURS_DIR/state" '
+        /^[0-9a-f]+-[0-9a-f]+ / {
+            name = (NF >= 6) ? $6 : ""
+            if (name == exe && $2 ~ /x/) g = "the binary, code (r-x, clean file pages)"
+            else if (name == exe && $2 ~ /w/) g = "the binary, .data (rw-)"
+            else if (name == exe) g = "the binary, read-only data (r--: .rodata, .eh_frame; .data.rel.ro is written once at load)"
+            else if (name ~ /\.so/) g = "shared libraries"
+            else if (name == "[heap]") g = "[heap] (brk: main malloc arena)"
+            else if (name == "[stack]") g = "main thread stack"
+            else if (name == "") g = "anonymous mappings (thread stacks, per-thread malloc arenas, mmap allocations)"
+            else if (index(name, state) == 1) g = "state dir: " substr(name, length(state) + 2)
+            else g = name
+            next
+        }
+        /^Rss:/ { rss[g] += $2 }
+        /^Anonymous:/ { anon[g] += $2 }
+        END { for (g in rss) if (rss[g] > 0) printf "%d\t%d\t%s\n", rss[g], anon[g], g }
+    ' "/proc/$pid/smaps" | sort -rn
+}
+
+thread_names() {
+    cat /proc/"$1"/task/*/comm | sort | uniq -c | awk '{ printf "%s%s×%s", sep, $2, $1; sep = ", " }'
+}
+
+declare -A M # M[who,field] = "v1 v2 …" over rounds
+add() { M[$1,$2]+="$3 "; }
+
+for r in $(seq 1 "$ROUNDS"); do
+    if ((r % 2)); then order="ours nginx"; else order="nginx ours"; fi
+    for t in $order; do
+        if [[ $t == ours ]]; then
+            ours_start "ours-$r"
+            send_requests "$OURS_PORT"
+            sleep "$IDLE"
+            out="$(bench_mem "$OURS_PID")"
+            read -r rss anon file pss thr <<<"$out"
+            for f in rss anon file pss thr; do add ours "$f" "${!f}"; done
+            bench_log "round $r ours: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            # Keep the picture of the last round for the notes.
+            BREAKDOWN="$(rss_breakdown "$OURS_PID")"
+            THREADS="$(thread_names "$OURS_PID")"
+            ROLLUP="$(grep -E '^(Rss|Pss|Shared_Clean|Private_Clean|Private_Dirty|Anonymous):' \
+                "/proc/$OURS_PID/smaps_rollup" | awk '{ printf "%s%s %s kB", sep, $1, $2; sep = ", " }')"
+            bench_stop "$OURS_PID"
+        else
+            nginx_start "nginx-$r" "default_type application/json; return 200 '{\"status\":\"ok\"}';"
+            send_requests "$NGINX_PORT"
+            sleep "$IDLE"
+            out="$(bench_mem "$NGINX_PID")"
+            read -r rss anon file pss _ <<<"$out"
+            for f in rss anon file pss; do add master "$f" "${!f}"; done
+            out="$(bench_mem_tree "$NGINX_PID")"
+            read -r trss tanon tfile tpss procs <<<"$out"
+            add workers rss $((trss - rss))
+            add workers anon $((tanon - anon))
+            add workers file $((tfile - file))
+            add workers pss $((tpss - pss))
+            add nginx rss "$trss"
+            add nginx anon "$tanon"
+            add nginx file "$tfile"
+            add nginx pss "$tpss"
+            add nginx procs "$procs"
+            bench_log "round $r nginx: VmRSS ${trss} kB summed over $procs processes (master $rss) PSS $tpss kB"
+            bench_stop "$NGINX_PID"
+        fi
+    done
+done
+
+med() {
+    # shellcheck disable=SC2086
+    bench_median ${M[$1,$2]}
+}
+row() { # row LABEL WHO COUNT
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" \
+        "$(bench_kb "$(med "$2" rss)")" "$(bench_kb "$(med "$2" anon)")" \
+        "$(bench_kb "$(med "$2" file)")" "$(bench_kb "$(med "$2" pss)")" "$3"
+}
+
+ours_rss="$(med ours rss)"
+verdict="$(awk -v k="$ours_rss" -v l="$LIMIT_MB" 'BEGIN {
+    if (k * 1024 < l * 1e6) print "under"; else print "NOT under" }')"
+workers=$(($(med nginx procs | cut -d. -f1) - 1))
+
+entry="$BENCH_TMP/entry.md"
+{
+    echo "- peer: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes ${NGINX_WORKERS:-auto}" \
+        "(= $workers workers), \`return 200\` of the same JSON for every path, access_log off"
+    echo "- $ROUNDS rounds, each a fresh process; $REQUESTS requests (${PATHS[*]} in turn, one" \
+        "connection each), then ${IDLE}s idle; median over rounds; VmRSS per round: ours" \
+        "${M[ours,rss]% } kB, nginx (sum) ${M[nginx,rss]% } kB"
+    echo
+    echo "| process | VmRSS | RssAnon | RssFile | PSS | threads / processes |"
+    echo "|---|---:|---:|---:|---:|---|"
+    row "**localhostd**" ours "$(med ours thr | cut -d. -f1) threads"
+    row "nginx master" master "1 process"
+    row "nginx workers (sum)" workers "$workers processes"
+    row "**nginx total**" nginx "$(med nginx procs | cut -d. -f1) processes, 1 thread each"
+    echo
+    echo "- acceptance: idle VmRSS $(bench_kb "$ours_rss") is **$verdict** ${LIMIT_MB} MB"
+    echo "- localhostd threads (last round): $THREADS"
+    echo "- localhostd smaps_rollup (last round): $ROLLUP"
+    echo "- localhostd RSS by mapping (last round; kB RSS / of it anonymous):"
+    while IFS=$'\t' read -r k a g; do
+        echo "  - $k / $a kB — $g"
+    done <<<"$BREAKDOWN"
+} >"$entry"
+
+echo
+cat "$entry"
+echo
+bench_record "Idle RSS — memory of the idle daemon (benches/idle-rss.sh)" "$entry"
