@@ -304,6 +304,22 @@ check_socket_activation() {
     [ "$(unit_prop localhostd.service NRestarts)" = 0 ] || { fail "service restarted"; return 1; }
 }
 
+check_socket_permissions() {
+    # Who may connect: the web server's group to http.sock, only root to admin.sock.
+    local code
+    code=$(in_ct runuser -u www-data -- curl -s -o /dev/null -w '%{http_code}' --max-time 20 \
+        --unix-socket /run/localhostd/http.sock http://localhost/health)
+    [ "$code" = 200 ] || { fail "www-data via http.sock: $code, want 200"; return 1; }
+    local who sock
+    for who in nobody:http www-data:admin nobody:admin; do
+        sock=/run/localhostd/${who#*:}.sock
+        if in_ct runuser -u "${who%%:*}" -- curl -s -o /dev/null --max-time 20 --unix-socket "$sock" http://localhost/health; then
+            fail "${who%%:*} could connect to $sock"; return 1
+        fi
+    done
+    log "  http.sock: www-data yes, nobody no; admin.sock: root only"
+}
+
 check_runs_confined() {
     # The daemon's own process: our user, no capabilities, no_new_privs, a seccomp filter.
     local pid status
@@ -440,6 +456,21 @@ check_stop_graceful() {
     [ "$(in_ct systemctl is-active localhostd.service)" = active ] || { fail "service not re-activated"; return 1; }
 }
 
+check_admin_socket_cli() {
+    # The CLI reaches the daemon through localhostd-admin.socket (root only, SO_PEERCRED), and
+    # a connection there starts a stopped daemon like one on the HTTP socket does.
+    in_ct timeout 60 systemctl stop localhostd.service
+    [ "$(in_ct systemctl is-active localhostd.service || true)" = inactive ] || { fail "service did not stop"; return 1; }
+    local out
+    out=$(in_ct timeout 30 localhostd token create --name e2e-cli --scope read 2>&1) \
+        || { echo "$out"; fail "localhostd token create failed"; return 1; }
+    [ "$(in_ct systemctl is-active localhostd.service)" = active ] \
+        || { fail "the admin socket did not start the daemon (the CLI ran offline?)"; return 1; }
+    in_ct timeout 30 localhostd token list | grep -q '[[:space:]]e2e-cli[[:space:]]' \
+        || { fail "token e2e-cli not listed"; return 1; }
+    log "  localhostd token create/list as root via admin.sock; it socket-activated the daemon"
+}
+
 check_bad_config_exit_78() {
     local conf=/etc/localhostd/config.toml
     in_ct cp "$conf" /root/config.toml.good
@@ -543,6 +574,7 @@ main() {
     run_check units_verify
     run_check shipped_config_valid
     run_check socket_activation
+    run_check socket_permissions
     run_check runs_confined
     run_check sandbox_primitives_allowed
     run_check nginx_site
@@ -551,6 +583,7 @@ main() {
     run_check reload
     run_check restart_keeps_state
     run_check stop_graceful
+    run_check admin_socket_cli
     run_check bad_config_exit_78
     run_check upgrade_in_place
     run_check security_score
