@@ -1,7 +1,7 @@
 #!/bin/bash
 # Checks the shipped default config against the binary it ships with:
 #   1. `localhostd check-config` accepts it as it is (all comments);
-#   2. with every "# key = value" line uncommented it is still valid and gives exactly the
+#   2. with every "# key = value" and "# [table]" line uncommented it is still valid and gives exactly the
 #      built-in defaults (the commented values are the real defaults);
 #   3. every key the binary knows (check-config --config /dev/null) is shown in it.
 # A new config key therefore fails this check until packaging/config.toml documents it.
@@ -18,7 +18,7 @@ keys() { # "section.key" for each "key = value" line of a TOML file (tables, no 
 }
 
 "$bin" check-config --config "$conf" >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; echo "check-config: FAIL: $conf is refused" >&2; exit 1; }
-sed -E 's/^# ([a-z][a-z0-9-]* = .*)$/\1/' "$conf" >"$tmp/uncommented.toml"
+sed -E 's/^# ([a-z][a-z0-9-]* = .*)$/\1/; s/^# (\[[a-z][a-z0-9.-]*\])$/\1/' "$conf" >"$tmp/uncommented.toml"
 "$bin" check-config --config "$tmp/uncommented.toml" >"$tmp/shown" 2>"$tmp/err" || { cat "$tmp/err" >&2; echo "check-config: FAIL: $conf with its defaults uncommented is refused" >&2; exit 1; }
 "$bin" check-config --config /dev/null >"$tmp/defaults" 2>/dev/null
 if ! diff -u "$tmp/defaults" "$tmp/shown" >&2; then
