@@ -29,6 +29,9 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Internal: the sandbox helper the daemon starts for each job (fds 0-4 set up by it).
+    #[command(hide = true)]
+    SandboxHelper,
     /// Write the man page and shell completions into a directory (used by packaging).
     #[command(hide = true)]
     GenerateAssets {

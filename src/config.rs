@@ -34,6 +34,154 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
+    pub exec: ExecConfig,
+    pub sandbox: SandboxConfig,
+}
+
+/// `[exec]`: running commands: concurrency, defaults and maxima, history retention.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ExecConfig {
+    /// Jobs running at once.
+    pub max_concurrent: usize,
+    /// Jobs waiting for a slot; beyond that requests get 429.
+    pub max_queue: usize,
+    /// Wall-clock limit when a request names none.
+    pub default_timeout: HumanDuration,
+    /// Largest wall-clock limit a request may ask for.
+    pub max_timeout: HumanDuration,
+    /// stdout + stderr kept per job when the request names no limit.
+    pub default_output_limit: ByteSize,
+    /// Largest output limit a request may ask for.
+    pub max_output_limit: ByteSize,
+    /// Executions kept in the history (newest), and for how long.
+    pub keep_last: u64,
+    pub keep_within: HumanDuration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            max_concurrent: 16,
+            max_queue: 64,
+            default_timeout: HumanDuration(Duration::from_secs(10)),
+            max_timeout: HumanDuration(Duration::from_secs(600)),
+            default_output_limit: ByteSize(1 << 20),
+            max_output_limit: ByteSize(64 << 20),
+            keep_last: 10_000,
+            keep_within: HumanDuration(Duration::from_secs(30 * 86400)),
+        }
+    }
+}
+
+/// `[sandbox]`: how jobs are confined.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SandboxConfig {
+    /// When the daemon runs as root, each concurrent job gets its own uid (and gid) from this
+    /// range, e.g. "200000-265535"; it never runs as uid 0 outside its namespace.
+    pub uid_range: UidRange,
+    /// Run jobs even when the kernel lacks landlock (loudly logged). Off: fail closed.
+    pub allow_degraded: bool,
+    /// Named profiles: limits (the maxima a request may ask for) and network access.
+    pub profiles: std::collections::BTreeMap<String, SandboxProfile>,
+}
+
+/// `[sandbox.profiles.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SandboxProfile {
+    /// A network namespace with user-space egress; otherwise loopback only.
+    pub network: bool,
+    pub cpu_time: HumanDuration,
+    /// Data segment (heap): RLIMIT_DATA.
+    pub memory: ByteSize,
+    pub processes: u64,
+    pub file_size: ByteSize,
+    pub open_files: u64,
+    /// Size of each tmpfs (scratch, /tmp, /dev/shm).
+    pub tmpfs_size: ByteSize,
+    pub tmpfs_inodes: u64,
+}
+
+impl Default for SandboxProfile {
+    fn default() -> Self {
+        SandboxProfile {
+            network: false,
+            cpu_time: HumanDuration(Duration::from_secs(60)),
+            memory: ByteSize(1 << 30),
+            processes: 128,
+            file_size: ByteSize(256 << 20),
+            open_files: 1024,
+            tmpfs_size: ByteSize(256 << 20),
+            tmpfs_inodes: 65_536,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let mut profiles = std::collections::BTreeMap::new();
+        profiles.insert("default".to_owned(), SandboxProfile::default());
+        profiles.insert(
+            "net".to_owned(),
+            SandboxProfile {
+                network: true,
+                ..SandboxProfile::default()
+            },
+        );
+        SandboxConfig {
+            uid_range: UidRange {
+                first: 200_000,
+                last: 265_535,
+            },
+            allow_degraded: false,
+            profiles,
+        }
+    }
+}
+
+/// An inclusive range of uids, written "FIRST-LAST".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl fmt::Display for UidRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl FromStr for UidRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("expected a uid range such as \"200000-265535\" (above 1000), got {s:?}");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (first, last): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if first < 1000 || last < first || last == u32::MAX {
+            return Err(bad());
+        }
+        Ok(UidRange { first, last })
+    }
+}
+
+impl Serialize for UidRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UidRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -631,6 +779,51 @@ impl Config {
                 ));
             }
         }
+        if self.exec.max_concurrent == 0 {
+            return Err(invalid("exec.max-concurrent", "must be at least 1"));
+        }
+        if self.exec.default_timeout > self.exec.max_timeout
+            || self.exec.default_timeout.get().is_zero()
+        {
+            return Err(invalid(
+                "exec.default-timeout",
+                "must be longer than zero and at most exec.max-timeout",
+            ));
+        }
+        if self.exec.default_output_limit > self.exec.max_output_limit {
+            return Err(invalid(
+                "exec.default-output-limit",
+                "must be at most exec.max-output-limit",
+            ));
+        }
+        if !self.sandbox.profiles.contains_key("default") {
+            return Err(invalid(
+                "sandbox.profiles",
+                "a profile named \"default\" is needed",
+            ));
+        }
+        for (name, p) in &self.sandbox.profiles {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!("profile name {name:?}: letters, digits, - and _ only"),
+                ));
+            }
+            if p.processes == 0
+                || p.open_files < 16
+                || p.cpu_time.get().as_secs() == 0
+                || p.memory.bytes() < (16 << 20)
+            {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!("profile {name:?}: limits too small to start a program"),
+                ));
+            }
+        }
         if !self.server.admin_socket.is_absolute() {
             return Err(invalid("server.admin-socket", "must be an absolute path"));
         }
@@ -691,6 +884,12 @@ impl Config {
         }
         if self.auth.cors_origins != new.auth.cors_origins {
             out.push("auth.cors-origins");
+        }
+        if self.exec.max_concurrent != new.exec.max_concurrent {
+            out.push("exec.max-concurrent");
+        }
+        if self.sandbox.uid_range != new.sandbox.uid_range {
+            out.push("sandbox.uid-range");
         }
         out
     }

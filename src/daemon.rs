@@ -21,8 +21,10 @@ use crate::audit::{Audit, Event};
 use crate::auth::{Actor, Auth, Scope, Scopes};
 use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
+use crate::exec::Executor;
 use crate::health::Health;
 use crate::logging::LogHandle;
+use crate::sandbox::Sandbox;
 use crate::server::{self, Activity};
 use crate::systemd::{self, NamedListener};
 
@@ -41,12 +43,15 @@ pub struct AppState {
     pub audit: Audit,
     /// Rate-limit buckets.
     pub limits: Arc<RateLimits>,
+    /// Runs jobs in the sandbox.
+    pub exec: Executor,
 }
 
 impl AppState {
     /// Builds the state every handler sees around an open database.
-    pub fn new(db: Db, live: Arc<LiveConfig>, health: Arc<Health>) -> AppState {
+    pub fn new(db: Db, live: Arc<LiveConfig>, health: Arc<Health>, sandbox: Sandbox) -> AppState {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
+        let exec = Executor::new(sandbox, db.clone(), live.clone());
         AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -54,6 +59,7 @@ impl AppState {
             live,
             health,
             limits,
+            exec,
         }
     }
 
@@ -164,7 +170,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         socket_activated,
         shutting_down: shutdown_rx.clone(),
     });
-    let state = AppState::new(db.clone(), live.clone(), health);
+    // Jobs are started by re-executing the running binary (even if an upgrade replaced the
+    // file) in its single-threaded sandbox-helper mode.
+    let sandbox = Sandbox::start(
+        PathBuf::from("/proc/self/exe"),
+        tokio::runtime::Handle::current(),
+    )?;
+    let state = AppState::new(db.clone(), live.clone(), health, sandbox);
     ensure_initial_admin_token(&state, &state_dir).await?;
     let app = crate::api::router(state.clone());
 

@@ -61,6 +61,32 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_at ON audit(at);
     CREATE INDEX audit_actor ON audit(actor, id);
     CREATE INDEX audit_action ON audit(action, id);",
+    // 3: the execution history of sandboxed jobs.
+    "CREATE TABLE executions (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        program_id   TEXT,
+        label        TEXT NOT NULL,
+        argv         TEXT NOT NULL,
+        profile      TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        client       TEXT NOT NULL,
+        request_id   TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        exit_code    INTEGER,
+        signal       TEXT,
+        started_at   INTEGER NOT NULL,
+        wall_ms      INTEGER NOT NULL,
+        cpu_ms       INTEGER NOT NULL,
+        max_rss_kb   INTEGER NOT NULL,
+        truncated    INTEGER NOT NULL,
+        stdout_bytes INTEGER NOT NULL,
+        stderr_bytes INTEGER NOT NULL,
+        message      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX executions_started ON executions(started_at);
+    CREATE INDEX executions_program ON executions(program_id, seq);",
 ];
 
 /// The schema version this binary writes.

@@ -19,6 +19,12 @@ pub enum Error {
     /// The input is larger than a configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Well-formed but cannot be done as asked (a limit above the maximum, an unknown profile).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Too much work queued already; retrying shortly may work.
+    #[error("{0}")]
+    Busy(String),
     /// The service cannot do this now (shutting down, a dependency failing); retrying later may work.
     #[error("{0}")]
     Unavailable(String),

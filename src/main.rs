@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Token { config, action } => token(config, action),
+        Command::SandboxHelper => localhostd::sandbox::child::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -353,6 +353,8 @@ pub struct Guard {
     pub route: &'static str,
     /// Content types a body may have (the first is what errors suggest).
     pub accepts: &'static [&'static str],
+    /// The route bounds its own duration; otherwise `server.request-timeout` applies.
+    pub own_timeout: bool,
 }
 
 fn has_body(headers: &HeaderMap) -> bool {
@@ -485,7 +487,22 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     if let Decision::Limited { limit, retry_after } = decision {
         return too_many(limit, retry_after, "rate limit reached");
     }
-    let mut resp = next.run(req).await;
+    let mut resp = if g.own_timeout {
+        next.run(req).await
+    } else {
+        let timeout = cfg.server.request_timeout;
+        match tokio::time::timeout(timeout.get(), next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the request did not finish within server.request-timeout ({timeout})"),
+                )
+                .into_response();
+            }
+        }
+    };
     if let Decision::Allowed { limit, remaining } = decision {
         let h = resp.headers_mut();
         h.insert("ratelimit-limit", HeaderValue::from(limit));

@@ -73,6 +73,8 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
             Error::TooLarge(m) => ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             Error::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
+            Error::Unprocessable(m) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", m),
+            Error::Busy(m) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", m),
             Error::InsufficientStorage(m) => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m)
             }
@@ -139,7 +141,9 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.extensions_mut().insert(ErrorBody);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

@@ -5,6 +5,7 @@
 pub mod access;
 mod audit;
 pub mod error;
+mod exec;
 pub mod extract;
 mod health;
 pub mod ratelimit;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
             class: route.class,
             route: route.path,
             accepts: route.accepts,
+            own_timeout: route.own_timeout,
         };
         let guarded = route
             .handler
@@ -233,8 +235,8 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
     fresh
 }
 
-/// Request body size limit and request timeout, both read from the live config so a reload
-/// changes them.
+/// Request body size limit, read from the live config so a reload changes it. (The request
+/// timeout is per route, in the guard: long-running routes bound themselves.)
 async fn limits(
     State(state): State<AppState>,
     req: Request,
@@ -258,14 +260,5 @@ async fn limits(
     }
     let limit = usize::try_from(max.bytes()).unwrap_or(usize::MAX);
     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
-    let timeout = cfg.server.request_timeout;
-    tokio::time::timeout(timeout.get(), next.run(req))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the request did not finish within server.request-timeout ({timeout})"),
-            )
-        })
+    Ok(next.run(req).await)
 }

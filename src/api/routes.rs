@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, health, session, tokens};
+use super::{audit, exec, health, session, tokens};
 use crate::auth::Scope;
 use crate::daemon::AppState;
 
@@ -20,7 +20,15 @@ pub struct Route {
     pub access: Access,
     pub class: Class,
     pub accepts: &'static [&'static str],
+    /// The route bounds its own duration (jobs, streams) instead of `server.request-timeout`.
+    pub own_timeout: bool,
     pub handler: MethodRouter<AppState>,
+}
+
+/// A route that bounds its own duration.
+fn long(mut route: Route) -> Route {
+    route.own_timeout = true;
+    route
 }
 
 fn r(
@@ -36,6 +44,7 @@ fn r(
         access,
         class,
         accepts: JSON,
+        own_timeout: false,
         handler,
     }
 }
@@ -117,6 +126,21 @@ pub fn table() -> Vec<Route> {
             admin,
             Class::Read,
             get(audit::list),
+        ),
+        // Commands in the sandbox; a job bounds itself (timeout_ms within exec.max-timeout).
+        long(r(
+            Method::POST,
+            "/api/v1/exec",
+            Access::Scope(Scope::Exec),
+            Class::Exec,
+            post(exec::run),
+        )),
+        r(
+            Method::GET,
+            "/api/v1/executions",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(exec::list),
         ),
     ]
 }

@@ -33,7 +33,13 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         socket_activated: false,
         shutting_down: rx,
     });
-    (dir, AppState::new(db, live, health))
+    let sandbox = crate::sandbox::Sandbox::start(
+        // No job runs in these tests (the binary is not built for unit tests).
+        std::path::PathBuf::from("/nonexistent/localhostd"),
+        tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+    (dir, AppState::new(db, live, health, sandbox))
 }
 
 async fn state() -> (tempfile::TempDir, AppState) {

@@ -1,0 +1,642 @@
+//! Running jobs in the sandbox on behalf of a caller: profiles and their limits, the
+//! concurrency cap with a bounded queue, a per-job uid when the daemon is root, output
+//! capture with a cap, the wall-clock timeout that ends the whole tree, and the history of
+//! every run. No HTTP here.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::audit::{self, Event};
+use crate::auth::{now_unix, rfc3339};
+use crate::config::{LiveConfig, SandboxProfile};
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::sandbox::{Limits, Policy, Report, SCRATCH, Sandbox};
+
+/// Limits a request may ask for, each at most its profile's.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLimits {
+    pub cpu_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub output_bytes: Option<u64>,
+    pub processes: Option<u64>,
+    pub file_size_bytes: Option<u64>,
+}
+
+/// One job to run.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub stdin: Vec<u8>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub limits: RequestLimits,
+    pub profile: Option<String>,
+    /// Host directories shown read-only (program runs), as (host, inside).
+    pub ro_binds: Vec<(String, String)>,
+    /// Working directory inside (default: the scratch dir).
+    pub cwd: Option<String>,
+    /// What the history shows: the command line, or the program's name.
+    pub label: String,
+    /// `command` or `program`.
+    pub kind: &'static str,
+    pub program_id: Option<String>,
+}
+
+/// Who asked, for the history and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub actor: String,
+    pub client: String,
+    pub request_id: String,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    NonzeroExit,
+    Timeout,
+    CpuLimit,
+    MemoryLimit,
+    OutputLimit,
+    Killed,
+    SandboxError,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NonzeroExit => "nonzero_exit",
+            Status::Timeout => "timeout",
+            Status::CpuLimit => "cpu_limit",
+            Status::MemoryLimit => "memory_limit",
+            Status::OutputLimit => "output_limit",
+            Status::Killed => "killed",
+            Status::SandboxError => "sandbox_error",
+        }
+    }
+}
+
+/// The outcome of one job.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub id: String,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: bool,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub max_rss_kb: u64,
+    /// What went wrong building the sandbox (status `sandbox_error`).
+    pub message: Option<String>,
+    pub started_at: String,
+}
+
+/// A piece of output, for streaming callers.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// An execution as the history lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub id: String,
+    pub kind: String,
+    pub program_id: Option<String>,
+    pub label: String,
+    pub argv: serde_json::Value,
+    pub profile: String,
+    pub actor: String,
+    pub client: String,
+    pub request_id: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub signal: Option<String>,
+    pub started_at: String,
+    pub wall_ms: i64,
+    pub cpu_ms: i64,
+    pub max_rss_kb: i64,
+    pub truncated: bool,
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+    pub message: String,
+}
+
+pub struct Page {
+    pub items: Vec<Record>,
+    pub next_cursor: Option<String>,
+}
+
+/// Runs jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sandbox: Sandbox,
+    db: Db,
+    live: Arc<LiveConfig>,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    /// uids in use by running jobs (daemon as root).
+    uids: Mutex<BTreeSet<u32>>,
+    as_root: bool,
+}
+
+/// Environment every job gets; a request adds to it.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", SCRATCH),
+    ("TMPDIR", "/tmp"),
+    ("LANG", "C.UTF-8"),
+    ("USER", "sandbox"),
+    ("LOGNAME", "sandbox"),
+];
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+struct UidLease<'a> {
+    inner: &'a Inner,
+    uid: Option<u32>,
+}
+
+impl Drop for UidLease<'_> {
+    fn drop(&mut self) {
+        if let (Some(uid), Ok(mut set)) = (self.uid, self.inner.uids.lock()) {
+            set.remove(&uid);
+        }
+    }
+}
+
+impl Executor {
+    pub fn new(sandbox: Sandbox, db: Db, live: Arc<LiveConfig>) -> Executor {
+        let max = live.get().exec.max_concurrent;
+        Executor {
+            inner: Arc::new(Inner {
+                sandbox,
+                db,
+                live,
+                slots: Semaphore::new(max),
+                waiting: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                uids: Mutex::new(BTreeSet::new()),
+                as_root: nix::unistd::geteuid().is_root(),
+            }),
+        }
+    }
+
+    /// Jobs running now and jobs waiting for a slot.
+    pub fn load(&self) -> (usize, usize) {
+        (
+            self.inner.running.load(Ordering::SeqCst),
+            self.inner.waiting.load(Ordering::SeqCst),
+        )
+    }
+
+    fn lease_uid(&self) -> Result<UidLease<'_>> {
+        if !self.inner.as_root {
+            return Ok(UidLease {
+                inner: &self.inner,
+                uid: None,
+            });
+        }
+        let range = self.inner.live.get().sandbox.uid_range;
+        let mut set = self
+            .inner
+            .uids
+            .lock()
+            .map_err(|_| Error::Internal("uid pool poisoned".into()))?;
+        let uid = (range.first..=range.last)
+            .find(|u| !set.contains(u))
+            .ok_or_else(|| Error::Busy("every uid of sandbox.uid-range is in use".into()))?;
+        set.insert(uid);
+        Ok(UidLease {
+            inner: &self.inner,
+            uid: Some(uid),
+        })
+    }
+
+    /// Builds the policy for `req` from its profile, refusing limits above the profile's.
+    fn policy(&self, req: &ExecRequest) -> Result<(Policy, String, u64, Duration)> {
+        let cfg = self.inner.live.get();
+        let name = req.profile.clone().unwrap_or_else(|| "default".into());
+        let profile: &SandboxProfile = cfg.sandbox.profiles.get(&name).ok_or_else(|| {
+            let known: Vec<&str> = cfg.sandbox.profiles.keys().map(String::as_str).collect();
+            Error::Invalid(format!(
+                "unknown profile {name:?}; configured: {}",
+                known.join(", ")
+            ))
+        })?;
+        let within = |asked: Option<u64>, max: u64, what: &str| -> Result<u64> {
+            match asked {
+                None => Ok(max),
+                Some(0) => Err(Error::Invalid(format!("limits.{what} must be above zero"))),
+                Some(v) if v <= max => Ok(v),
+                Some(v) => Err(Error::Unprocessable(format!(
+                    "limits.{what} = {v} is above the maximum of profile {name:?} ({max})"
+                ))),
+            }
+        };
+        let l = &req.limits;
+        let cpu_ms = within(
+            l.cpu_ms,
+            profile.cpu_time.get().as_millis() as u64,
+            "cpu_ms",
+        )?;
+        let output = within(
+            l.output_bytes,
+            cfg.exec.max_output_limit.bytes(),
+            "output_bytes",
+        )?;
+        let output = if l.output_bytes.is_none() {
+            cfg.exec.default_output_limit.bytes()
+        } else {
+            output
+        };
+        let limits = Limits {
+            cpu_s: cpu_ms.div_ceil(1000).max(1),
+            data_bytes: within(l.memory_bytes, profile.memory.bytes(), "memory_bytes")?,
+            processes: within(l.processes, profile.processes, "processes")?,
+            file_size_bytes: within(
+                l.file_size_bytes,
+                profile.file_size.bytes(),
+                "file_size_bytes",
+            )?,
+            open_files: profile.open_files,
+            tmpfs_bytes: profile.tmpfs_size.bytes(),
+            tmpfs_inodes: profile.tmpfs_inodes,
+        };
+        let timeout = match req.timeout {
+            None => cfg.exec.default_timeout.get(),
+            Some(t) if t.is_zero() => {
+                return Err(Error::Invalid("timeout_ms must be above zero".into()));
+            }
+            Some(t) if t <= cfg.exec.max_timeout.get() => t,
+            Some(t) => {
+                return Err(Error::Unprocessable(format!(
+                    "timeout_ms = {} is above exec.max-timeout ({})",
+                    t.as_millis(),
+                    cfg.exec.max_timeout
+                )));
+            }
+        };
+        let mut env: Vec<(String, String)> = BASE_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in &req.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let policy = Policy {
+            argv: req.argv.clone(),
+            env,
+            cwd: req.cwd.clone().unwrap_or_else(|| SCRATCH.into()),
+            limits,
+            network: profile.network,
+            run_as: None,
+            ro_binds: req.ro_binds.clone(),
+            allow_degraded: cfg.sandbox.allow_degraded,
+        };
+        policy.validate().map_err(Error::Invalid)?;
+        Ok((policy, name, output, timeout))
+    }
+
+    /// Runs `req`, waiting for a slot if all are busy (429-style `Busy` when the queue is
+    /// full). Output goes to `stream` as it is produced when one is given.
+    pub async fn run(
+        &self,
+        req: ExecRequest,
+        caller: &Caller,
+        stream: Option<mpsc::Sender<Chunk>>,
+    ) -> Result<ExecResult> {
+        let (mut policy, profile, output_limit, timeout) = self.policy(&req)?;
+        let cfg = self.inner.live.get();
+        if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
+            >= cfg.exec.max_queue + self.inner.slots.available_permits()
+        {
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Busy(format!(
+                "{} jobs are running and {} waiting (exec.max-concurrent, exec.max-queue); retry shortly",
+                cfg.exec.max_concurrent, cfg.exec.max_queue
+            )));
+        }
+        let permit = self.inner.slots.acquire().await;
+        self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.map_err(|_| Error::Unavailable("shutting down".into()))?;
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let lease = self.lease_uid();
+        let result = match lease {
+            Ok(lease) => {
+                policy.run_as = lease.uid.map(|u| (u, u));
+                let r = self
+                    .run_confined(&policy, req.stdin.clone(), output_limit, timeout, stream)
+                    .await;
+                drop(lease);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        self.inner.running.fetch_sub(1, Ordering::SeqCst);
+        let result = result?;
+        self.record(&req, &policy, &profile, caller, &result)
+            .await?;
+        if result.status == Status::SandboxError {
+            tracing::error!(execution = %result.id, error = result.message.as_deref().unwrap_or(""), "the sandbox could not be built");
+        }
+        Ok(result)
+    }
+
+    async fn run_confined(
+        &self,
+        policy: &Policy,
+        stdin: Vec<u8>,
+        output_limit: u64,
+        timeout: Duration,
+        stream: Option<mpsc::Sender<Chunk>>,
+    ) -> Result<ExecResult> {
+        let id = random_id()?;
+        let started_at = rfc3339(now_unix());
+        let start = Instant::now();
+        let mut running = self.inner.sandbox.spawn(policy, stdin).await?;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+        let (mut o_done, mut e_done) = (false, false);
+        let (mut timed_out, mut overflow) = (false, false);
+        let mut total: u64 = 0;
+        let mut exited = None;
+        loop {
+            if o_done && e_done && exited.is_some() {
+                break;
+            }
+            let chunk = tokio::select! {
+                r = running.stdout.read(&mut ob), if !o_done => match r {
+                    Ok(0) | Err(_) => { o_done = true; None }
+                    Ok(n) => Some((true, n)),
+                },
+                r = running.stderr.read(&mut eb), if !e_done => match r {
+                    Ok(0) | Err(_) => { e_done = true; None }
+                    Ok(n) => Some((false, n)),
+                },
+                s = running.child.wait(), if exited.is_none() => { exited = Some(s); None },
+                _ = &mut deadline => { timed_out = true; break; }
+            };
+            let Some((is_out, n)) = chunk else { continue };
+            let room = output_limit.saturating_sub(total) as usize;
+            let take = n.min(room);
+            let bytes = if is_out { &ob[..take] } else { &eb[..take] };
+            if is_out {
+                out.extend_from_slice(bytes)
+            } else {
+                err.extend_from_slice(bytes)
+            }
+            total += n as u64;
+            if let Some(tx) = &stream
+                && take > 0
+            {
+                let c = if is_out {
+                    Chunk::Stdout(bytes.to_vec())
+                } else {
+                    Chunk::Stderr(bytes.to_vec())
+                };
+                // A gone listener does not stop the job; its result is still recorded.
+                let _ = tx.send(c).await;
+            }
+            if total > output_limit {
+                overflow = true;
+                break;
+            }
+        }
+        if timed_out || overflow {
+            // SIGKILL to the helper; its init gets SIGKILL (parent death) and the kernel
+            // ends everything left in the job's PID namespace.
+            let _ = running.child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(10), running.child.wait()).await;
+        } else if exited.is_none() {
+            let _ = running.child.wait().await;
+        }
+        let wall_ms = start.elapsed().as_millis() as u64;
+        let report: Report = running.report().await?;
+        let cpu_limit_ms = policy.limits.cpu_s * 1000;
+        let (status, exit_code, signal) = if report.kind == "error" {
+            (Status::SandboxError, None, None)
+        } else if timed_out {
+            (Status::Timeout, None, Some("SIGKILL".to_owned()))
+        } else if overflow {
+            (Status::OutputLimit, None, Some("SIGKILL".to_owned()))
+        } else if report.kind == "signal" {
+            let cpu = report.signal == libc::SIGXCPU
+                || (report.signal == libc::SIGKILL && report.cpu_ms + 50 >= cpu_limit_ms);
+            (
+                if cpu {
+                    Status::CpuLimit
+                } else {
+                    Status::Killed
+                },
+                None,
+                Some(signal_name(report.signal)),
+            )
+        } else if report.kind == "exit" {
+            (
+                if report.code == 0 {
+                    Status::Ok
+                } else {
+                    Status::NonzeroExit
+                },
+                Some(report.code),
+                None,
+            )
+        } else {
+            (Status::Killed, None, None)
+        };
+        Ok(ExecResult {
+            id,
+            status,
+            exit_code,
+            signal,
+            stdout: out,
+            stderr: err,
+            truncated: overflow,
+            wall_ms,
+            cpu_ms: report.cpu_ms,
+            max_rss_kb: report.max_rss_kb,
+            message: (status == Status::SandboxError).then(|| report.message.clone()),
+            started_at,
+        })
+    }
+
+    async fn record(
+        &self,
+        req: &ExecRequest,
+        policy: &Policy,
+        profile: &str,
+        caller: &Caller,
+        r: &ExecResult,
+    ) -> Result<()> {
+        let argv = serde_json::to_string(&policy.argv).unwrap_or_default();
+        let (req, caller, r) = (req.clone(), caller.clone(), r.clone());
+        let profile = profile.to_owned();
+        self.inner
+            .db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
+                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                    rusqlite::params![
+                        r.id,
+                        req.kind,
+                        req.program_id,
+                        req.label,
+                        argv,
+                        profile,
+                        caller.actor,
+                        caller.client,
+                        caller.request_id,
+                        r.status.as_str(),
+                        r.exit_code,
+                        r.signal,
+                        now_unix(),
+                        r.wall_ms as i64,
+                        r.cpu_ms as i64,
+                        r.max_rss_kb as i64,
+                        r.truncated,
+                        r.stdout.len() as i64,
+                        r.stderr.len() as i64,
+                        r.message.clone().unwrap_or_default(),
+                    ],
+                )?;
+                audit::insert(
+                    c,
+                    &Event {
+                        actor: caller.actor.clone(),
+                        action: format!("{}.run", req.kind),
+                        target: req.label.clone(),
+                        result: r.status.as_str().into(),
+                        client: caller.client.clone(),
+                        request_id: caller.request_id.clone(),
+                        detail: format!("execution {}", r.id),
+                    },
+                )
+            })
+            .await
+    }
+
+    /// The history, newest first; `program_id` narrows it to one program's runs.
+    pub async fn list(
+        &self,
+        program_id: Option<String>,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page> {
+        let before = match cursor.as_deref() {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix('e')
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        Error::Invalid(
+                            "invalid cursor: pass next_cursor from the previous page unchanged"
+                                .into(),
+                        )
+                    })?,
+            ),
+        };
+        self.inner
+            .db
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status, exit_code,
+                            signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message
+                     FROM executions WHERE (?1 IS NULL OR program_id = ?1) AND (?2 IS NULL OR seq < ?2)
+                     ORDER BY seq DESC LIMIT ?3",
+                )?;
+                let rows = st.query_map(rusqlite::params![program_id, before, limit as i64 + 1], |r| {
+                    let argv: String = r.get(5)?;
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Record {
+                            id: r.get(1)?,
+                            kind: r.get(2)?,
+                            program_id: r.get(3)?,
+                            label: r.get(4)?,
+                            argv: serde_json::from_str(&argv).unwrap_or(serde_json::Value::Null),
+                            profile: r.get(6)?,
+                            actor: r.get(7)?,
+                            client: r.get(8)?,
+                            request_id: r.get(9)?,
+                            status: r.get(10)?,
+                            exit_code: r.get(11)?,
+                            signal: r.get(12)?,
+                            started_at: rfc3339(r.get(13)?),
+                            wall_ms: r.get(14)?,
+                            cpu_ms: r.get(15)?,
+                            max_rss_kb: r.get(16)?,
+                            truncated: r.get(17)?,
+                            stdout_bytes: r.get(18)?,
+                            stderr_bytes: r.get(19)?,
+                            message: r.get(20)?,
+                        },
+                    ))
+                })?;
+                let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                let next_cursor = if rows.len() > limit {
+                    rows.truncate(limit);
+                    rows.last().map(|(seq, _)| format!("e{seq}"))
+                } else {
+                    None
+                };
+                Ok(Page { items: rows.into_iter().map(|(_, r)| r).collect(), next_cursor })
+            })
+            .await
+    }
+
+    /// Applies `exec.keep-last` and `exec.keep-within` to the history.
+    pub async fn prune(&self) -> Result<usize> {
+        let cfg = self.inner.live.get();
+        let keep_last = i64::try_from(cfg.exec.keep_last).unwrap_or(i64::MAX);
+        let cutoff = now_unix().saturating_sub(
+            i64::try_from(cfg.exec.keep_within.get().as_secs()).unwrap_or(i64::MAX),
+        );
+        self.inner
+            .db
+            .write(move |c| {
+                let max: Option<i64> =
+                    c.query_row("SELECT max(seq) FROM executions", [], |r| r.get(0))?;
+                let floor = max.unwrap_or(0).saturating_sub(keep_last);
+                Ok(c.execute(
+                    "DELETE FROM executions WHERE seq <= ?1 OR started_at < ?2",
+                    rusqlite::params![floor, cutoff],
+                )?)
+            })
+            .await
+    }
+}

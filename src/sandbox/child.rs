@@ -1,0 +1,838 @@
+//! The sandbox helper (`localhostd sandbox-helper`): a fresh, single-threaded process the
+//! daemon starts for each job, so everything here may allocate and fork freely. It builds the
+//! sandbox and reports how the job ended. This module holds the sandbox's `unsafe` code.
+//!
+//! Order (hakoniwa's, adapted): read the policy → drop to the job's uid (daemon as root) →
+//! unshare user, mount, PID, network, IPC, UTS and cgroup namespaces → map uid/gid → fork the
+//! namespace's init → init builds the root (read-only system dirs, tmpfs scratch, /tmp,
+//! /dev/shm, a minimal /dev, its own /proc) and pivots into it → init forks the job → the job:
+//! new session, rlimits, fds closed, no_new_privs, capabilities dropped, landlock, seccomp
+//! last, execve. Init reaps; when the job ends init exits, and the kernel kills whatever is
+//! left in the PID namespace.
+//!
+//! File descriptors from the daemon: 0 job stdin, 1 job stdout, 2 job stderr, 3 the policy
+//! (JSON, read to EOF), 4 the report (one JSON line written at the end).
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::{INSIDE_ID, Policy};
+use super::seccomp;
+
+/// How the job ended, as the helper saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// `exit`, `signal` or `error` (the sandbox could not be built).
+    pub kind: String,
+    pub code: i32,
+    pub signal: i32,
+    pub cpu_ms: u64,
+    pub max_rss_kb: u64,
+    pub message: String,
+    /// `full`, `partial` or `none` (only with `allow_degraded`).
+    pub landlock: String,
+    /// Whether the job got its own /proc.
+    pub proc_mounted: bool,
+}
+
+const POLICY_FD: RawFd = 3;
+const REPORT_FD: RawFd = 4;
+
+type R<T> = Result<T, String>;
+
+fn errno_str() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+/// Checks a libc return value, naming the call on failure.
+fn check(ret: libc::c_int, what: &str) -> R<libc::c_int> {
+    if ret == -1 {
+        Err(format!("{what}: {}", errno_str()))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstr(s: &str) -> R<CString> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+/// Entry point of `localhostd sandbox-helper`.
+pub fn main() -> ! {
+    let report = match run() {
+        Ok(r) => r,
+        Err(message) => Report {
+            kind: "error".into(),
+            message,
+            ..Report::default()
+        },
+    };
+    // SAFETY: fd 4 was given to us by the daemon for this report; we own it from here on.
+    let mut out = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
+    let line = serde_json::to_string(&report).unwrap_or_else(|_| "{\"kind\":\"error\"}".into());
+    let _ = out.write_all(line.as_bytes());
+    std::process::exit(0)
+}
+
+fn set_pdeathsig() -> R<()> {
+    check(
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        },
+        "prctl(PR_SET_PDEATHSIG)",
+    )?;
+    Ok(())
+}
+
+fn read_policy() -> R<Policy> {
+    // SAFETY: fd 3 is the policy pipe the daemon passed; we take ownership and close it.
+    let mut f = unsafe { std::fs::File::from_raw_fd(POLICY_FD) };
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| format!("reading the policy: {e}"))?;
+    let p: Policy = serde_json::from_str(&text).map_err(|e| format!("bad policy: {e}"))?;
+    p.validate()?;
+    Ok(p)
+}
+
+fn run() -> R<Report> {
+    let policy = read_policy()?;
+    let parent = nix::unistd::getppid();
+    if let Some((uid, gid)) = policy.run_as {
+        if uid == 0 || gid == 0 {
+            return Err("refusing to run a job as uid or gid 0".into());
+        }
+        // SAFETY: plain credential syscalls with integer arguments.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null()), "setgroups")?;
+            check(libc::setresgid(gid, gid, gid), "setresgid")?;
+            check(libc::setresuid(uid, uid, uid), "setresuid")?;
+        }
+        // A credential change clears the parent-death signal and makes the process
+        // non-dumpable (its /proc files then belong to root and the id maps cannot be
+        // written): restore both.
+        set_pdeathsig()?;
+        check(
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
+            "prctl(PR_SET_DUMPABLE)",
+        )?;
+        if nix::unistd::getppid() != parent {
+            return Err("the daemon went away".into());
+        }
+    }
+    // SAFETY: getuid/getgid cannot fail.
+    let (outer_uid, outer_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if outer_uid == 0 {
+        return Err("refusing to run a job as uid 0 outside its namespace".into());
+    }
+    if policy.network {
+        return Err("the network profile needs user-space egress (pasta/slirp4netns), which this build does not provide; use a profile without network".into());
+    }
+    let prefix = seccomp::prefix_filter();
+    let deny = seccomp::deny_filter()?;
+
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    check(
+        // SAFETY: unshare with flag arguments only; we are single-threaded (a fresh process).
+        unsafe { libc::unshare(flags) },
+        "unshare(user, mount, pid, net, ipc, uts, cgroup namespaces)",
+    )
+    .map_err(|e| format!("{e} (are unprivileged user namespaces enabled?)"))?;
+    std::fs::write("/proc/self/setgroups", "deny")
+        .map_err(|e| format!("write /proc/self/setgroups: {e}"))?;
+    std::fs::write("/proc/self/uid_map", format!("{INSIDE_ID} {outer_uid} 1\n"))
+        .map_err(|e| format!("write uid_map: {e}"))?;
+    std::fs::write("/proc/self/gid_map", format!("{INSIDE_ID} {outer_gid} 1\n"))
+        .map_err(|e| format!("write gid_map: {e}"))?;
+
+    // Host paths to show inside are opened now, before any mount hides them.
+    let binds = open_bind_sources(&policy)?;
+
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    // SAFETY: we are single-threaded, so the child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(status_r);
+            let mut w = std::fs::File::from(status_w);
+            let line = match init(&policy, &binds, &prefix, &deny) {
+                Ok(line) => line,
+                Err(e) => format!("error {e}"),
+            };
+            let _ = w.write_all(line.as_bytes());
+            // SAFETY: _exit ends this process at once.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(status_w);
+            drop(binds);
+            quiet_stdio();
+            let mut text = String::new();
+            let _ = std::fs::File::from(status_r).read_to_string(&mut text);
+            let mut status: libc::c_int = 0;
+            // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            check(
+                // SAFETY: wait4 on our own child with valid out-pointers.
+                unsafe { libc::wait4(child.as_raw(), &mut status, 0, &mut usage) },
+                "wait4",
+            )?;
+            let cpu_ms = tv_ms(usage.ru_utime) + tv_ms(usage.ru_stime);
+            let max_rss_kb = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+            Ok(parse_status(&text, cpu_ms, max_rss_kb))
+        }
+    }
+}
+
+fn tv_ms(tv: libc::timeval) -> u64 {
+    u64::try_from(tv.tv_sec).unwrap_or(0) * 1000 + u64::try_from(tv.tv_usec).unwrap_or(0) / 1000
+}
+
+fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
+    let mut r = Report {
+        cpu_ms,
+        max_rss_kb,
+        ..Report::default()
+    };
+    let mut parts = text.trim().splitn(2, ' ');
+    let kind = parts.next().unwrap_or("");
+    let rest = parts.next().unwrap_or("");
+    match kind {
+        "exit" | "signal" => {
+            let mut f = rest.split(' ');
+            let n: i32 = f.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            r.landlock = f.next().unwrap_or("").to_owned();
+            r.proc_mounted = f.next() == Some("proc");
+            r.kind = kind.to_owned();
+            if kind == "exit" {
+                r.code = n
+            } else {
+                r.signal = n
+            }
+        }
+        "error" => {
+            r.kind = "error".into();
+            r.message = rest.to_owned();
+        }
+        _ => {
+            r.kind = "error".into();
+            r.message = "the sandbox's init ended without a report".into();
+        }
+    }
+    r
+}
+
+/// Points fds 0–2 at /dev/null so only the job holds the daemon's pipes.
+fn quiet_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// A host path to bind, opened as O_PATH before the mounts change the view.
+struct Bind {
+    fd: OwnedFd,
+    inside: String,
+    is_dir: bool,
+}
+
+/// System directories shown read-only. A name that is a symlink on the host (merged /usr)
+/// becomes the same symlink inside.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+/// Device nodes a job may use.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// Files and directories under /etc hidden from jobs.
+const MASKED: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/localhostd",
+    "/etc/ssh",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+];
+
+struct Binds {
+    list: Vec<Bind>,
+    symlinks: Vec<(String, String)>,
+}
+
+fn open_path(path: &str) -> R<OwnedFd> {
+    let c = cstr(path)?;
+    let fd = check(
+        // SAFETY: open with a valid C string; the fd is owned by the returned OwnedFd.
+        unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) },
+        &format!("open {path}"),
+    )?;
+    // SAFETY: fd was just returned by open and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_bind_sources(policy: &Policy) -> R<Binds> {
+    let mut list = Vec::new();
+    let mut symlinks = Vec::new();
+    for dir in SYSTEM_DIRS {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(dir).map_err(|e| format!("readlink {dir}: {e}"))?;
+                symlinks.push((dir.to_string(), target.to_string_lossy().into_owned()));
+            }
+            Ok(m) if m.is_dir() => list.push(Bind {
+                fd: open_path(dir)?,
+                inside: dir.to_string(),
+                is_dir: true,
+            }),
+            _ => {}
+        }
+    }
+    for dev in DEVICES {
+        let p = format!("/dev/{dev}");
+        list.push(Bind {
+            fd: open_path(&p)?,
+            inside: p,
+            is_dir: false,
+        });
+    }
+    for (host, inside) in &policy.ro_binds {
+        let meta = std::fs::metadata(host).map_err(|e| format!("bind source {host}: {e}"))?;
+        list.push(Bind {
+            fd: open_path(host)?,
+            inside: inside.clone(),
+            is_dir: meta.is_dir(),
+        });
+    }
+    Ok(Binds { list, symlinks })
+}
+
+fn mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> R<()> {
+    let (s, t, f, d) = (
+        src.map(cstr).transpose()?,
+        cstr(target)?,
+        fstype.map(cstr).transpose()?,
+        data.map(cstr).transpose()?,
+    );
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is a valid C string or null, as mount(2) allows.
+    let ret = unsafe { libc::mount(ptr(&s), t.as_ptr(), ptr(&f), flags, ptr(&d).cast()) };
+    check(
+        ret,
+        &format!("mount {} on {target}", src.unwrap_or(fstype.unwrap_or("-"))),
+    )?;
+    Ok(())
+}
+
+/// Remounts a bind mount read-only, keeping the flags the kernel locked on it (nosuid, nodev,
+/// noexec of the original), which a user namespace may not clear.
+fn remount_ro(target: &str) -> R<()> {
+    let st = nix::sys::statvfs::statvfs(target).map_err(|e| format!("statvfs {target}: {e}"))?;
+    let f = st.flags();
+    use nix::sys::statvfs::FsFlags;
+    let mut flags =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    if f.contains(FsFlags::ST_NOEXEC) {
+        flags |= libc::MS_NOEXEC;
+    }
+    if f.contains(FsFlags::ST_NOATIME) {
+        flags |= libc::MS_NOATIME;
+    }
+    if f.contains(FsFlags::ST_NODIRATIME) {
+        flags |= libc::MS_NODIRATIME;
+    }
+    if f.contains(FsFlags::ST_RELATIME) {
+        flags |= libc::MS_RELATIME;
+    }
+    mount(None, target, None, flags, None)
+}
+
+fn mkdir_p(path: &str) -> R<()> {
+    std::fs::create_dir_all(path).map_err(|e| format!("mkdir {path}: {e}"))
+}
+
+fn touch(path: &str) -> R<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| format!("create {path}: {e}"))
+}
+
+/// Builds the job's root under `root` (a fresh tmpfs) and pivots into it. Returns whether a
+/// private /proc could be mounted.
+fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
+    let root = "/tmp";
+    mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=1m,nr_inodes=1024"),
+    )?;
+    for (link, target) in &binds.symlinks {
+        std::os::unix::fs::symlink(target, format!("{root}{link}"))
+            .map_err(|e| format!("symlink {link}: {e}"))?;
+    }
+    mkdir_p(&format!("{root}/dev"))?;
+    for b in &binds.list {
+        let target = format!("{root}{}", b.inside);
+        if b.is_dir {
+            mkdir_p(&target)?;
+        } else {
+            if let Some(parent) = std::path::Path::new(&target).parent() {
+                mkdir_p(&parent.to_string_lossy())?;
+            }
+            touch(&target)?;
+        }
+        let src = format!("/proc/self/fd/{}", b.fd.as_raw_fd());
+        mount(
+            Some(&src),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        if b.inside.starts_with("/dev/") {
+            // Device nodes keep their read-write bind; nodev is locked off only for them.
+            continue;
+        }
+        remount_ro(&target)?;
+    }
+    // Hide what jobs must never read, even where file modes would allow it.
+    for m in MASKED {
+        let target = format!("{root}{m}");
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_dir() => mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                Some("size=0,mode=000"),
+            )?,
+            Ok(_) => mount(
+                Some(&format!("{root}/dev/null")),
+                &target,
+                None,
+                libc::MS_BIND,
+                None,
+            )?,
+            Err(_) => {}
+        }
+    }
+    let l = &policy.limits;
+    let tmpfs_opts = |mode: &str| {
+        format!(
+            "mode={mode},size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
+            l.tmpfs_bytes, l.tmpfs_inodes
+        )
+    };
+    for (dir, mode) in [
+        (policy.cwd.as_str(), "0700"),
+        ("/tmp", "1777"),
+        ("/dev/shm", "1777"),
+    ] {
+        let target = format!("{root}{dir}");
+        mkdir_p(&target)?;
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&tmpfs_opts(mode)),
+        )?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("{root}/dev/{name}"))
+            .map_err(|e| format!("symlink /dev/{name}: {e}"))?;
+    }
+    let proc_dir = format!("{root}/proc");
+    mkdir_p(&proc_dir)?;
+    let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // Our own procfs, never the host's. Under systemd's ProtectKernelTunables the kernel may
+    // refuse a full one; then try the pid-only subset, then go without /proc.
+    let proc_mounted = mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        proc_flags,
+        Some("hidepid=invisible"),
+    )
+    .is_ok()
+        || mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            proc_flags,
+            Some("hidepid=invisible,subset=pid"),
+        )
+        .is_ok();
+
+    let old = format!("{root}/.oldroot");
+    mkdir_p(&old)?;
+    let (new_c, old_c) = (cstr(root)?, cstr(&old)?);
+    check(
+        // SAFETY: pivot_root via syscall with two valid C strings.
+        unsafe { libc::syscall(libc::SYS_pivot_root, new_c.as_ptr(), old_c.as_ptr()) }
+            as libc::c_int,
+        "pivot_root",
+    )?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let old_inside = cstr("/.oldroot")?;
+    check(
+        // SAFETY: umount2 with a valid C string.
+        unsafe { libc::umount2(old_inside.as_ptr(), libc::MNT_DETACH) },
+        "umount the old root",
+    )?;
+    std::fs::remove_dir("/.oldroot").map_err(|e| format!("rmdir /.oldroot: {e}"))?;
+    // The skeleton itself becomes read-only: no new top-level names.
+    mount(
+        None,
+        "/",
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=1m,nr_inodes=1024"),
+    )?;
+    Ok(proc_mounted)
+}
+
+fn loopback_up() -> R<()> {
+    let s = check(
+        // SAFETY: socket() with constant arguments; the fd is closed below.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+        "socket",
+    )?;
+    // SAFETY: s was just created; OwnedFd closes it.
+    let _s = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: an all-zero ifreq is valid; we set the name and flags fields.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq for interface "lo".
+    unsafe {
+        check(
+            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req),
+            "SIOCGIFFLAGS lo",
+        )?;
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(s, libc::SIOCSIFFLAGS, &req), "SIOCSIFFLAGS lo")?;
+    }
+    Ok(())
+}
+
+/// PID 1 of the job's namespace: builds the root, starts the job, reaps, reports.
+fn init(
+    policy: &Policy,
+    binds: &Binds,
+    prefix: &seccompiler::BpfProgram,
+    deny: &seccompiler::BpfProgram,
+) -> R<String> {
+    set_pdeathsig()?;
+    // Not dumpable: a job running as the same uid cannot open our /proc/1/mem.
+    check(
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
+        "prctl(PR_SET_DUMPABLE)",
+    )?;
+    let proc_mounted = build_root(policy, binds)?;
+    nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
+    loopback_up()?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    // SAFETY: init is single-threaded; the child runs arbitrary code after fork.
+    let job = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(err_r);
+            let mut w = std::fs::File::from(err_w);
+            let msg = match exec_job(policy, proc_mounted, prefix, deny, &mut w) {
+                Err(msg) => msg,
+                Ok(never) => match never {},
+            };
+            let _ = w.write_all(msg.as_bytes());
+            let _ = writeln!(
+                std::io::stderr(),
+                "localhostd sandbox: {}",
+                msg.trim_start_matches("exec: ")
+            );
+            // SAFETY: _exit ends the failed job at once.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(err_w);
+    quiet_stdio();
+    // The job writes "landlock:<status>" just before execve, or an error when it fails.
+    let mut from_job = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut from_job);
+    let (landlock, setup_error) = match from_job.strip_prefix("landlock:") {
+        Some(rest) => {
+            let (status, err) = rest.split_once('\n').unwrap_or((rest, ""));
+            (status.to_owned(), err.to_owned())
+        }
+        None => ("none".to_owned(), from_job),
+    };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid for any child of init with a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == -1 {
+            return Err(format!("waitpid: {}", errno_str()));
+        }
+        if pid == job.as_raw() {
+            let tail = format!(
+                "{landlock} {}",
+                if proc_mounted { "proc" } else { "noproc" }
+            );
+            if libc::WIFEXITED(status) {
+                // A program that cannot be started is the job's failure (exit 127, like a
+                // shell); anything else that failed before execve is the sandbox's.
+                if libc::WEXITSTATUS(status) == 127
+                    && !setup_error.is_empty()
+                    && !setup_error.starts_with("exec: ")
+                {
+                    return Err(setup_error);
+                }
+                return Ok(format!("exit {} {tail}", libc::WEXITSTATUS(status)));
+            }
+            if libc::WIFSIGNALED(status) {
+                return Ok(format!("signal {} {tail}", libc::WTERMSIG(status)));
+            }
+        }
+    }
+}
+
+fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64, name: &str) -> R<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    check(
+        // SAFETY: setrlimit with a valid rlimit struct.
+        unsafe { libc::setrlimit(resource, &lim) },
+        &format!("setrlimit({name})"),
+    )?;
+    Ok(())
+}
+
+fn find_program(argv0: &str, env: &[(String, String)]) -> R<String> {
+    if argv0.contains('/') {
+        return Ok(argv0.to_owned());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = format!("{dir}/{argv0}");
+        if let Ok(m) = std::fs::metadata(&candidate)
+            && m.is_file()
+            && m.mode() & 0o111 != 0
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("exec: {argv0}: command not found"))
+}
+
+fn landlock_restrict(policy: &Policy, proc_mounted: bool) -> R<&'static str> {
+    use landlock::{
+        ABI, Access, AccessFs, CompatLevel, Compatible, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, Scope, path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let level = if policy.allow_degraded {
+        CompatLevel::BestEffort
+    } else {
+        CompatLevel::HardRequirement
+    };
+    let le = |e: landlock::RulesetError| format!("landlock: {e}");
+    let read_exec = AccessFs::from_read(abi);
+    let mut ro: Vec<String> = SYSTEM_DIRS
+        .iter()
+        .filter(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+        .map(|d| d.to_string())
+        .collect();
+    ro.extend(policy.ro_binds.iter().map(|(_, inside)| inside.clone()));
+    if proc_mounted {
+        ro.push("/proc".into());
+    }
+    let rw = [policy.cwd.clone(), "/tmp".into(), "/dev/shm".into()];
+    let devices: Vec<String> = DEVICES.iter().map(|d| format!("/dev/{d}")).collect();
+    let status = landlock::Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(le)?
+        .scope(Scope::from_all(abi))
+        .map_err(le)?
+        .create()
+        .map_err(le)?
+        .add_rules(path_beneath_rules(&ro, read_exec))
+        .map_err(le)?
+        .add_rules(path_beneath_rules(&rw, AccessFs::from_all(abi)))
+        .map_err(le)?
+        .add_rules(path_beneath_rules(
+            &devices,
+            AccessFs::from_read(abi) | AccessFs::WriteFile,
+        ))
+        .map_err(le)?
+        // Listing directories is harmless here: the root holds only what we mounted.
+        .add_rules(path_beneath_rules(["/"], AccessFs::ReadDir))
+        .map_err(le)?
+        .restrict_self()
+        .map_err(le)?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "full",
+        RulesetStatus::PartiallyEnforced => "partial",
+        RulesetStatus::NotEnforced => "none",
+    })
+}
+
+/// The job after fork: everything up to execve. Returns only on failure.
+fn exec_job(
+    policy: &Policy,
+    proc_mounted: bool,
+    prefix: &seccompiler::BpfProgram,
+    deny: &seccompiler::BpfProgram,
+    report: &mut std::fs::File,
+) -> R<std::convert::Infallible> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    std::env::set_current_dir(&policy.cwd).map_err(|e| format!("chdir {}: {e}", policy.cwd))?;
+    let l = &policy.limits;
+    set_rlimit(libc::RLIMIT_CPU, l.cpu_s, l.cpu_s + 1, "RLIMIT_CPU")?;
+    set_rlimit(libc::RLIMIT_DATA, l.data_bytes, l.data_bytes, "RLIMIT_DATA")?;
+    set_rlimit(libc::RLIMIT_NPROC, l.processes, l.processes, "RLIMIT_NPROC")?;
+    set_rlimit(
+        libc::RLIMIT_FSIZE,
+        l.file_size_bytes,
+        l.file_size_bytes,
+        "RLIMIT_FSIZE",
+    )?;
+    set_rlimit(
+        libc::RLIMIT_NOFILE,
+        l.open_files,
+        l.open_files,
+        "RLIMIT_NOFILE",
+    )?;
+    set_rlimit(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")?;
+    let program = find_program(&policy.argv[0], &policy.env)?;
+    let path = cstr(&program)?;
+    let argv: Vec<CString> = policy.argv.iter().map(|a| cstr(a)).collect::<R<_>>()?;
+    let envp: Vec<CString> = policy
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<R<_>>()?;
+    // Every inherited descriptor above 2 is closed on exec.
+    check(
+        // SAFETY: close_range with integer arguments.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } as libc::c_int,
+        "close_range",
+    )?;
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|e| format!("clear ambient capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|e| format!("clear inheritable capabilities: {e}"))?;
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap)
+            .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+    }
+    check(
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+        "prctl(PR_SET_NO_NEW_PRIVS)",
+    )?;
+    let landlock = landlock_restrict(policy, proc_mounted)?;
+    let _ = writeln!(report, "landlock:{landlock}");
+    if landlock == "none" {
+        let _ = writeln!(
+            std::io::stderr(),
+            "localhostd sandbox: WARNING: landlock is not enforced (sandbox.allow-degraded)"
+        );
+    }
+    caps::clear(None, caps::CapSet::Effective)
+        .map_err(|e| format!("clear effective capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Permitted)
+        .map_err(|e| format!("clear permitted capabilities: {e}"))?;
+    seccompiler::apply_filter(prefix).map_err(|e| format!("seccomp (prefix): {e}"))?;
+    seccompiler::apply_filter(deny).map_err(|e| format!("seccomp (deny-list): {e}"))?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    Err(format!("exec: cannot execute {program}: {}", errno_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse() {
+        let r = parse_status("exit 3 full proc", 5, 6);
+        assert_eq!(
+            (r.kind.as_str(), r.code, r.landlock.as_str(), r.proc_mounted),
+            ("exit", 3, "full", true)
+        );
+        let r = parse_status("signal 9 full noproc", 0, 0);
+        assert_eq!(
+            (r.kind.as_str(), r.signal, r.proc_mounted),
+            ("signal", 9, false)
+        );
+        let r = parse_status("error mount x: EPERM", 0, 0);
+        assert_eq!(
+            (r.kind.as_str(), r.message.as_str()),
+            ("error", "mount x: EPERM")
+        );
+        assert_eq!(parse_status("", 0, 0).kind, "error");
+    }
+}

@@ -1,0 +1,18 @@
+//! The sandbox: every job (command, program run) runs as a child in its own user, PID, mount,
+//! network, IPC, UTS and cgroup namespaces, sees the system read-only, has tmpfs scratch,
+//! /tmp and /dev/shm, no capabilities, landlock, a seccomp deny-list and rlimits.
+//!
+//! - `policy`: what a job may do, as plain data.
+//! - `seccomp`: the filters, built as data.
+//! - `spawn`: the daemon's side (fork-safe start of the helper, on a dedicated thread).
+//! - `child`: the helper's side, a single-threaded re-exec of our binary that builds the
+//!   sandbox; the only `unsafe` of the sandbox lives there.
+
+pub mod child;
+pub mod policy;
+pub mod seccomp;
+mod spawn;
+
+pub use child::Report;
+pub use policy::{Limits, Policy, SCRATCH};
+pub use spawn::{Running, Sandbox};
