@@ -221,8 +221,12 @@ boot_container() {
     for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
         [ -f "$f" ] && binds+=(--bind-ro="$f":"$f")
     done
+    # nspawn 252 confines the whole container with its own system call allow-list, which lacks
+    # landlock (EPERM for every process in it, whatever our unit says): add it, so the job
+    # sandbox runs as it would on a real host.
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -D "$WORK/rootfs" -b -M localhostd-e2e \
         --register=no --keep-unit --volatile=overlay "${binds[@]}" \
+        --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self' \
         >"$CONSOLE_LOG" 2>&1 </dev/null &
     pid=$!
     # setsid execs nspawn directly unless it had to fork; either way find nspawn, then its child.

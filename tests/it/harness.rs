@@ -39,6 +39,8 @@ pub struct Options {
     pub wait_ready: bool,
     /// Use this directory instead of a new one (to share a state dir).
     pub dir: Option<tempfile::TempDir>,
+    /// Run the daemon as this uid/gid (the test must be root); its directory is chowned.
+    pub user: Option<(u32, u32)>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             env: Vec::new(),
             wait_ready: true,
             dir: None,
+            user: None,
         }
     }
 }
@@ -134,6 +137,19 @@ impl Daemon {
         } else {
             tcp = Target::Tcp("127.0.0.1:1".parse().unwrap());
             unix = Target::Unix(dir.path().join("own.sock"));
+        }
+        if let Some((uid, gid)) = opts.user {
+            use std::os::unix::process::CommandExt as _;
+            for entry in [
+                dir.path().to_owned(),
+                notify_path.clone(),
+                dir.path().join("stderr.log"),
+                config_path.clone(),
+            ] {
+                std::os::unix::fs::chown(&entry, Some(uid), Some(gid)).unwrap();
+            }
+            // std drops supplementary groups when a root parent sets the uid.
+            cmd.uid(uid).gid(gid);
         }
         let child = cmd.spawn().unwrap();
         let mut d = Daemon {

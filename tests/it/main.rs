@@ -11,3 +11,4 @@ mod activation;
 mod config_cli;
 mod durability;
 mod lifecycle;
+mod sandbox;
