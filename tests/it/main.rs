@@ -3,6 +3,52 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Aborts a forked child of this test process that allocates before it execs (see
+/// `exec::nothing_allocates_between_fork_and_exec`): after fork only async-signal-safe code
+/// may run, and the allocator is not.
+struct ForkTrap;
+
+static FIRST_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+fn trap_forked_child() {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let first = FIRST_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if first == 0 {
+        FIRST_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    } else if first != pid {
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
+    }
+}
+
+// SAFETY: every method forwards to the system allocator after the check.
+unsafe impl std::alloc::GlobalAlloc for ForkTrap {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        trap_forked_child();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        trap_forked_child();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        trap_forked_child();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        trap_forked_child();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: ForkTrap = ForkTrap;
+
 mod harness;
 mod http;
 
@@ -10,5 +56,6 @@ mod access;
 mod activation;
 mod config_cli;
 mod durability;
+mod exec;
 mod lifecycle;
 mod sandbox;

@@ -1,0 +1,568 @@
+//! `POST /api/v1/exec` against the real daemon: arguments verbatim, input validation, the
+//! queue, streaming, history, jobs dying with the daemon, a stress run, and fork safety.
+
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Daemon, Options};
+use crate::http;
+use crate::sandbox::start_daemon;
+
+fn post(d: &Daemon, token: &str, body: &Value) -> http::Response {
+    let auth = format!("Bearer {token}");
+    http::request(
+        &d.tcp,
+        "POST",
+        "/api/v1/exec",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn children_of(pid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(c.split_whitespace().map(str::to_owned));
+            }
+        }
+    }
+    out
+}
+
+/// The daemon's descriptors: (database files, everything else). Reader connections open the
+/// WAL lazily, so database descriptors may grow up to the reader pool; nothing else may.
+fn fds(pid: i32) -> (usize, usize) {
+    let mut db = 0;
+    let mut other = 0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(e.path())
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        if target.contains("localhostd.db") {
+            db += 1
+        } else {
+            other += 1
+        }
+    }
+    (db, other)
+}
+
+#[test]
+fn arguments_arrive_verbatim_and_output_is_encoded_honestly() {
+    let (mut d, token) = start_daemon(None);
+    let args = [
+        "a b",
+        "it's",
+        "\"quoted\"",
+        "x; rm -rf /",
+        "$(id)",
+        "`id`",
+        "*",
+        "",
+        "ünïcode",
+    ];
+    let mut argv = vec![
+        "python3".to_owned(),
+        "-c".into(),
+        "import sys, json; print(json.dumps(sys.argv[1:]))".into(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let r = post(&d, &token, &json!({"argv": argv}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["status"], "ok");
+    let got: Vec<String> = serde_json::from_str(j["stdout"].as_str().unwrap().trim()).unwrap();
+    assert_eq!(got, args);
+
+    let r = post(
+        &d,
+        &token,
+        &json!({"command": "cat; printf '\\377\\376' >&2", "stdin": "from stdin\n"}),
+    )
+    .json();
+    assert_eq!(r["stdout"], "from stdin\n");
+    assert_eq!(r["stderr_encoding"], "base64");
+    assert_eq!(r["stderr"], "//4=");
+
+    let r = post(&d, &token, &json!({"command": "exit 7"})).json();
+    assert_eq!(
+        (r["status"].as_str(), r["exit_code"].as_i64()),
+        (Some("nonzero_exit"), Some(7))
+    );
+    let r = post(&d, &token, &json!({"command": "kill -SEGV $$"})).json();
+    assert_eq!(
+        (r["status"].as_str(), r["signal"].as_str()),
+        (Some("killed"), Some("SIGSEGV"))
+    );
+    let r = post(&d, &token, &json!({"argv": ["no-such-program"]})).json();
+    assert_eq!(r["exit_code"], 127, "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("command not found"),
+        "{r}"
+    );
+    d.stop();
+}
+
+#[test]
+fn bad_requests_are_refused_and_run_nothing() {
+    let (mut d, token) = start_daemon(None);
+    let cases = [
+        (json!({}), 400, "exactly one of argv"),
+        (
+            json!({"argv": ["true"], "command": "true"}),
+            400,
+            "exactly one of argv",
+        ),
+        (json!({"argv": []}), 400, "argv must name a program"),
+        (
+            json!({"command": "true", "profile": "nope"}),
+            400,
+            "unknown profile",
+        ),
+        (
+            json!({"command": "true", "limits": {"memory_bytes": 1u64 << 40}}),
+            422,
+            "above the maximum",
+        ),
+        (
+            json!({"command": "true", "timeout_ms": 86_400_000}),
+            422,
+            "exec.max-timeout",
+        ),
+        (
+            json!({"command": "true", "env": {"BAD-NAME": "x"}}),
+            400,
+            "environment variable",
+        ),
+        (
+            json!({"command": "true", "limits": {"cpu_ms": 0}}),
+            400,
+            "above zero",
+        ),
+        (
+            json!({"command": "true", "surprise": 1}),
+            400,
+            "unknown field",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let r = post(&d, &token, &body);
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert!(r.text().contains(needle), "{body}: {}", r.text());
+    }
+    let auth = format!("Bearer {token}");
+    let list = http::request(
+        &d.tcp,
+        "GET",
+        "/api/v1/executions",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json();
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        0,
+        "a refused request ran: {list}"
+    );
+    // The net profile needs user-space egress this build does not provide: it fails closed.
+    let r = post(&d, &token, &json!({"command": "true", "profile": "net"})).json();
+    assert_eq!(r["status"], "sandbox_error", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("pasta"), "{r}");
+    d.stop();
+}
+
+#[test]
+fn executions_are_recorded_and_paginated() {
+    let (mut d, token) = start_daemon(None);
+    for i in 0..3 {
+        post(&d, &token, &json!({"command": format!("echo {i}")}));
+    }
+    let auth = format!("Bearer {token}");
+    let page = http::request(
+        &d.tcp,
+        "GET",
+        "/api/v1/executions?limit=2",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["label"], "echo 2");
+    assert_eq!(items[0]["status"], "ok");
+    assert_eq!(items[0]["actor"], "initial-admin");
+    assert_eq!(items[0]["stdout_bytes"], 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page = http::request(
+        &d.tcp,
+        "GET",
+        &format!("/api/v1/executions?limit=2&cursor={cursor}"),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json();
+    assert_eq!(page["items"][0]["label"], "echo 0");
+    assert!(page["next_cursor"].is_null());
+    d.stop();
+}
+
+#[test]
+fn output_streams_as_server_sent_events() {
+    let (mut d, token) = start_daemon(None);
+    let auth = format!("Bearer {token}");
+    let body = json!({"command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.2; done"})
+        .to_string();
+    let start = Instant::now();
+    let mut s = http::connect(&d.tcp);
+    http::send_head(
+        &mut *s,
+        "POST",
+        "/api/v1/exec",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("Accept", "text/event-stream"),
+        ],
+        Some(body.len()),
+    );
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut first_event = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = std::io::Read::read(&mut *s, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first_event.is_none() && String::from_utf8_lossy(&raw).contains("event: stdout") {
+            first_event = Some(start.elapsed());
+        }
+    }
+    let total = start.elapsed();
+    let r = http::parse(&raw);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let text = r.text();
+    // The first event arrives long before the job ends: it streams.
+    let first = first_event.unwrap();
+    assert!(
+        first + Duration::from_millis(300) < total,
+        "first event at {first:?}, end at {total:?}"
+    );
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"result"), "{text}");
+    assert_eq!(
+        events.iter().filter(|e| **e == "stdout").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| **e == "stderr").count(),
+        3,
+        "{text}"
+    );
+    let outs: Vec<&str> = text.lines().filter(|l| l.contains("\"out")).collect();
+    assert!(
+        outs[0].contains("out1") && outs[2].contains("out3"),
+        "out of order: {outs:?}"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_full_queue_answers_429() {
+    let (mut d, token) = {
+        let d = Daemon::start_with(Options {
+            config: "[rate-limit]\nenabled = false\n[exec]\nmax-concurrent = 1\nmax-queue = 0\n"
+                .into(),
+            ..Options::default()
+        });
+        let t = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        (d, t)
+    };
+    let (tcp, t2) = (d.tcp.clone(), token.clone());
+    let long = std::thread::spawn(move || {
+        let auth = format!("Bearer {t2}");
+        http::request(
+            &tcp,
+            "POST",
+            "/api/v1/exec",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"argv":["sleep","2"]}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = post(&d, &token, &json!({"argv": ["true"]}));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(long.join().unwrap().json()["status"], "ok");
+    assert_eq!(
+        post(&d, &token, &json!({"argv": ["true"]})).status,
+        200,
+        "slot not released"
+    );
+    d.stop();
+}
+
+#[test]
+fn jobs_die_with_the_daemon_even_on_kill_9() {
+    let (d, token) = start_daemon(None);
+    let marker = 800_000 + (std::process::id() % 90_000);
+    let (tcp, t2) = (d.tcp.clone(), token.clone());
+    let cmd = format!("setsid sleep {marker} & sleep {}", marker + 1);
+    std::thread::spawn(move || {
+        let auth = format!("Bearer {t2}");
+        let body = json!({"command": cmd, "timeout_ms": 600_000}).to_string();
+        let _ = std::panic::catch_unwind(|| {
+            http::request(
+                &tcp,
+                "POST",
+                "/api/v1/exec",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                body.as_bytes(),
+            )
+        });
+    });
+    let running = |m: u32| {
+        let o = Command::new("pgrep")
+            .args(["-f", &format!("^sleep {m}$")])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(running(marker) && running(marker + 1)) {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(marker) || running(marker + 1) {
+        assert!(
+            Instant::now() < deadline,
+            "job processes outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+}
+
+/// 1,000 jobs, 16 at a time, while other requests are served: no hang, no leaked process,
+/// no leaked descriptor in the daemon.
+#[test]
+fn stress_1000_jobs_16_at_a_time() {
+    let (mut d, token) = start_daemon(None);
+    let pid = d.pid();
+    post(&d, &token, &json!({"argv": ["true"]}));
+    let fds_before = fds(pid);
+    let start = Instant::now();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tcp, flag) = (d.tcp.clone(), done.clone());
+    let prober = std::thread::spawn(move || {
+        let mut served = 0;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            assert_eq!(http::get(&tcp, "/health").status, 200);
+            served += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served
+    });
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (tcp, token) = (d.tcp.clone(), token.clone());
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {token}");
+                let mut bad = Vec::new();
+                for i in 0..(1000 / 16 + usize::from(w < 1000 % 16)) {
+                    let body = json!({"argv": ["sh", "-c", "echo $1", "x", format!("{w}-{i}")]})
+                        .to_string();
+                    let r = http::request(
+                        &tcp,
+                        "POST",
+                        "/api/v1/exec",
+                        &[
+                            ("Authorization", &auth),
+                            ("Content-Type", "application/json"),
+                        ],
+                        body.as_bytes(),
+                    );
+                    let j = r.json();
+                    if r.status != 200 || j["status"] != "ok" || j["stdout"] != format!("{w}-{i}\n")
+                    {
+                        bad.push(j.to_string());
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for w in workers {
+        let bad = w.join().unwrap();
+        failures.extend(bad);
+    }
+    for w in 0..16 {
+        total += 1000 / 16 + usize::from(w < 1000 % 16);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = prober.join().unwrap();
+    assert_eq!(total, 1000);
+    assert!(
+        failures.is_empty(),
+        "{} jobs failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(served > 0);
+    eprintln!(
+        "1000 jobs in {:?}; {served} health probes served meanwhile",
+        start.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        children_of(pid).is_empty(),
+        "leftover children: {:?}",
+        children_of(pid)
+    );
+    let fds_after = fds(pid);
+    assert!(
+        fds_after.1 <= fds_before.1,
+        "descriptors leaked (non-database): {fds_before:?} before, {fds_after:?} after"
+    );
+    // Each of the 4 readers and the writer hold at most the db, its WAL and its shm.
+    assert!(fds_after.0 <= 3 * 5, "database descriptors: {fds_after:?}");
+    d.stop();
+}
+
+/// Between fork and exec the daemon must not allocate (another thread may hold the
+/// allocator's lock). This test binary's global allocator aborts any forked child that
+/// allocates before exec; the control shows the trap fires.
+#[test]
+fn nothing_allocates_between_fork_and_exec() {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new("/bin/true");
+    // SAFETY: deliberately allocates in pre_exec, to show the trap catches it.
+    unsafe {
+        cmd.pre_exec(|| {
+            let v = vec![7u8; 4096];
+            std::hint::black_box(v);
+            Ok(())
+        });
+    }
+    let st = cmd.status().unwrap();
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGABRT),
+        "control: the trap did not fire ({st})"
+    );
+
+    let run_as = if nix::unistd::geteuid().is_root() {
+        Some((65534, 65534))
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sandbox =
+            localhostd::sandbox::Sandbox::start(BIN.into(), tokio::runtime::Handle::current())
+                .unwrap();
+        // Other threads allocate hard the whole time.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::task::spawn_blocking(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1024]).collect();
+                        std::hint::black_box(v);
+                    }
+                })
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let sandbox = sandbox.clone();
+            tasks.push(tokio::spawn(async move {
+                let policy = localhostd::sandbox::Policy {
+                    argv: vec!["/bin/sh".into(), "-c".into(), format!("echo {i}")],
+                    env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                    cwd: localhostd::sandbox::SCRATCH.into(),
+                    limits: localhostd::sandbox::Limits {
+                        cpu_s: 10,
+                        data_bytes: 1 << 30,
+                        processes: 64,
+                        file_size_bytes: 1 << 20,
+                        open_files: 64,
+                        tmpfs_bytes: 1 << 20,
+                        tmpfs_inodes: 64,
+                    },
+                    network: false,
+                    run_as,
+                    ro_binds: vec![],
+                    allow_degraded: false,
+                };
+                let mut running = sandbox.spawn(&policy, Vec::new()).await.unwrap();
+                let mut out = String::new();
+                tokio::io::AsyncReadExt::read_to_string(&mut running.stdout, &mut out)
+                    .await
+                    .unwrap();
+                let status = running.child.wait().await.unwrap();
+                let report = running.report().await.unwrap();
+                (i, out, status, report)
+            }));
+        }
+        let mut bad = Vec::new();
+        for t in tasks {
+            let (i, out, status, report) = t.await.unwrap();
+            if out != format!("{i}\n")
+                || report.kind != "exit"
+                || report.code != 0
+                || !status.success()
+            {
+                bad.push(format!(
+                    "job {i}: out {out:?}, helper {status}, report {report:?}"
+                ));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in churn {
+            c.await.unwrap();
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of 200 spawns failed, first: {}",
+            bad.len(),
+            bad[0]
+        );
+    });
+}
