@@ -49,9 +49,15 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state every handler sees around an open database.
-    pub fn new(db: Db, live: Arc<LiveConfig>, health: Arc<Health>, sandbox: Sandbox) -> AppState {
+    pub fn new(
+        db: Db,
+        live: Arc<LiveConfig>,
+        health: Arc<Health>,
+        sandbox: Sandbox,
+        cgroups: Option<crate::sandbox::Cgroups>,
+    ) -> AppState {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
-        let exec = Executor::new(sandbox, db.clone(), live.clone());
+        let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
         AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -158,6 +164,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let described: Vec<String> = listeners.iter().map(NamedListener::describe).collect();
 
+    // Per-job cgroup limits where systemd delegated a subtree (Delegate=yes); optional.
+    let (cgroups, cgroup_detail) = match crate::sandbox::Cgroups::detect_system() {
+        Ok(cg) => (
+            Some(cg),
+            "delegated: jobs get memory.max, pids.max and cpu.max".to_owned(),
+        ),
+        Err(e) => (
+            None,
+            format!("not available ({e}); jobs are limited by rlimits only"),
+        ),
+    };
+    tracing::info!(cgroups = %cgroup_detail, "job cgroups");
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let live = Arc::new(LiveConfig::new(config));
     let health = Arc::new(Health {
@@ -168,6 +187,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         started_at,
         listeners: http_count,
         socket_activated,
+        job_cgroups: cgroup_detail,
         shutting_down: shutdown_rx.clone(),
     });
     // Jobs are started by re-executing the running binary (even if an upgrade replaced the
@@ -176,7 +196,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         PathBuf::from("/proc/self/exe"),
         tokio::runtime::Handle::current(),
     )?;
-    let state = AppState::new(db.clone(), live.clone(), health, sandbox);
+    let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups);
     ensure_initial_admin_token(&state, &state_dir).await?;
     let app = crate::api::router(state.clone());
 

@@ -157,6 +157,8 @@ struct Inner {
     /// uids in use by running jobs (daemon as root).
     uids: Mutex<BTreeSet<u32>>,
     as_root: bool,
+    /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
+    cgroups: Option<crate::sandbox::Cgroups>,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -195,7 +197,12 @@ impl Drop for UidLease<'_> {
 }
 
 impl Executor {
-    pub fn new(sandbox: Sandbox, db: Db, live: Arc<LiveConfig>) -> Executor {
+    pub fn new(
+        sandbox: Sandbox,
+        db: Db,
+        live: Arc<LiveConfig>,
+        cgroups: Option<crate::sandbox::Cgroups>,
+    ) -> Executor {
         let max = live.get().exec.max_concurrent;
         Executor {
             inner: Arc::new(Inner {
@@ -207,6 +214,7 @@ impl Executor {
                 running: AtomicUsize::new(0),
                 uids: Mutex::new(BTreeSet::new()),
                 as_root: nix::unistd::geteuid().is_root(),
+                cgroups,
             }),
         }
     }
@@ -384,7 +392,21 @@ impl Executor {
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
-        let mut running = self.inner.sandbox.spawn(policy, stdin).await?;
+        let cgroup = self.inner.cgroups.as_ref().and_then(|cg| {
+            let limits = crate::sandbox::CgroupLimits {
+                memory_bytes: policy.limits.data_bytes,
+                pids: policy.limits.processes,
+                cpus: 1.0,
+            };
+            cg.create(&id, limits)
+                .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
+                .ok()
+        });
+        let mut running = self
+            .inner
+            .sandbox
+            .spawn_in(policy, stdin, cgroup.as_ref())
+            .await?;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -446,8 +468,16 @@ impl Executor {
         let wall_ms = start.elapsed().as_millis() as u64;
         let report: Report = running.report().await?;
         let cpu_limit_ms = policy.limits.cpu_s * 1000;
+        let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
+        drop(cgroup);
         let (status, exit_code, signal) = if report.kind == "error" {
             (Status::SandboxError, None, None)
+        } else if oom_killed {
+            (
+                Status::MemoryLimit,
+                None,
+                Some(signal_name(report.signal.max(libc::SIGKILL))),
+            )
         } else if timed_out {
             (Status::Timeout, None, Some("SIGKILL".to_owned()))
         } else if overflow {

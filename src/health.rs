@@ -24,6 +24,8 @@ pub struct Health {
     /// Number of sockets we serve on, and whether systemd passed them.
     pub listeners: usize,
     pub socket_activated: bool,
+    /// Whether jobs get cgroup limits, and why not.
+    pub job_cgroups: String,
     /// Turns true when shutdown starts: from then on we are not ready.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -177,6 +179,17 @@ impl Health {
             name: "listeners",
             status: "ok",
             facts: l,
+        });
+        let mut cg = serde_json::Map::new();
+        cg.insert(
+            "delegated".into(),
+            self.job_cgroups.starts_with("delegated").into(),
+        );
+        cg.insert("detail".into(), self.job_cgroups.clone().into());
+        components.push(Component {
+            name: "job_cgroups",
+            status: "ok",
+            facts: cg,
         });
         let all_ok = components.iter().all(|c| c.status == "ok");
         Report {

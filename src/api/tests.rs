@@ -31,6 +31,7 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         started_at: SystemTime::now(),
         listeners: 1,
         socket_activated: false,
+        job_cgroups: "not available (tests)".into(),
         shutting_down: rx,
     });
     let sandbox = crate::sandbox::Sandbox::start(
@@ -39,7 +40,7 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         tokio::runtime::Handle::current(),
     )
     .unwrap();
-    (dir, AppState::new(db, live, health, sandbox))
+    (dir, AppState::new(db, live, health, sandbox, None))
 }
 
 async fn state() -> (tempfile::TempDir, AppState) {

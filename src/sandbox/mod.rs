@@ -4,15 +4,18 @@
 //!
 //! - `policy`: what a job may do, as plain data.
 //! - `seccomp`: the filters, built as data.
+//! - `cgroup`: per-job cgroup v2 limits where a subtree is delegated (optional).
 //! - `spawn`: the daemon's side (fork-safe start of the helper, on a dedicated thread).
 //! - `child`: the helper's side, a single-threaded re-exec of our binary that builds the
 //!   sandbox; the only `unsafe` of the sandbox lives there.
 
+pub mod cgroup;
 pub mod child;
 pub mod policy;
 pub mod seccomp;
 mod spawn;
 
+pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::Report;
 pub use policy::{Limits, Policy, SCRATCH};
 pub use spawn::{Running, Sandbox};

@@ -60,6 +60,17 @@ impl Sandbox {
 
     /// Starts the helper for `policy`; the job's stdin is fed from `stdin` in the background.
     pub async fn spawn(&self, policy: &Policy, stdin: Vec<u8>) -> Result<Running> {
+        self.spawn_in(policy, stdin, None).await
+    }
+
+    /// Like `spawn`, moving the helper into `cgroup` before it reads its policy (so before it
+    /// starts anything).
+    pub async fn spawn_in(
+        &self,
+        policy: &Policy,
+        stdin: Vec<u8>,
+        cgroup: Option<&super::JobCgroup>,
+    ) -> Result<Running> {
         policy.validate().map_err(Error::Invalid)?;
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
@@ -115,6 +126,14 @@ impl Sandbox {
             })?;
         drop(policy_r);
         drop(report_w);
+        if let (Some(cg), Some(pid)) = (cgroup, child.id())
+            && let Err(e) = cg.add(pid)
+        {
+            let _ = child.start_kill();
+            return Err(Error::Internal(format!(
+                "cannot move the job into its cgroup: {e}"
+            )));
+        }
         // The policy is small; a pipe holds 64 KiB, larger ones are written off the runtime.
         let mut pw = std::fs::File::from(policy_w);
         if payload.len() < 60_000 {
