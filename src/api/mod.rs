@@ -4,6 +4,7 @@
 
 pub mod access;
 mod audit;
+mod data;
 pub mod error;
 pub mod extract;
 mod health;
@@ -18,7 +19,6 @@ mod tokens;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
             class: route.class,
             route: route.path,
             accepts: route.accepts,
+            body_limit: route.body_limit,
         };
         let guarded = route
             .handler
@@ -233,31 +234,15 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
     fresh
 }
 
-/// Request body size limit and request timeout, both read from the live config so a reload
-/// changes them.
+/// The request timeout, read from the live config so a reload changes it. It bounds producing
+/// the response head only: a streamed body (a watch) goes on after it. (Body size limits are
+/// per route, in the guard: see `routes::BodyLimit`.)
 async fn limits(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let cfg = state.live.get();
-    let max = cfg.server.max_body_size;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared
-        && len > max.bytes()
-    {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body of {len} bytes is larger than server.max-body-size ({max})"),
-        ));
-    }
-    let limit = usize::try_from(max.bytes()).unwrap_or(usize::MAX);
-    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
     let timeout = cfg.server.request_timeout;
     tokio::time::timeout(timeout.get(), next.run(req))
         .await
