@@ -10,4 +10,5 @@ mod access;
 mod activation;
 mod config_cli;
 mod durability;
+mod kv;
 mod lifecycle;
