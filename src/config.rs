@@ -36,6 +36,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub exec: ExecConfig,
     pub sandbox: SandboxConfig,
+    pub kv: KvConfig,
 }
 
 /// `[exec]`: running commands: concurrency, defaults and maxima, history retention.
@@ -182,6 +183,25 @@ impl<'de> Deserialize<'de> for UidRange {
         let s = String::deserialize(d)?;
         s.parse().map_err(de::Error::custom)
     }
+}
+
+/// `[kv]`: the JSON key-value store (`/api/v1/data`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KvConfig {
+    /// Largest value (its JSON text) one key may hold. The data routes accept bodies this
+    /// large plus a little room for the key and batch framing, whatever `server.max-body-size`.
+    pub max_value_size: ByteSize,
+    /// Most operations in one `POST /api/v1/data:batch`.
+    pub max_batch_ops: usize,
+    /// How far back `watch=true&since=N` can resume: changes older than this are forgotten
+    /// (a client asking for them gets 410 and lists again).
+    pub history_window: HumanDuration,
+    /// …and at most this many changes are kept, whatever their age, so a write storm cannot
+    /// grow the change log without bound.
+    pub history_max_changes: u64,
+    /// How often expired keys (`?ttl=`) are deleted and the change log is trimmed.
+    pub sweep_interval: HumanDuration,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -415,6 +435,18 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             target: LogTarget::Auto,
             level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            max_value_size: ByteSize(1 << 20),
+            max_batch_ops: 1000,
+            history_window: HumanDuration(Duration::from_secs(3600)),
+            history_max_changes: 100_000,
+            sweep_interval: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -830,6 +862,22 @@ impl Config {
         if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
             return Err(invalid("storage.db-readers", "must be between 1 and 64"));
         }
+        let kv = &self.kv;
+        if kv.max_value_size.bytes() == 0 || kv.max_value_size.bytes() > 64 << 20 {
+            return Err(invalid("kv.max-value-size", "must be between 1B and 64MiB"));
+        }
+        if kv.max_batch_ops == 0 || kv.max_batch_ops > 100_000 {
+            return Err(invalid("kv.max-batch-ops", "must be between 1 and 100000"));
+        }
+        if kv.history_window.get().is_zero() {
+            return Err(invalid("kv.history-window", "must be longer than zero"));
+        }
+        if kv.history_max_changes == 0 {
+            return Err(invalid("kv.history-max-changes", "must be at least 1"));
+        }
+        if kv.sweep_interval.get() < Duration::from_millis(10) {
+            return Err(invalid("kv.sweep-interval", "must be at least 10ms"));
+        }
         if let Some(dir) = &self.state_dir
             && !dir.is_absolute()
         {
@@ -1101,6 +1149,36 @@ min-free-disk = 1048576
                 .unwrap_err()
                 .contains("server.idle-exit-after")
         );
+    }
+
+    #[test]
+    fn kv_section_parses_with_units_and_defaults() {
+        let c = parse(
+            "[kv]\nmax-value-size = \"2MiB\"\nhistory-window = \"10m\"\nhistory-max-changes = 500\n",
+        )
+        .unwrap();
+        assert_eq!(c.kv.max_value_size.bytes(), 2 << 20);
+        assert_eq!(c.kv.history_window.get(), Duration::from_secs(600));
+        assert_eq!(c.kv.history_max_changes, 500);
+        assert_eq!(c.kv.max_batch_ops, KvConfig::default().max_batch_ops);
+        assert_eq!(KvConfig::default().max_value_size.bytes(), 1 << 20);
+        let e = parse("[kv]\nmax-valu-size = 1\n").unwrap_err();
+        assert!(e.contains("kv.max-valu-size"), "{e}");
+    }
+
+    #[test]
+    fn kv_limits_are_validated() {
+        for (text, key) in [
+            ("[kv]\nmax-value-size = 0\n", "kv.max-value-size"),
+            ("[kv]\nmax-value-size = \"1GiB\"\n", "kv.max-value-size"),
+            ("[kv]\nmax-batch-ops = 0\n", "kv.max-batch-ops"),
+            ("[kv]\nhistory-window = \"0s\"\n", "kv.history-window"),
+            ("[kv]\nhistory-max-changes = 0\n", "kv.history-max-changes"),
+            ("[kv]\nsweep-interval = \"1ms\"\n", "kv.sweep-interval"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
 use crate::exec::Executor;
 use crate::health::Health;
+use crate::kv::Kv;
 use crate::logging::LogHandle;
 use crate::sandbox::Sandbox;
 use crate::server::{self, Activity};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Runs jobs in the sandbox.
     pub exec: Executor,
+    /// The key-value store (`/api/v1/data`).
+    pub kv: Kv,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
         AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
+            kv: Kv::new(db.clone()),
             db,
             live,
             health,
@@ -213,6 +217,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         activity.clone(),
         shutdown_rx.clone(),
     ));
+    tokio::spawn(kv_sweeper(state.clone(), shutdown_rx.clone()));
     tokio::spawn(housekeeping(state, shutdown_rx.clone()));
 
     let serving = format!("serving on {}", described.join(", "));
@@ -361,6 +366,24 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
         n += 1;
+    }
+}
+
+/// Every `kv.sweep-interval`: expired keys are deleted (watchers see a delete) and the change
+/// log is trimmed to `kv.history-window` / `kv.history-max-changes`.
+async fn kv_sweeper(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let interval = state.live.get().kv.sweep_interval.get();
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let cfg = state.live.get();
+        match state.kv.sweep(&cfg.kv).await {
+            Ok(s) if s.expired > 0 => tracing::debug!(expired = s.expired, "expired keys deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the key-value store"),
+        }
     }
 }
 

@@ -61,7 +61,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_at ON audit(at);
     CREATE INDEX audit_actor ON audit(actor, id);
     CREATE INDEX audit_action ON audit(action, id);",
-    // 3: the execution history of sandboxed jobs.
+    // 3: the key-value store: current entries, the change log that watches resume from, and
+    // the store-wide revision (a single row, so a rolled-back change leaves no gap).
+    "CREATE TABLE kv (
+        key        TEXT PRIMARY KEY NOT NULL,
+        value      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        expires_at INTEGER
+    ) STRICT;
+    CREATE INDEX kv_expiry ON kv(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE kv_changes (
+        id       INTEGER PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        op       TEXT NOT NULL CHECK (op IN ('put', 'delete')),
+        key      TEXT NOT NULL,
+        value    TEXT
+    ) STRICT;
+    CREATE INDEX kv_changes_revision ON kv_changes(revision);
+    CREATE TABLE kv_state (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        revision  INTEGER NOT NULL,
+        compacted INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO kv_state(id, revision, compacted) VALUES (1, 0, 0);",
+    // 4: the execution history of sandboxed jobs.
     "CREATE TABLE executions (
         seq          INTEGER PRIMARY KEY,
         id           TEXT NOT NULL UNIQUE,

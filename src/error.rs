@@ -16,6 +16,16 @@ pub enum Error {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// A key breaks the key rules; the message says which.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// A condition the caller set (a version to match, "must not exist") does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// What was asked for existed once but is no longer kept (e.g. changes older than the
+    /// watch history); the caller has to start over from the current state.
+    #[error("{0}")]
+    Gone(String),
     /// The input is larger than a configured limit.
     #[error("{0}")]
     TooLarge(String),

@@ -344,6 +344,10 @@ pub fn too_many(limit: u32, retry_after: std::time::Duration, why: &str) -> Resp
     resp
 }
 
+/// The body limit of the route a request is on, named for 413 messages (`extract::Json`).
+#[derive(Debug, Clone)]
+pub struct BodyLimitNote(pub String);
+
 /// What the guard of one route enforces.
 #[derive(Clone)]
 pub struct Guard {
@@ -351,6 +355,8 @@ pub struct Guard {
     pub access: Access,
     pub class: Class,
     pub route: &'static str,
+    /// The largest body this route takes.
+    pub body_limit: super::routes::BodyLimit,
     /// Content types a body may have (the first is what errors suggest).
     pub accepts: &'static [&'static str],
     /// The route bounds its own duration; otherwise `server.request-timeout` applies.
@@ -390,8 +396,28 @@ fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
 }
 
 /// The per-route middleware built from the route table.
-pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let cfg = g.state.live.get();
+    // The body limit first: refused from Content-Length alone, before anything waits on it.
+    let (max, what) = g.body_limit.resolve(&cfg);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > max
+    {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body of {len} bytes is larger than {what}"),
+        )
+        .into_response();
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
+    req.extensions_mut().insert(BodyLimitNote(what));
     let client = req.extensions().get::<Client>().cloned().unwrap_or(Client {
         addr: "-".into(),
         secure: false,

@@ -52,6 +52,7 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         409 => "conflict",
+        410 => "gone",
         412 => "precondition_failed",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
@@ -71,6 +72,11 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
             Error::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
             Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            Error::InvalidKey(m) => ApiError::new(S::BAD_REQUEST, "invalid_key", m),
+            Error::PreconditionFailed(m) => {
+                ApiError::new(S::PRECONDITION_FAILED, "precondition_failed", m)
+            }
+            Error::Gone(m) => ApiError::new(S::GONE, "gone", m),
             Error::TooLarge(m) => ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             Error::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
             Error::Unprocessable(m) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", m),
@@ -167,6 +173,13 @@ mod tests {
             (Error::Invalid("x".into()), 400, "bad_request"),
             (Error::NotFound("x".into()), 404, "not_found"),
             (Error::Conflict("x".into()), 409, "conflict"),
+            (Error::InvalidKey("x".into()), 400, "invalid_key"),
+            (
+                Error::PreconditionFailed("x".into()),
+                412,
+                "precondition_failed",
+            ),
+            (Error::Gone("x".into()), 410, "gone"),
             (Error::TooLarge("x".into()), 413, "payload_too_large"),
             (Error::Unavailable("x".into()), 503, "unavailable"),
             (
@@ -213,6 +226,9 @@ mod tests {
             "not_found",
             "method_not_allowed",
             "conflict",
+            // A watch asked to resume from changes older than kv.history-window: the client
+            // must list again, which neither not_found nor conflict tells it.
+            "gone",
             "precondition_failed",
             "payload_too_large",
             "unsupported_media_type",

@@ -31,6 +31,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
+        let limit = req
+            .extensions()
+            .get::<super::access::BodyLimitNote>()
+            .map(|n| n.0.clone())
+            .unwrap_or_else(|| "server.max-body-size".to_owned());
         if !is_json(ct) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -46,7 +51,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    "request body is larger than server.max-body-size",
+                    format!("request body is larger than {limit}"),
                 )
             } else {
                 ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod audit;
+mod data;
 pub mod error;
 mod exec;
 pub mod extract;
@@ -19,7 +20,6 @@ mod tokens;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             route: route.path,
             accepts: route.accepts,
             own_timeout: route.own_timeout,
+            body_limit: route.body_limit,
         };
         let guarded = route
             .handler
@@ -60,9 +61,8 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.live.get().auth.cors_origins);
     let app = app
         .fallback(not_found)
-        // Our own `limits` layer enforces the (reloadable) body limit.
+        // Each route's guard enforces its (reloadable) body limit.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn_with_state(state.clone(), context))
         .with_state(state);
     match cors {
@@ -233,32 +233,4 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
         }
     }
     fresh
-}
-
-/// Request body size limit, read from the live config so a reload changes it. (The request
-/// timeout is per route, in the guard: long-running routes bound themselves.)
-async fn limits(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let cfg = state.live.get();
-    let max = cfg.server.max_body_size;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared
-        && len > max.bytes()
-    {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body of {len} bytes is larger than server.max-body-size ({max})"),
-        ));
-    }
-    let limit = usize::try_from(max.bytes()).unwrap_or(usize::MAX);
-    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
-    Ok(next.run(req).await)
 }

@@ -3,16 +3,49 @@
 //! cannot exist without a declared access rule.
 
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, exec, health, session, tokens};
+use super::{audit, data, exec, health, session, tokens};
 use crate::auth::Scope;
+use crate::config::Config;
 use crate::daemon::AppState;
 
 /// Body content types a JSON route accepts.
 pub const JSON: &[&str] = &["application/json"];
+
+/// How large a request body a route takes (enforced by the guard, from the live config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `server.max-body-size`.
+    Server,
+    /// A data value and room for its key, its op and batch framing: `kv.max-value-size` +
+    /// 64 KiB, never less than `server.max-body-size`.
+    KvValue,
+}
+
+/// Room for keys and JSON framing around the largest value on the data routes.
+pub const KV_BODY_HEADROOM: u64 = 64 << 10;
+
+impl BodyLimit {
+    /// The limit in bytes and how to name it in a 413 message.
+    pub fn resolve(self, cfg: &Config) -> (u64, String) {
+        let server = cfg.server.max_body_size;
+        match self {
+            BodyLimit::Server => (server.bytes(), format!("server.max-body-size ({server})")),
+            BodyLimit::KvValue => {
+                let value = cfg.kv.max_value_size;
+                let kv = value.bytes().saturating_add(KV_BODY_HEADROOM);
+                if kv > server.bytes() {
+                    (kv, format!("kv.max-value-size ({value}) + 64KiB"))
+                } else {
+                    (server.bytes(), format!("server.max-body-size ({server})"))
+                }
+            }
+        }
+    }
+}
 
 pub struct Route {
     pub method: Method,
@@ -22,6 +55,7 @@ pub struct Route {
     pub accepts: &'static [&'static str],
     /// The route bounds its own duration (jobs, streams) instead of `server.request-timeout`.
     pub own_timeout: bool,
+    pub body_limit: BodyLimit,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -45,7 +79,22 @@ fn r(
         class,
         accepts: JSON,
         own_timeout: false,
+        body_limit: BodyLimit::Server,
         handler,
+    }
+}
+
+/// A data route: bodies up to a full value (see [`BodyLimit::KvValue`]).
+fn kv(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    class: Class,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        body_limit: BodyLimit::KvValue,
+        ..r(method, path, access, class, handler)
     }
 }
 
@@ -53,6 +102,8 @@ fn r(
 pub fn table() -> Vec<Route> {
     use Access::{Authenticated, Public};
     let admin = Access::Scope(Scope::Admin);
+    let read = Access::Scope(Scope::Read);
+    let write = Access::Scope(Scope::Write);
     vec![
         // Probes: public, unlimited, no secrets.
         r(
@@ -141,6 +192,53 @@ pub fn table() -> Vec<Route> {
             Access::Scope(Scope::Read),
             Class::Read,
             get(exec::list),
+        ),
+        // The key-value store. `{*key}` takes the rest of the path, `/` included; axum
+        // percent-decodes it, so `a%2Fb` and `a/b` are the same key. HEAD is answered by the
+        // GET handler (axum drops the body), with the same ETag. The batch path is the
+        // static segment `data:batch`: axum 0.8 reads `:` literally (parameters are `{…}`),
+        // so it routes apart from `/api/v1/data` and `/api/v1/data/{*key}`.
+        kv(
+            Method::GET,
+            "/api/v1/data",
+            read,
+            Class::Read,
+            get(data::list),
+        ),
+        kv(
+            Method::POST,
+            "/api/v1/data",
+            write,
+            Class::Write,
+            post(data::post),
+        ),
+        kv(
+            Method::POST,
+            "/api/v1/data:batch",
+            write,
+            Class::Write,
+            post(data::batch),
+        ),
+        kv(
+            Method::GET,
+            "/api/v1/data/{*key}",
+            read,
+            Class::Read,
+            get(data::get),
+        ),
+        kv(
+            Method::PUT,
+            "/api/v1/data/{*key}",
+            write,
+            Class::Write,
+            put(data::put),
+        ),
+        kv(
+            Method::DELETE,
+            "/api/v1/data/{*key}",
+            write,
+            Class::Write,
+            delete(data::delete),
         ),
     ]
 }

@@ -562,3 +562,5 @@ async fn cors_only_for_listed_origins() {
     .await;
     assert!(other.headers.get("access-control-allow-origin").is_none());
 }
+
+mod data;

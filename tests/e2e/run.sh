@@ -503,6 +503,62 @@ print("e2e:   exec through nginx: status ok, uid %s in the job, CapEff=0, NoNewP
 ' "$out"
 }
 
+check_audit_in_journal() {
+    # A change (token created over the admin socket) and a failed login (through nginx) are
+    # audit events: in the journal with AUDIT=1 and their fields.
+    local rid=e2e-audit-$$-$RANDOM
+    in_ct timeout 30 localhostd token create --name "e2e-audit-$RANDOM" --scope read >/dev/null
+    in_ct curl -s -o /dev/null --max-time 20 -X POST -H 'Content-Type: application/json' \
+        -H "X-Request-Id: $rid" -d '{"token":"lhd_wrong"}' "http://127.0.0.1:$NGINX_PORT/api/v1/session"
+    wait_for 10 "audit event $rid in the journal" \
+        sh -c "nsenter -t $CT_PID -a journalctl -u localhostd.service AUDIT=1 -o json --no-pager | grep -q '\"REQUEST_ID\":\"$rid\"'" \
+        || return 1
+    in_ct journalctl -u localhostd.service AUDIT=1 -o json --no-pager | in_ct python3 -c '
+import json, sys
+rid = sys.argv[1]
+seen = {}
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("ACTION") == "token.create" and e.get("ACTOR", "").startswith("local:uid=0"):
+        seen["write"] = e
+    if e.get("ACTION") == "auth.failed" and e.get("REQUEST_ID") == rid:
+        seen["failed_login"] = e
+for what in ("write", "failed_login"):
+    e = seen.get(what)
+    if not e:
+        sys.exit("no AUDIT=1 journal event for the " + what)
+    missing = [k for k in ("ACTOR", "ACTION", "TARGET", "RESULT", "CLIENT", "REQUEST_ID") if k not in e]
+    if missing:
+        sys.exit("audit event for the %s lacks %s" % (what, missing))
+    print("e2e:   audit: " + " ".join("%s=%s" % (k, e[k]) for k in ("ACTOR", "ACTION", "TARGET", "RESULT", "CLIENT")))
+' "$rid"
+}
+
+check_jobs_die_with_the_daemon() {
+    # SIGKILL to the daemon's main process alone (not the whole cgroup, which systemd would
+    # kill anyway): its running job must die with it (parent-death signal → the job's PID
+    # namespace ends).
+    local tok marker=$((4200000 + RANDOM))
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-kill-$RANDOM" --scope exec 2>/dev/null)
+    in_ct timeout 120 curl -s -o /dev/null --max-time 110 -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/json' -d "{\"command\":\"setsid sleep $marker & sleep $((marker + 1))\",\"timeout_ms\":100000}" \
+        "http://127.0.0.1:$NGINX_PORT/api/v1/exec" &
+    local curl_pid=$!
+    wait_for 20 "the job's processes" in_ct pgrep -f "^sleep $((marker + 1))\$" || return 1
+    in_ct pgrep -f "^sleep $marker\$" >/dev/null || { fail "the setsid child did not start"; return 1; }
+    in_ct systemctl kill --kill-whom=main -s KILL localhostd.service
+    local gone=0
+    for _ in $(seq 1 50); do
+        if ! in_ct pgrep -f "^sleep $marker\$|^sleep $((marker + 1))\$" >/dev/null; then gone=1; break; fi
+        sleep 0.2
+    done
+    wait "$curl_pid" 2>/dev/null || true
+    [ "$gone" = 1 ] || { in_ct ps -ef | grep sleep; fail "job processes outlived the daemon"; return 1; }
+    in_ct systemctl reset-failed localhostd.service 2>/dev/null || true
+    [ "$(http_status /health)" = 200 ] || { fail "the daemon did not come back"; return 1; }
+    log "  kill -9 of the daemon's main process during a job: no job process left; the next request restarted it"
+}
+
 check_bad_config_exit_78() {
     local conf=/etc/localhostd/config.toml
     in_ct cp "$conf" /root/config.toml.good
@@ -617,6 +673,8 @@ main() {
     run_check stop_graceful
     run_check admin_socket_cli
     run_check sandboxed_exec
+    run_check audit_in_journal
+    run_check jobs_die_with_the_daemon
     run_check bad_config_exit_78
     run_check upgrade_in_place
     run_check security_score

@@ -1,0 +1,575 @@
+//! `/api/v1/data`: the key-value store over HTTP: get, put, delete, list, batch, and watch as
+//! Server-Sent Events. Thin: read the request, call [`crate::kv`], shape the response. A
+//! version travels as a quoted ETag (`"7"`) and as a string in bodies.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use super::access::Client;
+use super::error::ApiError;
+use super::extract::Json;
+use super::request_id;
+use super::routes::BodyLimit;
+use crate::auth::Actor;
+use crate::daemon::AppState;
+use crate::error::Error;
+use crate::kv::{self, Change, Cond, Entry, Kv, Op, Origin, Written};
+
+/// How often an idle watch stream sends a progress event (keeps proxies and clients from
+/// timing out, and moves the client's Last-Event-ID forward).
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+fn key_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match p {
+        Ok(Path(k)) => Ok(k),
+        Err(e) => Err(Error::InvalidKey(format!(
+            "the key in the path is not valid percent-encoded UTF-8: {}",
+            e.body_text()
+        ))
+        .into()),
+    }
+}
+
+fn origin(actor: &Actor, client: &Client) -> Origin {
+    Origin {
+        actor: actor.name.clone(),
+        client: client.addr.clone(),
+        request_id: request_id::current().unwrap_or_default(),
+    }
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `{"key":…,"value":…,"version":"…"}`, with the stored JSON text put in as it is.
+fn entry_json(e: &Entry) -> String {
+    match &e.value {
+        Some(v) => format!(
+            "{{\"key\":{},\"value\":{v},\"version\":\"{}\"}}",
+            json_string(&e.key),
+            e.version
+        ),
+        None => format!(
+            "{{\"key\":{},\"version\":\"{}\"}}",
+            json_string(&e.key),
+            e.version
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn written_json(w: &Written) -> String {
+    format!(
+        "{{\"key\":{},\"version\":\"{}\"}}",
+        json_string(&w.key),
+        w.version
+    )
+}
+
+fn written_response(w: &Written) -> Response {
+    let status = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = json_response(status, written_json(w));
+    resp.headers_mut().insert(header::ETAG, etag(w.version));
+    resp
+}
+
+/// The condition of a change from `If-Match` / `If-None-Match: *`.
+fn cond_of(headers: &HeaderMap) -> Result<Cond, ApiError> {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))
+            })
+            .transpose()
+    };
+    let if_match = text(header::IF_MATCH)?;
+    let if_none = text(header::IF_NONE_MATCH)?;
+    match (if_match, if_none) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send If-Match or If-None-Match, not both",
+        )),
+        (Some(m), None) => Ok(kv::parse_version(m)?),
+        (None, Some(n)) if n.trim() == "*" => Ok(Cond::Absent),
+        (None, Some(n)) => Err(ApiError::bad_request(format!(
+            "If-None-Match on a change takes only *, got {n:?}"
+        ))),
+        (None, None) => Ok(Cond::Any),
+    }
+}
+
+fn body_of(state: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let (_, what) = BodyLimit::KvValue.resolve(&state.live.get());
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {what}"),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
+        }
+    })
+}
+
+fn value_of(body: &[u8]) -> Result<String, ApiError> {
+    serde_json::from_slice::<&RawValue>(body)
+        .map(|raw| raw.get().to_owned())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!(
+                    "the value is not JSON (line {}, column {}): {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })
+}
+
+fn ttl_of(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    Ok(ttl.map(kv::parse_ttl).transpose()?)
+}
+
+/// Applies one op and answers with its result.
+async fn apply_one(
+    state: &AppState,
+    op: Op,
+    actor: &Actor,
+    client: &Client,
+) -> Result<Response, ApiError> {
+    let cfg = state.live.get();
+    let applied = state
+        .kv
+        .apply(vec![op], origin(actor, client), &cfg.kv)
+        .await?;
+    let w = applied
+        .written
+        .first()
+        .ok_or_else(|| Error::Internal("an applied op has no result".into()))?;
+    Ok(written_response(w))
+}
+
+/// `GET /api/v1/data/{*key}` (and HEAD): the value, its version as ETag; 304 for a matching
+/// `If-None-Match`.
+pub async fn get(
+    State(state): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_of(key)?;
+    let entry = state
+        .kv
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no key {key:?}")))?;
+    let tag = etag(entry.version);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+    {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        resp.headers_mut().insert(header::ETAG, tag);
+        return Ok(resp);
+    }
+    let mut resp = json_response(StatusCode::OK, entry_json(&entry));
+    resp.headers_mut().insert(header::ETAG, tag);
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutQuery {
+    ttl: Option<String>,
+}
+
+/// `PUT /api/v1/data/{*key}`: the body is the value. `If-Match` makes it a compare-and-set,
+/// `If-None-Match: *` create-only; `?ttl=60s` makes the key expire.
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    key: Result<Path<String>, PathRejection>,
+    q: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_of(key)?;
+    let Query(q) = q?;
+    let cond = cond_of(&headers)?;
+    let ttl = ttl_of(q.ttl.as_deref())?;
+    let body = body_of(&state, body)?;
+    let value = value_of(&body)?;
+    let op = Op {
+        key,
+        value: Some(value),
+        cond,
+        ttl,
+    };
+    apply_one(&state, op, &actor, &client).await
+}
+
+/// `DELETE /api/v1/data/{*key}`; `If-Match` makes it conditional.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    key: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_of(key)?;
+    let cond = cond_of(&headers)?;
+    let op = Op {
+        key,
+        value: None,
+        cond,
+        ttl: None,
+    };
+    let mut resp = apply_one(&state, op, &actor, &client).await?;
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
+}
+
+/// Deserializes a present value, `null` included, as `Some` (serde's `Option` would make
+/// `null` look absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostBody {
+    key: String,
+    value: Box<RawValue>,
+    ttl: Option<String>,
+}
+
+/// `POST /api/v1/data` with `{"key":…,"value":…}`, as the old clients send it.
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    Json(body): Json<PostBody>,
+) -> Result<Response, ApiError> {
+    let op = Op {
+        key: body.key,
+        value: Some(body.value.get().to_owned()),
+        cond: cond_of(&headers)?,
+        ttl: ttl_of(body.ttl.as_deref())?,
+    };
+    apply_one(&state, op, &actor, &client).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    ops: Vec<BatchOp>,
+}
+
+#[derive(Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum OpKind {
+    Put,
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VersionText {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOp {
+    op: OpKind,
+    key: String,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Box<RawValue>>,
+    if_version: Option<VersionText>,
+    ttl: Option<String>,
+}
+
+/// `POST /api/v1/data:batch`: every op applied at one revision, or none (412 naming the key
+/// whose condition failed).
+pub async fn batch(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    Json(body): Json<BatchBody>,
+) -> Result<Response, ApiError> {
+    let mut ops = Vec::with_capacity(body.ops.len());
+    for (i, b) in body.ops.into_iter().enumerate() {
+        let cond = match &b.if_version {
+            None => Cond::Any,
+            Some(VersionText::Number(n)) => kv::parse_version(&n.to_string())?,
+            Some(VersionText::Text(t)) if t.trim() == "*" => Cond::Exists,
+            Some(VersionText::Text(t)) => kv::parse_version(t)?,
+        };
+        let value = match (b.op, b.value) {
+            (OpKind::Put, Some(v)) => Some(v.get().to_owned()),
+            (OpKind::Put, None) => {
+                return Err(ApiError::bad_request(format!(
+                    "ops[{i}]: a put needs a value"
+                )));
+            }
+            (OpKind::Delete, None) => None,
+            (OpKind::Delete, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "ops[{i}]: a delete takes no value"
+                )));
+            }
+        };
+        if b.op == OpKind::Delete && b.ttl.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "ops[{i}]: a delete takes no ttl"
+            )));
+        }
+        ops.push(Op {
+            key: b.key,
+            value,
+            cond,
+            ttl: ttl_of(b.ttl.as_deref())?,
+        });
+    }
+    let cfg = state.live.get();
+    let applied = state
+        .kv
+        .apply(ops, origin(&actor, &client), &cfg.kv)
+        .await?;
+    let results: Vec<String> = applied.written.iter().map(written_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        format!(
+            "{{\"revision\":\"{}\",\"results\":[{}]}}",
+            applied.revision,
+            results.join(",")
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    #[serde(default)]
+    keys_only: bool,
+    #[serde(default)]
+    watch: bool,
+    since: Option<String>,
+}
+
+/// `GET /api/v1/data?prefix=&limit=&cursor=&keys_only=`: a page of live entries in key order,
+/// with the store revision to watch from. With `watch=true`: the change stream.
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    if q.watch {
+        return watch(state, q, &headers).await;
+    }
+    if q.since.is_some() {
+        return Err(ApiError::bad_request("since is only for watch=true"));
+    }
+    let limit = super::page_limit(q.limit)?;
+    let page = state
+        .kv
+        .list(&q.prefix, q.cursor.as_deref(), limit, q.keys_only)
+        .await?;
+    let items: Vec<String> = page.items.iter().map(entry_json).collect();
+    let cursor = page
+        .next_cursor
+        .as_deref()
+        .map(json_string)
+        .unwrap_or_else(|| "null".to_owned());
+    Ok(json_response(
+        StatusCode::OK,
+        format!(
+            "{{\"items\":[{}],\"next_cursor\":{cursor},\"revision\":\"{}\"}}",
+            items.join(","),
+            page.revision
+        ),
+    ))
+}
+
+fn change_event(c: &Change) -> Event {
+    let version = format!("\"version\":\"{}\"", c.revision);
+    let data = match &c.value {
+        Some(v) => format!(
+            "{{\"type\":\"{}\",\"key\":{},\"value\":{v},{version}}}",
+            c.kind.as_str(),
+            json_string(&c.key)
+        ),
+        None => format!(
+            "{{\"type\":\"{}\",\"key\":{},{version}}}",
+            c.kind.as_str(),
+            json_string(&c.key)
+        ),
+    };
+    let ev = Event::default().event(c.kind.as_str()).data(data);
+    // Only the last change of a revision is a point to resume from (a batch is one revision).
+    if c.last_of_revision {
+        ev.id(c.revision.to_string())
+    } else {
+        ev
+    }
+}
+
+struct Watcher {
+    kv: Kv,
+    prefix: String,
+    /// Every change up to here has been sent (or did not match the prefix).
+    last: u64,
+    wake: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    queued: VecDeque<Event>,
+    done: bool,
+}
+
+impl Watcher {
+    /// The next event to send, waiting for changes as long as needed; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(ev) = self.queued.pop_front() {
+                return Some(ev);
+            }
+            if self.done {
+                return None;
+            }
+            // Mark the wake-up seen before reading, so a commit after the read wakes us.
+            self.wake.borrow_and_update();
+            match self.kv.changes(self.last, &self.prefix).await {
+                Ok(page) => {
+                    self.queued.extend(page.changes.iter().map(change_event));
+                    let moved = page.upto > self.last;
+                    self.last = page.upto;
+                    if moved {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    let (code, message) = match &e {
+                        Error::Gone(m) => ("gone", m.clone()),
+                        other => {
+                            tracing::warn!(error = %other, "watch stream ends on an error");
+                            (
+                                "unavailable",
+                                "the change log cannot be read now".to_owned(),
+                            )
+                        }
+                    };
+                    self.done = true;
+                    let data = serde_json::json!({"error": {"code": code, "message": message}});
+                    return Some(Event::default().event("error").data(data.to_string()));
+                }
+            }
+            tokio::select! {
+                changed = self.wake.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                _ = self.stopping.wait_for(|s| *s) => return None,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                    let data = format!("{{\"revision\":\"{}\"}}", self.last);
+                    return Some(
+                        Event::default()
+                            .event("progress")
+                            .id(self.last.to_string())
+                            .data(data),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `watch=true`: Server-Sent Events from `since` (or `Last-Event-ID`, or now) on. A resume
+/// point older than the kept history answers 410 before the stream starts.
+async fn watch(state: AppState, q: ListQuery, headers: &HeaderMap) -> Result<Response, ApiError> {
+    if q.cursor.is_some() || q.limit.is_some() || q.keys_only {
+        return Err(ApiError::bad_request(
+            "watch=true takes prefix and since only",
+        ));
+    }
+    let since = q.since.as_deref().or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    });
+    let wake = state.kv.subscribe();
+    let start = match since {
+        Some(s) => {
+            let n = s.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "since must be a revision (a non-negative integer), got {s:?}"
+                ))
+            })?;
+            // Refuses (410) a resume point whose changes are no longer kept, before streaming.
+            state.kv.changes(n, &q.prefix).await?;
+            n
+        }
+        None => state.kv.revision().await?,
+    };
+    let watcher = Watcher {
+        kv: state.kv.clone(),
+        prefix: q.prefix,
+        last: start,
+        wake,
+        stopping: state.health.shutting_down.clone(),
+        queued: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(watcher, |mut w| async move {
+        w.next().await.map(|ev| (Ok::<_, Infallible>(ev), w))
+    });
+    let mut resp = Sse::new(stream).into_response();
+    // nginx passes the stream on as it comes instead of buffering it.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}

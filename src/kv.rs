@@ -1,0 +1,815 @@
+//! The JSON key-value store: the rules for keys and values, versions taken from one store-wide
+//! revision, compare-and-set, atomic batches, expiry, and the change log that watches read.
+//!
+//! Every change runs inside [`Db::write`], so it is on disk before the caller hears of it, and
+//! its audit row commits with it. A batch takes one revision; every key it touches gets that
+//! revision as its version, and the change log holds one row per touched key. Watchers are woken
+//! through a `tokio::sync::watch` channel after each commit, and always read the change log
+//! itself (in one read snapshot), so they never miss or reorder a change however the
+//! acknowledging tasks are scheduled.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::watch;
+
+use crate::audit::{self, Event};
+use crate::config::KvConfig;
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// Longest key, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Most revisions one read of the change log returns (a watcher catching up reads in pages).
+const CHANGE_PAGE_REVISIONS: u64 = 256;
+/// Most keys one sweep expires (the rest wait for the next sweep).
+const SWEEP_BATCH: usize = 1000;
+
+/// Checks the key rules: 1–1024 bytes of UTF-8, no control characters.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey(
+            "key must not be empty (keys are 1 to 1024 bytes of UTF-8)".into(),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidKey(format!(
+            "key is {} bytes long; keys are at most {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    if let Some((at, c)) = key.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::InvalidKey(format!(
+            "key has the control character U+{:04X} at byte {at}; keys must not contain control characters",
+            u32::from(c)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value's size (its JSON text, already known to be valid JSON).
+pub fn check_value(key: &str, json: &str, cfg: &KvConfig) -> Result<()> {
+    let max = cfg.max_value_size;
+    if json.len() as u64 > max.bytes() {
+        return Err(Error::TooLarge(format!(
+            "the value for key {key:?} is {} bytes; kv.max-value-size is {max}",
+            json.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a time to live such as `60s` or `5m`.
+pub fn parse_ttl(text: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        Error::Invalid(format!(
+            "ttl {text:?} is not a duration: {e} (write e.g. \"60s\", \"5m\", \"1h\")"
+        ))
+    })?;
+    if d.is_zero() || d > Duration::from_secs(10 * 365 * 86400) {
+        return Err(Error::Invalid(format!(
+            "ttl must be longer than zero and at most 10 years, got {text:?}"
+        )));
+    }
+    Ok(d)
+}
+
+/// Parses a version as clients send it (`7` or `"7"`); `0` means "must not exist".
+pub fn parse_version(text: &str) -> Result<Cond> {
+    let t = text.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+    if t == "*" {
+        return Ok(Cond::Exists);
+    }
+    match t.parse::<u64>() {
+        Ok(0) => Ok(Cond::Absent),
+        Ok(n) => Ok(Cond::Version(n)),
+        Err(_) => Err(Error::Invalid(format!(
+            "version {text:?} is not a version: send one a response gave, such as \"7\""
+        ))),
+    }
+}
+
+/// What must hold for a change to be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// Nothing (a delete still needs the key to exist).
+    Any,
+    /// The key exists at exactly this version (`If-Match: "7"`).
+    Version(u64),
+    /// The key exists, at any version (`If-Match: *`).
+    Exists,
+    /// The key does not exist (`If-None-Match: *`, `"if_version": "0"`).
+    Absent,
+}
+
+/// One change asked for.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub key: String,
+    /// The new value's JSON text; `None` deletes the key.
+    pub value: Option<String>,
+    pub cond: Cond,
+    /// The key expires this long after the change (puts only).
+    pub ttl: Option<Duration>,
+}
+
+/// Who asked for a change, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub actor: String,
+    pub client: String,
+    pub request_id: String,
+}
+
+/// The result of one applied op.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub key: String,
+    /// The key's new version: the revision of the change (also for a delete).
+    pub version: u64,
+    /// Whether a put made a key that did not exist.
+    pub created: bool,
+}
+
+/// An applied change set: its revision and one result per op, in order.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub revision: u64,
+    pub written: Vec<Written>,
+}
+
+/// A live entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    /// The value's JSON text (`None` when only keys were asked for).
+    pub value: Option<String>,
+    pub version: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Entry>,
+    pub next_cursor: Option<String>,
+    /// The store's revision when the page was read: watch from here to miss nothing.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Put,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Put => "put",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// One change from the change log.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: ChangeKind,
+    pub key: String,
+    /// The JSON text put (`None` for a delete).
+    pub value: Option<String>,
+    /// Whether this is the last change of its revision in this read (a resumable point).
+    pub last_of_revision: bool,
+}
+
+/// Changes read from the log, and the revision the read reached.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pub changes: Vec<Change>,
+    /// Every change up to and including this revision has been returned (or filtered out).
+    pub upto: u64,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Swept {
+    pub expired: usize,
+    pub trimmed_to: Option<u64>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Kv {
+    db: Db,
+    /// Woken after every committed change (value: a committed revision); watchers wait on it.
+    wake: Arc<watch::Sender<u64>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn as_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The first string after every string that starts with `prefix` (None: no bound), so a prefix
+/// is the range `[prefix, upper)` in the byte order SQLite compares TEXT in.
+fn prefix_upper(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut n = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&n) {
+            n = 0xE000;
+        }
+        if let Some(c) = char::from_u32(n) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn encode_cursor(key: &str) -> String {
+    format!("k{}", hex::encode(key.as_bytes()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    cursor
+        .strip_prefix('k')
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "invalid cursor: pass next_cursor from the previous page unchanged".into(),
+            )
+        })
+}
+
+fn log_change(
+    c: &Connection,
+    revision: i64,
+    at: i64,
+    kind: ChangeKind,
+    key: &str,
+    value: Option<&str>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO kv_changes(revision, at, op, key, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![revision, at, kind.as_str(), key, value])?;
+    Ok(())
+}
+
+fn next_revision(c: &Connection) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "UPDATE kv_state SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+fn precondition(key: &str, cond: Cond, live: Option<i64>) -> Result<()> {
+    let ok = match cond {
+        Cond::Any => true,
+        Cond::Version(n) => live == Some(as_i64(n)),
+        Cond::Exists => live.is_some(),
+        Cond::Absent => live.is_none(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let now = match live {
+        Some(v) => format!("is at version {v}"),
+        None => "does not exist".to_owned(),
+    };
+    let wanted = match cond {
+        Cond::Version(n) => format!("version {n} was required"),
+        Cond::Exists => "it must exist".to_owned(),
+        Cond::Absent => "it must not exist".to_owned(),
+        Cond::Any => String::new(),
+    };
+    Err(Error::PreconditionFailed(format!(
+        "key {key:?} {now}; {wanted}"
+    )))
+}
+
+/// Applies `ops` in the writer's transaction: all of them at one new revision, or none.
+fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
+    let now = now_ms();
+    let revision = next_revision(c)?;
+    let mut written = Vec::with_capacity(ops.len());
+    for op in ops {
+        let row: Option<(i64, Option<i64>)> = c
+            .prepare_cached("SELECT version, expires_at FROM kv WHERE key = ?1")?
+            .query_row([&op.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let expired = matches!(row, Some((_, Some(e))) if e <= now);
+        let live = row.filter(|_| !expired).map(|(v, _)| v);
+        precondition(&op.key, op.cond, live)?;
+        if expired {
+            // Not yet swept: it ends here, and watchers see it go before what replaces it.
+            c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                .execute([&op.key])?;
+            log_change(c, revision, now, ChangeKind::Delete, &op.key, None)?;
+        }
+        let (action, kind) = match &op.value {
+            Some(value) => {
+                let expires_at = op
+                    .ttl
+                    .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+                c.prepare_cached(
+                    "INSERT INTO kv(key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                        version = excluded.version, expires_at = excluded.expires_at",
+                )?
+                .execute(params![op.key, value, revision, expires_at])?;
+                log_change(c, revision, now, ChangeKind::Put, &op.key, Some(value))?;
+                ("data.put", ChangeKind::Put)
+            }
+            None => {
+                if live.is_none() {
+                    return Err(Error::NotFound(format!("no key {:?}", op.key)));
+                }
+                c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                    .execute([&op.key])?;
+                log_change(c, revision, now, ChangeKind::Delete, &op.key, None)?;
+                ("data.delete", ChangeKind::Delete)
+            }
+        };
+        audit::insert(
+            c,
+            &Event {
+                actor: origin.actor.clone(),
+                action: action.into(),
+                target: op.key.clone(),
+                result: "ok".into(),
+                client: origin.client.clone(),
+                request_id: origin.request_id.clone(),
+                detail: format!("version {revision}"),
+            },
+        )?;
+        written.push(Written {
+            key: op.key.clone(),
+            version: as_u64(revision),
+            created: kind == ChangeKind::Put && live.is_none(),
+        });
+    }
+    Ok(Applied {
+        revision: as_u64(revision),
+        written,
+    })
+}
+
+/// Reads the change log after `after` (within one snapshot), filtered by key prefix.
+fn changes_in(c: &Connection, after: u64, prefix: &str) -> Result<Changes> {
+    let tx = c.unchecked_transaction()?;
+    let (revision, compacted): (i64, i64) = tx
+        .prepare_cached("SELECT revision, compacted FROM kv_state WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (revision, compacted) = (as_u64(revision), as_u64(compacted));
+    if after < compacted {
+        return Err(Error::Gone(format!(
+            "changes up to revision {compacted} are no longer kept (kv.history-window, \
+             kv.history-max-changes); list the keys again and watch from the revision the list returns"
+        )));
+    }
+    let upto = revision.min(after.saturating_add(CHANGE_PAGE_REVISIONS));
+    let mut st = tx.prepare_cached(
+        "SELECT revision, op, key, value FROM kv_changes
+         WHERE revision > ?1 AND revision <= ?2 ORDER BY revision, id",
+    )?;
+    let rows = st.query_map(params![as_i64(after), as_i64(upto)], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut changes: Vec<Change> = Vec::new();
+    for row in rows {
+        let (rev, op, key, value) = row?;
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let kind = if op == "put" {
+            ChangeKind::Put
+        } else {
+            ChangeKind::Delete
+        };
+        changes.push(Change {
+            revision: as_u64(rev),
+            kind,
+            key,
+            value,
+            last_of_revision: true,
+        });
+    }
+    for i in 1..changes.len() {
+        if changes[i].revision == changes[i - 1].revision {
+            changes[i - 1].last_of_revision = false;
+        }
+    }
+    Ok(Changes { changes, upto })
+}
+
+/// What the sweeper has to do, found with a read: keys due, and the revision to trim the change
+/// log to (whole revisions only).
+fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<i64>)> {
+    let due: bool = c
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1)",
+        )?
+        .query_row([now], |r| r.get(0))?;
+    let mut cut: Option<i64> = None;
+    let bounds: (Option<i64>, Option<i64>) = c
+        .prepare_cached("SELECT min(id), max(id) FROM kv_changes")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(lo), Some(hi)) = bounds {
+        let keep = as_i64(cfg.history_max_changes);
+        if hi - lo + 1 > keep {
+            cut = c
+                .prepare_cached(
+                    "SELECT revision FROM kv_changes WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row([hi - keep], |r| r.get(0))
+                .optional()?;
+        }
+        let window = i64::try_from(cfg.history_window.get().as_millis()).unwrap_or(i64::MAX);
+        let oldest_ok = now.saturating_sub(window);
+        let mut st =
+            c.prepare_cached("SELECT revision, at FROM kv_changes ORDER BY id LIMIT 10000")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (rev, at): (i64, i64) = (r.get(0)?, r.get(1)?);
+            if at >= oldest_ok {
+                break;
+            }
+            cut = Some(cut.map_or(rev, |c| c.max(rev)));
+        }
+    }
+    Ok((due, cut))
+}
+
+fn sweep_in(c: &Connection, now: i64, expire: bool, cut: Option<i64>) -> Result<Swept> {
+    let mut swept = Swept::default();
+    if expire {
+        let keys: Vec<String> = c
+            .prepare_cached(
+                "SELECT key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
+            )?
+            .query_map(params![now, SWEEP_BATCH as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !keys.is_empty() {
+            let revision = next_revision(c)?;
+            for key in &keys {
+                c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                    .execute([key])?;
+                log_change(c, revision, now, ChangeKind::Delete, key, None)?;
+                audit::insert(
+                    c,
+                    &Event {
+                        actor: "localhostd".into(),
+                        action: "data.expire".into(),
+                        target: key.clone(),
+                        result: "ok".into(),
+                        client: "-".into(),
+                        request_id: String::new(),
+                        detail: format!("ttl ran out; version {revision}"),
+                    },
+                )?;
+            }
+            swept.expired = keys.len();
+        }
+    }
+    if let Some(cut) = cut {
+        c.prepare_cached("DELETE FROM kv_changes WHERE revision <= ?1")?
+            .execute([cut])?;
+        c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
+            .execute([cut])?;
+        swept.trimmed_to = Some(as_u64(cut));
+    }
+    Ok(swept)
+}
+
+impl Kv {
+    pub fn new(db: Db) -> Kv {
+        let (wake, _) = watch::channel(0);
+        Kv {
+            db,
+            wake: Arc::new(wake),
+        }
+    }
+
+    /// A receiver woken after every committed change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    fn woke(&self, revision: u64) {
+        self.wake.send_if_modified(|v| {
+            if revision > *v {
+                *v = revision;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<u64> {
+        self.db
+            .read(|c| {
+                let r: i64 = c
+                    .prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
+                    .query_row([], |r| r.get(0))?;
+                Ok(as_u64(r))
+            })
+            .await
+    }
+
+    /// The live entry under `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        check_key(key)?;
+        let key = key.to_owned();
+        self.db
+            .read(move |c| {
+                let row = c
+                    .prepare_cached(
+                        "SELECT value, version FROM kv
+                         WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                    )?
+                    .query_row(params![key, now_ms()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                Ok(row.map(|(value, version)| Entry {
+                    key,
+                    value: Some(value),
+                    version: as_u64(version),
+                }))
+            })
+            .await
+    }
+
+    /// Live entries whose key starts with `prefix`, in key order, `limit` per page.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Page> {
+        let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
+        let prefix = prefix.to_owned();
+        let upper = prefix_upper(&prefix);
+        self.db
+            .read(move |c| {
+                let tx = c.unchecked_transaction()?;
+                let revision: i64 = tx
+                    .prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
+                    .query_row([], |r| r.get(0))?;
+                let value_col = if keys_only { "NULL" } else { "value" };
+                let bound = if upper.is_some() { "AND key < ?5" } else { "" };
+                let sql = format!(
+                    "SELECT key, {value_col}, version FROM kv
+                     WHERE key >= ?1 AND key > ?2 {bound}
+                       AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY key LIMIT ?4"
+                );
+                let mut st = tx.prepare_cached(&sql)?;
+                let take = i64::try_from(limit).unwrap_or(1000) + 1;
+                let map = |r: &rusqlite::Row<'_>| {
+                    Ok(Entry {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                        version: as_u64(r.get(2)?),
+                    })
+                };
+                let mut items: Vec<Entry> = match &upper {
+                    Some(u) => st
+                        .query_map(params![prefix, after, now_ms(), take, u], map)?
+                        .collect::<rusqlite::Result<_>>()?,
+                    None => st
+                        .query_map(params![prefix, after, now_ms(), take], map)?
+                        .collect::<rusqlite::Result<_>>()?,
+                };
+                let next_cursor = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(|e| encode_cursor(&e.key))
+                } else {
+                    None
+                };
+                Ok(Page {
+                    items,
+                    next_cursor,
+                    revision: as_u64(revision),
+                })
+            })
+            .await
+    }
+
+    /// Applies `ops` atomically at one new revision: all or none. The first op whose condition
+    /// fails names its key in the error, and nothing is changed.
+    pub async fn apply(&self, ops: Vec<Op>, origin: Origin, cfg: &KvConfig) -> Result<Applied> {
+        if ops.is_empty() {
+            return Err(Error::Invalid("a batch needs at least one op".into()));
+        }
+        if ops.len() > cfg.max_batch_ops {
+            return Err(Error::Invalid(format!(
+                "a batch has {} ops; kv.max-batch-ops is {}",
+                ops.len(),
+                cfg.max_batch_ops
+            )));
+        }
+        let mut seen = HashSet::with_capacity(ops.len());
+        for op in &ops {
+            check_key(&op.key)?;
+            if let Some(v) = &op.value {
+                check_value(&op.key, v, cfg)?;
+            }
+            if !seen.insert(op.key.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "key {:?} appears more than once in the batch",
+                    op.key
+                )));
+            }
+        }
+        let applied = self.db.write(move |c| apply_in(c, &ops, &origin)).await?;
+        self.woke(applied.revision);
+        Ok(applied)
+    }
+
+    /// Changes after revision `after` whose key starts with `prefix`, a page at a time;
+    /// `Gone` when changes after `after` are no longer all kept.
+    pub async fn changes(&self, after: u64, prefix: &str) -> Result<Changes> {
+        let prefix = prefix.to_owned();
+        self.db.read(move |c| changes_in(c, after, &prefix)).await
+    }
+
+    /// Deletes expired keys (watchers see a delete) and trims the change log to
+    /// `kv.history-window` / `kv.history-max-changes`. Writes only when there is work.
+    pub async fn sweep(&self, cfg: &KvConfig) -> Result<Swept> {
+        let now = now_ms();
+        let c2 = cfg.clone();
+        let (due, cut) = self.db.read(move |c| sweep_plan(c, &c2, now)).await?;
+        if !due && cut.is_none() {
+            return Ok(Swept::default());
+        }
+        let swept = self.db.write(move |c| sweep_in(c, now, due, cut)).await?;
+        if swept.expired > 0 {
+            let rev = self.revision().await?;
+            self.woke(rev);
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Kv) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        (dir, Kv::new(db))
+    }
+
+    fn put(key: &str, json: &str) -> Op {
+        Op {
+            key: key.into(),
+            value: Some(json.into()),
+            cond: Cond::Any,
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn key_rules() {
+        assert!(check_key("a").is_ok());
+        assert!(check_key("a/b/c").is_ok());
+        assert!(check_key("ünïcödé/🔑").is_ok());
+        assert!(check_key(&"k".repeat(1024)).is_ok());
+        for (bad, why) in [
+            (String::new(), "empty"),
+            ("k".repeat(1025), "at most 1024"),
+            ("a\nb".into(), "U+000A"),
+            ("a\u{7f}".into(), "U+007F"),
+            ("\u{0}".into(), "U+0000"),
+        ] {
+            match check_key(&bad) {
+                Err(Error::InvalidKey(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_ranges_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper(""), None);
+        for k in ["ab", "ab/", "ab\u{10FFFF}", "abzz"] {
+            assert!(("ab".."ac").contains(&k));
+        }
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("\"7\"").unwrap(), Cond::Version(7));
+        assert_eq!(parse_version("7").unwrap(), Cond::Version(7));
+        assert_eq!(parse_version("W/\"7\"").unwrap(), Cond::Version(7));
+        assert_eq!(parse_version("\"0\"").unwrap(), Cond::Absent);
+        assert_eq!(parse_version("*").unwrap(), Cond::Exists);
+        assert!(parse_version("seven").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert_eq!(parse_ttl("2s").unwrap(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revisions_strictly_increase_and_failed_batches_change_nothing() {
+        let (_d, kv) = open();
+        let cfg = KvConfig::default();
+        let a = kv
+            .apply(vec![put("a", "1")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        let b = kv
+            .apply(vec![put("b", "2"), put("c", "3")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        assert!(b.revision > a.revision);
+        assert!(
+            b.written
+                .iter()
+                .all(|w| w.version == b.revision && w.created)
+        );
+        let bad = kv
+            .apply(
+                vec![
+                    put("d", "4"),
+                    Op {
+                        cond: Cond::Version(a.revision + 100),
+                        ..put("a", "5")
+                    },
+                ],
+                Origin::default(),
+                &cfg,
+            )
+            .await;
+        match bad {
+            Err(Error::PreconditionFailed(m)) => assert!(m.contains("\"a\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(kv.get("d").await.unwrap().is_none(), "nothing of the batch");
+        assert_eq!(kv.revision().await.unwrap(), b.revision, "no revision used");
+        let c = kv
+            .apply(vec![put("a", "6")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(c.revision, b.revision + 1);
+        let ch = kv.changes(0, "").await.unwrap();
+        let revs: Vec<u64> = ch.changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revs, vec![1, 2, 2, 3]);
+        assert_eq!(
+            ch.changes
+                .iter()
+                .map(|c| c.last_of_revision)
+                .collect::<Vec<_>>(),
+            vec![true, false, true, true]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trimming_the_change_log_makes_older_resumes_gone() {
+        let (_d, kv) = open();
+        let cfg = KvConfig {
+            history_max_changes: 3,
+            ..KvConfig::default()
+        };
+        for i in 0..6 {
+            kv.apply(vec![put(&format!("k{i}"), "1")], Origin::default(), &cfg)
+                .await
+                .unwrap();
+        }
+        let s = kv.sweep(&cfg).await.unwrap();
+        assert_eq!(s.trimmed_to, Some(3));
+        assert!(matches!(kv.changes(2, "").await, Err(Error::Gone(_))));
+        let ch = kv.changes(3, "").await.unwrap();
+        assert_eq!(ch.changes.len(), 3);
+        assert_eq!(ch.upto, 6);
+    }
+}
