@@ -29,6 +29,8 @@
 # spawn ms of part 1, the ceiling a server that runs one bwrap per request could reach on one
 # core. It is derived, not measured over HTTP.
 #
+# BENCH_NOTE=text adds a line to the recorded entry (e.g. which tree the binary was built from).
+#
 # The machine's load average is recorded before each part and at the end: a shared 2-core
 # machine where others compile makes these numbers noisy.
 #
@@ -277,6 +279,7 @@ ours_ceiling="$(awk -v m="${MED[ours]}" 'BEGIN { printf "%.0f", 1e6 / m }')"
 best_rps=0
 entry="$BENCH_TMP/entry.md"
 {
+    [[ -n "${BENCH_NOTE:-}" ]] && echo "- note: $BENCH_NOTE"
     echo "- load average (1/5/15 min): $LOAD_START at the start, $LOAD_SPAWN before the spawns," \
         "$LOAD_E2E before the HTTP runs, $LOAD_END at the end ($(nproc) cores; others were" \
         "building and benchmarking on this machine: noisy)"
@@ -287,7 +290,10 @@ entry="$BENCH_TMP/entry.md"
         "each (stage rows: × $STAGE_N), variants taking turns sample by sample, order rotated per round;" \
         "all $((ROUNDS * SPAWNS)) helper reports checked: \`{\"kind\":\"exit\",\"code\":0,…}\`"
     echo
-    echo "Spawn + reap of \`/bin/true\` (ms; CPU = user+sys of the process tree from \`wait4\`):"
+    echo "Spawn + reap of \`/bin/true\` (ms; CPU = user+sys from \`wait4\` of the processes the variant" \
+        "itself reaps. bwrap exits without reaping its sandbox's PID 1 (it gets the job's status over a" \
+        "pipe): its CPU is undercounted and its wall time ends before its sandbox has exited and been" \
+        "torn down, while ours waits for its init. \`perf record\` of both shows about the same CPU per spawn):"
     echo
     echo "| variant | median | p90 | round medians | CPU median |"
     echo "|---|---:|---:|---:|---:|"
@@ -321,7 +327,7 @@ entry="$BENCH_TMP/entry.md"
             }
         done
     done
-    printf '| peer: bwrap per request (**derived**: 1000 / median bwrap spawn ms, one core; not measured over HTTP) | – | %s | – | – | – | – | %s ms (bwrap tree) |\n' "$bw_ceiling" "$(ms "${CPU[bwrap]}")"
+    printf '| peer: bwrap per request (**derived**: 1000 / median bwrap spawn ms, one core; not measured over HTTP) | – | %s | – | – | – | – | %s ms (bwrap, undercounted: see above) |\n' "$bw_ceiling" "$(ms "${CPU[bwrap]}")"
     printf '| for scale: ours per request from the helper alone (derived the same way) | – | %s | – | – | – | – | %s ms (helper tree) |\n' "$ours_ceiling" "$(ms "${CPU[ours]}")"
     echo
     echo "Goals (issue 5):"
