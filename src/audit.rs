@@ -60,7 +60,8 @@ pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
         audit = 1,
         actor = %ev.actor,
         action = %ev.action,
-        target = %ev.target,
+        // Not `target`: journald already has TARGET (the event's module path).
+        audit_target = %ev.target,
         result = %ev.result,
         client = %ev.client,
         request_id = %ev.request_id,

@@ -138,6 +138,12 @@ cleanup() {
         fi
         wait "$NSPAWN_PID" 2>/dev/null
     fi
+    # If nspawn died without taking the container with it, end the container's init (its PID
+    # namespace, and everything in it, goes with it).
+    if [ -n "$CT_PID" ] && [ "$(cat "/proc/$CT_PID/comm" 2>/dev/null)" = systemd ]; then
+        log "the container outlived systemd-nspawn: SIGKILL to its init ($CT_PID)"
+        kill -KILL "$CT_PID" 2>/dev/null
+    fi
     [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
     log "finished in $(($(date +%s) - STARTED))s (exit $rc)"
 }
@@ -229,11 +235,14 @@ boot_container() {
         --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self' \
         >"$CONSOLE_LOG" 2>&1 </dev/null &
     pid=$!
-    # setsid execs nspawn directly unless it had to fork; either way find nspawn, then its child.
-    for _ in $(seq 100); do
+    # Known to cleanup() from now on, whatever happens next.
+    NSPAWN_PID=$pid
+    # setsid execs nspawn directly unless it had to fork; either way find nspawn, then its child
+    # (up to 30 s: on a loaded 2-core machine the first steps can be slow).
+    for _ in $(seq 300); do
         comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
         [ "$comm" = systemd-nspawn ] && break
-        [ "$comm" = setsid ] && pid=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children" 2>/dev/null || echo "$pid")
+        [ "$comm" = setsid ] && pid=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children" 2>/dev/null || echo "$pid") && NSPAWN_PID=$pid
         sleep 0.1
     done
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd-nspawn ] || die "systemd-nspawn did not start: $(cat "$CONSOLE_LOG")"
@@ -527,11 +536,20 @@ for what in ("write", "failed_login"):
     e = seen.get(what)
     if not e:
         sys.exit("no AUDIT=1 journal event for the " + what)
-    missing = [k for k in ("ACTOR", "ACTION", "TARGET", "RESULT", "CLIENT", "REQUEST_ID") if k not in e]
+    missing = [k for k in ("ACTOR", "ACTION", "AUDIT_TARGET", "RESULT", "CLIENT", "REQUEST_ID") if k not in e]
     if missing:
         sys.exit("audit event for the %s lacks %s" % (what, missing))
-    print("e2e:   audit: " + " ".join("%s=%s" % (k, e[k]) for k in ("ACTOR", "ACTION", "TARGET", "RESULT", "CLIENT")))
+    print("e2e:   audit: " + " ".join("%s=%s" % (k, e[k]) for k in ("ACTOR", "ACTION", "AUDIT_TARGET", "RESULT", "CLIENT")))
 ' "$rid"
+}
+
+# ct_running "CMDLINE": a process with exactly this command line runs in the container (read
+# from /proc: the minimal container has no procps).
+ct_running() {
+    # Read everything first: with pipefail, `grep -q` leaving early would fail the pipeline.
+    local all
+    all=$(in_ct sh -c 'for f in /proc/[0-9]*/cmdline; do tr "\0" " " <"$f" 2>/dev/null; echo; done')
+    grep -qx "$1 " <<<"$all"
 }
 
 check_jobs_die_with_the_daemon() {
@@ -540,23 +558,56 @@ check_jobs_die_with_the_daemon() {
     # namespace ends).
     local tok marker=$((4200000 + RANDOM))
     tok=$(in_ct timeout 30 localhostd token create --name "e2e-kill-$RANDOM" --scope exec 2>/dev/null)
-    in_ct timeout 120 curl -s -o /dev/null --max-time 110 -X POST -H "Authorization: Bearer $tok" \
+    in_ct timeout 120 curl -s --max-time 110 -X POST -H "Authorization: Bearer $tok" \
         -H 'Content-Type: application/json' -d "{\"command\":\"setsid sleep $marker & sleep $((marker + 1))\",\"timeout_ms\":100000}" \
-        "http://127.0.0.1:$NGINX_PORT/api/v1/exec" &
+        "http://127.0.0.1:$NGINX_PORT/api/v1/exec" >"$WORK/kill-job.out" 2>&1 &
     local curl_pid=$!
-    wait_for 20 "the job's processes" in_ct pgrep -f "^sleep $((marker + 1))\$" || return 1
-    in_ct pgrep -f "^sleep $marker\$" >/dev/null || { fail "the setsid child did not start"; return 1; }
+    wait_for 20 "the job's processes" ct_running "sleep $((marker + 1))" || {
+        echo "exec response: $(cat "$WORK/kill-job.out" 2>/dev/null)"
+        in_ct sh -c 'for f in /proc/[0-9]*/cmdline; do tr "\0" " " <"$f" 2>/dev/null; echo; done' | grep -v '^$' | head -40
+        return 1
+    }
+    ct_running "sleep $marker" || { fail "the setsid child did not start"; return 1; }
     in_ct systemctl kill --kill-whom=main -s KILL localhostd.service
     local gone=0
     for _ in $(seq 1 50); do
-        if ! in_ct pgrep -f "^sleep $marker\$|^sleep $((marker + 1))\$" >/dev/null; then gone=1; break; fi
+        if ! ct_running "sleep $marker" && ! ct_running "sleep $((marker + 1))"; then gone=1; break; fi
         sleep 0.2
     done
     wait "$curl_pid" 2>/dev/null || true
-    [ "$gone" = 1 ] || { in_ct ps -ef | grep sleep; fail "job processes outlived the daemon"; return 1; }
+    [ "$gone" = 1 ] || { fail "job processes outlived the daemon"; return 1; }
     in_ct systemctl reset-failed localhostd.service 2>/dev/null || true
     [ "$(http_status /health)" = 200 ] || { fail "the daemon did not come back"; return 1; }
     log "  kill -9 of the daemon's main process during a job: no job process left; the next request restarted it"
+}
+
+check_data_through_nginx() {
+    # The key-value store through nginx: a write and a read, and a watch stream (SSE, not
+    # buffered by nginx) that receives a change made while it is open.
+    local tok body out stream=/tmp/e2e-watch.$$
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-data-$RANDOM" --scope read,write 2>/dev/null)
+    local auth="Authorization: Bearer $tok"
+    http /api/v1/data/e2e/greeting -X PUT -H "$auth" -H 'Content-Type: application/json' \
+        -d '{"hello":"world","n":1}' >/dev/null
+    body=$(http /api/v1/data/e2e/greeting -H "$auth")
+    in_ct python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["value"]=={"hello":"world","n":1}, r; print("e2e:   data: PUT then GET through nginx, version", r["version"])' "$body"
+    rm -f "$stream"
+    in_ct timeout 20 curl -sN --max-time 15 -H "$auth" \
+        "http://127.0.0.1:$NGINX_PORT/api/v1/data?prefix=e2e/&watch=true" >"$stream" 2>/dev/null &
+    local watcher=$!
+    sleep 1
+    http /api/v1/data/e2e/watched -X PUT -H "$auth" -H 'Content-Type: application/json' -d '42' >/dev/null
+    local seen=0
+    for _ in $(seq 1 50); do
+        if grep -q 'e2e/watched' "$stream" 2>/dev/null; then seen=1; break; fi
+        sleep 0.2
+    done
+    kill "$watcher" 2>/dev/null || true
+    wait "$watcher" 2>/dev/null || true
+    out=$(cat "$stream" 2>/dev/null || true)
+    rm -f "$stream"
+    [ "$seen" = 1 ] || { echo "$out"; fail "the watch stream did not deliver the change through nginx"; return 1; }
+    log "  data: a watch stream through nginx received the change as it happened"
 }
 
 check_bad_config_exit_78() {
@@ -675,6 +726,7 @@ main() {
     run_check sandboxed_exec
     run_check audit_in_journal
     run_check jobs_die_with_the_daemon
+    run_check data_through_nginx
     run_check bad_config_exit_78
     run_check upgrade_in_place
     run_check security_score

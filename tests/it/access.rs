@@ -115,6 +115,7 @@ fn writes_and_failed_logins_are_audited_in_the_table_and_the_log() {
         assert_eq!(ev["audit"], 1);
         assert_eq!(ev["action"], action);
         assert!(ev["actor"].is_string() && ev["client"].is_string() && ev["result"].is_string());
+        assert!(ev["audit_target"].is_string(), "audit_target missing: {ev}");
     }
 }
 
