@@ -123,19 +123,7 @@ impl Audit {
             .as_deref()
             .map(|s| parse_time(s, "until"))
             .transpose()?;
-        let before = match f.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(
-                c.strip_prefix('a')
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        Error::Invalid(
-                            "invalid cursor: pass next_cursor from the previous page unchanged"
-                                .into(),
-                        )
-                    })?,
-            ),
-        };
+        let before = crate::db::seq_cursor(f.cursor.as_deref(), 'a')?;
         let limit = f.limit;
         let (actor, action) = (f.actor, f.action);
         self.db

@@ -286,6 +286,22 @@ impl Db {
     }
 }
 
+/// Decodes a list cursor `<tag><seq>` (as the list that made it wrote it) into the sequence
+/// number to continue below; `None` for the first page.
+pub fn seq_cursor(cursor: Option<&str>, tag: char) -> Result<Option<i64>> {
+    cursor
+        .map(|c| {
+            c.strip_prefix(tag)
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    Error::Invalid(
+                        "invalid cursor: pass next_cursor from the previous page unchanged".into(),
+                    )
+                })
+        })
+        .transpose()
+}
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;

@@ -587,19 +587,7 @@ impl Executor {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page> {
-        let before = match cursor.as_deref() {
-            None => None,
-            Some(c) => Some(
-                c.strip_prefix('e')
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        Error::Invalid(
-                            "invalid cursor: pass next_cursor from the previous page unchanged"
-                                .into(),
-                        )
-                    })?,
-            ),
-        };
+        let before = crate::db::seq_cursor(cursor.as_deref(), 'e')?;
         self.inner
             .db
             .read(move |c| {

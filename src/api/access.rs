@@ -373,13 +373,11 @@ fn has_body(headers: &HeaderMap) -> bool {
 }
 
 fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
-    let Some(ct) = headers
+    let ct = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = ct
+        .and_then(|v| v.to_str().ok());
+    let Some(value) = ct else { return false };
+    let essence = value
         .split(';')
         .next()
         .unwrap_or("")
@@ -387,8 +385,7 @@ fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
         .to_ascii_lowercase();
     accepts.iter().any(|a| {
         if *a == "application/json" {
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
+            super::extract::is_json(ct)
         } else {
             essence == *a
         }

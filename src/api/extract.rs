@@ -11,7 +11,8 @@ use super::error::ApiError;
 /// A JSON request body, deserialized into `T`.
 pub struct Json<T>(pub T);
 
-fn is_json(content_type: Option<&str>) -> bool {
+/// Whether a Content-Type is JSON (`application/json` or `application/…+json`).
+pub fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
     let essence = ct
         .split(';')
