@@ -367,6 +367,10 @@ fn has_body(headers: &HeaderMap) -> bool {
 }
 
 fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
+    // `*/*`: the route takes any body (raw uploads), with or without a Content-Type.
+    if accepts.contains(&"*/*") {
+        return true;
+    }
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

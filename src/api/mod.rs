@@ -7,6 +7,7 @@ mod audit;
 pub mod error;
 mod exec;
 pub mod extract;
+mod files;
 mod health;
 pub mod ratelimit;
 pub mod request_id;
@@ -16,6 +17,7 @@ mod session;
 mod tests;
 mod tokens;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -35,7 +37,14 @@ use error::{ApiError, ErrorBody};
 pub fn router(state: AppState) -> Router {
     let mut by_path: std::collections::BTreeMap<&'static str, MethodRouter<AppState>> =
         Default::default();
+    let mut unlimited = UnlimitedBodies::default();
     for route in routes::table() {
+        if route.body_limit == routes::BodyLimit::Unlimited {
+            unlimited
+                .entry(route.path)
+                .or_default()
+                .push(route.method.clone());
+        }
         let guard = access::Guard {
             state: state.clone(),
             access: route.access,
@@ -62,7 +71,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         // Our own `limits` layer enforces the (reloadable) body limit.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), limits))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), Arc::new(unlimited)),
+            limits,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), context))
         .with_state(state);
     match cors {
@@ -235,13 +247,26 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
     fresh
 }
 
-/// Request body size limit, read from the live config so a reload changes it. (The request
-/// timeout is per route, in the guard: long-running routes bound themselves.)
+/// Routes (by path template) and the methods on them whose body `limits` leaves alone
+/// (`BodyLimit::Unlimited` in the route table).
+type UnlimitedBodies = std::collections::HashMap<&'static str, Vec<Method>>;
+
+/// Request body size limit, read from the live config so a reload changes it; routes
+/// declared `BodyLimit::Unlimited` enforce their own. (The request timeout is per route, in the
+/// guard: long-running routes bound themselves.)
 async fn limits(
-    State(state): State<AppState>,
+    State((state, unlimited)): State<(AppState, Arc<UnlimitedBodies>)>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let own_limit = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| unlimited.get(m.as_str()))
+        .is_some_and(|methods| methods.contains(req.method()));
+    if own_limit {
+        return Ok(next.run(req).await);
+    }
     let cfg = state.live.get();
     let max = cfg.server.max_body_size;
     let declared = req

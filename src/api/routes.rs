@@ -3,16 +3,30 @@
 //! cannot exist without a declared access rule.
 
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, exec, health, session, tokens};
+use super::{audit, exec, files, health, session, tokens};
 use crate::auth::Scope;
 use crate::daemon::AppState;
 
 /// Body content types a JSON route accepts.
 pub const JSON: &[&str] = &["application/json"];
+/// Any body content type, or none (raw uploads: the bytes are the file).
+pub const ANY: &[&str] = &["*/*"];
+/// HTML forms with files.
+pub const MULTIPART: &[&str] = &["multipart/form-data"];
+
+/// How large a route's request body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `server.max-body-size`, enforced by the `limits` middleware.
+    Default,
+    /// No limit from the middleware: the route enforces its own (the file store's quotas,
+    /// checked while the body streams).
+    Unlimited,
+}
 
 pub struct Route {
     pub method: Method,
@@ -22,12 +36,23 @@ pub struct Route {
     pub accepts: &'static [&'static str],
     /// The route bounds its own duration (jobs, streams) instead of `server.request-timeout`.
     pub own_timeout: bool,
+    pub body_limit: BodyLimit,
     pub handler: MethodRouter<AppState>,
 }
 
 /// A route that bounds its own duration.
 fn long(mut route: Route) -> Route {
     route.own_timeout = true;
+    route
+}
+
+/// An upload route: any duration (bounded by `files.upload-idle-timeout` between chunks), no
+/// body limit from the middleware (the store's quotas apply while streaming), body types
+/// `accepts`.
+fn upload(mut route: Route, accepts: &'static [&'static str]) -> Route {
+    route.own_timeout = true;
+    route.body_limit = BodyLimit::Unlimited;
+    route.accepts = accepts;
     route
 }
 
@@ -45,6 +70,7 @@ fn r(
         class,
         accepts: JSON,
         own_timeout: false,
+        body_limit: BodyLimit::Default,
         handler,
     }
 }
@@ -141,6 +167,57 @@ pub fn table() -> Vec<Route> {
             Access::Scope(Scope::Read),
             Class::Read,
             get(exec::list),
+        ),
+        // The file store. `files:usage` is a literal segment beside `files` and `files/{*path}`;
+        // the router matches it exactly (a file named `usage` stays reachable at
+        // /api/v1/files/usage). GET routes answer HEAD too (axum), with the same guard.
+        r(
+            Method::GET,
+            "/api/v1/files",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::list),
+        ),
+        upload(
+            r(
+                Method::POST,
+                "/api/v1/files",
+                Access::Scope(Scope::Write),
+                Class::Upload,
+                post(files::upload_form),
+            ),
+            MULTIPART,
+        ),
+        r(
+            Method::GET,
+            "/api/v1/files:usage",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::usage),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/files/{*path}",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::download),
+        ),
+        upload(
+            r(
+                Method::PUT,
+                "/api/v1/files/{*path}",
+                Access::Scope(Scope::Write),
+                Class::Upload,
+                put(files::upload),
+            ),
+            ANY,
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/files/{*path}",
+            Access::Scope(Scope::Write),
+            Class::Write,
+            delete(files::delete),
         ),
     ]
 }
