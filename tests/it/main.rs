@@ -57,5 +57,6 @@ mod activation;
 mod config_cli;
 mod durability;
 mod exec;
+mod files;
 mod lifecycle;
 mod sandbox;
