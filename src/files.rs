@@ -1127,3 +1127,185 @@ pub async fn read_stream(
         READ_CHUNK,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked_rule_by_rule() {
+        for ok in ["a", "a/b/c.txt", "a..b", ".hidden", "ünï code/x y.txt"] {
+            assert!(validate_path(ok).is_ok(), "{ok}");
+        }
+        let long_name = "n".repeat(MAX_NAME_BYTES + 1);
+        let long_path = vec!["p"; MAX_PATH_BYTES / 2 + 1].join("/");
+        for (bad, rule) in [
+            ("", "empty"),
+            ("/a", "absolute"),
+            ("a//b", "empty segment"),
+            ("a/", "empty segment"),
+            ("./a", "\".\""),
+            ("a/..", "\"..\""),
+            ("a\0b", "NUL"),
+            ("a\u{1b}b", "U+001B"),
+            ("a\u{85}b", "U+0085"),
+            (long_name.as_str(), "at most 255"),
+            (long_path.as_str(), "at most 1024"),
+        ] {
+            match validate_path(bad) {
+                Err(Error::InvalidPath(m)) => assert!(m.contains(rule), "{bad:?}: {m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        use RangeSpec::*;
+        assert_eq!(resolve_range(FromTo(0, 0), 10).unwrap(), (0, 0));
+        assert_eq!(resolve_range(FromTo(5, 100), 10).unwrap(), (5, 9));
+        assert_eq!(resolve_range(From(9), 10).unwrap(), (9, 9));
+        assert_eq!(resolve_range(Suffix(3), 10).unwrap(), (7, 9));
+        assert_eq!(resolve_range(Suffix(30), 10).unwrap(), (0, 9));
+        for (spec, size) in [
+            (From(10), 10),
+            (FromTo(10, 12), 10),
+            (Suffix(0), 10),
+            (From(0), 0),
+        ] {
+            assert!(
+                matches!(resolve_range(spec, size), Err(Error::RangeNotSatisfiable { size: s }) if s == size),
+                "{spec:?} of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_belong_to_their_sort() {
+        let m = FileMeta {
+            path: "a/b:c".into(),
+            size: 42,
+            sha256: String::new(),
+            content_type: String::new(),
+            created: String::new(),
+            modified: String::new(),
+            modified_ms: 7,
+            created_ms: 7,
+            blob: String::new(),
+        };
+        let c = encode_cursor(&m, Sort::Size);
+        assert_eq!(decode_cursor(&c, Sort::Size).unwrap(), (42, "a/b:c".into()));
+        assert!(decode_cursor(&c, Sort::Name).is_err());
+        assert!(decode_cursor("!!", Sort::Name).is_err());
+    }
+
+    async fn store() -> (tempfile::TempDir, Files) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.min_free_disk = crate::config::ByteSize(0);
+        let live = Arc::new(LiveConfig::new(cfg));
+        let files = Files::new(db, live, dir.path().join("files"));
+        files.recover().await.unwrap();
+        (dir, files)
+    }
+
+    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = std::result::Result<Bytes, String>> {
+        tokio_stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_replace_delete_keep_one_blob_per_file_and_usage_exact() {
+        let (dir, files) = store().await;
+        let c = || Caller::default();
+        let s = files
+            .put(
+                "a/b.txt",
+                body(&[b"hel", b"lo"]),
+                Some(5),
+                None,
+                Conditions::default(),
+                c(),
+            )
+            .await
+            .unwrap();
+        assert!(s.created);
+        assert_eq!(s.meta.sha256, hex::encode(Sha256::digest(b"hello")));
+        let s = files
+            .put(
+                "a/b.txt",
+                body(&[b"bye"]),
+                None,
+                None,
+                Conditions::default(),
+                c(),
+            )
+            .await
+            .unwrap();
+        assert!(!s.created);
+        let blobs = || {
+            std::fs::read_dir(dir.path().join("files/blobs"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(blobs(), 1, "the replaced blob is unlinked");
+        assert_eq!(files.usage().await.unwrap().used_bytes, 3);
+        assert_eq!(files.inner.counters().committed, 3);
+        let err = files
+            .put(
+                "x",
+                body(&[b"data"]),
+                None,
+                Some("00".repeat(32)),
+                Conditions::default(),
+                c(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unprocessable(_)), "{err}");
+        assert!(matches!(files.meta("x").await, Err(Error::NotFound(_))));
+        files.delete("a/b.txt", c()).await.unwrap();
+        assert_eq!(blobs(), 0);
+        assert_eq!(files.inner.counters().committed, 0);
+        assert_eq!(files.inner.counters().inflight, 0);
+        let tmp = std::fs::read_dir(dir.path().join("files/tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(tmp, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_error_mid_stream_leaves_nothing() {
+        let (dir, files) = store().await;
+        let parts: Vec<std::result::Result<Bytes, String>> = vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err("connection reset".into()),
+        ];
+        let err = files
+            .put(
+                "p",
+                tokio_stream::iter(parts),
+                None,
+                None,
+                Conditions::default(),
+                Caller::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("connection reset"), "{err}");
+        for sub in ["tmp", "blobs"] {
+            assert_eq!(
+                std::fs::read_dir(dir.path().join("files").join(sub))
+                    .unwrap()
+                    .count(),
+                0
+            );
+        }
+        assert_eq!(files.inner.counters().inflight, 0);
+    }
+}
