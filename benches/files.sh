@@ -193,7 +193,7 @@ for r in $(seq 1 "$ROUNDS"); do
             add rss_dufs "$(hwm_kb "$DUFS_PID")"
         fi
     done
-    bench_log "round $r: 1 GiB up: dd ${R[dd_big]}| ours ${R[up_big_ours]}| dufs ${R[up_big_dufs]}MB/s"
+    bench_log "round $r: $BIG_MB MiB up: dd ${R[dd_big]}| ours ${R[up_big_ours]}| dufs ${R[up_big_dufs]}MB/s"
     # Big downloads.
     for t in $order nginx; do
         case $t in
@@ -257,8 +257,8 @@ entry="$BENCH_TMP/entry.md"
     echo
     echo "- 1 MiB upload p99: ours $(bench_us "$(med up_small_p99_ours)"), dufs $(bench_us "$(med up_small_p99_dufs)");" \
         "errors (socket + non-2xx, all wrk runs): ours $(sumv err_ours), dufs $(sumv err_dufs), nginx $(sumv err_nginx)"
-    echo "- per round: 1 GiB up ours ${R[up_big_ours]}/ dufs ${R[up_big_dufs]}/ dd ${R[dd_big]}MB/s;" \
-        "1 GiB down ours ${R[down_big_ours]}/ dufs ${R[down_big_dufs]}/ nginx ${R[down_big_nginx]}MB/s"
+    echo "- per round: ${BIG_MB} MiB up ours ${R[up_big_ours]}/ dufs ${R[up_big_dufs]}/ dd ${R[dd_big]}MB/s;" \
+        "${BIG_MB} MiB down ours ${R[down_big_ours]}/ dufs ${R[down_big_dufs]}/ nginx ${R[down_big_nginx]}MB/s"
     echo "- dd 1 MiB: $((CONNS * 16)) files of 1 MiB, each \`dd conv=fsync\`, $CONNS at a time (xargs -P)"
 } >"$entry"
 
