@@ -32,6 +32,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub storage: StorageConfig,
+    pub files: FilesConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
     pub exec: ExecConfig,
@@ -396,6 +397,29 @@ pub struct StorageConfig {
     pub min_free_disk: ByteSize,
     /// Read-only database connections kept for concurrent readers.
     pub db_readers: usize,
+}
+
+/// `[files]`: the file store's quotas and how long an upload may stall.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FilesConfig {
+    /// Largest single file; a bigger upload is refused (413) as soon as it crosses this.
+    pub max_file_size: ByteSize,
+    /// Largest total of all stored files; an upload that would pass it is refused (507).
+    pub max_total_size: ByteSize,
+    /// An upload whose body sends nothing for this long is aborted (uploads are not bounded by
+    /// `server.request-timeout`: a 1 GiB body may take minutes, but it must keep moving).
+    pub upload_idle_timeout: HumanDuration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            max_file_size: ByteSize(1 << 30),
+            max_total_size: ByteSize(5 << 30),
+            upload_idle_timeout: HumanDuration(Duration::from_secs(60)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -859,6 +883,21 @@ impl Config {
         if !self.server.admin_socket.is_absolute() {
             return Err(invalid("server.admin-socket", "must be an absolute path"));
         }
+        if self.files.max_file_size.bytes() == 0 {
+            return Err(invalid("files.max-file-size", "must be larger than zero"));
+        }
+        if self.files.max_file_size > self.files.max_total_size {
+            return Err(invalid(
+                "files.max-file-size",
+                "must be at most files.max-total-size",
+            ));
+        }
+        if self.files.upload_idle_timeout.get().is_zero() {
+            return Err(invalid(
+                "files.upload-idle-timeout",
+                "must be longer than zero",
+            ));
+        }
         if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
             return Err(invalid("storage.db-readers", "must be between 1 and 64"));
         }
@@ -1152,6 +1191,43 @@ min-free-disk = 1048576
     }
 
     #[test]
+    fn files_section_has_defaults_units_and_checks() {
+        let c = Config::default();
+        assert_eq!(c.files.max_file_size.bytes(), 1 << 30);
+        assert_eq!(c.files.max_total_size.bytes(), 5 << 30);
+        assert_eq!(c.files.upload_idle_timeout.get(), Duration::from_secs(60));
+        let c = parse(
+            "[files]\nmax-file-size = \"10MiB\"\nmax-total-size = \"1GiB\"\nupload-idle-timeout = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.files.max_file_size.bytes(), 10 << 20);
+        assert_eq!(c.files.max_total_size.bytes(), 1 << 30);
+        assert_eq!(c.files.upload_idle_timeout.get(), Duration::from_secs(5));
+        for (text, key) in [
+            ("[files]\nmax-file-size = 0\n", "files.max-file-size"),
+            (
+                "[files]\nmax-file-size = \"2GiB\"\nmax-total-size = \"1GiB\"\n",
+                "files.max-file-size",
+            ),
+            (
+                "[files]\nupload-idle-timeout = \"0s\"\n",
+                "files.upload-idle-timeout",
+            ),
+            ("[files]\nmax-size = 1\n", "files.max-size"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let text = c.to_toml();
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
     fn kv_section_parses_with_units_and_defaults() {
         let c = parse(
             "[kv]\nmax-value-size = \"2MiB\"\nhistory-window = \"10m\"\nhistory-max-changes = 500\n",
@@ -1179,13 +1255,6 @@ min-free-disk = 1048576
             let e = parse(text).unwrap_err();
             assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
         }
-    }
-
-    #[test]
-    fn effective_config_round_trips() {
-        let c = Config::default();
-        let text = c.to_toml();
-        assert_eq!(parse(&text).unwrap(), c, "{text}");
     }
 
     #[test]

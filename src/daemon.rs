@@ -1,6 +1,6 @@
-//! The daemon's life: startup order (state dir → lock → database → listeners → READY),
-//! the task tree (server, signals, watchdog, idle exit), and shutdown order (STOPPING → drain
-//! → close the database). No business rules.
+//! The daemon's life: startup order (state dir → lock → database → listeners → file store
+//! recovery → READY), the task tree (server, signals, watchdog, idle exit), and shutdown order
+//! (STOPPING → drain → close the database). No business rules.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -22,6 +22,7 @@ use crate::auth::{Actor, Auth, Scope, Scopes};
 use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
 use crate::exec::Executor;
+use crate::files::Files;
 use crate::health::Health;
 use crate::kv::Kv;
 use crate::logging::LogHandle;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub exec: Executor,
     /// The key-value store (`/api/v1/data`).
     pub kv: Kv,
+    /// The file store under `$STATE_DIRECTORY/files`.
+    pub files: Files,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
     ) -> AppState {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
+        let files = Files::new(db.clone(), live.clone(), health.state_dir.join(FILES_DIR));
         AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -70,6 +74,7 @@ impl AppState {
             health,
             limits,
             exec,
+            files,
         }
     }
 
@@ -121,6 +126,8 @@ pub struct RunOptions {
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "localhostd.db";
+/// The file store's directory inside the state directory.
+pub const FILES_DIR: &str = "files";
 /// The lock file `serve` holds for its whole life; offline CLI commands honour it.
 pub const LOCK_FILE: &str = "localhostd.lock";
 
@@ -202,6 +209,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )?;
     let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups);
     ensure_initial_admin_token(&state, &state_dir).await?;
+    systemd::status("recovering the file store");
+    recover_files(&state).await?;
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -332,6 +341,30 @@ async fn ensure_initial_admin_token(state: &AppState, state_dir: &Path) -> anyho
             "\nInitial admin token (also in {}):\n\n    {}\n",
             path.display(),
             token.token
+        );
+    }
+    Ok(())
+}
+
+/// Before serving: removes what a crash left of unfinished uploads and says what it found.
+async fn recover_files(state: &AppState) -> anyhow::Result<()> {
+    let r = state
+        .files
+        .recover()
+        .await
+        .context("cannot recover the file store")?;
+    tracing::info!(
+        temp_files_removed = r.temp_files_removed,
+        orphan_blobs_removed = r.orphan_blobs_removed,
+        files = r.file_count,
+        used_bytes = r.used_bytes,
+        "file store recovered"
+    );
+    if !r.missing.is_empty() {
+        tracing::error!(
+            missing = r.missing.len(),
+            paths = %r.missing.iter().take(20).cloned().collect::<Vec<_>>().join(", "),
+            "file store: metadata without content (reported as degraded by /ready)"
         );
     }
     Ok(())

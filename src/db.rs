@@ -111,6 +111,19 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);",
+    // 4: the file store: one row per user path; the content is the blob file named `blob`
+    // under files/blobs/ (an internal id, never the user's name).
+    "CREATE TABLE files (
+        path         TEXT PRIMARY KEY NOT NULL,
+        blob         TEXT NOT NULL UNIQUE,
+        size         INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        modified_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX files_size ON files(size, path);
+    CREATE INDEX files_modified ON files(modified_ms, path);",
 ];
 
 /// The schema version this binary writes.

@@ -38,6 +38,15 @@ pub enum Error {
     /// The service cannot do this now (shutting down, a dependency failing); retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// A stored quota (such as `files.max-total-size`) would be passed.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A file path breaks a naming rule; the message names the rule.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// The byte range asked for lies outside the file, which is `size` bytes long.
+    #[error("range not satisfiable: the file is {size} bytes long")]
+    RangeNotSatisfiable { size: u64 },
     /// The state directory's filesystem is below its free-space floor.
     #[error("{0}")]
     InsufficientStorage(String),

@@ -11,7 +11,8 @@
 //!   systemd hands us (sockets) and what we tell it (sd_notify); [`server`] owns accepting and
 //!   serving connections with hyper.
 //! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
-//! - [`health`], [`kv`] and later domain modules own one area each and know nothing of HTTP.
+//! - [`health`], [`exec`], [`kv`], [`files`] and later domain modules own one area each and
+//!   know nothing of HTTP.
 //! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers.
 
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod health;
 pub mod kv;
 pub mod logging;

@@ -373,6 +373,10 @@ fn has_body(headers: &HeaderMap) -> bool {
 }
 
 fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
+    // `*/*`: the route takes any body (raw uploads), with or without a Content-Type.
+    if accepts.contains(&"*/*") {
+        return true;
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

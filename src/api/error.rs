@@ -23,6 +23,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra top-level fields beside `error` (e.g. readiness checks).
     pub extra: Option<serde_json::Value>,
+    /// Headers the status needs (Content-Range on a 416).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            headers: Vec::new(),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -56,6 +59,9 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         412 => "precondition_failed",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
+        // Added for ranged downloads: none of the fixed codes says "your Range header asks for
+        // bytes the file does not have", and clients branch on it (retry without Range).
+        416 => "range_not_satisfiable",
         422 => "unprocessable",
         429 => "rate_limited",
         503 => "unavailable",
@@ -83,6 +89,21 @@ impl From<Error> for ApiError {
             Error::Busy(m) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", m),
             Error::InsufficientStorage(m) => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
+            Error::QuotaExceeded(m) => ApiError::new(S::INSUFFICIENT_STORAGE, "quota_exceeded", m),
+            Error::InvalidPath(m) => ApiError::new(S::BAD_REQUEST, "invalid_path", m),
+            Error::RangeNotSatisfiable { size } => {
+                let mut a = ApiError::new(
+                    S::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!(
+                        "the Range asks for bytes outside the file, which is {size} bytes long"
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    a.headers.push((header::CONTENT_RANGE, v));
+                }
+                a
             }
             Error::Db(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(
@@ -147,6 +168,9 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.extensions_mut().insert(ErrorBody);
+        for (name, value) in self.headers {
+            resp.headers_mut().insert(name, value);
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
@@ -187,6 +211,18 @@ mod tests {
                 507,
                 "insufficient_storage",
             ),
+            (Error::QuotaExceeded("x".into()), 507, "quota_exceeded"),
+            (
+                Error::PreconditionFailed("x".into()),
+                412,
+                "precondition_failed",
+            ),
+            (Error::InvalidPath("x".into()), 400, "invalid_path"),
+            (
+                Error::RangeNotSatisfiable { size: 9 },
+                416,
+                "range_not_satisfiable",
+            ),
             (Error::Internal("secret detail".into()), 500, "internal"),
             (
                 Error::Io(std::io::Error::other("secret path /x")),
@@ -202,6 +238,12 @@ mod tests {
                 "unavailable",
             ),
         ];
+        let a = ApiError::from(Error::RangeNotSatisfiable { size: 9 });
+        assert!(
+            a.headers
+                .iter()
+                .any(|(k, v)| k == header::CONTENT_RANGE && v == "bytes */9")
+        );
         for (e, status, code) in cases {
             let a = ApiError::from(e);
             assert_eq!(a.status.as_u16(), status);
@@ -235,6 +277,7 @@ mod tests {
             "unprocessable",
             "rate_limited",
             "quota_exceeded",
+            "range_not_satisfiable",
             "insufficient_storage",
             "unavailable",
             "internal",

@@ -13,10 +13,18 @@ pub async fn live() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// Readiness: 200 when every check passes, else 503 naming each failing check.
+/// Readiness: 200 when every check passes, else 503 naming each failing check. Files whose
+/// metadata has no content do not stop the service: 200 with `"status": "degraded"` and the
+/// reason in `degraded`.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let checks = state.health.readiness().await;
     if checks.iter().all(|c| c.ok) {
+        if let Some(reason) = files_degraded(&state) {
+            return axum::Json(
+                json!({"status": "degraded", "checks": checks, "degraded": [reason]}),
+            )
+            .into_response();
+        }
         return axum::Json(json!({"status": "ready", "checks": checks})).into_response();
     }
     let reasons: Vec<String> = checks
@@ -33,7 +41,38 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// What is wrong with the file store, if anything: metadata whose blob is gone.
+fn files_degraded(state: &AppState) -> Option<String> {
+    let missing = state.files.missing();
+    if missing.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+    Some(format!(
+        "files: {} file(s) have metadata but no content (restore them from a backup, or delete them): {}{}",
+        missing.len(),
+        shown.join(", "),
+        if missing.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// Version, uptime and per-component status.
 pub async fn report(State(state): State<AppState>) -> Response {
-    axum::Json(state.health.report().await).into_response()
+    let mut report = state.health.report().await;
+    let missing = state.files.missing().len();
+    let mut facts = serde_json::Map::new();
+    facts.insert("missing_blobs".into(), missing.into());
+    report.components.push(crate::health::Component {
+        name: "files",
+        status: if missing == 0 { "ok" } else { "degraded" },
+        facts,
+    });
+    if missing > 0 {
+        report.status = "degraded";
+    }
+    axum::Json(report).into_response()
 }

@@ -8,6 +8,7 @@ mod data;
 pub mod error;
 mod exec;
 pub mod extract;
+mod files;
 mod health;
 pub mod ratelimit;
 pub mod request_id;

@@ -7,13 +7,17 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, data, exec, health, session, tokens};
+use super::{audit, data, exec, files, health, session, tokens};
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::daemon::AppState;
 
 /// Body content types a JSON route accepts.
 pub const JSON: &[&str] = &["application/json"];
+/// Any body content type, or none (raw uploads: the bytes are the file).
+pub const ANY: &[&str] = &["*/*"];
+/// HTML forms with files.
+pub const MULTIPART: &[&str] = &["multipart/form-data"];
 
 /// How large a request body a route takes (enforced by the guard, from the live config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub enum BodyLimit {
     /// A data value and room for its key, its op and batch framing: `kv.max-value-size` +
     /// 64 KiB, never less than `server.max-body-size`.
     KvValue,
+    /// No limit from the guard: the route enforces its own (the file store's quotas, checked
+    /// while the body streams).
+    Unlimited,
 }
 
 /// Room for keys and JSON framing around the largest value on the data routes.
@@ -34,6 +41,7 @@ impl BodyLimit {
         let server = cfg.server.max_body_size;
         match self {
             BodyLimit::Server => (server.bytes(), format!("server.max-body-size ({server})")),
+            BodyLimit::Unlimited => (u64::MAX, "the route's own quota".to_owned()),
             BodyLimit::KvValue => {
                 let value = cfg.kv.max_value_size;
                 let kv = value.bytes().saturating_add(KV_BODY_HEADROOM);
@@ -62,6 +70,16 @@ pub struct Route {
 /// A route that bounds its own duration.
 fn long(mut route: Route) -> Route {
     route.own_timeout = true;
+    route
+}
+
+/// An upload route: any duration (bounded by `files.upload-idle-timeout` between chunks), no
+/// body limit from the middleware (the store's quotas apply while streaming), body types
+/// `accepts`.
+fn upload(mut route: Route, accepts: &'static [&'static str]) -> Route {
+    route.own_timeout = true;
+    route.body_limit = BodyLimit::Unlimited;
+    route.accepts = accepts;
     route
 }
 
@@ -239,6 +257,57 @@ pub fn table() -> Vec<Route> {
             write,
             Class::Write,
             delete(data::delete),
+        ),
+        // The file store. `files:usage` is a literal segment beside `files` and `files/{*path}`;
+        // the router matches it exactly (a file named `usage` stays reachable at
+        // /api/v1/files/usage). GET routes answer HEAD too (axum), with the same guard.
+        r(
+            Method::GET,
+            "/api/v1/files",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::list),
+        ),
+        upload(
+            r(
+                Method::POST,
+                "/api/v1/files",
+                Access::Scope(Scope::Write),
+                Class::Upload,
+                post(files::upload_form),
+            ),
+            MULTIPART,
+        ),
+        r(
+            Method::GET,
+            "/api/v1/files:usage",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::usage),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/files/{*path}",
+            Access::Scope(Scope::Read),
+            Class::Read,
+            get(files::download),
+        ),
+        upload(
+            r(
+                Method::PUT,
+                "/api/v1/files/{*path}",
+                Access::Scope(Scope::Write),
+                Class::Upload,
+                put(files::upload),
+            ),
+            ANY,
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/files/{*path}",
+            Access::Scope(Scope::Write),
+            Class::Write,
+            delete(files::delete),
         ),
     ]
 }

@@ -1,6 +1,7 @@
 //! A 2xx for a write means the data is on disk: the fsync of the write happens before the
 //! response is sent. `kill -9` cannot show this (the page cache survives it), so we watch the
-//! syscalls with strace and check their order.
+//! syscalls with strace and check their order. For an upload the order is: fsync of the temp
+//! file → rename into blobs/ → fsync of blobs/ → fsync of the WAL (metadata) → the 201.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,12 +20,34 @@ fn strace_available() -> bool {
 
 /// Trace lines (in time order, all threads) for the syscalls that matter here.
 fn trace_requests(paths: &[&str]) -> (Vec<String>, Vec<http::Response>) {
-    let reqs: Vec<(&str, &str, &str)> = paths.iter().map(|p| ("GET", *p, "")).collect();
-    trace(&reqs)
+    trace_with(&[], |target, _| {
+        paths.iter().map(|p| http::get(target, p)).collect()
+    })
 }
 
 /// Like `trace_requests`, for (method, path, JSON body) sent with the admin token.
 fn trace(reqs: &[(&str, &str, &str)]) -> (Vec<String>, Vec<http::Response>) {
+    trace_with(&[], |target, state| {
+        let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        reqs.iter()
+            .map(|(method, path, body)| {
+                let mut headers = vec![("Authorization", bearer.as_str())];
+                if !body.is_empty() {
+                    headers.push(("Content-Type", "application/json"));
+                }
+                http::request(target, method, path, &headers, body.as_bytes())
+            })
+            .collect()
+    })
+}
+
+/// Runs the daemon under strace (`extra` strace arguments), lets `requests` talk to it
+/// (given its socket and state dir), stops it and returns the trace lines.
+fn trace_with(
+    extra: &[&str],
+    requests: impl FnOnce(&Target, &std::path::Path) -> Vec<http::Response>,
+) -> (Vec<String>, Vec<http::Response>) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("http.sock");
     let cfg = dir.path().join("config.toml");
@@ -45,9 +68,10 @@ fn trace(reqs: &[(&str, &str, &str)]) -> (Vec<String>, Vec<http::Response>) {
             "-s",
             "64",
             "-e",
-            "trace=fsync,fdatasync,sync_file_range,read,recvfrom,write,writev,sendto,sendmsg",
-            "-o",
+            "trace=fsync,fdatasync,sync_file_range,read,recvfrom,write,writev,sendto,sendmsg,rename,renameat,renameat2",
         ])
+        .args(extra)
+        .arg("-o")
         .arg(&trace)
         .arg(BIN)
         .args(["serve", "--log-target", "stderr", "--config"])
@@ -68,18 +92,7 @@ fn trace(reqs: &[(&str, &str, &str)]) -> (Vec<String>, Vec<http::Response>) {
     }
     std::thread::sleep(Duration::from_millis(200));
     let target = Target::Unix(sock);
-    let token = std::fs::read_to_string(dir.path().join("state/initial-admin-token")).unwrap();
-    let bearer = format!("Bearer {}", token.trim());
-    let responses = reqs
-        .iter()
-        .map(|(method, path, body)| {
-            let mut headers = vec![("Authorization", bearer.as_str())];
-            if !body.is_empty() {
-                headers.push(("Content-Type", "application/json"));
-            }
-            http::request(&target, method, path, &headers, body.as_bytes())
-        })
-        .collect();
+    let responses = requests(&target, &dir.path().join("state"));
     // strace blocks fatal signals while it runs a command (-I3), so stop the traced daemon
     // itself: strace's only child.
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
@@ -174,6 +187,75 @@ fn fsync_of_a_write_happens_before_its_2xx_is_sent() {
         !lines[req2..resp2].iter().any(|l| is_sync(l)),
         "a request that writes nothing synced:\n{}",
         lines[req2..=resp2].join("\n")
+    );
+}
+
+#[test]
+fn an_upload_is_fsynced_renamed_dir_synced_and_committed_before_its_201() {
+    if !strace_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "strace is missing in CI: .ci/run must install it"
+        );
+        eprintln!("SKIPPED: strace not installed (Debian package strace)");
+        return;
+    }
+    // -y: file descriptors with their paths, to tell the blob, its directory and the WAL apart.
+    let (lines, responses) = trace_with(&["-y"], |target, state| {
+        let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        vec![
+            http::request(
+                target,
+                "PUT",
+                "/api/v1/files/durable.bin",
+                &[("Authorization", &bearer)],
+                &vec![7u8; 256 << 10],
+            ),
+            http::get(target, "/health"),
+        ]
+    });
+    assert_eq!(responses[0].status, 201, "{}", responses[0].text());
+    let req = index_of(
+        &lines,
+        0,
+        |l| l.contains("\"PUT /api/v1/files/"),
+        "read of the PUT request",
+    );
+    let blob = index_of(
+        &lines,
+        req,
+        |l| is_sync(l) && l.contains("/files/tmp/"),
+        "fsync of the temp file",
+    );
+    let rename = index_of(
+        &lines,
+        blob,
+        |l| l.contains("rename") && l.contains("/files/blobs/"),
+        "rename into blobs/",
+    );
+    let dir = index_of(
+        &lines,
+        rename,
+        |l| is_sync(l) && l.contains("/files/blobs>"),
+        "fsync of the blobs directory",
+    );
+    let wal = index_of(
+        &lines,
+        dir,
+        |l| is_sync(l) && l.contains("-wal>"),
+        "fsync of the WAL (metadata commit)",
+    );
+    let resp = index_of(
+        &lines,
+        req,
+        |l| l.contains("HTTP/1.1 201 Created"),
+        "write of the 201",
+    );
+    assert!(
+        wal < resp,
+        "the 201 was written before the metadata commit synced:\n{}",
+        lines[req..=resp.max(wal)].join("\n")
     );
 }
 

@@ -57,6 +57,7 @@ mod activation;
 mod config_cli;
 mod durability;
 mod exec;
+mod files;
 mod kv;
 mod lifecycle;
 mod sandbox;

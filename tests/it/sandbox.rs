@@ -536,12 +536,14 @@ fn run_suite(user: Option<(u32, u32)>) {
         all.len(),
         failures.join("\n")
     );
-    outcome_cases(&d, &token);
+    // Each run (root, unprivileged) gets its own marker range: they run at the same time.
+    let marker_base = if user.is_some() { 950_000 } else { 900_000 };
+    outcome_cases(&d, &token, marker_base);
     d.stop();
 }
 
 /// Cases judged by the job's outcome rather than an errno.
-fn outcome_cases(d: &Daemon, token: &str) {
+fn outcome_cases(d: &Daemon, token: &str, marker_base: u32) {
     // Output flood: killed at the cap, output truncated to it.
     let r = exec(
         d,
@@ -577,7 +579,7 @@ fn outcome_cases(d: &Daemon, token: &str) {
     assert_eq!(r["status"], "cpu_limit", "{r}");
 
     // setsid + double fork to escape the timeout: nothing survives.
-    let marker = 900_000 + (std::process::id() % 90_000);
+    let marker = marker_base + (std::process::id() % 40_000);
     let cmd = format!(
         "setsid sleep {marker} & (sleep {} &); sh -c 'sleep {}' & sleep 1000",
         marker + 1,

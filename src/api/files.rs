@@ -1,0 +1,534 @@
+//! `/api/v1/files…`: uploads (raw `PUT`, multipart `POST`), downloads (ETag, conditional
+//! requests, single ranges, HEAD, `?download=1`), `?meta=1`, the listing, `DELETE` and
+//! `files:usage`. Thin: HTTP headers in, a `files` call, HTTP headers out.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::access::Client;
+use super::error::ApiError;
+use crate::auth::Actor;
+use crate::daemon::AppState;
+use crate::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
+
+fn caller(actor: &Actor, client: &Client) -> Caller {
+    Caller {
+        actor: actor.name.clone(),
+        client: client.addr.clone(),
+        request_id: super::request_id::current().unwrap_or_default(),
+    }
+}
+
+fn path_arg(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match p {
+        Ok(Path(p)) => Ok(p),
+        Err(r) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!("the file path is not valid: {}", r.body_text()),
+        )),
+    }
+}
+
+/// `?x=1|true|0|false`.
+fn flag(v: Option<&str>, name: &str) -> Result<bool, ApiError> {
+    match v {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true, false, 1 or 0, got {other:?}"
+        ))),
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Entity tags of an If-Match / If-None-Match list, without quotes or `W/`.
+fn etags(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|t| {
+            let t = t.trim();
+            let t = t.strip_prefix("W/").unwrap_or(t);
+            t.trim_matches('"').to_owned()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// `If-None-Match: *` (create only) and `If-Match` (replace only that version) on uploads.
+fn conditions(h: &HeaderMap) -> Result<Conditions, ApiError> {
+    let mut cond = Conditions::default();
+    if let Some(v) = h.get(header::IF_NONE_MATCH) {
+        let v = v.to_str().unwrap_or("").trim();
+        if v != "*" {
+            return Err(ApiError::bad_request(
+                "on uploads If-None-Match takes only * (store only if no file exists there)",
+            ));
+        }
+        cond.create_only = true;
+    }
+    if let Some(v) = h.get(header::IF_MATCH) {
+        cond.if_match = Some(etags(v.to_str().unwrap_or("")));
+    }
+    Ok(cond)
+}
+
+/// The SHA-256 a client announced, as hex: `Content-Digest: sha-256=:BASE64:` (RFC 9530) or
+/// `X-Checksum-Sha256: HEX` (or base64). Both given must agree.
+fn expected_digest(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut found: Option<String> = None;
+    if let Some(v) = h.get("content-digest") {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Content-Digest is not ASCII"))?;
+        for item in v.split(',') {
+            let Some((alg, value)) = item.trim().split_once('=') else {
+                return Err(ApiError::bad_request(
+                    "Content-Digest must look like sha-256=:BASE64:",
+                ));
+            };
+            if !alg.trim().eq_ignore_ascii_case("sha-256") {
+                continue;
+            }
+            let inner = value
+                .trim()
+                .strip_prefix(':')
+                .and_then(|x| x.strip_suffix(':'))
+                .ok_or_else(|| {
+                    ApiError::bad_request("Content-Digest sha-256 value must be :BASE64:")
+                })?;
+            let bytes = b64
+                .decode(inner)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Content-Digest sha-256 is not 32 bytes of base64")
+                })?;
+            found = Some(hex::encode(bytes));
+        }
+    }
+    if let Some(v) = h.get("x-checksum-sha256") {
+        let v = v.to_str().unwrap_or("").trim();
+        let hexed = if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            v.to_ascii_lowercase()
+        } else {
+            b64.decode(v)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .map(hex::encode)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "X-Checksum-Sha256 must be the SHA-256 in hex (64 digits) or base64",
+                    )
+                })?
+        };
+        if found.as_deref().is_some_and(|f| f != hexed) {
+            return Err(ApiError::bad_request(
+                "Content-Digest and X-Checksum-Sha256 name different digests",
+            ));
+        }
+        found = Some(hexed);
+    }
+    Ok(found)
+}
+
+/// `/api/v1/files/a/b c.txt` with each segment percent-encoded.
+fn location(path: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    format!("/api/v1/files/{}", encoded.join("/"))
+}
+
+fn etag_of(meta: &FileMeta) -> String {
+    format!("\"{}\"", meta.sha256)
+}
+
+fn stored_response(s: &Stored) -> Response {
+    let status = if s.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, axum::Json(&s.meta)).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag_of(&s.meta)) {
+        h.insert(header::ETAG, v);
+    }
+    if s.created
+        && let Ok(v) = HeaderValue::from_str(&location(&s.meta.path))
+    {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// `PUT /api/v1/files/{path}`: the body is the file.
+pub async fn upload(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let path = path_arg(path)?;
+    let cond = conditions(&headers)?;
+    let expected = expected_digest(&headers)?;
+    let stored = state
+        .files
+        .put(
+            &path,
+            body.into_data_stream(),
+            content_length(&headers),
+            expected,
+            cond,
+            caller(&actor, &client),
+        )
+        .await?;
+    Ok(stored_response(&stored))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormQuery {
+    /// Folder the form's files go into (`docs/` or `docs`).
+    prefix: Option<String>,
+}
+
+/// `POST /api/v1/files` (multipart/form-data): every part with a filename is a file, stored
+/// at `prefix` + filename; all of them commit together, or none.
+pub async fn upload_form(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    q: Result<Query<FormQuery>, QueryRejection>,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let mut form = form.map_err(|r| {
+        ApiError::bad_request(format!("not a multipart/form-data body: {}", r.body_text()))
+    })?;
+    let mut prefix = q.prefix.unwrap_or_default();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let mut batch = state.files.batch(
+        conditions(&headers)?,
+        caller(&actor, &client),
+        content_length(&headers),
+    )?;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
+    {
+        // Parts without a filename are form fields, not files: skipped.
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            continue;
+        };
+        let expected = expected_digest(field.headers())?;
+        batch
+            .add(&format!("{prefix}{name}"), field, None, expected)
+            .await?;
+    }
+    if batch.is_empty() {
+        return Err(ApiError::bad_request(
+            "the form has no file: send each file as a part with a filename",
+        ));
+    }
+    let stored = batch.commit().await?;
+    let items: Vec<&FileMeta> = stored.iter().map(|s| &s.meta).collect();
+    let any_created = stored.iter().any(|s| s.created);
+    let status = if any_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(json!({ "items": items }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    meta: Option<String>,
+    download: Option<String>,
+}
+
+/// A single `bytes=` range; `None` for anything else (several ranges, other units, bad
+/// syntax), which is answered with the whole file as RFC 9110 allows.
+fn parse_range(v: &str) -> Option<RangeSpec> {
+    let spec = v.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) => num(b).map(RangeSpec::Suffix),
+        (false, true) => num(a).map(RangeSpec::From),
+        (false, false) => {
+            let (first, last) = (num(a)?, num(b)?);
+            (first <= last).then_some(RangeSpec::FromTo(first, last))
+        }
+        (true, true) => None,
+    }
+}
+
+/// `filename="ascii fallback"; filename*=UTF-8''percent-encoded` (RFC 6266 / RFC 8187).
+fn content_disposition(path: &str) -> String {
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if (c.is_ascii_graphic() || c == ' ') && !matches!(c, '"' | '\\' | '%' | ';') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(name, ATTR)
+    )
+}
+
+fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// `GET`/`HEAD /api/v1/files/{path}`: the content (or `?meta=1`: the metadata).
+pub async fn download(
+    State(state): State<AppState>,
+    method: Method,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<GetQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let path = path_arg(path)?;
+    let Query(q) = q?;
+    if flag(q.meta.as_deref(), "meta")? {
+        return Ok(axum::Json(state.files.meta(&path).await?).into_response());
+    }
+    let attachment = flag(q.download.as_deref(), "download")?;
+    let (meta, file) = state.files.open(&path).await?;
+    let etag = etag_of(&meta);
+    let modified = meta.modified_time();
+    let last_modified = httpdate::fmt_http_date(modified);
+    let mut out = HeaderMap::new();
+    set(&mut out, header::ETAG, &etag);
+    set(&mut out, header::LAST_MODIFIED, &last_modified);
+    // Authenticated content: caches may keep it only for this user, and must revalidate.
+    set(&mut out, header::CACHE_CONTROL, "private, no-cache");
+    set(&mut out, header::ACCEPT_RANGES, "bytes");
+
+    // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+    let not_modified = if let Some(v) = headers.get(header::IF_NONE_MATCH) {
+        let v = v.to_str().unwrap_or("");
+        v.trim() == "*" || etags(v).contains(&meta.sha256)
+    } else if let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        // HTTP dates have whole seconds.
+        httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since)
+    } else {
+        false
+    };
+    if not_modified {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        resp.headers_mut().extend(out);
+        return Ok(resp);
+    }
+
+    // If-Range: the range only holds for the version the client has.
+    let range_applies = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(v) => v.trim() == etag || v.trim() == last_modified,
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range)
+        .filter(|_| range_applies);
+    let (status, first, len) = match range {
+        Some(spec) => {
+            let (first, last) = files::resolve_range(spec, meta.size)?;
+            set(
+                &mut out,
+                header::CONTENT_RANGE,
+                &format!("bytes {first}-{last}/{}", meta.size),
+            );
+            (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
+        }
+        None => (StatusCode::OK, 0, meta.size),
+    };
+    set(&mut out, header::CONTENT_TYPE, &meta.content_type);
+    set(&mut out, header::CONTENT_LENGTH, &len.to_string());
+    // Stored content is the user's, not ours: never let a browser run it in our origin.
+    set(
+        &mut out,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox; frame-ancestors 'none'",
+    );
+    if attachment {
+        set(
+            &mut out,
+            header::CONTENT_DISPOSITION,
+            &content_disposition(&meta.path),
+        );
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(files::read_stream(file, first, len).await?)
+    };
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().extend(out);
+    Ok(resp)
+}
+
+/// `DELETE /api/v1/files/{path}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_arg(path)?;
+    state.files.delete(&path, caller(&actor, &client)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    sort: Option<String>,
+}
+
+/// `GET /api/v1/files?prefix=&limit=&cursor=&sort=name|size|modified`.
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let limit = super::page_limit(q.limit)?;
+    let sort = match q.sort.as_deref() {
+        None | Some("name") => Sort::Name,
+        Some("size") => Sort::Size,
+        Some("modified") => Sort::Modified,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "sort must be name, size or modified, got {other:?}"
+            )));
+        }
+    };
+    let page = state.files.list(q.prefix, sort, limit, q.cursor).await?;
+    Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// `GET /api/v1/files:usage`.
+pub async fn usage(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.files.usage().await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_single_byte_ranges_only() {
+        assert_eq!(parse_range("bytes=0-0"), Some(RangeSpec::FromTo(0, 0)));
+        assert_eq!(parse_range("bytes=5-"), Some(RangeSpec::From(5)));
+        assert_eq!(parse_range("bytes=-3"), Some(RangeSpec::Suffix(3)));
+        assert_eq!(parse_range("bytes=0-1,3-4"), None, "several ranges");
+        assert_eq!(parse_range("bytes=5-3"), None, "invalid: ignored");
+        assert_eq!(parse_range("items=0-1"), None);
+        assert_eq!(parse_range("bytes=x-1"), None);
+        assert_eq!(parse_range("bytes=-"), None);
+    }
+
+    #[test]
+    fn digests_from_both_headers_are_read_and_must_agree() {
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(sha).unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-digest",
+            format!("sha-512=:AAAA:, sha-256=:{b64}:").parse().unwrap(),
+        );
+        assert_eq!(expected_digest(&h).unwrap().as_deref(), Some(sha));
+        h.insert("x-checksum-sha256", sha.to_uppercase().parse().unwrap());
+        assert_eq!(expected_digest(&h).unwrap().as_deref(), Some(sha));
+        h.insert("x-checksum-sha256", "00".repeat(32).parse().unwrap());
+        assert!(expected_digest(&h).is_err(), "disagreeing headers");
+        let mut h = HeaderMap::new();
+        h.insert("content-digest", "sha-256=:bm9wZQ==:".parse().unwrap());
+        assert!(expected_digest(&h).is_err(), "not 32 bytes");
+    }
+
+    #[test]
+    fn attachment_names_are_quoted_safely() {
+        assert_eq!(
+            content_disposition("a/b/report.pdf"),
+            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+        );
+        let d = content_disposition("x/\"évil\";\\ 1%.txt");
+        assert_eq!(
+            d,
+            "attachment; filename=\"__vil___ 1_.txt\"; filename*=UTF-8''%22%C3%A9vil%22%3B%5C%201%25.txt"
+        );
+        assert!(HeaderValue::from_str(&d).is_ok());
+    }
+
+    #[test]
+    fn locations_encode_each_segment() {
+        assert_eq!(location("a b/c?.txt"), "/api/v1/files/a%20b/c%3F.txt");
+    }
+}
