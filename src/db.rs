@@ -111,7 +111,7 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);",
-    // 4: the file store: one row per user path; the content is the blob file named `blob`
+    // 5: the file store: one row per user path; the content is the blob file named `blob`
     // under files/blobs/ (an internal id, never the user's name).
     "CREATE TABLE files (
         path         TEXT PRIMARY KEY NOT NULL,
