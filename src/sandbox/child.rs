@@ -109,6 +109,9 @@ fn read_policy() -> R<Policy> {
 fn run() -> R<Report> {
     let policy = read_policy()?;
     let parent = nix::unistd::getppid();
+    // The daemon's read-only binds (a stored program) are opened before the job's uid is
+    // taken: they live under the state directory, which that uid may not traverse.
+    let early_binds = open_ro_binds(&policy)?;
     if let Some((uid, gid)) = policy.run_as {
         if uid == 0 || gid == 0 {
             return Err("refusing to run a job as uid or gid 0".into());
@@ -164,7 +167,7 @@ fn run() -> R<Report> {
         .map_err(|e| format!("write gid_map: {e}"))?;
 
     // Host paths to show inside are opened now, before any mount hides them.
-    let binds = open_bind_sources(&policy)?;
+    let binds = open_bind_sources(early_binds)?;
 
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
@@ -296,7 +299,21 @@ fn open_path(path: &str) -> R<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_bind_sources(policy: &Policy) -> R<Binds> {
+/// The policy's read-only binds, opened `O_PATH` with the daemon's credentials.
+fn open_ro_binds(policy: &Policy) -> R<Vec<Bind>> {
+    let mut list = Vec::new();
+    for (host, inside) in &policy.ro_binds {
+        let meta = std::fs::metadata(host).map_err(|e| format!("bind source {host}: {e}"))?;
+        list.push(Bind {
+            fd: open_path(host)?,
+            inside: inside.clone(),
+            is_dir: meta.is_dir(),
+        });
+    }
+    Ok(list)
+}
+
+fn open_bind_sources(early: Vec<Bind>) -> R<Binds> {
     let mut list = Vec::new();
     let mut symlinks = Vec::new();
     for dir in SYSTEM_DIRS {
@@ -321,14 +338,7 @@ fn open_bind_sources(policy: &Policy) -> R<Binds> {
             is_dir: false,
         });
     }
-    for (host, inside) in &policy.ro_binds {
-        let meta = std::fs::metadata(host).map_err(|e| format!("bind source {host}: {e}"))?;
-        list.push(Bind {
-            fd: open_path(host)?,
-            inside: inside.clone(),
-            is_dir: meta.is_dir(),
-        });
-    }
+    list.extend(early);
     Ok(Binds { list, symlinks })
 }
 
