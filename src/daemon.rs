@@ -25,6 +25,7 @@ use crate::exec::Executor;
 use crate::health::Health;
 use crate::kv::Kv;
 use crate::logging::LogHandle;
+use crate::programs::Programs;
 use crate::sandbox::Sandbox;
 use crate::server::{self, Activity};
 use crate::systemd::{self, NamedListener};
@@ -48,20 +49,24 @@ pub struct AppState {
     pub exec: Executor,
     /// The key-value store (`/api/v1/data`).
     pub kv: Kv,
+    /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
+    pub programs: Programs,
 }
 
 impl AppState {
-    /// Builds the state every handler sees around an open database.
+    /// Builds the state every handler sees around an open database (and opens the program
+    /// store under `health.state_dir`).
     pub fn new(
         db: Db,
         live: Arc<LiveConfig>,
         health: Arc<Health>,
         sandbox: Sandbox,
         cgroups: Option<crate::sandbox::Cgroups>,
-    ) -> AppState {
+    ) -> crate::error::Result<AppState> {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
-        AppState {
+        let programs = Programs::open(db.clone(), live.clone(), &health.state_dir, exec.clone())?;
+        Ok(AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
             kv: Kv::new(db.clone()),
@@ -70,7 +75,8 @@ impl AppState {
             health,
             limits,
             exec,
-        }
+            programs,
+        })
     }
 
     /// Records an audit event; a failure to store it is logged (the event is in the log anyway).
@@ -200,7 +206,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         PathBuf::from("/proc/self/exe"),
         tokio::runtime::Handle::current(),
     )?;
-    let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups);
+    let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups)
+        .context("cannot open the program store")?;
     ensure_initial_admin_token(&state, &state_dir).await?;
     let app = crate::api::router(state.clone());
 

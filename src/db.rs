@@ -111,6 +111,21 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);",
+    // 5: the program store (files under $STATE_DIRECTORY/programs/<id>/; runs in executions).
+    "CREATE TABLE programs (
+        id              TEXT PRIMARY KEY NOT NULL,
+        name            TEXT NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('file', 'project')),
+        files           TEXT NOT NULL,
+        main            TEXT,
+        runtime         TEXT,
+        size            INTEGER NOT NULL,
+        sha256          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        run_count       INTEGER NOT NULL,
+        last_run_status TEXT,
+        last_run_at     INTEGER
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -30,6 +30,7 @@ pub mod exec;
 pub mod health;
 pub mod kv;
 pub mod logging;
+pub mod programs;
 pub mod sandbox;
 pub mod server;
 pub mod systemd;

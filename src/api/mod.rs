@@ -9,6 +9,7 @@ pub mod error;
 mod exec;
 pub mod extract;
 mod health;
+mod programs;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;

@@ -7,13 +7,26 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, data, exec, health, session, tokens};
+use super::{audit, data, exec, health, programs, session, tokens};
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::daemon::AppState;
 
 /// Body content types a JSON route accepts.
 pub const JSON: &[&str] = &["application/json"];
+
+/// Body content types the program upload accepts: a ZIP project or a single file.
+pub const PROGRAM_UPLOAD: &[&str] = &[
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/octet-stream",
+    "text/plain",
+    "text/x-python",
+    "text/x-shellscript",
+    "application/x-sh",
+    "application/javascript",
+    "text/javascript",
+];
 
 /// How large a request body a route takes (enforced by the guard, from the live config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +36,8 @@ pub enum BodyLimit {
     /// A data value and room for its key, its op and batch framing: `kv.max-value-size` +
     /// 64 KiB, never less than `server.max-body-size`.
     KvValue,
+    /// A program upload: `programs.max-upload-size`.
+    ProgramUpload,
 }
 
 /// Room for keys and JSON framing around the largest value on the data routes.
@@ -42,6 +57,10 @@ impl BodyLimit {
                 } else {
                     (server.bytes(), format!("server.max-body-size ({server})"))
                 }
+            }
+            BodyLimit::ProgramUpload => {
+                let max = cfg.programs.max_upload_size;
+                (max.bytes(), format!("programs.max-upload-size ({max})"))
             }
         }
     }
@@ -192,6 +211,61 @@ pub fn table() -> Vec<Route> {
             Access::Scope(Scope::Read),
             Class::Read,
             get(exec::list),
+        ),
+        // The program store. Uploads stream to disk up to programs.max-upload-size; runs
+        // bound themselves like /api/v1/exec.
+        Route {
+            accepts: PROGRAM_UPLOAD,
+            body_limit: BodyLimit::ProgramUpload,
+            ..r(
+                Method::POST,
+                "/api/v1/programs",
+                write,
+                Class::Upload,
+                post(programs::upload),
+            )
+        },
+        r(
+            Method::GET,
+            "/api/v1/programs",
+            read,
+            Class::Read,
+            get(programs::list),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}",
+            read,
+            Class::Read,
+            get(programs::get),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/programs/{id}",
+            write,
+            Class::Write,
+            delete(programs::delete),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/programs/{id}/main",
+            write,
+            Class::Write,
+            put(programs::set_main),
+        ),
+        long(r(
+            Method::POST,
+            "/api/v1/programs/{id}/runs",
+            Access::Scope(Scope::Exec),
+            Class::Exec,
+            post(programs::run),
+        )),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}/runs",
+            read,
+            Class::Read,
+            get(programs::runs),
         ),
         // The key-value store. `{*key}` takes the rest of the path, `/` included; axum
         // percent-decodes it, so `a%2Fb` and `a/b` are the same key. HEAD is answered by the
