@@ -59,4 +59,5 @@ mod durability;
 mod exec;
 mod kv;
 mod lifecycle;
+mod programs;
 mod sandbox;
