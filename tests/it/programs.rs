@@ -600,3 +600,63 @@ fn delete_during_a_run_needs_force() {
     assert_eq!(r.status, 204);
     d.stop();
 }
+
+#[test]
+fn programs_run_when_the_daemon_is_unprivileged() {
+    // The packaged unit runs as the localhostd user: jobs keep its uid outside.
+    let (mut d, token) = start_daemon(Some(crate::sandbox::test_user()));
+    let p = upload_file(
+        &d,
+        &token,
+        "hello.py",
+        &std::fs::read(fixture("hello.py")).unwrap(),
+    );
+    let r = run(&d, &token, &id(&p), &json!({"args": ["u"]}));
+    assert_eq!(r["stdout"], "hello from python [\"u\"]\n", "{r}");
+    let src = std::fs::read(fixture("try_write.py")).unwrap();
+    let w = upload_file(&d, &token, "try_write.py", &src);
+    let r = run(&d, &token, &id(&w), &json!({"args": ["try_write.py"]}));
+    let out = r["stdout"].as_str().unwrap();
+    assert!(!out.contains("WRITTEN"), "{out}");
+    d.stop();
+}
+
+#[test]
+fn uploads_past_the_limit_get_413_and_leave_nothing() {
+    let d = Daemon::start_with(crate::harness::Options {
+        config: "[rate-limit]\nenabled = false\n[programs]\nmax-upload-size = \"1KiB\"\n".into(),
+        ..Default::default()
+    });
+    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let r = upload(&d, &token, "?name=big.py", "text/plain", &[b'#'; 2048]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.text().contains("programs.max-upload-size"),
+        "{}",
+        r.text()
+    );
+    // Chunked, so only the streaming check can stop it.
+    let auth = format!("Bearer {token}");
+    let mut s = http::connect(&d.tcp);
+    http::send_head(
+        &mut *s,
+        "POST",
+        "/api/v1/programs?name=big.py",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "text/plain"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        None,
+    );
+    let chunk = vec![b'#'; 1500];
+    let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes());
+    let _ = s.write_all(&chunk);
+    let _ = s.write_all(b"\r\n0\r\n\r\n");
+    let r = http::read_response(&mut *s);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(stored(&d).is_empty(), "{:?}", stored(&d));
+}
