@@ -209,6 +209,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups)
         .context("cannot open the program store")?;
     ensure_initial_admin_token(&state, &state_dir).await?;
+    match state.programs.sweep_orphans().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            removed = n,
+            "removed program directories without a database row"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
+    }
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.

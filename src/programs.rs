@@ -859,6 +859,77 @@ impl Programs {
             .await
     }
 
+    /// Removes program directories without a database row (a crash between the rename into
+    /// place and the commit). Returns how many.
+    pub async fn sweep_orphans(&self) -> Result<usize> {
+        let known: HashSet<String> = self
+            .inner
+            .db
+            .read(|c| {
+                let mut st = c.prepare("SELECT id FROM programs")?;
+                let ids = st
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<HashSet<String>>>()?;
+                Ok(ids)
+            })
+            .await?;
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for e in std::fs::read_dir(&root)?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if valid_id(&name) && !known.contains(&name) {
+                    std::fs::remove_dir_all(e.path())?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("sweep task failed: {e}")))?
+    }
+
+    /// Writes the program's files as a ZIP (deflated) to an unlinked temp file and returns it
+    /// positioned at the start, with its length.
+    pub async fn archive(&self, id: &str) -> Result<(File, u64, String)> {
+        let p = self.get(id).await?;
+        let dir = self.dir(id);
+        let tmp = self.inner.root.join(format!(".zip-{}", random_hex(8)?));
+        let files = p.files.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let cleanup = Cleanup(Some(tmp.clone()));
+            let out = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // Unlinked at once: the open file is all that is left, and it goes when closed.
+            drop(cleanup);
+            let mut w = zip::ZipWriter::new(out);
+            for f in &files {
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .unix_permissions(if f.executable { 0o755 } else { 0o644 })
+                    .large_file(f.size >= u32::MAX as u64);
+                w.start_file(f.path.as_str(), opts)
+                    .map_err(|e| Error::Internal(format!("zip: {e}")))?;
+                let mut src = File::open(dir.join(&f.path))?;
+                std::io::copy(&mut src, &mut w)?;
+            }
+            let mut out = w
+                .finish()
+                .map_err(|e| Error::Internal(format!("zip: {e}")))?;
+            let len = std::io::Seek::seek(&mut out, std::io::SeekFrom::End(0))?;
+            std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(0))?;
+            Ok::<_, Error>((out, len))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("archive task failed: {e}")))??;
+        let base = p.name.strip_suffix(".zip").unwrap_or(&p.name).to_owned();
+        Ok((file.0, file.1, format!("{base}.zip")))
+    }
+
     /// Whether a run of `id` is in progress.
     pub fn running(&self, id: &str) -> bool {
         self.inner

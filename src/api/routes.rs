@@ -253,6 +253,13 @@ pub fn table() -> Vec<Route> {
             Class::Write,
             put(programs::set_main),
         ),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}/archive",
+            read,
+            Class::Read,
+            get(programs::archive),
+        ),
         long(r(
             Method::POST,
             "/api/v1/programs/{id}/runs",

@@ -660,3 +660,66 @@ fn uploads_past_the_limit_get_413_and_leave_nothing() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(stored(&d).is_empty(), "{:?}", stored(&d));
 }
+
+#[test]
+fn download_as_zip_and_restart_keeps_programs_and_sweeps_orphans() {
+    let (mut d, token) = start_daemon(None);
+    let inner = zip_of(&[("a.txt", b"inside")]);
+    let sh = b"#!/bin/sh\necho run\n";
+    let r = upload_zip(
+        &d,
+        &token,
+        &zip_of(&[("run.sh", sh), ("inner.zip", &inner)]),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pid = id(&r.json());
+    let auth = format!("Bearer {token}");
+    let r = http::request(
+        &d.tcp,
+        "GET",
+        &format!("/api/v1/programs/{pid}/archive"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/zip"));
+    let mut z = zip::ZipArchive::new(Cursor::new(r.body.clone())).unwrap();
+    let mut got = Vec::new();
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
+        got.push((
+            f.name().unwrap().into_owned(),
+            data,
+            f.unix_mode().unwrap() & 0o777,
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("inner.zip".to_owned(), inner.clone(), 0o644),
+            ("run.sh".to_owned(), sh.to_vec(), 0o755),
+        ]
+    );
+
+    // A directory without a row (a crash between rename and commit) is swept at startup.
+    let orphan = d.state_dir().join("programs").join("0123456789abcdef");
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(orphan.join("x"), b"x").unwrap();
+    d.stop();
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let _ = std::fs::remove_file(dir.path().join("http.sock"));
+    let mut d = Daemon::start_with(crate::harness::Options {
+        config: "[rate-limit]\nenabled = false\n".into(),
+        dir: Some(dir),
+        ..Default::default()
+    });
+    assert!(!orphan.exists());
+    assert_eq!(stored(&d), vec![pid.clone()]);
+    let r = run(&d, &token, &pid, &json!({}));
+    assert_eq!(r["stdout"], "run\n", "{r}");
+    d.stop();
+}
