@@ -1,4 +1,5 @@
-//! `/api/v1/programs`: upload (a single file as the raw body with `?name=`, or a ZIP project),
+//! `/api/v1/programs`: upload (a single file as the raw body with `?name=` or as
+//! `multipart/form-data`, or a ZIP project),
 //! list, get, choose the main file, run (JSON result or Server-Sent Events, as
 //! `/api/v1/exec`), run history, delete. Thin: the rules live in `crate::programs`.
 
@@ -67,6 +68,94 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+fn too_large(limit: &Option<Extension<BodyLimitNote>>) -> ApiError {
+    let what = limit
+        .as_ref()
+        .map(|Extension(n)| n.0.clone())
+        .unwrap_or_else(|| "programs.max-upload-size".into());
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the upload is larger than {what}"),
+    )
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// `multipart/form-data`: one `file` part (its filename names the program unless `?name=`
+/// does; a `.zip` filename or a part of type application/zip makes it a project) and an
+/// optional `main` part.
+async fn upload_multipart(
+    state: &AppState,
+    caller: Caller,
+    q: UploadQuery,
+    limit: Option<Extension<BodyLimitNote>>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use axum::extract::FromRequest;
+    let mut form = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
+    let part_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(&limit)
+        } else {
+            ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+        }
+    };
+    let mut main = q.main;
+    let mut stored: Option<(crate::programs::Staging, String, bool)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(part_error)? {
+        match field.name() {
+            Some("main") => main = Some(field.text().await.map_err(part_error)?),
+            Some("file") => {
+                if stored.is_some() {
+                    return Err(ApiError::bad_request("give exactly one file part"));
+                }
+                let name = q
+                    .name
+                    .clone()
+                    .or_else(|| field.file_name().map(str::to_owned))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("the file part needs a filename (or pass ?name=)")
+                    })?;
+                let zip = field
+                    .content_type()
+                    .is_some_and(|c| c == "application/zip" || c == "application/x-zip-compressed")
+                    || name.to_ascii_lowercase().ends_with(".zip");
+                let mut staging = state.programs.begin_upload().await?;
+                while let Some(chunk) = field.chunk().await.map_err(part_error)? {
+                    staging.write(&chunk).await?;
+                }
+                stored = Some((staging, name, zip));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown form field {:?}: send file (and optionally main)",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let Some((staging, name, zip)) = stored else {
+        return Err(ApiError::bad_request("the form has no file part"));
+    };
+    let program = state
+        .programs
+        .finish_upload(staging, UploadMeta { name, zip, main }, &caller)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(program)).into_response())
+}
+
 pub async fn upload(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -74,9 +163,13 @@ pub async fn upload(
     headers: HeaderMap,
     q: Result<Query<UploadQuery>, QueryRejection>,
     limit: Option<Extension<BodyLimitNote>>,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    if is_multipart(&headers) {
+        return upload_multipart(&state, caller(&actor, &client), q, limit, request).await;
+    }
+    let body: Body = request.into_body();
     let zip = is_zip(&headers, q.name.as_deref());
     let name = match (q.name, zip) {
         (Some(n), _) => n,
@@ -92,15 +185,7 @@ pub async fn upload(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             if over_limit(&e) {
-                let what = limit
-                    .as_ref()
-                    .map(|Extension(n)| n.0.clone())
-                    .unwrap_or_else(|| "programs.max-upload-size".into());
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the upload is larger than {what}"),
-                )
+                too_large(&limit)
             } else {
                 ApiError::bad_request(format!("cannot read the upload: {e}"))
             }

@@ -26,6 +26,7 @@ pub const PROGRAM_UPLOAD: &[&str] = &[
     "application/x-sh",
     "application/javascript",
     "text/javascript",
+    "multipart/form-data",
 ];
 
 /// How large a request body a route takes (enforced by the guard, from the live config).

@@ -723,3 +723,60 @@ fn download_as_zip_and_restart_keeps_programs_and_sweeps_orphans() {
     assert_eq!(r["stdout"], "run\n", "{r}");
     d.stop();
 }
+
+/// One form part: name, filename, content type, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A multipart/form-data body of `parts`.
+fn form(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "lhd-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, filename, ct, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disp = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(f) = filename {
+            disp.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.extend_from_slice(disp.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(ct) = ct {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn multipart_uploads() {
+    let (mut d, token) = start_daemon(None);
+    let src = std::fs::read(fixture("hello.py")).unwrap();
+    let (ct, body) = form(&[("file", Some("hello.py"), Some("text/x-python"), &src)]);
+    let r = upload(&d, &token, "", &ct, &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json();
+    assert_eq!(p["name"], "hello.py");
+    let out = run(&d, &token, &id(&p), &json!({"args": ["m"]}));
+    assert_eq!(out["stdout"], "hello from python [\"m\"]\n", "{out}");
+
+    // A ZIP part, with the main file chosen in the form.
+    let zip = zip_of(&[("a.sh", b"echo a\n"), ("b.sh", b"echo b\n")]);
+    let (ct, body) = form(&[
+        ("main", None, None, b"b.sh"),
+        ("file", Some("proj.zip"), Some("application/zip"), &zip),
+    ]);
+    let r = upload(&d, &token, "", &ct, &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json();
+    assert_eq!(p["kind"], "project");
+    assert_eq!(p["main"], "b.sh");
+    assert_eq!(run(&d, &token, &id(&p), &json!({}))["stdout"], "b\n");
+
+    let (ct, body) = form(&[("main", None, None, b"x")]);
+    assert_eq!(upload(&d, &token, "", &ct, &body).status, 400);
+    assert!(stored(&d).len() == 2, "{:?}", stored(&d));
+    d.stop();
+}
