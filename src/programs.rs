@@ -599,7 +599,8 @@ impl Programs {
             } else {
                 check_file_name(&name, cfg.max_name_length)?;
                 let target = tmp.join(&name);
-                std::fs::copy(&staged, &target)?;
+                // Same filesystem: a rename, not a copy (the staging cleanup then finds nothing).
+                std::fs::rename(&staged, &target)?;
                 File::open(&target)?.sync_all()?;
                 let executable = mark_executable(&target)?;
                 vec![FileEntry {
