@@ -98,10 +98,21 @@ for t in ts: t.join()
 took = time.monotonic() - start
 print("%.1f %d %d" % (len(lat) / took, statistics.median(lat) * 1e6, errors[0]))
 EOF
+# The interpreters the daemon resolves (programs.runtimes, searched in /usr/local/bin,
+# /usr/bin, /bin), so a PATH shim (pyenv…) does not slow the direct side down.
+resolve() {
+    local d
+    for d in /usr/local/bin /usr/bin /bin; do
+        [[ -x "$d/$1" ]] && { echo "$d/$1"; return 0; }
+    done
+    bench_die "no $1 in /usr/local/bin, /usr/bin, /bin"
+}
+SH_BIN="$(resolve sh)"
+PY_BIN="$(resolve python3)"
 # direct_run PROG CONNS: "runs_per_s p50_us errors"
 direct_run() {
     local argv
-    case "$1" in sh) argv=(sh "$FIX/hello.sh") ;; py) argv=(python3 "$FIX/hello.py") ;; esac
+    case "$1" in sh) argv=("$SH_BIN" "$FIX/hello.sh") ;; py) argv=("$PY_BIN" "$FIX/hello.py") ;; esac
     python3 "$BENCH_TMP/direct.py" "$2" "$DURATION" "${argv[@]}"
 }
 
@@ -128,7 +139,8 @@ entry="$BENCH_TMP/entry.md"
     echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores; other engineers build on this machine)"
     echo "- $ROUNDS rounds × ${DURATION}s per cell; ours and direct alternate, order swapped per round; medians over rounds (runs/s: median, min–max)"
     echo "- ours: \`POST /api/v1/programs/{id}/runs\` \`{}\` with wrk + Lua, keep-alive; direct: python3 \`subprocess.run\` of the same file, no shell, output captured, from the same number of threads"
-    echo "- ours ran as $(if [[ $EUID -eq 0 ]]; then echo 'root (each job under its own uid from sandbox.uid-range)'; else echo "uid $EUID"; fi); $(sh --version 2>/dev/null | head -n1 || readlink -f /bin/sh), $(python3 --version)"
+    echo "- ours ran as $(if [[ $EUID -eq 0 ]]; then echo 'root (each job under its own uid from sandbox.uid-range)'; else echo "uid $EUID"; fi); both sides run $SH_BIN ($(readlink -f "$SH_BIN")) and $PY_BIN ($("$PY_BIN" --version))"
+    echo "- each of our runs also commits its history row and the program's run counters (two fsync'd SQLite transactions, synchronous=FULL): part of the added latency"
     echo
     echo "| program | connections | ours runs/s | direct runs/s | ours p50 | direct p50 | added latency (p50) | errors (ours/direct) |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"

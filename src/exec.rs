@@ -584,6 +584,14 @@ impl Executor {
                         r.message.clone().unwrap_or_default(),
                     ],
                 )?;
+                // A stored program's counters commit with its history row (one transaction
+                // per run, not two).
+                if let Some(pid) = &req.program_id {
+                    c.execute(
+                        "UPDATE programs SET run_count = run_count + 1, last_run_status = ?2, last_run_at = ?3 WHERE id = ?1",
+                        rusqlite::params![pid, r.status.as_str(), now_unix()],
+                    )?;
+                }
                 audit::insert(
                     c,
                     &Event {

@@ -830,20 +830,8 @@ impl Programs {
             cancel: Some(cancel),
             ..ExecRequest::default()
         };
-        let result = self.inner.exec.run(exec_req, caller, stream).await?;
-        let (id2, status) = (id.to_owned(), result.status.as_str());
-        let now = now_unix();
-        self.inner
-            .db
-            .write(move |c| {
-                c.execute(
-                    "UPDATE programs SET run_count = run_count + 1, last_run_status = ?2, last_run_at = ?3 WHERE id = ?1",
-                    params![id2, status, now],
-                )?;
-                Ok(())
-            })
-            .await?;
-        Ok(result)
+        // The executor records the run and the program's counters in one transaction.
+        self.inner.exec.run(exec_req, caller, stream).await
     }
 
     /// A program's run history.
