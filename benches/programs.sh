@@ -140,7 +140,7 @@ entry="$BENCH_TMP/entry.md"
     echo "- $ROUNDS rounds × ${DURATION}s per cell; ours and direct alternate, order swapped per round; medians over rounds (runs/s: median, min–max)"
     echo "- ours: \`POST /api/v1/programs/{id}/runs\` \`{}\` with wrk + Lua, keep-alive; direct: python3 \`subprocess.run\` of the same file, no shell, output captured, from the same number of threads"
     echo "- ours ran as $(if [[ $EUID -eq 0 ]]; then echo 'root (each job under its own uid from sandbox.uid-range)'; else echo "uid $EUID"; fi); both sides run $SH_BIN ($(readlink -f "$SH_BIN")) and $PY_BIN ($("$PY_BIN" --version))"
-    echo "- each of our runs also commits its history row and the program's run counters (two fsync'd SQLite transactions, synchronous=FULL): part of the added latency"
+    echo "- each of our runs also commits its history row, the program's run counters and an audit row (one fsync'd SQLite transaction, synchronous=FULL): part of the added latency"
     echo
     echo "| program | connections | ours runs/s | direct runs/s | ours p50 | direct p50 | added latency (p50) | errors (ours/direct) |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
