@@ -38,6 +38,7 @@ pub struct Config {
     pub exec: ExecConfig,
     pub sandbox: SandboxConfig,
     pub kv: KvConfig,
+    pub programs: ProgramsConfig,
 }
 
 /// `[exec]`: running commands: concurrency, defaults and maxima, history retention.
@@ -183,6 +184,52 @@ impl<'de> Deserialize<'de> for UidRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// `[programs]`: the program store (`/api/v1/programs`): upload and ZIP limits, runtimes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ProgramsConfig {
+    /// Largest upload (the single file or the ZIP as sent); the upload route's body limit.
+    pub max_upload_size: ByteSize,
+    /// Most files in one ZIP project.
+    pub max_files: usize,
+    /// Most bytes a ZIP project may unpack to (bytes actually written, not what headers say).
+    pub max_unpacked_size: ByteSize,
+    /// Largest uncompressed/compressed ratio one ZIP entry may reach (zip bombs).
+    pub max_ratio: u64,
+    /// Longest path (bytes) of a file in a project, and deepest directory nesting.
+    pub max_name_length: usize,
+    pub max_depth: usize,
+    /// File extension → interpreter (a name found in /usr/local/bin, /usr/bin or /bin, or an
+    /// absolute path). Files with a shebang or ELF executables run directly.
+    pub runtimes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ProgramsConfig {
+    fn default() -> Self {
+        let runtimes = [
+            ("bash", "bash"),
+            ("js", "node"),
+            ("mjs", "node"),
+            ("pl", "perl"),
+            ("py", "python3"),
+            ("rb", "ruby"),
+            ("sh", "sh"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        ProgramsConfig {
+            max_upload_size: ByteSize(100 << 20),
+            max_files: 10_000,
+            max_unpacked_size: ByteSize(1 << 30),
+            max_ratio: 200,
+            max_name_length: 1024,
+            max_depth: 32,
+            runtimes,
+        }
     }
 }
 
@@ -901,6 +948,43 @@ impl Config {
         if self.storage.db_readers == 0 || self.storage.db_readers > 64 {
             return Err(invalid("storage.db-readers", "must be between 1 and 64"));
         }
+        let pr = &self.programs;
+        if pr.max_upload_size.bytes() == 0 {
+            return Err(invalid("programs.max-upload-size", "must be above zero"));
+        }
+        if pr.max_files == 0 || pr.max_files > 1_000_000 {
+            return Err(invalid(
+                "programs.max-files",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if pr.max_unpacked_size.bytes() == 0 {
+            return Err(invalid("programs.max-unpacked-size", "must be above zero"));
+        }
+        if pr.max_ratio < 2 {
+            return Err(invalid("programs.max-ratio", "must be at least 2"));
+        }
+        if pr.max_name_length < 16 || pr.max_name_length > 4096 {
+            return Err(invalid(
+                "programs.max-name-length",
+                "must be between 16 and 4096",
+            ));
+        }
+        if pr.max_depth == 0 || pr.max_depth > 256 {
+            return Err(invalid("programs.max-depth", "must be between 1 and 256"));
+        }
+        for (ext, interp) in &pr.runtimes {
+            let ext_ok = !ext.is_empty() && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+            let interp_ok = !interp.is_empty()
+                && !interp.contains(char::is_whitespace)
+                && (interp.starts_with('/') || !interp.contains('/'));
+            if !ext_ok || !interp_ok {
+                return Err(invalid(
+                    "programs.runtimes",
+                    "extensions are letters and digits; interpreters a command name or an absolute path",
+                ));
+            }
+        }
         let kv = &self.kv;
         if kv.max_value_size.bytes() == 0 || kv.max_value_size.bytes() > 64 << 20 {
             return Err(invalid("kv.max-value-size", "must be between 1B and 64MiB"));
@@ -1225,6 +1309,30 @@ min-free-disk = 1048576
         let c = Config::default();
         let text = c.to_toml();
         assert_eq!(parse(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn programs_section_parses_and_is_validated() {
+        let c = parse("[programs]\nmax-upload-size = \"5MiB\"\nmax-ratio = 50\n").unwrap();
+        assert_eq!(c.programs.max_upload_size.bytes(), 5 << 20);
+        assert_eq!(c.programs.max_ratio, 50);
+        assert_eq!(
+            c.programs.runtimes.get("py").map(String::as_str),
+            Some("python3")
+        );
+        for (text, key) in [
+            ("[programs]\nmax-files = 0\n", "programs.max-files"),
+            ("[programs]\nmax-ratio = 1\n", "programs.max-ratio"),
+            ("[programs]\nmax-depth = 0\n", "programs.max-depth"),
+            (
+                "[programs.runtimes]\npy = \"python 3\"\n",
+                "programs.runtimes",
+            ),
+            ("[programs]\nmax-filez = 1\n", "programs.max-filez"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

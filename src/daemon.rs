@@ -26,6 +26,7 @@ use crate::files::Files;
 use crate::health::Health;
 use crate::kv::Kv;
 use crate::logging::LogHandle;
+use crate::programs::Programs;
 use crate::sandbox::Sandbox;
 use crate::server::{self, Activity};
 use crate::systemd::{self, NamedListener};
@@ -51,21 +52,25 @@ pub struct AppState {
     pub kv: Kv,
     /// The file store under `$STATE_DIRECTORY/files`.
     pub files: Files,
+    /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
+    pub programs: Programs,
 }
 
 impl AppState {
-    /// Builds the state every handler sees around an open database.
+    /// Builds the state every handler sees around an open database (and opens the program
+    /// store under `health.state_dir`).
     pub fn new(
         db: Db,
         live: Arc<LiveConfig>,
         health: Arc<Health>,
         sandbox: Sandbox,
         cgroups: Option<crate::sandbox::Cgroups>,
-    ) -> AppState {
+    ) -> crate::error::Result<AppState> {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
         let files = Files::new(db.clone(), live.clone(), health.state_dir.join(FILES_DIR));
-        AppState {
+        let programs = Programs::open(db.clone(), live.clone(), &health.state_dir, exec.clone())?;
+        Ok(AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
             kv: Kv::new(db.clone()),
@@ -75,7 +80,8 @@ impl AppState {
             limits,
             exec,
             files,
-        }
+            programs,
+        })
     }
 
     /// Records an audit event; a failure to store it is logged (the event is in the log anyway).
@@ -207,10 +213,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         PathBuf::from("/proc/self/exe"),
         tokio::runtime::Handle::current(),
     )?;
-    let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups);
+    let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups)
+        .context("cannot open the program store")?;
     ensure_initial_admin_token(&state, &state_dir).await?;
     systemd::status("recovering the file store");
     recover_files(&state).await?;
+    match state.programs.sweep_orphans().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            removed = n,
+            "removed program directories without a database row"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
+    }
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.

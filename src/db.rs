@@ -124,6 +124,21 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX files_size ON files(size, path);
     CREATE INDEX files_modified ON files(modified_ms, path);",
+    // 6: the program store (files under $STATE_DIRECTORY/programs/<id>/; runs in executions).
+    "CREATE TABLE programs (
+        id              TEXT PRIMARY KEY NOT NULL,
+        name            TEXT NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('file', 'project')),
+        files           TEXT NOT NULL,
+        main            TEXT,
+        runtime         TEXT,
+        size            INTEGER NOT NULL,
+        sha256          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        run_count       INTEGER NOT NULL,
+        last_run_status TEXT,
+        last_run_at     INTEGER
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -47,6 +47,8 @@ pub struct ExecRequest {
     /// `command` or `program`.
     pub kind: &'static str,
     pub program_id: Option<String>,
+    /// Ends the job early (status `killed`) when notified, e.g. a program deleted with force.
+    pub cancel: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Who asked, for the history and the audit trail.
@@ -364,7 +366,14 @@ impl Executor {
             Ok(lease) => {
                 policy.run_as = lease.uid.map(|u| (u, u));
                 let r = self
-                    .run_confined(&policy, req.stdin.clone(), output_limit, timeout, stream)
+                    .run_confined(
+                        &policy,
+                        req.stdin.clone(),
+                        output_limit,
+                        timeout,
+                        stream,
+                        req.cancel.clone(),
+                    )
                     .await;
                 drop(lease);
                 r
@@ -388,6 +397,7 @@ impl Executor {
         output_limit: u64,
         timeout: Duration,
         stream: Option<mpsc::Sender<Chunk>>,
+        cancel: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<ExecResult> {
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
@@ -412,7 +422,14 @@ impl Executor {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
         let (mut o_done, mut e_done) = (false, false);
-        let (mut timed_out, mut overflow) = (false, false);
+        let (mut timed_out, mut overflow, mut cancelled) = (false, false, false);
+        let cancel_wait = async {
+            match &cancel {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(cancel_wait);
         let mut total: u64 = 0;
         let mut exited = None;
         loop {
@@ -430,6 +447,7 @@ impl Executor {
                 },
                 s = running.child.wait(), if exited.is_none() => { exited = Some(s); None },
                 _ = &mut deadline => { timed_out = true; break; }
+                _ = &mut cancel_wait => { cancelled = true; break; }
             };
             let Some((is_out, n)) = chunk else { continue };
             let room = output_limit.saturating_sub(total) as usize;
@@ -457,7 +475,7 @@ impl Executor {
                 break;
             }
         }
-        if timed_out || overflow {
+        if timed_out || overflow || cancelled {
             // SIGKILL to the helper; its init gets SIGKILL (parent death) and the kernel
             // ends everything left in the job's PID namespace.
             let _ = running.child.start_kill();
@@ -480,6 +498,8 @@ impl Executor {
             )
         } else if timed_out {
             (Status::Timeout, None, Some("SIGKILL".to_owned()))
+        } else if cancelled {
+            (Status::Killed, None, Some("SIGKILL".to_owned()))
         } else if overflow {
             (Status::OutputLimit, None, Some("SIGKILL".to_owned()))
         } else if report.kind == "signal" {
@@ -564,6 +584,14 @@ impl Executor {
                         r.message.clone().unwrap_or_default(),
                     ],
                 )?;
+                // A stored program's counters commit with its history row (one transaction
+                // per run, not two).
+                if let Some(pid) = &req.program_id {
+                    c.execute(
+                        "UPDATE programs SET run_count = run_count + 1, last_run_status = ?2, last_run_at = ?3 WHERE id = ?1",
+                        rusqlite::params![pid, r.status.as_str(), now_unix()],
+                    )?;
+                }
                 audit::insert(
                     c,
                     &Event {

@@ -32,6 +32,7 @@ pub mod files;
 pub mod health;
 pub mod kv;
 pub mod logging;
+pub mod programs;
 pub mod sandbox;
 pub mod server;
 pub mod systemd;

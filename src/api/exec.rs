@@ -32,6 +32,32 @@ pub struct LimitsBody {
     file_size_bytes: Option<u64>,
 }
 
+impl From<LimitsBody> for RequestLimits {
+    fn from(l: LimitsBody) -> RequestLimits {
+        RequestLimits {
+            cpu_ms: l.cpu_ms,
+            memory_bytes: l.memory_bytes,
+            output_bytes: l.output_bytes,
+            processes: l.processes,
+            file_size_bytes: l.file_size_bytes,
+        }
+    }
+}
+
+/// A job's input from `stdin` (text) or `stdin_base64`, at most one of them.
+pub fn stdin_bytes(text: Option<String>, b64: Option<String>) -> Result<Vec<u8>, ApiError> {
+    match (text, b64) {
+        (Some(s), None) => Ok(s.into_bytes()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("stdin_base64 is not base64: {e}"))),
+        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give at most one of stdin and stdin_base64",
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
@@ -86,7 +112,7 @@ pub fn result_json(r: &ExecResult, with_output: bool) -> Value {
     v
 }
 
-fn wants_stream(headers: &HeaderMap) -> bool {
+pub fn wants_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -117,31 +143,13 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
     if argv.is_empty() || argv[0].is_empty() {
         return Err(ApiError::bad_request("argv must name a program"));
     }
-    let stdin = match (body.stdin, body.stdin_base64) {
-        (Some(s), None) => s.into_bytes(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b.as_bytes())
-            .map_err(|e| ApiError::bad_request(format!("stdin_base64 is not base64: {e}")))?,
-        (None, None) => Vec::new(),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give at most one of stdin and stdin_base64",
-            ));
-        }
-    };
-    let l = body.limits.unwrap_or_default();
+    let stdin = stdin_bytes(body.stdin, body.stdin_base64)?;
     Ok(ExecRequest {
         argv,
         stdin,
         env: body.env.unwrap_or_default().into_iter().collect(),
         timeout: body.timeout_ms.map(Duration::from_millis),
-        limits: RequestLimits {
-            cpu_ms: l.cpu_ms,
-            memory_bytes: l.memory_bytes,
-            output_bytes: l.output_bytes,
-            processes: l.processes,
-            file_size_bytes: l.file_size_bytes,
-        },
+        limits: body.limits.unwrap_or_default().into(),
         profile: body.profile,
         label: label.chars().take(512).collect(),
         kind: "command",
@@ -163,16 +171,23 @@ pub async fn run(
         request_id: super::request_id::current().unwrap_or_default(),
     };
     if wants_stream(&headers) {
-        return Ok(stream(state, req, caller));
+        let rid = caller.request_id.clone();
+        return Ok(stream_job(rid, move |tx| async move {
+            state.exec.run(req, &caller, Some(tx)).await
+        }));
     }
     let result = state.exec.run(req, &caller, None).await?;
     Ok(axum::Json(result_json(&result, true)).into_response())
 }
 
-/// Streams `stdout`/`stderr` events as output arrives, then one `result` event.
-fn stream(state: AppState, req: ExecRequest, caller: Caller) -> Response {
+/// Streams `stdout`/`stderr` events as the job `run` (given the output channel) produces
+/// output, then one `result` (or `error`) event.
+pub fn stream_job<F, Fut>(rid: String, run: F) -> Response
+where
+    F: FnOnce(mpsc::Sender<Chunk>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = crate::error::Result<ExecResult>> + Send + 'static,
+{
     let (events_tx, events_rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let rid = caller.request_id.clone();
     tokio::spawn(super::request_id::scope(rid, async move {
         let (chunks_tx, mut chunks_rx) = mpsc::channel::<Chunk>(64);
         let forward_tx = events_tx.clone();
@@ -191,7 +206,7 @@ fn stream(state: AppState, req: ExecRequest, caller: Caller) -> Response {
                 }
             }
         });
-        let outcome = state.exec.run(req, &caller, Some(chunks_tx)).await;
+        let outcome = run(chunks_tx).await;
         let _ = forward.await;
         let ev = match outcome {
             Ok(r) => Event::default()

@@ -10,6 +10,7 @@ mod exec;
 pub mod extract;
 mod files;
 mod health;
+mod programs;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;

@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, data, exec, files, health, session, tokens};
+use super::{audit, data, exec, files, health, programs, session, tokens};
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::daemon::AppState;
@@ -18,6 +18,20 @@ pub const JSON: &[&str] = &["application/json"];
 pub const ANY: &[&str] = &["*/*"];
 /// HTML forms with files.
 pub const MULTIPART: &[&str] = &["multipart/form-data"];
+
+/// Body content types the program upload accepts: a ZIP project or a single file.
+pub const PROGRAM_UPLOAD: &[&str] = &[
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/octet-stream",
+    "text/plain",
+    "text/x-python",
+    "text/x-shellscript",
+    "application/x-sh",
+    "application/javascript",
+    "text/javascript",
+    "multipart/form-data",
+];
 
 /// How large a request body a route takes (enforced by the guard, from the live config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +44,8 @@ pub enum BodyLimit {
     /// No limit from the guard: the route enforces its own (the file store's quotas, checked
     /// while the body streams).
     Unlimited,
+    /// A program upload: `programs.max-upload-size`.
+    ProgramUpload,
 }
 
 /// Room for keys and JSON framing around the largest value on the data routes.
@@ -50,6 +66,10 @@ impl BodyLimit {
                 } else {
                     (server.bytes(), format!("server.max-body-size ({server})"))
                 }
+            }
+            BodyLimit::ProgramUpload => {
+                let max = cfg.programs.max_upload_size;
+                (max.bytes(), format!("programs.max-upload-size ({max})"))
             }
         }
     }
@@ -210,6 +230,68 @@ pub fn table() -> Vec<Route> {
             Access::Scope(Scope::Read),
             Class::Read,
             get(exec::list),
+        ),
+        // The program store. Uploads stream to disk up to programs.max-upload-size; runs
+        // bound themselves like /api/v1/exec.
+        Route {
+            accepts: PROGRAM_UPLOAD,
+            body_limit: BodyLimit::ProgramUpload,
+            ..r(
+                Method::POST,
+                "/api/v1/programs",
+                write,
+                Class::Upload,
+                post(programs::upload),
+            )
+        },
+        r(
+            Method::GET,
+            "/api/v1/programs",
+            read,
+            Class::Read,
+            get(programs::list),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}",
+            read,
+            Class::Read,
+            get(programs::get),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/programs/{id}",
+            write,
+            Class::Write,
+            delete(programs::delete),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/programs/{id}/main",
+            write,
+            Class::Write,
+            put(programs::set_main),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}/archive",
+            read,
+            Class::Read,
+            get(programs::archive),
+        ),
+        long(r(
+            Method::POST,
+            "/api/v1/programs/{id}/runs",
+            Access::Scope(Scope::Exec),
+            Class::Exec,
+            post(programs::run),
+        )),
+        r(
+            Method::GET,
+            "/api/v1/programs/{id}/runs",
+            read,
+            Class::Read,
+            get(programs::runs),
         ),
         // The key-value store. `{*key}` takes the rest of the path, `/` included; axum
         // percent-decodes it, so `a%2Fb` and `a/b` are the same key. HEAD is answered by the

@@ -40,7 +40,7 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         tokio::runtime::Handle::current(),
     )
     .unwrap();
-    (dir, AppState::new(db, live, health, sandbox, None))
+    (dir, AppState::new(db, live, health, sandbox, None).unwrap())
 }
 
 async fn state() -> (tempfile::TempDir, AppState) {

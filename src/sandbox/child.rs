@@ -109,6 +109,17 @@ fn read_policy() -> R<Policy> {
 fn run() -> R<Report> {
     let policy = read_policy()?;
     let parent = nix::unistd::getppid();
+    // The first read-only bind of a directory (a stored program) is opened with the daemon's
+    // credentials: it lives under the state directory, which a per-job uid may not traverse.
+    // It becomes the cwd before unshare, which moves the cwd into the new mount namespace,
+    // where `open_bind_sources` opens it again as "." (a bind source must be a mount of the
+    // caller's namespace).
+    let early_dir = match policy.ro_binds.first() {
+        Some((host, _)) if std::fs::metadata(host).is_ok_and(|m| m.is_dir()) => {
+            Some(open_path(host)?)
+        }
+        _ => None,
+    };
     if let Some((uid, gid)) = policy.run_as {
         if uid == 0 || gid == 0 {
             return Err("refusing to run a job as uid or gid 0".into());
@@ -143,6 +154,9 @@ fn run() -> R<Report> {
     let prefix = seccomp::prefix_filter();
     let deny = seccomp::deny_filter()?;
 
+    if let Some(fd) = &early_dir {
+        nix::unistd::fchdir(fd).map_err(|e| format!("fchdir to the bind source: {e}"))?;
+    }
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -164,7 +178,8 @@ fn run() -> R<Report> {
         .map_err(|e| format!("write gid_map: {e}"))?;
 
     // Host paths to show inside are opened now, before any mount hides them.
-    let binds = open_bind_sources(&policy)?;
+    let binds = open_bind_sources(&policy, early_dir.is_some())?;
+    drop(early_dir);
 
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
@@ -296,7 +311,8 @@ fn open_path(path: &str) -> R<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_bind_sources(policy: &Policy) -> R<Binds> {
+/// `first_is_cwd`: the first read-only bind is the current directory (see `run`).
+fn open_bind_sources(policy: &Policy, first_is_cwd: bool) -> R<Binds> {
     let mut list = Vec::new();
     let mut symlinks = Vec::new();
     for dir in SYSTEM_DIRS {
@@ -321,10 +337,11 @@ fn open_bind_sources(policy: &Policy) -> R<Binds> {
             is_dir: false,
         });
     }
-    for (host, inside) in &policy.ro_binds {
-        let meta = std::fs::metadata(host).map_err(|e| format!("bind source {host}: {e}"))?;
+    for (i, (host, inside)) in policy.ro_binds.iter().enumerate() {
+        let source = if i == 0 && first_is_cwd { "." } else { host };
+        let meta = std::fs::metadata(source).map_err(|e| format!("bind source {host}: {e}"))?;
         list.push(Bind {
-            fd: open_path(host)?,
+            fd: open_path(source)?,
             inside: inside.clone(),
             is_dir: meta.is_dir(),
         });

@@ -512,6 +512,42 @@ print("e2e:   exec through nginx: status ok, uid %s in the job, CapEff=0, NoNewP
 ' "$out"
 }
 
+check_program_through_nginx() {
+    # Issue 8: a small Python project (a package import) uploaded as a ZIP through nginx, run
+    # under the real hardened unit with an argument that a shell would mangle, then deleted.
+    local tok resp id out
+    if [ "$(http_status /api/v1/programs)" = 404 ]; then
+        log "skip: program_through_nginx (no /api/v1/programs in this build)"
+        return 0
+    fi
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-programs-$RANDOM" --scope read,write,exec 2>/dev/null)
+    in_ct python3 -c '
+import zipfile
+with zipfile.ZipFile("/tmp/e2e-project.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("main.py", "import sys\nfrom pkg.greet import greet\nprint(greet(sys.argv[1]))\n")
+    z.writestr("pkg/__init__.py", "")
+    z.writestr("pkg/greet.py", "def greet(who):\n    return \"hello \" + who\n")
+'
+    resp=$(http /api/v1/programs -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/zip' --data-binary @/tmp/e2e-project.zip) \
+        || { fail "program upload through nginx failed"; return 1; }
+    id=$(in_ct python3 -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit("upload: %s" % r) if r.get("main") != "main.py" else print(r["id"])' "$resp") \
+        || { fail "unexpected upload answer: $resp"; return 1; }
+    out=$(http "/api/v1/programs/$id/runs" -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/json' -d '{"args":["from e2e; $(id)"]}') \
+        || { fail "program run through nginx failed"; return 1; }
+    in_ct python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+if r.get("status") != "ok" or r.get("stdout") != "hello from e2e; $(id)\n":
+    sys.exit("program run: %s" % r)
+print("e2e:   program project through nginx: status ok, stdout %r, %d ms" % (r["stdout"], r["wall_ms"]))
+' "$out" || { fail "program run answer"; return 1; }
+    [ "$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 -X DELETE -H "Authorization: Bearer $tok" \
+        "http://127.0.0.1:$NGINX_PORT/api/v1/programs/$id")" = 204 ] || { fail "program delete"; return 1; }
+    in_ct test ! -e "/var/lib/localhostd/programs/$id" || { fail "program files left after delete"; return 1; }
+}
+
 check_audit_in_journal() {
     # A change (token created over the admin socket) and a failed login (through nginx) are
     # audit events: in the journal with AUDIT=1 and their fields.
@@ -748,6 +784,7 @@ main() {
     run_check stop_graceful
     run_check admin_socket_cli
     run_check sandboxed_exec
+    run_check program_through_nginx
     run_check audit_in_journal
     run_check jobs_die_with_the_daemon
     run_check data_through_nginx

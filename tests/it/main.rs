@@ -60,4 +60,5 @@ mod exec;
 mod files;
 mod kv;
 mod lifecycle;
+mod programs;
 mod sandbox;

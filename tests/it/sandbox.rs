@@ -439,7 +439,7 @@ fn need_root() -> bool {
 }
 
 /// The unprivileged user the second run uses (created when missing).
-fn test_user() -> (u32, u32) {
+pub fn test_user() -> (u32, u32) {
     let name = "localhostd-test";
     if Command::new("id")
         .arg("-u")

@@ -1,0 +1,378 @@
+//! `/api/v1/programs`: upload (a single file as the raw body with `?name=` or as
+//! `multipart/form-data`, or a ZIP project),
+//! list, get, choose the main file, run (JSON result or Server-Sent Events, as
+//! `/api/v1/exec`), run history, delete. Thin: the rules live in `crate::programs`.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::access::{BodyLimitNote, Client};
+use super::error::ApiError;
+use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
+use super::extract::Json;
+use crate::auth::Actor;
+use crate::daemon::AppState;
+use crate::exec::Caller;
+use crate::programs::{RunRequest, UploadMeta};
+
+fn caller(actor: &Actor, client: &Client) -> Caller {
+    Caller {
+        actor: actor.name.clone(),
+        client: client.addr.clone(),
+        request_id: super::request_id::current().unwrap_or_default(),
+    }
+}
+
+fn id_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(format!("invalid program id: {}", e.body_text())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    name: Option<String>,
+    main: Option<String>,
+}
+
+fn is_zip(headers: &HeaderMap, name: Option<&str>) -> bool {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    ct == "application/zip"
+        || ct == "application/x-zip-compressed"
+        || name.is_some_and(|n| n.to_ascii_lowercase().ends_with(".zip"))
+}
+
+/// True when the body stopped because it passed the route's size limit.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn too_large(limit: &Option<Extension<BodyLimitNote>>) -> ApiError {
+    let what = limit
+        .as_ref()
+        .map(|Extension(n)| n.0.clone())
+        .unwrap_or_else(|| "programs.max-upload-size".into());
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the upload is larger than {what}"),
+    )
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// `multipart/form-data`: one `file` part (its filename names the program unless `?name=`
+/// does; a `.zip` filename or a part of type application/zip makes it a project) and an
+/// optional `main` part.
+async fn upload_multipart(
+    state: &AppState,
+    caller: Caller,
+    q: UploadQuery,
+    limit: Option<Extension<BodyLimitNote>>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use axum::extract::FromRequest;
+    let mut form = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
+    let part_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(&limit)
+        } else {
+            ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+        }
+    };
+    let mut main = q.main;
+    let mut stored: Option<(crate::programs::Staging, String, bool)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(part_error)? {
+        match field.name() {
+            Some("main") => main = Some(field.text().await.map_err(part_error)?),
+            Some("file") => {
+                if stored.is_some() {
+                    return Err(ApiError::bad_request("give exactly one file part"));
+                }
+                let name = q
+                    .name
+                    .clone()
+                    .or_else(|| field.file_name().map(str::to_owned))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("the file part needs a filename (or pass ?name=)")
+                    })?;
+                let zip = field
+                    .content_type()
+                    .is_some_and(|c| c == "application/zip" || c == "application/x-zip-compressed")
+                    || name.to_ascii_lowercase().ends_with(".zip");
+                let mut staging = state.programs.begin_upload().await?;
+                while let Some(chunk) = field.chunk().await.map_err(part_error)? {
+                    staging.write(&chunk).await?;
+                }
+                stored = Some((staging, name, zip));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown form field {:?}: send file (and optionally main)",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let Some((staging, name, zip)) = stored else {
+        return Err(ApiError::bad_request("the form has no file part"));
+    };
+    let program = state
+        .programs
+        .finish_upload(staging, UploadMeta { name, zip, main }, &caller)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(program)).into_response())
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    q: Result<Query<UploadQuery>, QueryRejection>,
+    limit: Option<Extension<BodyLimitNote>>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    if is_multipart(&headers) {
+        return upload_multipart(&state, caller(&actor, &client), q, limit, request).await;
+    }
+    let body: Body = request.into_body();
+    let zip = is_zip(&headers, q.name.as_deref());
+    let name = match (q.name, zip) {
+        (Some(n), _) => n,
+        (None, true) => "project.zip".to_owned(),
+        (None, false) => {
+            return Err(ApiError::bad_request(
+                "a single-file upload needs ?name=FILE (a ZIP project is sent as Content-Type: application/zip)",
+            ));
+        }
+    };
+    let mut staging = state.programs.begin_upload().await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            if over_limit(&e) {
+                too_large(&limit)
+            } else {
+                ApiError::bad_request(format!("cannot read the upload: {e}"))
+            }
+        })?;
+        staging.write(&chunk).await?;
+    }
+    let meta = UploadMeta {
+        name,
+        zip,
+        main: q.main,
+    };
+    let program = state
+        .programs
+        .finish_upload(staging, meta, &caller(&actor, &client))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(program)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let limit = super::page_limit(q.limit)?;
+    let page = state.programs.list(limit, q.cursor).await?;
+    Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    Ok(axum::Json(state.programs.get(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    force: Option<bool>,
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    let Query(q) = q?;
+    state
+        .programs
+        .delete(&id, q.force.unwrap_or(false), &caller(&actor, &client))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainBody {
+    main: String,
+}
+
+pub async fn set_main(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    id: Result<Path<String>, PathRejection>,
+    Json(body): Json<MainBody>,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    let p = state
+        .programs
+        .set_main(&id, &body.main, &caller(&actor, &client))
+        .await?;
+    Ok(axum::Json(p).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// Arguments after the main file, passed as they are (no shell).
+    args: Option<Vec<String>>,
+    stdin: Option<String>,
+    stdin_base64: Option<String>,
+    timeout_ms: Option<u64>,
+    limits: Option<LimitsBody>,
+    profile: Option<String>,
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(client): Extension<Client>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    // Every field is optional, and so is the body itself.
+    let body = if request.headers().contains_key(header::CONTENT_TYPE) {
+        let Json(b) =
+            <Json<RunBody> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+        b
+    } else {
+        RunBody::default()
+    };
+    let req = RunRequest {
+        args: body.args.unwrap_or_default(),
+        stdin: stdin_bytes(body.stdin, body.stdin_base64)?,
+        timeout: body.timeout_ms.map(Duration::from_millis),
+        limits: body.limits.unwrap_or_default().into(),
+        profile: body.profile,
+    };
+    let caller = caller(&actor, &client);
+    if wants_stream(&headers) {
+        // Refuse an unknown program before the stream starts.
+        state.programs.get(&id).await?;
+        let rid = caller.request_id.clone();
+        return Ok(stream_job(rid, move |tx| async move {
+            state.programs.run(&id, req, &caller, Some(tx)).await
+        }));
+    }
+    let result = state.programs.run(&id, req, &caller, None).await?;
+    Ok(axum::Json(result_json(&result, true)).into_response())
+}
+
+pub async fn runs(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    let Query(q) = q?;
+    let limit = super::page_limit(q.limit)?;
+    let page = state.programs.runs(&id, limit, q.cursor).await?;
+    Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// The program's files as a ZIP, streamed from a temp file.
+pub async fn archive(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(id)?;
+    let (file, len, name) = state.programs.archive(&id).await?;
+    let file = tokio::fs::File::from_std(file);
+    let body = futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{safe}\""),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
