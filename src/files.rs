@@ -10,7 +10,7 @@
 //! file. A crash between steps leaves temp files or blobs without metadata: [`Files::recover`]
 //! removes them at startup. Metadata whose blob is gone is reported, never hidden.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -35,10 +35,12 @@ pub const MAX_PATH_BYTES: usize = 1024;
 pub const MAX_NAME_BYTES: usize = 255;
 /// How often (in streamed bytes) the free-disk floor is checked again during an upload.
 const DISK_CHECK_EVERY: u64 = 16 << 20;
-/// Chunks in flight between the network and the disk writer (bounds memory per upload).
-const WRITE_QUEUE: usize = 16;
-/// The disk writer gathers chunks up to this many bytes into one `writev`.
-const WRITE_BATCH: usize = 1 << 20;
+/// Size of the buffers handed to the disk writer. The network's chunks are copied into them:
+/// a chunk can keep hyper's whole read buffer (up to ~400 KiB) alive, so holding chunks
+/// would make an upload's memory depend on how the bytes arrived.
+const WRITE_CHUNK: usize = 256 << 10;
+/// Buffers queued for the disk writer: at most (WRITE_QUEUE + 2) × WRITE_CHUNK per upload.
+const WRITE_QUEUE: usize = 4;
 /// Read size of downloads.
 pub const READ_CHUNK: usize = 256 << 10;
 
@@ -390,10 +392,9 @@ fn io_error(e: std::io::Error) -> Error {
     }
 }
 
-/// The blocking half of an upload: writes what arrives (the async half hashes it meanwhile, so
-/// hashing and writing use two cores), gathering chunks into vectored writes of about
-/// [`WRITE_BATCH`] bytes without copying them; fsyncs on `Done`. A queue closed without `Done`
-/// means the upload was aborted: the temp file is removed.
+/// The blocking half of an upload: writes the buffers that arrive (the async half hashes
+/// meanwhile, so hashing and writing use two cores) and fsyncs on `Done`. A queue closed
+/// without `Done` means the upload was aborted: the temp file is removed.
 fn write_temp(path: &Path, mut rx: mpsc::Receiver<Msg>) -> Result<u64> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -401,26 +402,16 @@ fn write_temp(path: &Path, mut rx: mpsc::Receiver<Msg>) -> Result<u64> {
         .mode(0o600)
         .open(path)
         .map_err(io_error)?;
-    let mut pending: VecDeque<Bytes> = VecDeque::new();
-    let mut pending_len = 0usize;
     let mut n: u64 = 0;
     let result = loop {
         match rx.blocking_recv() {
             Some(Msg::Data(b)) => {
                 n += b.len() as u64;
-                pending_len += b.len();
-                pending.push_back(b);
-                // Write when enough is gathered, or when nothing more is waiting.
-                if pending_len >= WRITE_BATCH || rx.is_empty() {
-                    if let Err(e) = write_all_bufs(&mut file, &mut pending) {
-                        break Err(io_error(e));
-                    }
-                    pending_len = 0;
+                if let Err(e) = file.write_all(&b) {
+                    break Err(io_error(e));
                 }
             }
-            Some(Msg::Done) => {
-                break write_all_bufs(&mut file, &mut pending).map_err(io_error);
-            }
+            Some(Msg::Done) => break Ok(()),
             None => break Err(Error::Internal("upload aborted".into())),
         }
     };
@@ -432,33 +423,6 @@ fn write_temp(path: &Path, mut rx: mpsc::Receiver<Msg>) -> Result<u64> {
             Err(e)
         }
     }
-}
-
-/// Writes every buffer, in order, with as few `writev` calls as the kernel allows.
-fn write_all_bufs(f: &mut File, bufs: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    use bytes::Buf;
-    while !bufs.is_empty() {
-        let slices: Vec<std::io::IoSlice<'_>> = bufs
-            .iter()
-            .take(64)
-            .map(|b| std::io::IoSlice::new(b))
-            .collect();
-        let mut written = f.write_vectored(&slices)?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let Some(front) = bufs.front_mut() else { break };
-            if written >= front.len() {
-                written -= front.len();
-                bufs.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -928,6 +892,7 @@ impl Batch {
         let mut size: u64 = 0;
         let mut since_disk_check: u64 = 0;
         let mut hasher = Sha256::new();
+        let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
         let streamed: Result<()> = loop {
             let chunk = match tokio::time::timeout(idle.get(), body.next()).await {
                 Err(_) => {
@@ -966,13 +931,30 @@ impl Batch {
                 }
             }
             hasher.update(&chunk);
-            if tx.send(Msg::Data(chunk)).await.is_err() {
+            let mut rest: &[u8] = &chunk;
+            let mut writer_gone = false;
+            while !rest.is_empty() {
+                let take = rest.len().min(WRITE_CHUNK - buf.len());
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buf.len() == WRITE_CHUNK {
+                    let full = std::mem::replace(&mut buf, BytesMut::with_capacity(WRITE_CHUNK));
+                    if tx.send(Msg::Data(full.freeze())).await.is_err() {
+                        writer_gone = true;
+                        break;
+                    }
+                }
+            }
+            if writer_gone {
                 // The writer stopped (a disk error); its result says why.
                 break Ok(());
             }
         };
         let written = match streamed {
             Ok(()) => {
+                if !buf.is_empty() {
+                    let _ = tx.send(Msg::Data(buf.freeze())).await;
+                }
                 let _ = tx.send(Msg::Done).await;
                 drop(tx);
                 writer

@@ -563,4 +563,56 @@ async fn cors_only_for_listed_origins() {
     assert!(other.headers.get("access-control-allow-origin").is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_is_per_route_uploads_bypass_it_json_routes_keep_it() {
+    let mut cfg = Config::default();
+    cfg.server.max_body_size = crate::config::ByteSize(64);
+    cfg.storage.min_free_disk = crate::config::ByteSize(0);
+    let (_d, state) = state_with(cfg).await;
+    let app = super::router(state.clone());
+    let t = state
+        .auth
+        .create_token("limits", Scopes::of(&[Scope::Admin]), None)
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", t.token);
+    let big = vec![b'x'; 4096];
+    // BodyLimit::Unlimited: a raw upload far above server.max-body-size is stored.
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/api/v1/files/big.bin")
+        .header(header::HOST, "localhost")
+        .header("authorization", &bearer)
+        .header(header::CONTENT_LENGTH, big.len())
+        .body(Body::from(big.clone()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // BodyLimit::Server: the same body on a JSON route is refused, declared or streamed.
+    for declared in [true, false] {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/tokens")
+            .header(header::HOST, "localhost")
+            .header("authorization", &bearer)
+            .header(header::CONTENT_TYPE, "application/json");
+        if declared {
+            b = b.header(header::CONTENT_LENGTH, big.len());
+        }
+        let body = if declared {
+            Body::from(big.clone())
+        } else {
+            Body::from_stream(tokio_stream::iter(vec![Ok::<_, std::io::Error>(
+                bytes::Bytes::from(big.clone()),
+            )]))
+        };
+        let resp = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "declared: {declared}"
+        );
+    }
+}
+
 mod data;

@@ -69,7 +69,9 @@ pub fn request(
 ) -> Response {
     let mut s = connect(target);
     send_head(&mut *s, method, path, headers, Some(body.len()));
-    s.write_all(body).unwrap();
+    // A server may answer (e.g. 405, 413) without reading the body and close: then this
+    // write fails with EPIPE, and the answer is still there to read.
+    let _ = s.write_all(body);
     read_response(&mut *s)
 }
 
