@@ -22,6 +22,29 @@ pub struct Event {
     pub detail: String,
 }
 
+/// Who asked, for the audit trail (and the execution history).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub actor: String,
+    pub client: String,
+    pub request_id: String,
+}
+
+impl Caller {
+    /// An audit event of this caller's.
+    pub fn event(&self, action: &str, target: &str, result: &str, detail: String) -> Event {
+        Event {
+            actor: self.actor.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            result: result.to_owned(),
+            client: self.client.clone(),
+            request_id: self.request_id.clone(),
+            detail,
+        }
+    }
+}
+
 /// One recorded event, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::audit::{self, Event};
+use crate::audit;
 use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::db::Db;
@@ -51,13 +51,8 @@ pub struct ExecRequest {
     pub cancel: Option<Arc<tokio::sync::Notify>>,
 }
 
-/// Who asked, for the history and the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Caller {
-    pub actor: String,
-    pub client: String,
-    pub request_id: String,
-}
+/// Who asked (the audit trail's caller).
+pub use crate::audit::Caller;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -594,15 +589,7 @@ impl Executor {
                 }
                 audit::insert(
                     c,
-                    &Event {
-                        actor: caller.actor.clone(),
-                        action: format!("{}.run", req.kind),
-                        target: req.label.clone(),
-                        result: r.status.as_str().into(),
-                        client: caller.client.clone(),
-                        request_id: caller.request_id.clone(),
-                        detail: format!("execution {}", r.id),
-                    },
+                    &caller.event(&format!("{}.run", req.kind), &req.label, r.status.as_str(), format!("execution {}", r.id)),
                 )
             })
             .await

@@ -165,13 +165,8 @@ fn get_meta(c: &rusqlite::Connection, path: &str) -> Result<Option<FileMeta>> {
     .optional()?)
 }
 
-/// Who asked, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Caller {
-    pub actor: String,
-    pub client: String,
-    pub request_id: String,
-}
+/// Who asked (the audit trail's caller).
+pub use crate::audit::Caller;
 
 /// Conditions on the file currently at the path.
 #[derive(Debug, Clone, Default)]
@@ -1072,15 +1067,7 @@ impl Batch {
                     let action = if old.is_some() { "file.replace" } else { "file.create" };
                     audit::insert(
                         c,
-                        &Event {
-                            actor: caller.actor.clone(),
-                            action: action.into(),
-                            target: path.clone(),
-                            result: "ok".into(),
-                            client: caller.client.clone(),
-                            request_id: caller.request_id.clone(),
-                            detail: format!("{size} bytes, sha256 {sha}"),
-                        },
+                        &caller.event(action, &path, "ok", format!("{size} bytes, sha256 {sha}")),
                     )?;
                     let meta = get_meta(c, &path)?
                         .ok_or_else(|| Error::Internal("a stored file vanished".into()))?;

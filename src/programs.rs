@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 
-use crate::audit::{self, Event};
+use crate::audit;
 use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, ProgramsConfig};
 use crate::db::Db;
@@ -643,15 +643,7 @@ impl Programs {
                 )?;
                 audit::insert(
                     c,
-                    &Event {
-                        actor: caller.actor.clone(),
-                        action: "program.upload".into(),
-                        target: id2.clone(),
-                        result: "ok".into(),
-                        client: caller.client.clone(),
-                        request_id: caller.request_id.clone(),
-                        detail: format!("{kind} {name2:?}, {total} bytes, sha256 {sha2}"),
-                    },
+                    &caller.event("program.upload", &id2, "ok", format!("{kind} {name2:?}, {total} bytes, sha256 {sha2}")),
                 )
             })
             .await;
@@ -763,15 +755,12 @@ impl Programs {
                 }
                 audit::insert(
                     c,
-                    &Event {
-                        actor: caller.actor.clone(),
-                        action: "program.main".into(),
-                        target: id2.clone(),
-                        result: "ok".into(),
-                        client: caller.client.clone(),
-                        request_id: caller.request_id.clone(),
-                        detail: format!("main {main2:?} ({rt2})"),
-                    },
+                    &caller.event(
+                        "program.main",
+                        &id2,
+                        "ok",
+                        format!("main {main2:?} ({rt2})"),
+                    ),
                 )
             })
             .await?;
@@ -990,15 +979,12 @@ impl Programs {
                 }
                 audit::insert(
                     c,
-                    &Event {
-                        actor: caller.actor.clone(),
-                        action: "program.delete".into(),
-                        target: id2.clone(),
-                        result: "ok".into(),
-                        client: caller.client.clone(),
-                        request_id: caller.request_id.clone(),
-                        detail: format!("{killed} run(s) killed"),
-                    },
+                    &caller.event(
+                        "program.delete",
+                        &id2,
+                        "ok",
+                        format!("{killed} run(s) killed"),
+                    ),
                 )
             })
             .await;
