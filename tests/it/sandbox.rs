@@ -404,6 +404,20 @@ fn control(c: &Case, home: &std::path::Path) -> String {
         cmd.args(["-c", &script, "control"]);
         cmd
     };
+    // The daemon holds inheritable descriptors (its socket-activation fds, 3 and 4, are not
+    // close-on-exec), so the control gets one too instead of relying on whatever the test
+    // runner happened to leak: an unconfined child sees it, a confined job must not.
+    let held = std::fs::File::open("/dev/null").unwrap();
+    let held_fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(held_fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let out = cmd
         .env("HOME", home)
         .env("LHD_TEST_SECRET", "lhd-env-secret")
