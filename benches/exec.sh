@@ -9,9 +9,17 @@
 #   bwrap   bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin
 #           … --proc /proc --dev /dev --tmpfs /tmp /bin/true  (user, mount, PID, net, IPC, UTS,
 #           cgroup namespaces, like ours)
-#   ours    localhostd sandbox-helper (what the daemon re-executes for every job) with a JSON
-#           policy for /bin/true; every report it writes is checked to be {"kind":"exit","code":0}
+#   ours    what the daemon does for every job: a request to our sandbox zygote (started once,
+#           like the daemon does, as `localhostd sandbox-zygote` with a SOCK_SEQPACKET socket on
+#           fd 3) carrying the same five descriptors (0–2, the policy pipe on 3, the report pipe
+#           on 4); the zygote forks a helper and answers with its pidfd; the loop waits until
+#           the pidfd says the helper has exited and reads its report to EOF. Every report is
+#           checked to be {"kind":"exit","code":0}. The helpers are the zygote's children,
+#           not the loop's: their CPU is the zygote's (own + reaped children) over the run,
+#           divided by the number of spawns, so it is a mean, not a median.
 # and, as stage references (where the time of ours goes):
+#   helper-reexec localhostd sandbox-helper started directly with the same policy: the path
+#                 before the zygote (fork+exec of our binary per job)
 #   helper-floor  localhostd sandbox-helper with an empty policy: exec of our binary, startup,
 #                 the error report; no namespace, no fork
 #   unshare-7ns   unshare(1) --user --map-root-user --mount --pid --fork --net --ipc --uts
@@ -77,9 +85,10 @@ cat >"$BENCH_TMP/variants.json" <<EOF
 {"main": [
   ["plain", ["/bin/true"], "$POLICY"],
   ["bwrap", $(printf '%s\n' "${BWRAP[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))'), "$POLICY"],
-  ["ours", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$POLICY"]
+  ["ours", ["@zygote", "$LOCALHOSTD_BIN"], "$POLICY"]
 ],
 "stages": [
+  ["helper-reexec", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$POLICY"],
   ["helper-floor", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$BENCH_TMP/empty.json"],
   ["unshare-7ns", ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--cgroup", "/bin/true"], "$POLICY"],
   ["unshare-6ns", ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--ipc", "--uts", "--cgroup", "/bin/true"], "$POLICY"]
@@ -89,14 +98,66 @@ EOF
 cat >"$BENCH_TMP/spawnloop.py" <<'EOF'
 # spawnloop.py VARIANTS.json GROUP ROUNDS SPAWNS REPORT_FILE: prints one line per variant:
 # name median_us p90_us cpu_median_us round_medians_us(comma-separated) failures
-import json, os, shutil, sys, time
+import json, os, select, shutil, socket, sys, time
 
 spec, group, rounds, spawns, report = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 variants = json.load(open(spec))[group]
 for v in variants:
     v[1][0] = shutil.which(v[1][0]) or v[1][0]
 
+class Zygote:
+    # The daemon's path: one zygote, one request per job (see the header of exec.sh).
+    def __init__(self, binary):
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        acts = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)]
+        self.pid = os.posix_spawn(binary, [binary, "sandbox-zygote"], {}, file_actions=acts)
+        theirs.close()
+        self.null_r = os.open("/dev/null", os.O_RDONLY)
+        self.null_w = os.open("/dev/null", os.O_WRONLY)
+        self.out = open(report, "ab")
+
+    def ticks(self):
+        f = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+
+    def spawn(self, policy):
+        data = self.policies.get(policy) if hasattr(self, "policies") else None
+        if data is None:
+            self.policies = getattr(self, "policies", {})
+            data = self.policies[policy] = open(policy, "rb").read()
+        t0 = time.perf_counter_ns()
+        pr, pw = os.pipe()
+        os.write(pw, data)
+        os.close(pw)
+        rr, rw = os.pipe()
+        socket.send_fds(self.sock, [b"\0"], [self.null_r, self.null_w, self.null_w, pr, rw])
+        os.close(pr)
+        os.close(rw)
+        msg, fds, _, _ = socket.recv_fds(self.sock, 4, 1)
+        pid = int.from_bytes(msg, sys.byteorder, signed=True)
+        ok = pid > 0 and len(fds) == 1
+        if ok:
+            p = select.poll()
+            p.register(fds[0], select.POLLIN)
+            p.poll()
+            os.close(fds[0])
+        text = b""
+        while chunk := os.read(rr, 65536):
+            text += chunk
+        os.close(rr)
+        t1 = time.perf_counter_ns()
+        self.out.write(text + b"\n")
+        ok = ok and b'"kind":"exit","code":0,' in text
+        return (t1 - t0) / 1000.0, float("nan"), ok
+
+zygotes = {}
+for v in variants:
+    if v[1][0] == "@zygote":
+        zygotes[v[0]] = Zygote(v[1][1])
+
 def spawn(argv, policy):
+    if argv[0] == "@zygote":
+        return zygotes_by_argv[id(argv)].spawn(policy)
     acts = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
@@ -119,6 +180,7 @@ def median(xs):
     xs = sorted(xs); n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
+zygotes_by_argv = {id(v[1]): zygotes[v[0]] for v in variants if v[0] in zygotes}
 wall = {v[0]: [] for v in variants}
 cpu = {v[0]: [] for v in variants}
 rmed = {v[0]: [] for v in variants}
@@ -127,6 +189,10 @@ for v in variants:                      # warm-up (page cache, binaries), not co
     for _ in range(10):
         spawn(v[1], v[2])
 open(report, "w").close()
+for z in zygotes.values():
+    z.out.seek(0)
+    z.out.truncate()
+ticks0 = {n: z.ticks() for n, z in zygotes.items()}
 for r in range(rounds):
     order = variants[r % len(variants):] + variants[:r % len(variants)]
     this = {v[0]: [] for v in variants}
@@ -138,6 +204,13 @@ for r in range(rounds):
             this[name].append(w); wall[name].append(w); cpu[name].append(c)
     for name in this:
         rmed[name].append(median(this[name]))
+time.sleep(0.6)  # the zygote reaps its exited helpers every 200 ms when idle
+hz = os.sysconf("SC_CLK_TCK")
+for n, z in zygotes.items():
+    z.out.flush()
+    cpu[n] = [(z.ticks() - ticks0[n]) * 1e6 / hz / len(wall[n])]
+    z.sock.close()
+    os.waitpid(z.pid, 0)
 for name, _, _ in variants:
     print(name, round(median(wall[name])), round(pct(wall[name], 90)), round(median(cpu[name])),
           ",".join(str(round(x)) for x in rmed[name]), fail[name])
@@ -175,9 +248,9 @@ bench_log "spawn+reap: $ROUNDS rounds × $SPAWNS × plain/bwrap/ours, interleave
 run_loop main "$SPAWNS"
 check_report "$BENCH_TMP/report.main" "$((ROUNDS * SPAWNS))"
 STAGE_N=$(((SPAWNS + 1) / 2))
-bench_log "stage references: $ROUNDS rounds × $STAGE_N × helper-floor/unshare-7ns/unshare-6ns"
+bench_log "stage references: $ROUNDS rounds × $STAGE_N × helper-reexec/helper-floor/unshare-7ns/unshare-6ns"
 run_loop stages "$STAGE_N"
-for n in plain bwrap ours helper-floor unshare-7ns unshare-6ns; do
+for n in plain bwrap ours helper-reexec helper-floor unshare-7ns unshare-6ns; do
     [[ "${FAIL[$n]}" == 0 ]] || bench_die "$n failed ${FAIL[$n]} times"
 done
 
@@ -233,9 +306,19 @@ exec_wrk() {
 LOAD_E2E="$(load_avg)"
 bench_log "warm-up (${WARMUP}s, 16 connections)"
 exec_wrk "${BODY[argv]}" 16 "$WARMUP" >/dev/null
-# tree_cpu PID: "own_ticks reaped_children_ticks" (utime+stime, cutime+cstime) from /proc/PID/stat;
-# the helpers the daemon has reaped (and their sandboxes) count in the second.
-tree_cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $14 + $15 }' "/proc/$1/stat"; }
+# tree_cpu PID: "own_ticks job_ticks" from /proc/PID/stat (utime+stime) and, for the jobs, the
+# daemon's reaped children plus its sandbox zygote (own + reaped children: the helpers and
+# their sandboxes).
+tree_cpu() {
+    local own kids z zt=0
+    read -r own kids < <(awk '{ sub(/^.*\) /, ""); print $12 + $13, $14 + $15 }' "/proc/$1/stat")
+    for z in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        if tr '\0' ' ' <"/proc/$z/cmdline" 2>/dev/null | grep -q sandbox-zygote; then
+            zt=$((zt + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$z/stat")))
+        fi
+    done
+    echo "$own" "$((kids + zt))"
+}
 TCK="$(getconf CLK_TCK)"
 declare -A RPS EP50 EP99 SOCK NON2XX REQS DCPU KCPU
 for c in $CONNS; do
@@ -269,7 +352,8 @@ yes_no() { if awk "BEGIN { exit !($1) }"; then echo "**yes**"; else echo "**no**
 declare -A WHAT=(
     [plain]='plain spawn: `/bin/true`'
     [bwrap]='bwrap `--unshare-all` (7 namespaces, /usr ro, own /proc /dev /tmp)'
-    [ours]='**ours**: `localhostd sandbox-helper` (7 namespaces, mounts, pivot_root, 2 forks, rlimits, caps, landlock, seccomp)'
+    [ours]='**ours**: request to the sandbox zygote → fork → helper (7 namespaces, mounts, pivot_root, 2 forks, rlimits, caps, landlock, seccomp) → job → helper exit seen by pidfd; CPU is a mean'
+    [helper-reexec]='stage: `localhostd sandbox-helper` started directly (the per-job fork+exec of our binary the zygote replaced)'
     [helper-floor]='stage: `localhostd sandbox-helper` with an empty policy (exec of our binary + startup only)'
     [unshare-7ns]='stage: `unshare` user+mount+pid+net+ipc+uts+cgroup, `--fork`, no mounts'
     [unshare-6ns]='stage: the same without `--net`'
@@ -285,7 +369,8 @@ entry="$BENCH_TMP/entry.md"
         "building and benchmarking on this machine: noisy)"
     echo "- peers: $(bwrap --version) and util-linux $(unshare --version | awk '{ print $NF }'); ours ran as" \
         "$(if [[ $EUID -eq 0 ]]; then echo 'root, the job as uid 65534 (`run_as`)'; else echo "uid $EUID"; fi);" \
-        "timing loop: python3 \`os.posix_spawn\` + \`wait4\`, no shell, same descriptors for every variant" \
+        "timing loop: python3 \`os.posix_spawn\` + \`wait4\` (ours: one request to the zygote + poll of" \
+        "the helper's pidfd + its report read to EOF), no shell, same descriptors for every variant" \
         "(0 ← /dev/null, 1/2 → /dev/null, 3 ← policy, 4 → report); $ROUNDS rounds × $SPAWNS samples" \
         "each (stage rows: × $STAGE_N), variants taking turns sample by sample, order rotated per round;" \
         "all $((ROUNDS * SPAWNS)) helper reports checked: \`{\"kind\":\"exit\",\"code\":0,…}\`"
@@ -297,7 +382,7 @@ entry="$BENCH_TMP/entry.md"
     echo
     echo "| variant | median | p90 | round medians | CPU median |"
     echo "|---|---:|---:|---:|---:|"
-    for n in plain bwrap ours helper-floor unshare-7ns unshare-6ns; do
+    for n in plain bwrap ours helper-reexec helper-floor unshare-7ns unshare-6ns; do
         printf '| %s | %s | %s | %s | %s |\n' "${WHAT[$n]}" "$(ms "${MED[$n]}")" "$(ms "${P90[$n]}")" \
             "$(spread "${RMED[$n]}")" "$(ms "${CPU[$n]}")"
     done

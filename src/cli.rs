@@ -32,6 +32,9 @@ pub enum Command {
     /// Internal: the sandbox helper the daemon starts for each job (fds 0-4 set up by it).
     #[command(hide = true)]
     SandboxHelper,
+    /// Internal: the zygote the daemon starts once; it forks a sandbox helper per job.
+    #[command(hide = true)]
+    SandboxZygote,
     /// Write the man page and shell completions into a directory (used by packaging).
     #[command(hide = true)]
     GenerateAssets {

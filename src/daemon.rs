@@ -207,12 +207,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         job_cgroups: cgroup_detail,
         shutting_down: shutdown_rx.clone(),
     });
-    // Jobs are started by re-executing the running binary (even if an upgrade replaced the
-    // file) in its single-threaded sandbox-helper mode.
-    let sandbox = Sandbox::start(
-        PathBuf::from("/proc/self/exe"),
-        tokio::runtime::Handle::current(),
-    )?;
+    // Jobs are forked by a zygote: the running binary (even if an upgrade replaced the file)
+    // re-executed once in its single-threaded sandbox-zygote mode.
+    let sandbox = Sandbox::start(PathBuf::from("/proc/self/exe"))?;
     let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups)
         .context("cannot open the program store")?;
     ensure_initial_admin_token(&state, &state_dir).await?;

@@ -440,7 +440,7 @@ impl Executor {
                     Ok(0) | Err(_) => { e_done = true; None }
                     Ok(n) => Some((false, n)),
                 },
-                s = running.child.wait(), if exited.is_none() => { exited = Some(s); None },
+                _ = running.exit.wait(), if exited.is_none() => { exited = Some(()); None },
                 _ = &mut deadline => { timed_out = true; break; }
                 _ = &mut cancel_wait => { cancelled = true; break; }
             };
@@ -473,10 +473,10 @@ impl Executor {
         if timed_out || overflow || cancelled {
             // SIGKILL to the helper; its init gets SIGKILL (parent death) and the kernel
             // ends everything left in the job's PID namespace.
-            let _ = running.child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), running.child.wait()).await;
+            running.exit.kill();
+            running.exit.wait_for(Duration::from_secs(10)).await;
         } else if exited.is_none() {
-            let _ = running.child.wait().await;
+            running.exit.wait().await;
         }
         let wall_ms = start.elapsed().as_millis() as u64;
         let report: Report = running.report().await?;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Token { config, action } => token(config, action),
         Command::SandboxHelper => localhostd::sandbox::child::main(),
+        Command::SandboxZygote => localhostd::sandbox::zygote::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

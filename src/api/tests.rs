@@ -37,7 +37,6 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
     let sandbox = crate::sandbox::Sandbox::start(
         // No job runs in these tests (the binary is not built for unit tests).
         std::path::PathBuf::from("/nonexistent/localhostd"),
-        tokio::runtime::Handle::current(),
     )
     .unwrap();
     (dir, AppState::new(db, live, health, sandbox, None).unwrap())

@@ -5,7 +5,8 @@
 //! - `policy`: what a job may do, as plain data.
 //! - `seccomp`: the filters, built as data.
 //! - `cgroup`: per-job cgroup v2 limits where a subtree is delegated (optional).
-//! - `spawn`: the daemon's side (fork-safe start of the helper, on a dedicated thread).
+//! - `spawn`: the daemon's side (asks the zygote for a helper per job, watches it by pidfd).
+//! - `zygote`: a small single-threaded process started once that forks a helper per job.
 //! - `child`: the helper's side, a single-threaded re-exec of our binary that builds the
 //!   sandbox; the only `unsafe` of the sandbox lives there.
 
@@ -14,8 +15,9 @@ pub mod child;
 pub mod policy;
 pub mod seccomp;
 mod spawn;
+pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::Report;
 pub use policy::{Limits, Policy, SCRATCH};
-pub use spawn::{Running, Sandbox};
+pub use spawn::{Exit, Running, Sandbox};

@@ -1,98 +1,105 @@
-//! The parent side: starting the sandbox helper for a job.
+//! The daemon's side: asking the zygote for a sandbox helper per job.
 //!
-//! The daemon is multi-threaded, so between fork and exec only async-signal-safe calls run:
-//! `dup2` of two prepared descriptors and `prctl(PR_SET_PDEATHSIG)`; everything else (the
-//! policy, pipes, the command line) is prepared before the fork. The helper is our own binary
-//! re-executed in its single-threaded `sandbox-helper` mode, where building the sandbox may
-//! allocate freely.
+//! The daemon is multi-threaded, so it never forks per job. It starts one zygote (our binary
+//! re-executed in its single-threaded `sandbox-zygote` mode, see `zygote`) and sends it, per
+//! job, the job's pipes, the policy pipe, the report pipe and the job's cgroup directory; the
+//! zygote forks a helper and answers with its pid and a pidfd. The daemon watches the helper
+//! through the pidfd (exit, SIGKILL): a pidfd names one process forever, so a kill can never
+//! reach a recycled pid.
 //!
-//! Spawns happen on one dedicated thread that lives as long as the process: the parent-death
-//! signal fires when the *thread* that forked exits, so a short-lived blocking-pool thread
-//! would kill jobs early. When the daemon dies (even by SIGKILL) the helper gets SIGKILL,
-//! its init gets SIGKILL in turn, and the kernel ends the job's whole PID namespace.
+//! The zygote is started, and talked to, from one dedicated thread that lives as long as the
+//! process: the parent-death signal fires when the *thread* that forked exits, so a
+//! short-lived blocking-pool thread would kill the zygote early. Chain of death when the
+//! daemon dies (even by SIGKILL): zygote (parent-death signal) → helpers (theirs) → each
+//! helper's init (its own) → the kernel ends the job's whole PID namespace. A zygote that
+//! died is started again on the next job.
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::child::Report;
 use super::policy::Policy;
+use super::zygote;
 use crate::error::{Error, Result};
 
+/// What the spawner thread hands the zygote for one job.
 struct SpawnRequest {
-    cmd: tokio::process::Command,
-    reply: oneshot::Sender<std::io::Result<tokio::process::Child>>,
+    /// stdin (read end), stdout, stderr (write ends), policy (read end), report (write end).
+    fds: [OwnedFd; zygote::JOB_FDS],
+    cgroup: Option<OwnedFd>,
+    reply: oneshot::Sender<std::result::Result<(i32, OwnedFd), String>>,
 }
 
 /// Starts sandbox helpers. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandbox {
     tx: std::sync::mpsc::Sender<SpawnRequest>,
-    helper: PathBuf,
 }
 
-/// A job whose helper is running.
+/// The helper of a running job: its pid, and a pidfd to wait for it and to kill it.
+pub struct Exit {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    exited: bool,
+}
+
+/// A job whose helper is running. Dropping it kills the helper (and so the job).
 pub struct Running {
-    pub child: tokio::process::Child,
-    pub stdout: tokio::process::ChildStdout,
-    pub stderr: tokio::process::ChildStderr,
-    report: OwnedFd,
+    pub exit: Exit,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+    report: Option<OwnedFd>,
 }
 
-impl Sandbox {
-    /// `helper` is the binary to run as `helper sandbox-helper`: `/proc/self/exe` in the
-    /// daemon (the running binary, even if the file was replaced by an upgrade).
-    pub fn start(helper: PathBuf, runtime: tokio::runtime::Handle) -> Result<Sandbox> {
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("sandbox-spawner".into())
-            .spawn(move || {
-                let _guard = runtime.enter();
-                while let Ok(mut req) = rx.recv() {
-                    let _ = req.reply.send(req.cmd.spawn());
-                }
-            })?;
-        Ok(Sandbox { tx, helper })
-    }
+/// The zygote as the spawner thread holds it.
+struct Zygote {
+    sock: OwnedFd,
+    child: std::process::Child,
+}
 
-    /// Starts the helper for `policy`; the job's stdin is fed from `stdin` in the background.
-    pub async fn spawn(&self, policy: &Policy, stdin: Vec<u8>) -> Result<Running> {
-        self.spawn_in(policy, stdin, None).await
-    }
+fn pipe_cloexec() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
 
-    /// Like `spawn`, moving the helper into `cgroup` before it reads its policy (so before it
-    /// starts anything).
-    pub async fn spawn_in(
-        &self,
-        policy: &Policy,
-        stdin: Vec<u8>,
-        cgroup: Option<&super::JobCgroup>,
-    ) -> Result<Running> {
-        policy.validate().map_err(Error::Invalid)?;
-        let payload =
-            serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
-        let (policy_r, policy_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let (report_r, report_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let (pr, rw) = (policy_r.as_raw_fd(), report_w.as_raw_fd());
+impl Zygote {
+    fn start(binary: &PathBuf) -> std::result::Result<Zygote, String> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
+        // A zygote that stops answering must not hang the spawner thread forever.
+        let tv = nix::sys::time::TimeVal::new(10, 0);
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+            .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+        let fd = theirs.as_raw_fd();
         // SAFETY: getpid cannot fail; read before the fork, compared after it.
         let parent = unsafe { libc::getpid() };
-        let mut cmd = tokio::process::Command::new(&self.helper);
-        cmd.arg("sandbox-helper")
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg("sandbox-zygote")
             .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         // SAFETY: between fork and exec this closure calls only dup2, prctl, getppid and
         // _exit, all async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(pr, 3) < 0 || libc::dup2(rw, 4) < 0 {
+                if libc::dup2(fd, zygote::SOCKET_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 if libc::prctl(
@@ -111,29 +118,209 @@ impl Sandbox {
                 Ok(())
             });
         }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {} sandbox-zygote: {e}", binary.display()))?;
+        drop(theirs);
+        Ok(Zygote { sock: ours, child })
+    }
+
+    /// One request, one reply: the helper's pid and pidfd.
+    fn fork_helper(
+        &self,
+        fds: &[OwnedFd],
+        cgroup: Option<&OwnedFd>,
+    ) -> std::result::Result<(i32, OwnedFd), ZygoteError> {
+        let mut raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        if let Some(cg) = cgroup {
+            raw.push(cg.as_raw_fd());
+        }
+        let flags = [if cgroup.is_some() {
+            zygote::FLAG_CGROUP
+        } else {
+            0
+        }];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&flags)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| ZygoteError::Gone(format!("send to the sandbox zygote: {e}")))?;
+        let mut buf = [0u8; 4];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| ZygoteError::Gone(format!("no answer from the sandbox zygote: {e}")))?;
+        let mut pidfd = None;
+        for c in msg
+            .cmsgs()
+            .map_err(|e| ZygoteError::Gone(format!("sandbox zygote reply: {e}")))?
+        {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                for fd in list {
+                    // SAFETY: the kernel just installed `fd` in our table for us.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    pidfd.get_or_insert(owned);
+                }
+            }
+        }
+        if msg.bytes != 4 {
+            return Err(ZygoteError::Gone(
+                "the sandbox zygote closed its socket".into(),
+            ));
+        }
+        let pid = i32::from_ne_bytes(buf);
+        match pidfd {
+            Some(p) if pid > 0 => Ok((pid, p)),
+            _ if pid < 0 => Err(ZygoteError::Refused(format!(
+                "the sandbox zygote could not fork: {}",
+                nix::errno::Errno::from_raw(-pid)
+            ))),
+            _ => Err(ZygoteError::Gone(
+                "bad reply from the sandbox zygote".into(),
+            )),
+        }
+    }
+}
+
+enum ZygoteError {
+    /// The zygote is gone or broken: start a new one.
+    Gone(String),
+    /// It answered but could not fork (e.g. EAGAIN): report, keep it.
+    Refused(String),
+}
+
+/// The spawner thread: keeps one zygote, starts another when it dies.
+fn spawner(binary: PathBuf, rx: std::sync::mpsc::Receiver<SpawnRequest>) {
+    let mut current: Option<Zygote> = None;
+    while let Ok(req) = rx.recv() {
+        let mut result = Err("the sandbox zygote is not running".to_owned());
+        // A zygote found dead is replaced once per request.
+        for _ in 0..2 {
+            let z = match current.take() {
+                Some(z) => z,
+                None => match Zygote::start(&binary) {
+                    Ok(z) => z,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+            };
+            match z.fork_helper(&req.fds, req.cgroup.as_ref()) {
+                Ok(ok) => {
+                    result = Ok(ok);
+                    current = Some(z);
+                    break;
+                }
+                Err(ZygoteError::Refused(e)) => {
+                    result = Err(e);
+                    current = Some(z);
+                    break;
+                }
+                Err(ZygoteError::Gone(e)) => {
+                    tracing::warn!(error = %e, "sandbox zygote lost; starting a new one");
+                    let Zygote { sock, mut child } = z;
+                    drop(sock);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    result = Err(e);
+                }
+            }
+        }
+        let _ = req.reply.send(result);
+    }
+    // The daemon is shutting down: closing the socket ends the zygote.
+    if let Some(Zygote { sock, mut child }) = current {
+        drop(sock);
+        let _ = child.wait();
+    }
+}
+
+impl Sandbox {
+    /// `binary` is the executable to run as `binary sandbox-zygote`: `/proc/self/exe` in the
+    /// daemon (the running binary, even if the file was replaced by an upgrade). The zygote
+    /// itself starts with the first job.
+    pub fn start(binary: PathBuf) -> Result<Sandbox> {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("sandbox-spawner".into())
+            .spawn(move || spawner(binary, rx))?;
+        Ok(Sandbox { tx })
+    }
+
+    /// Starts the helper for `policy`; the job's stdin is fed from `stdin` in the background.
+    pub async fn spawn(&self, policy: &Policy, stdin: Vec<u8>) -> Result<Running> {
+        self.spawn_in(policy, stdin, None).await
+    }
+
+    /// Like `spawn`, the helper joining `cgroup` before it reads its policy (so before it
+    /// starts anything).
+    pub async fn spawn_in(
+        &self,
+        policy: &Policy,
+        stdin: Vec<u8>,
+        cgroup: Option<&super::JobCgroup>,
+    ) -> Result<Running> {
+        policy.validate().map_err(Error::Invalid)?;
+        let payload =
+            serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
+        let (stdin_r, stdin_w) = pipe_cloexec()?;
+        let (stdout_r, stdout_w) = pipe_cloexec()?;
+        let (stderr_r, stderr_w) = pipe_cloexec()?;
+        let (policy_r, policy_w) = pipe_cloexec()?;
+        let (report_r, report_w) = pipe_cloexec()?;
+        let cgroup_dir = match cgroup {
+            Some(cg) => Some(OwnedFd::from(std::fs::File::open(cg.path()).map_err(
+                |e| {
+                    Error::Internal(format!(
+                        "cannot open the job's cgroup {}: {e}",
+                        cg.path().display()
+                    ))
+                },
+            )?)),
+            None => None,
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(SpawnRequest { cmd, reply })
+            .send(SpawnRequest {
+                fds: [stdin_r, stdout_w, stderr_w, policy_r, report_w],
+                cgroup: cgroup_dir,
+                reply,
+            })
             .map_err(|_| Error::Unavailable("the sandbox spawner stopped".into()))?;
-        let mut child = rx
+        let (pid, pidfd) = rx
             .await
             .map_err(|_| Error::Unavailable("the sandbox spawner stopped".into()))?
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "cannot start the sandbox helper {}: {e}",
-                    self.helper.display()
-                ))
-            })?;
-        drop(policy_r);
-        drop(report_w);
-        if let (Some(cg), Some(pid)) = (cgroup, child.id())
-            && let Err(e) = cg.add(pid)
-        {
-            let _ = child.start_kill();
-            return Err(Error::Internal(format!(
-                "cannot move the job into its cgroup: {e}"
-            )));
-        }
+            .map_err(|e| Error::Internal(format!("cannot start the sandbox helper: {e}")))?;
+        // SAFETY: `Exit` owns the pidfd for as long as it is registered and never replaces
+        // or closes it while registered (it is closed when the AsyncFd drops).
+        let pidfd =
+            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                .map_err(|e| {
+                    let (fd, e) = e.into_parts();
+                    kill_pidfd(&fd);
+                    Error::from(e)
+                })?;
+        let exit = Exit {
+            pid,
+            pidfd,
+            exited: false,
+        };
+        // From here on, an early return drops `running`, which kills the helper.
+        let running = Running {
+            exit,
+            stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
+            stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
+            report: Some(report_r),
+        };
         // The policy is small; a pipe holds 64 KiB, larger ones are written off the runtime.
         let mut pw = std::fs::File::from(policy_w);
         if payload.len() < 60_000 {
@@ -144,29 +331,73 @@ impl Sandbox {
                 let _ = pw.write_all(&payload);
             });
         }
-        let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
-            (Some(o), Some(e)) => (o, e),
-            _ => return Err(Error::Internal("helper pipes missing".into())),
-        };
-        if let Some(mut input) = child.stdin.take() {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let _ = input.write_all(&stdin).await;
-            });
+        let mut input = pipe::Sender::from_owned_fd(stdin_w)?;
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = input.write_all(&stdin).await;
+        });
+        Ok(running)
+    }
+}
+
+/// SIGKILL through a pidfd (harmless once the process has exited).
+fn kill_pidfd(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+impl Exit {
+    /// The helper's pid (it stays ours until the zygote reaps it after it exits).
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// SIGKILL to the helper; its init gets SIGKILL (parent death) and the kernel ends
+    /// everything left in the job's PID namespace. Harmless once it has exited.
+    pub fn kill(&self) {
+        kill_pidfd(self.pidfd.get_ref());
+    }
+
+    /// Waits until the helper has exited (its pidfd turns readable).
+    pub async fn wait(&mut self) {
+        if self.exited {
+            return;
         }
-        Ok(Running {
-            child,
-            stdout,
-            stderr,
-            report: report_r,
-        })
+        if let Ok(guard) = self.pidfd.readable().await {
+            // The pidfd stays readable once the process has exited; nothing to clear.
+            drop(guard);
+        }
+        self.exited = true;
+    }
+
+    /// `wait` with an upper bound; whether the helper was seen to exit.
+    pub async fn wait_for(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.wait()).await.is_ok()
+    }
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        if !self.exited {
+            self.kill();
+        }
     }
 }
 
 impl Running {
     /// The helper's report, once it has exited (reads its report pipe to EOF).
-    pub async fn report(self) -> Result<Report> {
-        let fd = self.report;
+    pub async fn report(&mut self) -> Result<Report> {
+        let Some(fd) = self.report.take() else {
+            return Err(Error::Internal("the report was already read".into()));
+        };
         let text = tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut s = String::new();
