@@ -91,20 +91,20 @@ pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
         detail = %ev.detail,
         "audit"
     );
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO audit(at, actor, action, target, result, client, request_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        rusqlite::params![
-            now_unix(),
-            ev.actor,
-            ev.action,
-            ev.target,
-            ev.result,
-            ev.client,
-            ev.request_id,
-            ev.detail
-        ],
-    )?;
+    )?
+    .execute(rusqlite::params![
+        now_unix(),
+        ev.actor,
+        ev.action,
+        ev.target,
+        ev.result,
+        ev.client,
+        ev.request_id,
+        ev.detail
+    ])?;
     Ok(())
 }
 

@@ -250,6 +250,9 @@ pub struct KvConfig {
     pub history_max_changes: u64,
     /// How often expired keys (`?ttl=`) are deleted and the change log is trimmed.
     pub sweep_interval: HumanDuration,
+    /// Memory for the read cache of hot keys (0 turns it off; values larger than 1/128 of it
+    /// are always read from the database). Needs a restart.
+    pub cache_size: ByteSize,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -518,6 +521,7 @@ impl Default for KvConfig {
             history_window: HumanDuration(Duration::from_secs(3600)),
             history_max_changes: 100_000,
             sweep_interval: HumanDuration(Duration::from_secs(1)),
+            cache_size: ByteSize(64 << 20),
         }
     }
 }
@@ -1061,6 +1065,9 @@ impl Config {
         }
         if self.sandbox.uid_range != new.sandbox.uid_range {
             out.push("sandbox.uid-range");
+        }
+        if self.kv.cache_size != new.kv.cache_size {
+            out.push("kv.cache-size");
         }
         out
     }

@@ -73,7 +73,7 @@ impl AppState {
         Ok(AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
-            kv: Kv::new(db.clone()),
+            kv: Kv::new(db.clone(), live.get().kv.cache_size.0),
             db,
             live,
             health,

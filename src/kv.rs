@@ -8,6 +8,8 @@
 //! itself (in one read snapshot), so they never miss or reorder a change however the
 //! acknowledging tasks are scheduled.
 
+mod cache;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -132,6 +134,8 @@ pub struct Written {
     pub version: u64,
     /// Whether a put made a key that did not exist.
     pub created: bool,
+    /// When a put's key expires (ms since the epoch), if it was given a TTL.
+    pub expires_at: Option<i64>,
 }
 
 /// An applied change set: its revision and one result per op, in order.
@@ -205,6 +209,8 @@ pub struct Swept {
 #[derive(Clone)]
 pub struct Kv {
     db: Db,
+    /// Hot keys in memory; see `cache` for why it can never serve a stale value.
+    cache: Arc<cache::Cache>,
     /// Woken after every committed change (value: a committed revision); watchers wait on it.
     wake: Arc<watch::Sender<u64>>,
 }
@@ -323,6 +329,7 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                 .execute([&op.key])?;
             log_change(c, revision, now, ChangeKind::Delete, &op.key, None)?;
         }
+        let mut expires = None;
         let (action, kind) = match &op.value {
             Some(value) => {
                 let expires_at = op
@@ -334,6 +341,7 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                         version = excluded.version, expires_at = excluded.expires_at",
                 )?
                 .execute(params![op.key, value, revision, expires_at])?;
+                expires = expires_at;
                 log_change(c, revision, now, ChangeKind::Put, &op.key, Some(value))?;
                 ("data.put", ChangeKind::Put)
             }
@@ -363,6 +371,7 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
             key: op.key.clone(),
             version: as_u64(revision),
             created: kind == ChangeKind::Put && live.is_none(),
+            expires_at: expires,
         });
     }
     Ok(Applied {
@@ -504,10 +513,12 @@ fn sweep_in(c: &Connection, now: i64, expire: bool, cut: Option<i64>) -> Result<
 }
 
 impl Kv {
-    pub fn new(db: Db) -> Kv {
+    /// `cache_bytes`: the read cache's budget (`kv.cache-size`; 0 turns it off).
+    pub fn new(db: Db, cache_bytes: u64) -> Kv {
         let (wake, _) = watch::channel(0);
         Kv {
             db,
+            cache: Arc::new(cache::Cache::new(cache_bytes)),
             wake: Arc::new(wake),
         }
     }
@@ -543,25 +554,74 @@ impl Kv {
     /// The live entry under `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Entry>> {
         check_key(key)?;
+        let now = now_ms();
+        match self.cache.get(key, now) {
+            cache::Lookup::Live(value, version) => {
+                return Ok(Some(Entry {
+                    key: key.to_owned(),
+                    value: Some(value.to_string()),
+                    version,
+                }));
+            }
+            cache::Lookup::Absent => return Ok(None),
+            cache::Lookup::Miss => {}
+        }
         let key = key.to_owned();
+        let cache = self.cache.clone();
         self.db
             .read(move |c| {
-                let row = c
+                // One statement, so the store revision and the row come from one snapshot.
+                let (snapshot, row) = c
                     .prepare_cached(
-                        "SELECT value, version FROM kv
-                         WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                        "SELECT s.revision, k.value, k.version, k.expires_at
+                         FROM kv_state s LEFT JOIN kv k ON k.key = ?1 WHERE s.id = 1",
                     )?
-                    .query_row(params![key, now_ms()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                    })
-                    .optional()?;
-                Ok(row.map(|(value, version)| Entry {
-                    key,
-                    value: Some(value),
-                    version: as_u64(version),
-                }))
+                    .query_row([&key], |r| {
+                        let snapshot = as_u64(r.get::<_, i64>(0)?);
+                        let row = match r.get::<_, Option<String>>(1)? {
+                            Some(v) => {
+                                Some((v, as_u64(r.get::<_, i64>(2)?), r.get::<_, Option<i64>>(3)?))
+                            }
+                            None => None,
+                        };
+                        Ok((snapshot, row))
+                    })?;
+                let entry = match row {
+                    Some((value, version, expires_at)) => {
+                        let value: Arc<str> = Arc::from(value);
+                        cache.fill(
+                            &key,
+                            snapshot,
+                            version,
+                            cache::State::Live {
+                                value: value.clone(),
+                                expires_at,
+                            },
+                        );
+                        expires_at.is_none_or(|e| e > now).then(|| Entry {
+                            key,
+                            value: Some(value.to_string()),
+                            version,
+                        })
+                    }
+                    None => {
+                        cache.fill(&key, snapshot, snapshot, cache::State::Gone);
+                        None
+                    }
+                };
+                Ok(entry)
             })
             .await
+    }
+
+    /// Forgets the read cache (after the database was replaced, e.g. by a restore).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// Keys and bytes in the read cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        self.cache.usage()
     }
 
     /// Live entries whose key starts with `prefix`, in key order, `limit` per page.
@@ -647,7 +707,27 @@ impl Kv {
                 )));
             }
         }
-        let applied = self.db.write(move |c| apply_in(c, &ops, &origin)).await?;
+        let ops = Arc::new(ops);
+        let (ours, cache) = (ops.clone(), self.cache.clone());
+        let applied = self
+            .db
+            .write_then(
+                move |c| apply_in(c, &ours, &origin),
+                // On the writer thread, after the commit, before anyone is answered.
+                move |applied: &Applied| {
+                    for (op, w) in ops.iter().zip(&applied.written) {
+                        let state = match &op.value {
+                            Some(v) => cache::State::Live {
+                                value: Arc::from(v.as_str()),
+                                expires_at: w.expires_at,
+                            },
+                            None => cache::State::Gone,
+                        };
+                        cache.record(&op.key, w.version, state);
+                    }
+                },
+            )
+            .await?;
         self.woke(applied.revision);
         Ok(applied)
     }
@@ -684,7 +764,7 @@ mod tests {
     fn open() -> (tempfile::TempDir, Kv) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
-        (dir, Kv::new(db))
+        (dir, Kv::new(db, 1 << 20))
     }
 
     fn put(key: &str, json: &str) -> Op {
