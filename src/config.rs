@@ -94,7 +94,8 @@ pub struct SandboxConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SandboxProfile {
-    /// A network namespace with user-space egress; otherwise loopback only.
+    /// A network namespace with egress through slirp4netns (never to the host's loopback or
+    /// link-local addresses); otherwise loopback only.
     pub network: bool,
     pub cpu_time: HumanDuration,
     /// Data segment (heap): RLIMIT_DATA.

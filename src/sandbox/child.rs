@@ -148,9 +148,13 @@ fn run() -> R<Report> {
     if outer_uid == 0 {
         return Err("refusing to run a job as uid 0 outside its namespace".into());
     }
-    if policy.network {
-        return Err("the network profile needs user-space egress (pasta/slirp4netns), which this build does not provide; use a profile without network".into());
-    }
+    // The network profile's egress runs outside the job's namespaces: its starter is forked
+    // now, before unshare.
+    let egress = if policy.network {
+        Some(super::net::prepare()?)
+    } else {
+        None
+    };
     let prefix = seccomp::prefix_filter();
     let deny = seccomp::deny_filter()?;
 
@@ -176,6 +180,8 @@ fn run() -> R<Report> {
         .map_err(|e| format!("write uid_map: {e}"))?;
     std::fs::write("/proc/self/gid_map", format!("{INSIDE_ID} {outer_gid} 1\n"))
         .map_err(|e| format!("write gid_map: {e}"))?;
+    // Held until the report is written; slirp4netns ends with the helper.
+    let _egress = egress.map(super::net::Egress::start).transpose()?;
 
     // Host paths to show inside are opened now, before any mount hides them.
     let binds = open_bind_sources(&policy, early_dir.is_some())?;
@@ -469,6 +475,21 @@ fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
                 None,
             )?,
             Err(_) => {}
+        }
+    }
+    if policy.network {
+        // The host's resolver may be on its loopback, which the job cannot reach: the job
+        // asks slirp4netns's DNS forwarder. Only where /etc/resolv.conf is a plain file (a
+        // symlink into /run, as with systemd-resolved, points outside the sandbox).
+        let target = format!("{root}/etc/resolv.conf");
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
+            let src = format!("{root}/.resolv.conf");
+            std::fs::write(&src, super::net::RESOLV_CONF)
+                .map_err(|e| format!("write resolv.conf: {e}"))?;
+            mount(Some(&src), &target, None, libc::MS_BIND, None)?;
+            remount_ro(&target)?;
+            // Not unlinked: an unlinked file in use would keep the root from turning
+            // read-only below.
         }
     }
     let l = &policy.limits;

@@ -45,6 +45,10 @@ pub fn main() -> ! {
         // The daemon is already gone (its parent-death signal raced with our exec).
         std::process::exit(0);
     }
+    // Orphans below us (a helper's slirp4netns when the helper is gone) are reparented to us
+    // and reaped here, not left to PID 1.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Anything the daemon held without close-on-exec (its socket-activation descriptors are
     // such) is not ours to keep: only 0–2 and the request socket stay.
     // SAFETY: closes descriptors from 4 up; none is in use by this fresh process.

@@ -191,10 +191,97 @@ fn bad_requests_are_refused_and_run_nothing() {
         0,
         "a refused request ran: {list}"
     );
-    // The net profile needs user-space egress this build does not provide: it fails closed.
-    let r = post(&d, &token, &json!({"command": "true", "profile": "net"})).json();
-    assert_eq!(r["status"], "sandbox_error", "{r}");
-    assert!(r["message"].as_str().unwrap().contains("pasta"), "{r}");
+    d.stop();
+}
+
+/// A global IPv4 address of this host (not loopback, not link-local), if it has one.
+fn host_address() -> Option<std::net::Ipv4Addr> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+}
+
+/// The `net` profile: the job has its own network namespace with egress through slirp4netns.
+/// It reaches a listener on the host's own global address (the positive control: the same
+/// connect from a default-profile job is refused), but not the host's loopback through the
+/// gateway (10.0.2.2 is not mapped to it), nor link-local addresses (cloud metadata), and its
+/// resolver is slirp4netns's forwarder.
+#[test]
+fn net_profile_reaches_out_but_not_the_hosts_loopback_or_link_local() {
+    let reasons: Vec<String> = [
+        (!std::path::Path::new("/usr/bin/slirp4netns").exists())
+            .then(|| "slirp4netns is not installed (apt-get install slirp4netns)".to_owned()),
+        std::fs::metadata("/dev/net/tun")
+            .ok()
+            .filter(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o006 == 0o006
+            })
+            .is_none()
+            .then(|| {
+                "/dev/net/tun is not open to other users (Debian's udev sets 0666)".to_owned()
+            }),
+        host_address()
+            .is_none()
+            .then(|| "this host has no global IPv4 address to connect to".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !reasons.is_empty() {
+        eprintln!("SKIPPED: {}", reasons.join("; "));
+        return;
+    }
+    let addr = host_address().unwrap();
+    let public = std::net::TcpListener::bind((addr, 0)).unwrap();
+    let public_port = public.local_addr().unwrap().port();
+    let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let private_port = private.local_addr().unwrap().port();
+    let (mut d, token) = start_daemon(None);
+    let probe = format!(
+        "import socket\n\
+         for name, a in [('host', ('{addr}', {public_port})), ('gateway', ('10.0.2.2', {private_port})), \
+                         ('metadata', ('169.254.169.254', 80))]:\n\
+         \x20   s = socket.socket(); s.settimeout(3)\n\
+         \x20   try:\n\
+         \x20       s.connect(a); print(name, 'OK')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(name, 'E', e.errno)\n\
+         print('dns', open('/etc/resolv.conf').read().strip())\n"
+    );
+    let net = post(
+        &d,
+        &token,
+        &json!({"argv": ["python3", "-c", probe], "profile": "net"}),
+    )
+    .json();
+    assert_eq!(net["status"], "ok", "{net}");
+    let out = net["stdout"].as_str().unwrap();
+    assert!(out.contains("host OK"), "the host's global address: {out}");
+    assert!(
+        out.contains(&format!("gateway E {}", libc::ENETUNREACH))
+            || out.contains(&format!("gateway E {}", libc::ECONNREFUSED)),
+        "the host's loopback through the gateway: {out}"
+    );
+    assert!(
+        out.contains(&format!("metadata E {}", libc::EHOSTUNREACH)),
+        "link-local: {out}"
+    );
+    assert!(out.contains("dns nameserver 10.0.2.3"), "{out}");
+    // Control: without the profile the same connect to the host's address fails.
+    let off = post(&d, &token, &json!({"argv": ["python3", "-c", probe]})).json();
+    let out = off["stdout"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("host E {}", libc::ENETUNREACH)),
+        "{off}"
+    );
+    drop((public, private));
     d.stop();
 }
 
