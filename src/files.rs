@@ -786,14 +786,7 @@ fn check_disk(root: &Path, cfg: &Config, more: u64) -> Result<()> {
     } else {
         root.parent().unwrap_or(root)
     };
-    let free = crate::health::free_bytes(probe).map_err(Error::Io)?;
-    let floor = cfg.storage.min_free_disk;
-    if free < floor.bytes().saturating_add(more) {
-        return Err(Error::InsufficientStorage(format!(
-            "the disk has {free} bytes free; storing this would go below storage.min-free-disk ({floor}); nothing was stored"
-        )));
-    }
-    Ok(())
+    crate::health::ensure_free(probe, cfg.storage.min_free_disk, more)
 }
 
 fn encode_cursor(m: &FileMeta, sort: Sort) -> String {

@@ -62,6 +62,22 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
+/// Refuses (507) when writing `more` bytes at `path` would leave less than `floor`
+/// (`storage.min-free-disk`) free on its filesystem.
+pub fn ensure_free(
+    path: &std::path::Path,
+    floor: crate::config::ByteSize,
+    more: u64,
+) -> crate::error::Result<()> {
+    let free = free_bytes(path).map_err(crate::error::Error::Io)?;
+    if free < floor.bytes().saturating_add(more) {
+        return Err(crate::error::Error::InsufficientStorage(format!(
+            "the disk has {free} bytes free; storing this would go below storage.min-free-disk ({floor}); nothing was stored"
+        )));
+    }
+    Ok(())
+}
+
 impl Health {
     /// Readiness: the database commits a real write (a heartbeat row, fsync'd) within
     /// [`DB_CHECK_TIMEOUT`], the state dir has more free space than `storage.min-free-disk`,

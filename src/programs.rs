@@ -152,6 +152,10 @@ pub struct Staging {
     hasher: Sha256,
     size: u64,
     max: u64,
+    /// The store's directory and `storage.min-free-disk`, checked every `DISK_CHECK_EVERY`.
+    root: PathBuf,
+    floor: crate::config::ByteSize,
+    checked_at: u64,
     _cleanup: Cleanup,
     path: PathBuf,
 }
@@ -167,11 +171,18 @@ impl Staging {
                 self.max
             )));
         }
+        if self.size - self.checked_at >= DISK_CHECK_EVERY {
+            self.checked_at = self.size;
+            crate::health::ensure_free(&self.root, self.floor, DISK_CHECK_EVERY)?;
+        }
         self.hasher.update(chunk);
         self.file.write_all(chunk).await?;
         Ok(())
     }
 }
+
+/// How often (in bytes received) an upload checks the free-disk floor again.
+const DISK_CHECK_EVERY: u64 = 8 << 20;
 
 /// A name for a single-file program: one path component, no NUL, not `.`/`..`.
 fn check_file_name(name: &str, max: usize) -> Result<()> {
@@ -255,7 +266,12 @@ fn check_entry_name(raw: &[u8], cfg: &ProgramsConfig) -> Result<String> {
 
 /// Extracts the ZIP at `zip_path` into the empty directory `dest`, enforcing every rule of
 /// `cfg` while writing. Returns the stored files.
-fn extract_zip(zip_path: &Path, dest: &Path, cfg: &ProgramsConfig) -> Result<Vec<FileEntry>> {
+fn extract_zip(
+    zip_path: &Path,
+    dest: &Path,
+    cfg: &ProgramsConfig,
+    floor: crate::config::ByteSize,
+) -> Result<Vec<FileEntry>> {
     let file = File::open(zip_path)?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| Error::Invalid(format!("not a readable ZIP archive: {e}")))?;
@@ -273,6 +289,13 @@ fn extract_zip(zip_path: &Path, dest: &Path, cfg: &ProgramsConfig) -> Result<Vec
         )));
     }
     let max_total = cfg.max_unpacked_size.bytes();
+    // What the entries say they unpack to (capped by the limit, which is enforced on the
+    // bytes actually written below) must fit above the free-disk floor.
+    let declared = (0..archive.len())
+        .filter_map(|i| archive.by_index_raw(i).ok().map(|e| e.size()))
+        .fold(0u64, u64::saturating_add)
+        .min(max_total);
+    crate::health::ensure_free(dest, floor, declared)?;
     let mut total: u64 = 0;
     let mut seen: HashSet<String> = HashSet::new();
     let mut files = Vec::new();
@@ -549,6 +572,8 @@ impl Programs {
 
     /// Starts an upload: a temp file in the store.
     pub async fn begin_upload(&self) -> Result<Staging> {
+        let floor = self.inner.live.get().storage.min_free_disk;
+        crate::health::ensure_free(&self.inner.root, floor, 0)?;
         let path = self.inner.root.join(format!(".upload-{}", random_hex(8)?));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -561,6 +586,9 @@ impl Programs {
             hasher: Sha256::new(),
             size: 0,
             max: self.inner.live.get().programs.max_upload_size.bytes(),
+            root: self.inner.root.clone(),
+            floor,
+            checked_at: 0,
             _cleanup: Cleanup(Some(path.clone())),
             path,
         })
@@ -583,6 +611,7 @@ impl Programs {
             return Err(Error::Invalid("the upload is empty".into()));
         }
         let cfg = self.inner.live.get().programs.clone();
+        let floor = self.inner.live.get().storage.min_free_disk;
         let id = random_hex(8)?;
         let tmp = self.inner.root.join(format!(".tmp-{id}"));
         let final_dir = self.dir(&id);
@@ -595,7 +624,7 @@ impl Programs {
             std::fs::create_dir(&tmp)?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
             let files = if zip {
-                extract_zip(&staged, &tmp, &cfg)?
+                extract_zip(&staged, &tmp, &cfg, floor)?
             } else {
                 check_file_name(&name, cfg.max_name_length)?;
                 let target = tmp.join(&name);
@@ -1027,8 +1056,39 @@ mod tests {
         std::fs::write(&zp, bytes).unwrap();
         let dest = t.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let r = extract_zip(&zp, &dest, cfg);
+        let r = extract_zip(&zp, &dest, cfg, crate::config::ByteSize(0));
         (t, r)
+    }
+
+    #[test]
+    fn a_zip_that_would_cross_the_free_disk_floor_is_refused_before_writing() {
+        let t = tempfile::tempdir().unwrap();
+        let zp = t.path().join("in.zip");
+        // The central directory says the entry unpacks to 2 GiB (its data is 9 bytes): what
+        // is declared counts, capped by programs.max-unpacked-size (1 GiB).
+        let mut bytes = zip_of(&[("main.py", b"print(1)\n")]);
+        let cd = bytes
+            .windows(4)
+            .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+            .unwrap();
+        bytes[cd + 24..cd + 28].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        std::fs::write(&zp, &bytes).unwrap();
+        let dest = t.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let free = crate::health::free_bytes(&dest).unwrap();
+        // Half a GiB below what is free: 1 GiB declared crosses it, whatever else the machine
+        // writes or deletes meanwhile.
+        let floor = crate::config::ByteSize(free.saturating_sub(512 << 20));
+        let e = extract_zip(&zp, &dest, &cfg(), floor).unwrap_err();
+        assert!(
+            matches!(e, Error::InsufficientStorage(ref m) if m.contains("storage.min-free-disk")),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        // Control: with room, the same archive gets past the check (and is then refused for
+        // what it really is: its data does not match the size it declared).
+        let e = extract_zip(&zp, &dest, &cfg(), crate::config::ByteSize(0)).unwrap_err();
+        assert!(!matches!(e, Error::InsufficientStorage(_)), "{e}");
     }
 
     #[test]

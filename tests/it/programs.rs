@@ -662,6 +662,26 @@ fn uploads_past_the_limit_get_413_and_leave_nothing() {
 }
 
 #[test]
+fn uploads_below_the_free_disk_floor_get_507_and_leave_nothing() {
+    let d = Daemon::start_with(crate::harness::Options {
+        config: "[rate-limit]\nenabled = false\n[storage]\nmin-free-disk = \"1000000TiB\"\n".into(),
+        ..Default::default()
+    });
+    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    for r in [
+        upload(&d, &token, "?name=a.py", "text/plain", b"print(1)\n"),
+        upload_zip(&d, &token, &zip_of(&[("main.py", b"print(1)\n")])),
+    ] {
+        assert_eq!(r.status, 507, "{}", r.text());
+        assert!(r.text().contains("storage.min-free-disk"), "{}", r.text());
+    }
+    assert!(stored(&d).is_empty(), "{:?}", stored(&d));
+}
+
+#[test]
 fn download_as_zip_and_restart_keeps_programs_and_sweeps_orphans() {
     let (mut d, token) = start_daemon(None);
     let inner = zip_of(&[("a.txt", b"inside")]);
