@@ -266,6 +266,48 @@ fn check_entry_name(raw: &[u8], cfg: &ProgramsConfig) -> Result<String> {
 
 /// Extracts the ZIP at `zip_path` into the empty directory `dest`, enforcing every rule of
 /// `cfg` while writing. Returns the stored files.
+/// The first entry name that appears twice in a ZIP's central directory (plain ZIP, not
+/// ZIP64; `None` when it cannot tell). Only names are read: this is for the error message.
+fn first_duplicate_name(zip_path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(zip_path).ok()?;
+    let len = f.metadata().ok()?.len();
+    // The end-of-central-directory record: 22 bytes plus a comment of at most 64 KiB.
+    let tail_len = len.min(22 + 65_535);
+    f.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; usize::try_from(tail_len).ok()?];
+    f.read_exact(&mut tail).ok()?;
+    let eocd = tail
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 0x05, 0x06])?;
+    let field = |at: usize, n: usize| -> Option<u64> {
+        let b = tail.get(eocd + at..eocd + at + n)?;
+        Some(b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+    };
+    let (size, offset) = (field(12, 4)?, field(16, 4)?);
+    if size > 64 << 20 || offset.checked_add(size)? > len {
+        return None;
+    }
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut cd = vec![0u8; usize::try_from(size).ok()?];
+    f.read_exact(&mut cd).ok()?;
+    let mut seen = HashSet::new();
+    let mut at = 0usize;
+    while cd.get(at..at + 4)? == [0x50, 0x4b, 0x01, 0x02] {
+        let u16_at = |o: usize| -> Option<usize> {
+            let b = cd.get(at + o..at + o + 2)?;
+            Some(usize::from(b[0]) | usize::from(b[1]) << 8)
+        };
+        let (n, e, c) = (u16_at(28)?, u16_at(30)?, u16_at(32)?);
+        let name = String::from_utf8_lossy(cd.get(at + 46..at + 46 + n)?).into_owned();
+        if !seen.insert(name.clone()) {
+            return Some(name);
+        }
+        at += 46 + n + e + c;
+    }
+    None
+}
+
 fn extract_zip(
     zip_path: &Path,
     dest: &Path,
@@ -276,10 +318,13 @@ fn extract_zip(
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| Error::Invalid(format!("not a readable ZIP archive: {e}")))?;
     if archive.has_duplicate_names() {
-        // The reader keeps one entry per name, so name the rule without the entry.
-        return Err(Error::Invalid(
-            "refused ZIP: duplicate entry names in the central directory".into(),
-        ));
+        // The reader keeps one entry per name; find which one from the central directory.
+        return Err(match first_duplicate_name(zip_path) {
+            Some(name) => refuse(&name, "duplicate name"),
+            None => {
+                Error::Invalid("refused ZIP: duplicate entry names in the central directory".into())
+            }
+        });
     }
     if archive.len() > cfg.max_files {
         return Err(Error::Invalid(format!(
@@ -1157,7 +1202,7 @@ mod tests {
         }
         let (_t, r) = extract(&bytes, &cfg());
         let e = r.unwrap_err().to_string();
-        assert!(e.contains("duplicate"), "{e}");
+        assert!(e.contains("\"a.txt\": duplicate name"), "{e}");
 
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
