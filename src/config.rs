@@ -86,6 +86,11 @@ pub struct SandboxConfig {
     pub uid_range: UidRange,
     /// Run jobs even when the kernel lacks landlock (loudly logged). Off: fail closed.
     pub allow_degraded: bool,
+    /// Sandboxes kept built ahead of their job (namespaces, root, /proc: all but the job's
+    /// scratch and the job), each used by one job only, so a command starts without waiting
+    /// for them. Only for jobs without network and binds, and not with per-job cgroups.
+    /// 0 turns it off.
+    pub warm_pool: usize,
     /// Named profiles: limits (the maxima a request may ask for) and network access.
     pub profiles: std::collections::BTreeMap<String, SandboxProfile>,
 }
@@ -140,6 +145,7 @@ impl Default for SandboxConfig {
                 last: 265_535,
             },
             allow_degraded: false,
+            warm_pool: 2,
             profiles,
         }
     }

@@ -213,6 +213,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), live.clone(), health, sandbox, cgroups)
         .context("cannot open the program store")?;
     ensure_initial_admin_token(&state, &state_dir).await?;
+    // Sandboxes built ahead of the first commands (sandbox.warm-pool).
+    state.exec.refill();
     systemd::status("recovering the file store");
     recover_files(&state).await?;
     match state.programs.sweep_orphans().await {

@@ -17,7 +17,7 @@ use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::sandbox::{Limits, Policy, Report, SCRATCH, Sandbox};
+use crate::sandbox::{Limits, Policy, Report, SCRATCH, Sandbox, WarmSandbox};
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]
@@ -151,8 +151,12 @@ struct Inner {
     slots: Semaphore,
     waiting: AtomicUsize,
     running: AtomicUsize,
-    /// uids in use by running jobs (daemon as root).
-    uids: Mutex<BTreeSet<u32>>,
+    /// uids in use by running jobs and warm sandboxes (daemon as root).
+    uids: Arc<Mutex<BTreeSet<u32>>>,
+    /// Sandboxes built ahead of their job (`sandbox.warm-pool`), each with its uid.
+    pool: Mutex<Vec<(WarmSandbox, UidLease)>>,
+    /// Warm sandboxes being built now.
+    warming: AtomicUsize,
     as_root: bool,
     /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
     cgroups: Option<crate::sandbox::Cgroups>,
@@ -180,14 +184,21 @@ fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
-struct UidLease<'a> {
-    inner: &'a Inner,
+/// What the daemon enforces on a running job from outside.
+struct Bounds {
+    output_limit: u64,
+    timeout: Duration,
+}
+
+/// A uid from `sandbox.uid-range`, given back when dropped.
+struct UidLease {
+    uids: Arc<Mutex<BTreeSet<u32>>>,
     uid: Option<u32>,
 }
 
-impl Drop for UidLease<'_> {
+impl Drop for UidLease {
     fn drop(&mut self) {
-        if let (Some(uid), Ok(mut set)) = (self.uid, self.inner.uids.lock()) {
+        if let (Some(uid), Ok(mut set)) = (self.uid, self.uids.lock()) {
             set.remove(&uid);
         }
     }
@@ -209,7 +220,9 @@ impl Executor {
                 slots: Semaphore::new(max),
                 waiting: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
-                uids: Mutex::new(BTreeSet::new()),
+                uids: Arc::new(Mutex::new(BTreeSet::new())),
+                pool: Mutex::new(Vec::new()),
+                warming: AtomicUsize::new(0),
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
             }),
@@ -224,10 +237,10 @@ impl Executor {
         )
     }
 
-    fn lease_uid(&self) -> Result<UidLease<'_>> {
+    fn lease_uid(&self) -> Result<UidLease> {
         if !self.inner.as_root {
             return Ok(UidLease {
-                inner: &self.inner,
+                uids: self.inner.uids.clone(),
                 uid: None,
             });
         }
@@ -242,9 +255,73 @@ impl Executor {
             .ok_or_else(|| Error::Busy("every uid of sandbox.uid-range is in use".into()))?;
         set.insert(uid);
         Ok(UidLease {
-            inner: &self.inner,
+            uids: self.inner.uids.clone(),
             uid: Some(uid),
         })
+    }
+
+    /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch
+    /// cwd, no per-job cgroup (a warm sandbox's processes exist before its cgroup would).
+    fn poolable(&self, policy: &Policy) -> bool {
+        self.inner.cgroups.is_none()
+            && self.inner.live.get().sandbox.warm_pool > 0
+            && !policy.network
+            && policy.ro_binds.is_empty()
+            && policy.cwd == SCRATCH
+    }
+
+    /// A live warm sandbox with its uid, if one is ready (dead ones are dropped).
+    fn take_warm(&self) -> Option<(WarmSandbox, UidLease)> {
+        let mut pool = self.inner.pool.lock().ok()?;
+        while let Some((warm, lease)) = pool.pop() {
+            if warm.alive() {
+                return Some((warm, lease));
+            }
+        }
+        None
+    }
+
+    /// Builds warm sandboxes in the background until `sandbox.warm-pool` are ready.
+    pub fn refill(&self) {
+        if self.inner.cgroups.is_some() {
+            return;
+        }
+        let target = self.inner.live.get().sandbox.warm_pool;
+        // Counted and claimed under the pool's lock, so concurrent calls never overfill it.
+        let missing = match self.inner.pool.lock() {
+            Ok(pool) => {
+                let have = pool.len() + self.inner.warming.load(Ordering::SeqCst);
+                let missing = target.saturating_sub(have);
+                self.inner.warming.fetch_add(missing, Ordering::SeqCst);
+                missing
+            }
+            Err(_) => 0,
+        };
+        for _ in 0..missing {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let built = async {
+                    let lease = me.lease_uid()?;
+                    let run_as = lease.uid.map(|u| (u, u));
+                    let warm = me.inner.sandbox.warm(run_as).await?;
+                    Ok::<_, Error>((warm, lease))
+                }
+                .await;
+                match built {
+                    Ok(entry) => {
+                        if let Ok(mut pool) = me.inner.pool.lock() {
+                            pool.push(entry);
+                        }
+                        me.inner.warming.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    // Jobs still run (built when they come); their own errors say why.
+                    Err(e) => {
+                        me.inner.warming.fetch_sub(1, Ordering::SeqCst);
+                        tracing::debug!(error = %e, "could not build a warm sandbox");
+                    }
+                }
+            });
+        }
     }
 
     /// Builds the policy for `req` from its profile, refusing limits above the profile's.
@@ -356,18 +433,30 @@ impl Executor {
         self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
         let _permit = permit.map_err(|_| Error::Unavailable("shutting down".into()))?;
         self.inner.running.fetch_add(1, Ordering::SeqCst);
-        let lease = self.lease_uid();
+        let warm = if self.poolable(&policy) {
+            let w = self.take_warm();
+            self.refill();
+            w
+        } else {
+            None
+        };
+        let lease = match warm {
+            Some((w, lease)) => Ok((Some(w), lease)),
+            None => self.lease_uid().map(|l| (None, l)),
+        };
         let result = match lease {
-            Ok(lease) => {
+            Ok((warm, lease)) => {
                 policy.run_as = lease.uid.map(|u| (u, u));
                 let r = self
                     .run_confined(
                         &policy,
-                        req.stdin.clone(),
-                        output_limit,
-                        timeout,
+                        Bounds {
+                            output_limit,
+                            timeout,
+                        },
                         stream,
                         req.cancel.clone(),
+                        (warm, req.stdin.clone()),
                     )
                     .await;
                 drop(lease);
@@ -385,15 +474,20 @@ impl Executor {
         Ok(result)
     }
 
+    /// `start`: the warm sandbox to use, if any, and the job's stdin.
     async fn run_confined(
         &self,
         policy: &Policy,
-        stdin: Vec<u8>,
-        output_limit: u64,
-        timeout: Duration,
+        bounds: Bounds,
         stream: Option<mpsc::Sender<Chunk>>,
         cancel: Option<Arc<tokio::sync::Notify>>,
+        start: (Option<WarmSandbox>, Vec<u8>),
     ) -> Result<ExecResult> {
+        let Bounds {
+            output_limit,
+            timeout,
+        } = bounds;
+        let (warm, stdin) = start;
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
@@ -407,11 +501,15 @@ impl Executor {
                 .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
                 .ok()
         });
-        let mut running = self
-            .inner
-            .sandbox
-            .spawn_in(policy, stdin, cgroup.as_ref())
-            .await?;
+        let mut running = match warm {
+            Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
+            _ => {
+                self.inner
+                    .sandbox
+                    .spawn_in(policy, stdin, cgroup.as_ref())
+                    .await?
+            }
+        };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let (mut out, mut err) = (Vec::new(), Vec::new());

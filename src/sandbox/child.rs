@@ -37,6 +37,10 @@ pub struct Report {
     pub landlock: String,
     /// Whether the job got its own /proc.
     pub proc_mounted: bool,
+    /// CLOCK_MONOTONIC (ns) when the job called execve: how long a start took, measured
+    /// against the caller's own clock reading.
+    #[serde(default)]
+    pub exec_mono_ns: u64,
 }
 
 const POLICY_FD: RawFd = 3;
@@ -61,9 +65,19 @@ fn cstr(s: &str) -> R<CString> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
-/// Entry point of `localhostd sandbox-helper`.
+/// Entry point of `localhostd sandbox-helper` (and of a helper the zygote forks for a job).
 pub fn main() -> ! {
-    let report = match run() {
+    finish(run(false))
+}
+
+/// A pre-built ("warm") helper the zygote forks for the pool: it builds everything that does
+/// not depend on the job, then waits for the job's policy. Used for one job only.
+pub fn main_warm() -> ! {
+    finish(run(true))
+}
+
+fn finish(result: R<Report>) -> ! {
+    let report = match result {
         Ok(r) => r,
         Err(message) => Report {
             kind: "error".into(),
@@ -106,8 +120,67 @@ fn read_policy() -> R<Policy> {
     Ok(p)
 }
 
-fn run() -> R<Report> {
-    let policy = read_policy()?;
+/// What a warm helper knows before its job: the uid to run as (the daemon leased it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warm {
+    pub run_as: Option<(u32, u32)>,
+}
+
+/// The limits a warm sandbox is built with; the job's own are applied when it arrives
+/// (rlimits at its start, tmpfs sizes when its scratch is mounted).
+const WARM_LIMITS: super::policy::Limits = super::policy::Limits {
+    cpu_s: 1,
+    data_bytes: 1 << 20,
+    processes: 1,
+    file_size_bytes: 1,
+    open_files: 1,
+    tmpfs_bytes: 1 << 20,
+    tmpfs_inodes: 16,
+};
+
+/// Reads the warm line (one JSON line) from the policy pipe, leaving the rest (the job's
+/// policy, sent later) for init.
+fn read_warm() -> R<Policy> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: a one-byte read from the policy pipe into a valid buffer.
+        let n = unsafe { libc::read(POLICY_FD, b.as_mut_ptr().cast(), 1) };
+        if n == 1 && b[0] != b'\n' && line.len() < 4096 {
+            line.push(b[0]);
+        } else if n == 1 && b[0] == b'\n' {
+            break;
+        } else if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        } else {
+            return Err("the warm line of the policy pipe is missing".into());
+        }
+    }
+    let w: Warm = serde_json::from_slice(&line).map_err(|e| format!("bad warm line: {e}"))?;
+    Ok(Policy {
+        argv: vec!["/bin/true".into()],
+        env: Vec::new(),
+        cwd: super::policy::SCRATCH.into(),
+        limits: WARM_LIMITS,
+        network: false,
+        run_as: w.run_as,
+        ro_binds: Vec::new(),
+        allow_degraded: false,
+    })
+}
+
+/// In a warm sandbox's init: the job's policy (the rest of the policy pipe), which must fit
+/// what was built (no binds, no network, the scratch cwd, the same uid).
+fn read_job_policy(template: &Policy) -> R<Policy> {
+    let p = read_policy()?;
+    if p.network || !p.ro_binds.is_empty() || p.cwd != template.cwd || p.run_as != template.run_as {
+        return Err("the job does not fit its warm sandbox (network, binds, cwd or uid)".into());
+    }
+    Ok(p)
+}
+
+fn run(warm: bool) -> R<Report> {
+    let policy = if warm { read_warm()? } else { read_policy()? };
     let parent = nix::unistd::getppid();
     // The first read-only bind of a directory (a stored program) is opened with the daemon's
     // credentials: it lives under the state directory, which a per-job uid may not traverse.
@@ -194,7 +267,7 @@ fn run() -> R<Report> {
         nix::unistd::ForkResult::Child => {
             drop(status_r);
             let mut w = std::fs::File::from(status_w);
-            let line = match init(&policy, &binds, &prefix, &deny) {
+            let line = match init(&policy, &binds, &prefix, &deny, warm) {
                 Ok(line) => line,
                 Err(e) => format!("error {e}"),
             };
@@ -242,6 +315,7 @@ fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
             let n: i32 = f.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
             r.landlock = f.next().unwrap_or("").to_owned();
             r.proc_mounted = f.next() == Some("proc");
+            r.exec_mono_ns = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             r.kind = kind.to_owned();
             if kind == "exit" {
                 r.code = n
@@ -417,7 +491,9 @@ fn touch(path: &str) -> R<()> {
 
 /// Builds the job's root under `root` (a fresh tmpfs) and pivots into it. Returns whether a
 /// private /proc could be mounted.
-fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
+/// Builds the job's root. `warm`: the scratch, /tmp and /dev/shm tmpfs are left for
+/// `mount_scratch` once the job's limits are known (their mount points exist).
+fn build_root(policy: &Policy, binds: &Binds, warm: bool) -> R<bool> {
     let root = "/tmp";
     mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     mount(
@@ -492,27 +568,11 @@ fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
             // read-only below.
         }
     }
-    let l = &policy.limits;
-    let tmpfs_opts = |mode: &str| {
-        format!(
-            "mode={mode},size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
-            l.tmpfs_bytes, l.tmpfs_inodes
-        )
-    };
-    for (dir, mode) in [
-        (policy.cwd.as_str(), "0700"),
-        ("/tmp", "1777"),
-        ("/dev/shm", "1777"),
-    ] {
-        let target = format!("{root}{dir}");
-        mkdir_p(&target)?;
-        mount(
-            Some("tmpfs"),
-            &target,
-            Some("tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some(&tmpfs_opts(mode)),
-        )?;
+    for dir in [policy.cwd.as_str(), "/tmp", "/dev/shm"] {
+        mkdir_p(&format!("{root}{dir}"))?;
+    }
+    if !warm {
+        mount_scratch(policy, root)?;
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -573,6 +633,30 @@ fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
     Ok(proc_mounted)
 }
 
+/// The job's scratch (its cwd), /tmp and /dev/shm: tmpfs with the job's size and inode
+/// limits, under `root` (the new root before pivot_root, "" after).
+fn mount_scratch(policy: &Policy, root: &str) -> R<()> {
+    let l = &policy.limits;
+    for (dir, mode) in [
+        (policy.cwd.as_str(), "0700"),
+        ("/tmp", "1777"),
+        ("/dev/shm", "1777"),
+    ] {
+        let opts = format!(
+            "mode={mode},size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
+            l.tmpfs_bytes, l.tmpfs_inodes
+        );
+        mount(
+            Some("tmpfs"),
+            &format!("{root}{dir}"),
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&opts),
+        )?;
+    }
+    Ok(())
+}
+
 fn loopback_up() -> R<()> {
     let s = check(
         // SAFETY: socket() with constant arguments; the fd is closed below.
@@ -600,10 +684,11 @@ fn loopback_up() -> R<()> {
 
 /// PID 1 of the job's namespace: builds the root, starts the job, reaps, reports.
 fn init(
-    policy: &Policy,
+    template: &Policy,
     binds: &Binds,
     prefix: &seccompiler::BpfProgram,
     deny: &seccompiler::BpfProgram,
+    warm: bool,
 ) -> R<String> {
     set_pdeathsig()?;
     // Not dumpable: a job running as the same uid cannot open our /proc/1/mem.
@@ -612,9 +697,18 @@ fn init(
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "prctl(PR_SET_DUMPABLE)",
     )?;
-    let proc_mounted = build_root(policy, binds)?;
+    let proc_mounted = build_root(template, binds, warm)?;
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
     loopback_up()?;
+    // A warm sandbox is complete here; it waits for its one job.
+    let job_policy;
+    let policy = if warm {
+        job_policy = read_job_policy(template)?;
+        mount_scratch(&job_policy, "")?;
+        &job_policy
+    } else {
+        template
+    };
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
     // SAFETY: init is single-threaded; the child runs arbitrary code after fork.
@@ -642,12 +736,13 @@ fn init(
     // The job writes "landlock:<status>" just before execve, or an error when it fails.
     let mut from_job = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut from_job);
-    let (landlock, setup_error) = match from_job.strip_prefix("landlock:") {
+    let (landlock, exec_ns, setup_error) = match from_job.strip_prefix("landlock:") {
         Some(rest) => {
             let (status, err) = rest.split_once('\n').unwrap_or((rest, ""));
-            (status.to_owned(), err.to_owned())
+            let (status, ns) = status.split_once(' ').unwrap_or((status, "0"));
+            (status.to_owned(), ns.to_owned(), err.to_owned())
         }
-        None => ("none".to_owned(), from_job),
+        None => ("none".to_owned(), "0".to_owned(), from_job),
     };
     loop {
         let mut status: libc::c_int = 0;
@@ -658,7 +753,7 @@ fn init(
         }
         if pid == job.as_raw() {
             let tail = format!(
-                "{landlock} {}",
+                "{landlock} {} {exec_ns}",
                 if proc_mounted { "proc" } else { "noproc" }
             );
             if libc::WIFEXITED(status) {
@@ -828,7 +923,6 @@ fn exec_job(
         "prctl(PR_SET_NO_NEW_PRIVS)",
     )?;
     let landlock = landlock_restrict(policy, proc_mounted)?;
-    let _ = writeln!(report, "landlock:{landlock}");
     if landlock == "none" {
         let _ = writeln!(
             std::io::stderr(),
@@ -845,6 +939,16 @@ fn exec_job(
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let exec_ns = (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64);
+    let _ = writeln!(report, "landlock:{landlock} {exec_ns}");
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
     Err(format!("exec: cannot execute {program}: {}", errno_str()))

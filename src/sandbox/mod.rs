@@ -20,6 +20,6 @@ mod spawn;
 pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
-pub use child::Report;
+pub use child::{Report, Warm};
 pub use policy::{Limits, Policy, SCRATCH};
-pub use spawn::{Exit, Running, Sandbox};
+pub use spawn::{Exit, Running, Sandbox, WarmSandbox};

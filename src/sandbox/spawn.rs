@@ -39,6 +39,7 @@ struct SpawnRequest {
     /// stdin (read end), stdout, stderr (write ends), policy (read end), report (write end).
     fds: [OwnedFd; zygote::JOB_FDS],
     cgroup: Option<OwnedFd>,
+    warm: bool,
     reply: oneshot::Sender<std::result::Result<(i32, OwnedFd), String>>,
 }
 
@@ -130,16 +131,19 @@ impl Zygote {
         &self,
         fds: &[OwnedFd],
         cgroup: Option<&OwnedFd>,
+        warm: bool,
     ) -> std::result::Result<(i32, OwnedFd), ZygoteError> {
         let mut raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         if let Some(cg) = cgroup {
             raw.push(cg.as_raw_fd());
         }
-        let flags = [if cgroup.is_some() {
-            zygote::FLAG_CGROUP
-        } else {
-            0
-        }];
+        let mut flags = [0u8];
+        if cgroup.is_some() {
+            flags[0] |= zygote::FLAG_CGROUP;
+        }
+        if warm {
+            flags[0] |= zygote::FLAG_WARM;
+        }
         sendmsg::<()>(
             self.sock.as_raw_fd(),
             &[IoSlice::new(&flags)],
@@ -214,7 +218,7 @@ fn spawner(binary: PathBuf, rx: std::sync::mpsc::Receiver<SpawnRequest>) {
                     }
                 },
             };
-            match z.fork_helper(&req.fds, req.cgroup.as_ref()) {
+            match z.fork_helper(&req.fds, req.cgroup.as_ref(), req.warm) {
                 Ok(ok) => {
                     result = Ok(ok);
                     current = Some(z);
@@ -272,11 +276,6 @@ impl Sandbox {
         policy.validate().map_err(Error::Invalid)?;
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
-        let (stdin_r, stdin_w) = pipe_cloexec()?;
-        let (stdout_r, stdout_w) = pipe_cloexec()?;
-        let (stderr_r, stderr_w) = pipe_cloexec()?;
-        let (policy_r, policy_w) = pipe_cloexec()?;
-        let (report_r, report_w) = pipe_cloexec()?;
         let cgroup_dir = match cgroup {
             Some(cg) => Some(OwnedFd::from(std::fs::File::open(cg.path()).map_err(
                 |e| {
@@ -288,11 +287,40 @@ impl Sandbox {
             )?)),
             None => None,
         };
+        let (running, feed) = self.launch(cgroup_dir, false).await?;
+        feed.send(payload, stdin)?;
+        Ok(running)
+    }
+
+    /// Builds a sandbox ahead of its job (run as `run_as`, no network, no binds, the
+    /// scratch cwd): everything but the job's own scratch mounts and the job itself. It
+    /// serves exactly one job (`WarmSandbox::start`); dropping it unused kills it.
+    pub async fn warm(&self, run_as: Option<(u32, u32)>) -> Result<WarmSandbox> {
+        let line = serde_json::to_vec(&super::child::Warm { run_as })
+            .map_err(|e| Error::Internal(format!("warm line: {e}")))?;
+        let (running, mut feed) = self.launch(None, true).await?;
+        feed.policy.write_all(&line)?;
+        feed.policy.write_all(b"\n")?;
+        Ok(WarmSandbox {
+            running,
+            feed,
+            run_as,
+        })
+    }
+
+    /// Asks the zygote for a helper; returns it with the ends the job's input goes into.
+    async fn launch(&self, cgroup: Option<OwnedFd>, warm: bool) -> Result<(Running, Feed)> {
+        let (stdin_r, stdin_w) = pipe_cloexec()?;
+        let (stdout_r, stdout_w) = pipe_cloexec()?;
+        let (stderr_r, stderr_w) = pipe_cloexec()?;
+        let (policy_r, policy_w) = pipe_cloexec()?;
+        let (report_r, report_w) = pipe_cloexec()?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(SpawnRequest {
                 fds: [stdin_r, stdout_w, stderr_w, policy_r, report_w],
-                cgroup: cgroup_dir,
+                cgroup,
+                warm,
                 reply,
             })
             .map_err(|_| Error::Unavailable("the sandbox spawner stopped".into()))?;
@@ -321,8 +349,28 @@ impl Sandbox {
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
             report: Some(report_r),
         };
+        let feed = Feed {
+            policy: std::fs::File::from(policy_w),
+            stdin: stdin_w,
+        };
+        Ok((running, feed))
+    }
+}
+
+/// The write ends of a helper's policy pipe and of its job's stdin.
+struct Feed {
+    policy: std::fs::File,
+    stdin: OwnedFd,
+}
+
+impl Feed {
+    /// Sends the policy (then EOF) and feeds `stdin` in the background.
+    fn send(self, payload: Vec<u8>, stdin: Vec<u8>) -> Result<()> {
+        let Feed {
+            policy: mut pw,
+            stdin: stdin_w,
+        } = self;
         // The policy is small; a pipe holds 64 KiB, larger ones are written off the runtime.
-        let mut pw = std::fs::File::from(policy_w);
         if payload.len() < 60_000 {
             pw.write_all(&payload)?;
             drop(pw);
@@ -336,6 +384,55 @@ impl Sandbox {
             use tokio::io::AsyncWriteExt;
             let _ = input.write_all(&stdin).await;
         });
+        Ok(())
+    }
+}
+
+/// A sandbox built ahead of its job (see `Sandbox::warm`).
+pub struct WarmSandbox {
+    running: Running,
+    feed: Feed,
+    run_as: Option<(u32, u32)>,
+}
+
+impl WarmSandbox {
+    /// The uid/gid it was built for.
+    pub fn run_as(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
+
+    /// Whether `policy` can run in it: no network, no binds, the scratch cwd, its uid.
+    pub fn fits(&self, policy: &Policy) -> bool {
+        !policy.network
+            && policy.ro_binds.is_empty()
+            && policy.cwd == super::policy::SCRATCH
+            && policy.run_as == self.run_as
+    }
+
+    /// Whether its helper is still there (a warm sandbox whose helper died is discarded).
+    pub fn alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.running.exit.pidfd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n == 0
+    }
+
+    /// Starts its job: `policy` must fit (`fits`).
+    pub fn start(self, policy: &Policy, stdin: Vec<u8>) -> Result<Running> {
+        policy.validate().map_err(Error::Invalid)?;
+        if !self.fits(policy) {
+            return Err(Error::Internal(
+                "a job was given a warm sandbox it does not fit".into(),
+            ));
+        }
+        let payload =
+            serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
+        let WarmSandbox { running, feed, .. } = self;
+        feed.send(payload, stdin)?;
         Ok(running)
     }
 }

@@ -8,7 +8,7 @@
 //! is a fresh fork that builds its own namespaces, mounts and processes (`child`).
 //!
 //! Protocol over the `SOCK_SEQPACKET` socket on fd 3 (one message per request, one reply):
-//! - request: one byte of flags (`FLAG_CGROUP`) and, as `SCM_RIGHTS`, the job's stdin (read
+//! - request: one byte of flags (`FLAG_CGROUP`, `FLAG_WARM`) and, as `SCM_RIGHTS`, the job's stdin (read
 //!   end), stdout and stderr (write ends), the policy pipe (read end), the report pipe (write
 //!   end) and, with `FLAG_CGROUP`, the job's cgroup directory;
 //! - reply: the helper's pid as 4 bytes (native endian; the negated errno when the fork
@@ -30,6 +30,8 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 pub const SOCKET_FD: RawFd = 3;
 /// Request flag: a cgroup directory follows the five job descriptors.
 pub const FLAG_CGROUP: u8 = 1;
+/// Request flag: a warm helper (`child::main_warm`), built before its job is known.
+pub const FLAG_WARM: u8 = 2;
 /// Descriptors in a request without / with a cgroup.
 pub const JOB_FDS: usize = 5;
 const MAX_FDS: usize = JOB_FDS + 1;
@@ -142,7 +144,7 @@ fn serve_one() -> nix::Result<bool> {
     let me = unsafe { libc::getpid() };
     // SAFETY: this process is single-threaded, so the child may run any code after fork.
     match unsafe { libc::fork() } {
-        0 => become_helper(&high, me),
+        0 => become_helper(&high, me, flags[0] & FLAG_WARM != 0),
         -1 => reply(-nix::errno::Errno::last_raw(), None)?,
         pid => {
             // SAFETY: pidfd_open on our own unreaped child (nothing reaps before this).
@@ -173,7 +175,7 @@ fn reply(pid: i32, pidfd: Option<&OwnedFd>) -> nix::Result<()> {
 
 /// In the fork's child: descriptors to 0–4, into the cgroup, nothing else open, parent-death
 /// signal, then the helper proper.
-fn become_helper(fds: &[OwnedFd], zygote: libc::pid_t) -> ! {
+fn become_helper(fds: &[OwnedFd], zygote: libc::pid_t, warm: bool) -> ! {
     for (target, fd) in fds.iter().take(JOB_FDS).enumerate() {
         // SAFETY: dup2 of a descriptor we own onto one of 0–4 (the socket on 3 is replaced).
         if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
@@ -205,7 +207,11 @@ fn become_helper(fds: &[OwnedFd], zygote: libc::pid_t) -> ! {
         // SAFETY: _exit ends this process at once.
         unsafe { libc::_exit(1) }
     }
-    super::child::main()
+    if warm {
+        super::child::main_warm()
+    } else {
+        super::child::main()
+    }
 }
 
 fn join_cgroup(dir: &OwnedFd) -> Result<(), String> {

@@ -26,19 +26,57 @@ fn post(d: &Daemon, token: &str, body: &Value) -> http::Response {
     )
 }
 
-/// The daemon's job processes: its children, except the sandbox zygote, whose own children
-/// (the helpers) count instead.
-fn jobs_of(pid: i32) -> Vec<String> {
-    let mut out = Vec::new();
+/// The daemon's job processes: anything below it but the sandbox zygote and the warm
+/// sandboxes (`sandbox.warm-pool`): a helper whose init has no job yet. Returns (job
+/// processes, warm sandboxes).
+fn jobs_of(pid: i32) -> (Vec<String>, usize) {
+    let mut jobs = Vec::new();
+    let mut warm = 0;
     for c in children_of(pid) {
         let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("sandbox-zygote") {
-            out.extend(children_of(c.parse().unwrap()));
-        } else {
-            out.push(c);
+        if !String::from_utf8_lossy(&cmdline).contains("sandbox-zygote") {
+            jobs.push(c);
+            continue;
+        }
+        for helper in children_of(c.parse().unwrap()) {
+            // An exited helper the zygote has not reaped yet (it does every 200 ms).
+            let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let inits = children_of(helper.parse().unwrap());
+            let busy: Vec<String> = inits
+                .iter()
+                .flat_map(|i| children_of(i.parse().unwrap()))
+                .collect();
+            if inits.len() == 1 && busy.is_empty() {
+                warm += 1;
+            } else {
+                jobs.push(helper);
+                jobs.extend(inits);
+                jobs.extend(busy);
+            }
         }
     }
-    out
+    (jobs, warm)
+}
+
+/// Waits until the warm pool is full (2 by default), so descriptor counts compare like with
+/// like.
+fn wait_warm(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_of(pid).1 < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the warm pool did not fill: {:?}",
+            jobs_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn children_of(pid: i32) -> Vec<String> {
@@ -481,6 +519,7 @@ fn stress_1000_jobs_16_at_a_time() {
     let (mut d, token) = start_daemon(None);
     let pid = d.pid();
     post(&d, &token, &json!({"argv": ["true"]}));
+    wait_warm(pid);
     let fds_before = fds(pid);
     let start = Instant::now();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -546,12 +585,10 @@ fn stress_1000_jobs_16_at_a_time() {
         "1000 jobs in {:?}; {served} health probes served meanwhile",
         start.elapsed()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        jobs_of(pid).is_empty(),
-        "leftover job processes: {:?}",
-        jobs_of(pid)
-    );
+    wait_warm(pid);
+    let (jobs, warm) = jobs_of(pid);
+    assert!(jobs.is_empty(), "leftover job processes: {jobs:?}");
+    assert_eq!(warm, 2, "warm sandboxes beyond sandbox.warm-pool");
     let fds_after = fds(pid);
     assert!(
         fds_after.1 <= fds_before.1,
@@ -664,4 +701,25 @@ fn nothing_allocates_between_fork_and_exec() {
             bad[0]
         );
     });
+}
+
+/// Warm sandboxes (`sandbox.warm-pool`) are built ahead but serve one job each: consecutive
+/// commands (more than the pool holds, so some come from the pool and some are built while
+/// others wait) each find a fresh PID namespace (the job's shell is PID 2, right after its
+/// init), an IPC namespace without the shared-memory segment the job before created, and an
+/// empty scratch. (Namespace inode numbers cannot show this: the kernel reuses them once a
+/// namespace is gone.)
+#[test]
+fn every_job_gets_namespaces_no_other_job_had() {
+    let (mut d, token) = start_daemon(None);
+    let script = "echo $$; ipcs -m | grep -c '^0x'; ls -A /work | wc -l; \
+                  ipcmk -M 4096 >/dev/null && touch /work/mark && echo marked";
+    for i in 0..8 {
+        let r = post(&d, &token, &json!({"command": script})).json();
+        assert_eq!(r["status"], "ok", "{r}");
+        let out = r["stdout"].as_str().unwrap();
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines, ["2", "0", "0", "marked"], "job {i}: {r}");
+    }
+    d.stop();
 }
