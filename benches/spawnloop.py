@@ -80,10 +80,12 @@ class Zygote:
             raise RuntimeError(f"the zygote refused: {pid}")
         return pid, fds[0], pw, orr, rr
 
-    def prepare(self, run_as):
+    def prepare(self, policy):
         """A warm sandbox, built before its sample starts (as the daemon's pool does)."""
+        warm_line = {"run_as": policy["run_as"], "tmpfs_bytes": policy["limits"]["tmpfs_bytes"],
+                     "tmpfs_inodes": policy["limits"]["tmpfs_inodes"]}
         pid, pidfd, pw, orr, rr = self.launch(FLAG_WARM)
-        os.write(pw, json.dumps({"run_as": run_as}).encode() + b"\n")
+        os.write(pw, json.dumps(warm_line).encode() + b"\n")
         # Ready when its init waits for the policy (blocked reading the pipe).
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
@@ -102,7 +104,7 @@ class Zygote:
             data = self.policies[policy] = open(policy, "rb").read()
         if self.warm:
             if self.ready is None:
-                self.prepare(json.loads(data)["run_as"])
+                self.prepare(json.loads(data))
             pidfd, pw, orr, rr = self.ready
             self.ready = None
             t0 = time.monotonic_ns()
@@ -123,7 +125,7 @@ class Zygote:
         self.out.write(text + b"\n")
         ok = b'"kind":"exit","code":0,' in text
         if self.warm:
-            self.prepare(json.loads(data)["run_as"])
+            self.prepare(json.loads(data))
         stamp = stamp_of(out)
         start = (stamp - t0) / 1000.0 if stamp else None
         return (t1 - t0) / 1000.0, start, float("nan"), ok

@@ -302,8 +302,24 @@ impl Executor {
             tokio::spawn(async move {
                 let built = async {
                     let lease = me.lease_uid()?;
-                    let run_as = lease.uid.map(|u| (u, u));
-                    let warm = me.inner.sandbox.warm(run_as).await?;
+                    let profile = me
+                        .inner
+                        .live
+                        .get()
+                        .sandbox
+                        .profiles
+                        .get("default")
+                        .cloned()
+                        .unwrap_or_default();
+                    let warm = me
+                        .inner
+                        .sandbox
+                        .warm(crate::sandbox::Warm {
+                            run_as: lease.uid.map(|u| (u, u)),
+                            tmpfs_bytes: profile.tmpfs_size.bytes(),
+                            tmpfs_inodes: profile.tmpfs_inodes,
+                        })
+                        .await?;
                     Ok::<_, Error>((warm, lease))
                 }
                 .await;

@@ -120,10 +120,14 @@ fn read_policy() -> R<Policy> {
     Ok(p)
 }
 
-/// What a warm helper knows before its job: the uid to run as (the daemon leased it).
+/// What a warm helper knows before its job: the uid to run as (the daemon leased it) and the
+/// size of the scratch, /tmp and /dev/shm tmpfs (the profile's; a job that asks for other
+/// sizes gets them remounted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warm {
     pub run_as: Option<(u32, u32)>,
+    pub tmpfs_bytes: u64,
+    pub tmpfs_inodes: u64,
 }
 
 /// The limits a warm sandbox is built with; the job's own are applied when it arrives
@@ -161,7 +165,11 @@ fn read_warm() -> R<Policy> {
         argv: vec!["/bin/true".into()],
         env: Vec::new(),
         cwd: super::policy::SCRATCH.into(),
-        limits: WARM_LIMITS,
+        limits: super::policy::Limits {
+            tmpfs_bytes: w.tmpfs_bytes,
+            tmpfs_inodes: w.tmpfs_inodes,
+            ..WARM_LIMITS
+        },
         network: false,
         run_as: w.run_as,
         ro_binds: Vec::new(),
@@ -491,9 +499,8 @@ fn touch(path: &str) -> R<()> {
 
 /// Builds the job's root under `root` (a fresh tmpfs) and pivots into it. Returns whether a
 /// private /proc could be mounted.
-/// Builds the job's root. `warm`: the scratch, /tmp and /dev/shm tmpfs are left for
-/// `mount_scratch` once the job's limits are known (their mount points exist).
-fn build_root(policy: &Policy, binds: &Binds, warm: bool) -> R<bool> {
+/// Builds the job's root.
+fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
     let root = "/tmp";
     mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     mount(
@@ -571,9 +578,9 @@ fn build_root(policy: &Policy, binds: &Binds, warm: bool) -> R<bool> {
     for dir in [policy.cwd.as_str(), "/tmp", "/dev/shm"] {
         mkdir_p(&format!("{root}{dir}"))?;
     }
-    if !warm {
-        mount_scratch(policy, root)?;
-    }
+    // A warm sandbox's come from its warm line; a job asking for other sizes gets them
+    // remounted (`resize_scratch`).
+    mount_scratch(policy, root)?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -657,6 +664,25 @@ fn mount_scratch(policy: &Policy, root: &str) -> R<()> {
     Ok(())
 }
 
+/// In a warm sandbox: the job's tmpfs sizes where they differ from the ones it was built with.
+fn resize_scratch(built: &Policy, job: &Policy) -> R<()> {
+    let (b, j) = (&built.limits, &job.limits);
+    if (b.tmpfs_bytes, b.tmpfs_inodes) == (j.tmpfs_bytes, j.tmpfs_inodes) {
+        return Ok(());
+    }
+    for dir in [job.cwd.as_str(), "/tmp", "/dev/shm"] {
+        let opts = format!("size={},nr_inodes={}", j.tmpfs_bytes, j.tmpfs_inodes);
+        mount(
+            None,
+            dir,
+            None,
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&opts),
+        )?;
+    }
+    Ok(())
+}
+
 fn loopback_up() -> R<()> {
     let s = check(
         // SAFETY: socket() with constant arguments; the fd is closed below.
@@ -697,14 +723,14 @@ fn init(
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "prctl(PR_SET_DUMPABLE)",
     )?;
-    let proc_mounted = build_root(template, binds, warm)?;
+    let proc_mounted = build_root(template, binds)?;
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
     loopback_up()?;
     // A warm sandbox is complete here; it waits for its one job.
     let job_policy;
     let policy = if warm {
         job_policy = read_job_policy(template)?;
-        mount_scratch(&job_policy, "")?;
+        resize_scratch(template, &job_policy)?;
         &job_policy
     } else {
         template

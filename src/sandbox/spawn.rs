@@ -295,9 +295,10 @@ impl Sandbox {
     /// Builds a sandbox ahead of its job (run as `run_as`, no network, no binds, the
     /// scratch cwd): everything but the job's own scratch mounts and the job itself. It
     /// serves exactly one job (`WarmSandbox::start`); dropping it unused kills it.
-    pub async fn warm(&self, run_as: Option<(u32, u32)>) -> Result<WarmSandbox> {
-        let line = serde_json::to_vec(&super::child::Warm { run_as })
-            .map_err(|e| Error::Internal(format!("warm line: {e}")))?;
+    pub async fn warm(&self, warm: super::child::Warm) -> Result<WarmSandbox> {
+        let run_as = warm.run_as;
+        let line =
+            serde_json::to_vec(&warm).map_err(|e| Error::Internal(format!("warm line: {e}")))?;
         let (running, mut feed) = self.launch(None, true).await?;
         feed.policy.write_all(&line)?;
         feed.policy.write_all(b"\n")?;

@@ -723,3 +723,37 @@ fn every_job_gets_namespaces_no_other_job_had() {
     }
     d.stop();
 }
+
+/// A profile whose tmpfs sizes differ from the default profile's still runs from a warm
+/// sandbox (built with the default's sizes): its scratch, /tmp and /dev/shm are resized to
+/// the profile's before the job starts, and the default profile keeps its own.
+#[test]
+fn warm_sandboxes_take_the_jobs_tmpfs_sizes() {
+    let d = Daemon::start_with(Options {
+        config: "[rate-limit]\nenabled = false\n[sandbox.profiles.default]\n[sandbox.profiles.small]\ntmpfs-size = \"2MiB\"\ntmpfs-inodes = 100\n"
+            .into(),
+        ..Options::default()
+    });
+    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let df = "for m in /work /tmp /dev/shm; do stat -f -c '%b %S %c' $m; done";
+    let sizes = |profile: &str| -> Vec<(u64, u64)> {
+        let r = post(&d, &token, &json!({"command": df, "profile": profile})).json();
+        assert_eq!(r["status"], "ok", "{r}");
+        r["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<u64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                (f[0] * f[1], f[2])
+            })
+            .collect()
+    };
+    for _ in 0..3 {
+        assert_eq!(sizes("small"), vec![(2 << 20, 100); 3]);
+        assert_eq!(sizes("default"), vec![(256 << 20, 65536); 3]);
+    }
+}
