@@ -409,10 +409,11 @@ fn control(c: &Case, home: &std::path::Path) -> String {
     // runner happened to leak: an unconfined child sees it, a confined job must not.
     let held = std::fs::File::open("/dev/null").unwrap();
     let held_fd = std::os::fd::AsRawFd::as_raw_fd(&held);
-    // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec.
+    // SAFETY: only dup2 and fcntl, which are async-signal-safe, run between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::dup2(held_fd, 9) < 0 {
+            // dup2 onto itself (when `held` already is fd 9) keeps close-on-exec: clear it.
+            if libc::dup2(held_fd, 9) < 0 || libc::fcntl(9, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
