@@ -69,6 +69,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, for metrics that list them all from the start.
+    pub const ALL: [Status; 8] = [
+        Status::Ok,
+        Status::NonzeroExit,
+        Status::Timeout,
+        Status::CpuLimit,
+        Status::MemoryLimit,
+        Status::OutputLimit,
+        Status::Killed,
+        Status::SandboxError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -156,6 +168,8 @@ struct Inner {
     as_root: bool,
     /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
     cgroups: Option<crate::sandbox::Cgroups>,
+    /// Executions by status, their duration and the sandbox's spawn latency.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -199,6 +213,7 @@ impl Executor {
         db: Db,
         live: Arc<LiveConfig>,
         cgroups: Option<crate::sandbox::Cgroups>,
+        metrics: crate::metrics::Metrics,
     ) -> Executor {
         let max = live.get().exec.max_concurrent;
         Executor {
@@ -212,6 +227,7 @@ impl Executor {
                 uids: Mutex::new(BTreeSet::new()),
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
+                metrics,
             }),
         }
     }
@@ -377,6 +393,10 @@ impl Executor {
         };
         self.inner.running.fetch_sub(1, Ordering::SeqCst);
         let result = result?;
+        self.inner.metrics.execution_finished(
+            result.status.as_str(),
+            Duration::from_millis(result.wall_ms),
+        );
         self.record(&req, &policy, &profile, caller, &result)
             .await?;
         if result.status == Status::SandboxError {
@@ -407,11 +427,13 @@ impl Executor {
                 .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
                 .ok()
         });
+        let spawn_start = Instant::now();
         let mut running = self
             .inner
             .sandbox
             .spawn_in(policy, stdin, cgroup.as_ref())
             .await?;
+        self.inner.metrics.sandbox_spawned(spawn_start.elapsed());
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let (mut out, mut err) = (Vec::new(), Vec::new());
