@@ -1,8 +1,8 @@
 //! Alerts: each threshold of `[alerts]` checked on every sample, through a small state machine
 //! (ok → pending → firing → resolved) with `alerts.hold` on both edges so a value hovering
-//! around its threshold does not flap. Transitions are logged with structured fields: firing
-//! at warn level (journald PRIORITY=4 through tracing-journald's mapping), resolved at info
-//! (PRIORITY=5).
+//! around its threshold does not flap. Transitions are logged with structured fields (`alert`,
+//! `alert_state`, `value`, `threshold`, `hold_s`): firing at warn level (journald PRIORITY=4
+//! through tracing-journald's level mapping), pending and resolved at info (PRIORITY=5).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -194,7 +194,15 @@ impl Alerts {
                     describe(a.name, threshold)
                 );
             } else if matches!(next, Phase::Pending { .. }) {
-                tracing::debug!(alert = a.name, threshold, "alert pending");
+                tracing::info!(
+                    alert = a.name,
+                    alert_state = "pending",
+                    value = a.value.unwrap_or(f64::NAN),
+                    threshold,
+                    hold_s = hold.as_secs_f64(),
+                    "alert pending: {}",
+                    describe(a.name, threshold)
+                );
             }
         }
         changes
