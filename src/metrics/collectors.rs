@@ -311,13 +311,23 @@ pub struct OwnProcess {
     pub start_time: f64,
 }
 
+/// The boot time (seconds since the epoch), read from /proc/stat once.
+fn boot_time() -> Result<u64, String> {
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(b) = BOOT.get() {
+        return Ok(*b);
+    }
+    let b = procfs::KernelStats::current()
+        .map(|k| k.btime)
+        .map_err(|e| format!("/proc/stat: {e}"))?;
+    Ok(*BOOT.get_or_init(|| b))
+}
+
 pub fn own_process() -> Result<OwnProcess, String> {
     let me = procfs::process::Process::myself().map_err(|e| format!("/proc/self: {e}"))?;
     let stat = me.stat().map_err(|e| format!("/proc/self/stat: {e}"))?;
     let tps = procfs::ticks_per_second().max(1) as f64;
-    let boot = procfs::KernelStats::current()
-        .map(|k| k.btime)
-        .map_err(|e| format!("/proc/stat: {e}"))?;
+    let boot = boot_time()?;
     let max_fds = me
         .limits()
         .ok()

@@ -214,7 +214,7 @@ impl Metrics {
             sampled_at: sample
                 .as_ref()
                 .map(|s| humantime::format_rfc3339_seconds(s.at).to_string()),
-            system: self.current(),
+            system: self.current().rounded(),
             storage,
             activity,
             alerts: self.alerts(),

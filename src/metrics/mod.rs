@@ -135,6 +135,25 @@ impl Drop for InFlight {
     }
 }
 
+impl Current {
+    /// The same figures with percentages, loads and rates rounded to two decimals (for
+    /// people; /metrics has the exact counters).
+    pub fn rounded(self) -> Current {
+        let r = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
+        Current {
+            cpu_percent: r(self.cpu_percent),
+            load1: r(self.load1),
+            load5: r(self.load5),
+            load15: r(self.load15),
+            memory_used_percent: r(self.memory_used_percent),
+            disk_used_percent: r(self.disk_used_percent),
+            net_rx_bytes_per_second: r(self.net_rx_bytes_per_second),
+            net_tx_bytes_per_second: r(self.net_tx_bytes_per_second),
+            ..self
+        }
+    }
+}
+
 impl Metrics {
     /// The registry with every application metric, and empty host state (the sampler fills it).
     pub fn new(db: Db, live: Arc<LiveConfig>, state_dir: PathBuf) -> Result<Metrics> {

@@ -481,7 +481,12 @@ pub async fn run(m: Metrics, mut shutdown: watch::Receiver<bool>) {
         let started = Instant::now();
         let sample = collect(&m, &mut slots).await;
         let rows = m.publish(sample, &mut prev, started);
-        m.store_history(rows).await;
+        if !rows.is_empty() {
+            // Not awaited here: a stalled database writer must not stop the sampling (the
+            // scrape and the disk alert go on); the writer takes the job when it can.
+            let m = m.clone();
+            tokio::spawn(async move { m.store_history(rows).await });
+        }
         let interval = m.inner.live.get().metrics.interval.get();
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,

@@ -696,3 +696,53 @@ fn history_survives_a_restart_and_feeds_the_dashboard() {
     );
     again.stop();
 }
+
+#[test]
+fn executions_are_counted_by_status_with_their_spawn_latency() {
+    let mut d = Daemon::start_config(FAST);
+    let auth = format!("Bearer {}", token(&d));
+    for (argv, status) in [("true", "ok"), ("false", "nonzero_exit")] {
+        let r = http::request(
+            &d.tcp,
+            "POST",
+            "/api/v1/exec",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            format!("{{\"argv\":[\"{argv}\"]}}").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["status"], status, "{}", r.text());
+    }
+    let text = scrape(&d);
+    for (status, n) in [("ok", 1.0), ("nonzero_exit", 1.0), ("timeout", 0.0)] {
+        assert_eq!(
+            value(
+                &text,
+                "localhostd_executions_total",
+                &[&format!("status=\"{status}\"")]
+            ),
+            Some(n),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        value(
+            &text,
+            "localhostd_sandbox_spawn_duration_seconds_count",
+            &[]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "localhostd_execution_duration_seconds_count", &[]),
+        Some(2.0)
+    );
+    assert_eq!(value(&text, "localhostd_exec_queue_length", &[]), Some(0.0));
+    let dash = get_json(&d, "/api/v1/dashboard");
+    let recent = dash["activity"]["executions"].as_array().unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["status"], "nonzero_exit");
+    d.stop();
+}
