@@ -480,7 +480,8 @@ pub async fn run(m: Metrics, mut shutdown: watch::Receiver<bool>) {
     loop {
         let started = Instant::now();
         let sample = collect(&m, &mut slots).await;
-        let rows = m.publish(sample, &mut prev, started);
+        // Rates and hold times count from when the sample was complete.
+        let rows = m.publish(sample, &mut prev, Instant::now());
         if !rows.is_empty() {
             // Not awaited here: a stalled database writer must not stop the sampling (the
             // scrape and the disk alert go on); the writer takes the job when it can.

@@ -248,8 +248,9 @@ fn values_match_proc_and_loopback_may_scrape_when_configured() {
         .unwrap()
         .count() as f64;
     let open = value(&first, "process_open_fds", &[]).unwrap();
+    // Collector threads and connections come and go between the two reads.
     assert!(
-        (open - fds).abs() <= 10.0,
+        (open - fds).abs() <= 16.0,
         "process_open_fds {open}, /proc says {fds}"
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
