@@ -619,6 +619,37 @@ mod tests {
     }
 
     #[test]
+    fn loopback_means_the_client_address_not_the_proxy() {
+        let cfg = cfg_with(&["unix"]);
+        let unix = conn(Remote::Unix);
+        let mut h = HeaderMap::new();
+        assert!(
+            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
+            "a Unix peer that forwards nothing"
+        );
+        h.insert("x-forwarded-for", "127.0.0.1, 203.0.113.5".parse().unwrap());
+        assert!(
+            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
+            "a remote client claiming 127.0.0.1"
+        );
+        h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        assert!(client_is_loopback(&client(&cfg, Some(&unix), &h)));
+        for peer in ["127.0.0.1:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
+            let c = conn(Remote::Tcp(peer.parse().unwrap()));
+            assert!(
+                client_is_loopback(&client(&cfg, Some(&c), &HeaderMap::new())),
+                "{peer}"
+            );
+        }
+        let c = conn(Remote::Tcp("192.168.1.9:5".parse().unwrap()));
+        assert!(!client_is_loopback(&client(
+            &cfg,
+            Some(&c),
+            &HeaderMap::new()
+        )));
+    }
+
+    #[test]
     fn host_allow_list() {
         let mut cfg = Config::default();
         cfg.server.server_names = vec!["lh.example.org".into()];
