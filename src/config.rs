@@ -39,6 +39,89 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub kv: KvConfig,
     pub programs: ProgramsConfig,
+    pub metrics: MetricsConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// The collectors of the host sampler, by name (`metrics.simulate-hang` names one).
+pub const COLLECTORS: &[&str] = &[
+    "cpu",
+    "loadavg",
+    "meminfo",
+    "filesystem",
+    "diskstats",
+    "netdev",
+    "pressure",
+    "app",
+];
+
+/// `[metrics]`: the host sampler, `GET /metrics`, the dashboard's history.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// Run the sampler: host metrics on /metrics, the dashboard's history and the alerts.
+    /// Off: /metrics shows only the daemon's own and the application metrics.
+    pub enabled: bool,
+    /// How often the sampler reads the host (/proc, statvfs, the database's counts).
+    pub interval: HumanDuration,
+    /// How long one collector may take (at most `interval`); past it that collector's part
+    /// of the sample is left out (and `localhostd_collector_success` says so) while the
+    /// others go on.
+    pub collector_timeout: HumanDuration,
+    /// Clients on a loopback address (the peer, or the forwarded client behind a trusted
+    /// proxy) may read /metrics without a token; everyone else needs the `metrics` scope.
+    pub public_on_loopback: bool,
+    /// Test and diagnostic hook, never for production: the named collector (one of
+    /// [`COLLECTORS`]) blocks forever, as statvfs does on a stale network mount, so that its
+    /// timeout can be seen. Not shown by check-config unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulate_hang: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            interval: HumanDuration(Duration::from_secs(10)),
+            collector_timeout: HumanDuration(Duration::from_secs(2)),
+            public_on_loopback: false,
+            simulate_hang: None,
+        }
+    }
+}
+
+/// `[alerts]`: thresholds checked on every sample, and the hold time against flapping.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// `disk_used`: the state directory's filesystem is more than this full (percent).
+    pub disk_used_percent: f64,
+    /// `memory_low`: less than this share of memory is available (percent).
+    pub memory_available_percent: f64,
+    /// `load_high`: the 1-minute load average divided by the CPU count is above this.
+    pub load_per_cpu: f64,
+    /// `executions_failing`: more executions than this per minute ended other than `ok`,
+    /// averaged over `failed-executions-window`.
+    pub failed_executions_per_minute: f64,
+    pub failed_executions_window: HumanDuration,
+    /// A condition must hold this long before its alert fires, and be gone this long before
+    /// it resolves.
+    pub hold: HumanDuration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            disk_used_percent: 90.0,
+            memory_available_percent: 10.0,
+            load_per_cpu: 2.0,
+            failed_executions_per_minute: 10.0,
+            failed_executions_window: HumanDuration(Duration::from_secs(300)),
+            hold: HumanDuration(Duration::from_secs(120)),
+        }
+    }
 }
 
 /// `[exec]`: running commands: concurrency, defaults and maxima, history retention.
@@ -1012,6 +1095,58 @@ impl Config {
         if kv.sweep_interval.get() < Duration::from_millis(10) {
             return Err(invalid("kv.sweep-interval", "must be at least 10ms"));
         }
+        let m = &self.metrics;
+        if m.interval.get() < Duration::from_millis(100)
+            || m.interval.get() > Duration::from_secs(3600)
+        {
+            return Err(invalid("metrics.interval", "must be between 100ms and 1h"));
+        }
+        if m.collector_timeout.get().is_zero() {
+            return Err(invalid(
+                "metrics.collector-timeout",
+                "must be longer than zero",
+            ));
+        }
+        if let Some(name) = &m.simulate_hang
+            && !COLLECTORS.contains(&name.as_str())
+        {
+            return Err(invalid(
+                "metrics.simulate-hang",
+                &format!(
+                    "{name:?} is not a collector; collectors: {}",
+                    COLLECTORS.join(", ")
+                ),
+            ));
+        }
+        let a = &self.alerts;
+        for (key, v) in [
+            ("alerts.disk-used-percent", a.disk_used_percent),
+            (
+                "alerts.memory-available-percent",
+                a.memory_available_percent,
+            ),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(invalid(key, "must be a percentage between 0 and 100"));
+            }
+        }
+        for (key, v) in [
+            ("alerts.load-per-cpu", a.load_per_cpu),
+            (
+                "alerts.failed-executions-per-minute",
+                a.failed_executions_per_minute,
+            ),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(key, "must be a number of at least 0"));
+            }
+        }
+        if a.failed_executions_window.get() < Duration::from_secs(1) {
+            return Err(invalid(
+                "alerts.failed-executions-window",
+                "must be at least 1s",
+            ));
+        }
         if let Some(dir) = &self.state_dir
             && !dir.is_absolute()
         {
@@ -1075,6 +1210,12 @@ impl Config {
         }
         if self.kv.cache_size != new.kv.cache_size {
             out.push("kv.cache-size");
+        }
+        if self.metrics.enabled != new.metrics.enabled {
+            out.push("metrics.enabled");
+        }
+        if self.metrics.simulate_hang != new.metrics.simulate_hang {
+            out.push("metrics.simulate-hang");
         }
         out
     }
@@ -1376,6 +1517,39 @@ min-free-disk = 1048576
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_and_alerts_sections_parse_and_are_validated() {
+        let c = parse(
+            "[metrics]\ninterval = \"1s\"\npublic-on-loopback = true\n[alerts]\ndisk-used-percent = 80.5\nhold = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.interval.get(), Duration::from_secs(1));
+        assert!(c.metrics.public_on_loopback);
+        assert_eq!(c.alerts.disk_used_percent, 80.5);
+        assert_eq!(c.alerts.hold.get(), Duration::from_secs(30));
+        assert!(!c.to_toml().contains("simulate-hang"));
+        for (text, key) in [
+            ("[metrics]\ninterval = \"10ms\"\n", "metrics.interval"),
+            (
+                "[metrics]\ncollector-timeout = \"0s\"\n",
+                "metrics.collector-timeout",
+            ),
+            (
+                "[metrics]\nsimulate-hang = \"nfs\"\n",
+                "metrics.simulate-hang",
+            ),
+            (
+                "[alerts]\ndisk-used-percent = 101\n",
+                "alerts.disk-used-percent",
+            ),
+            ("[alerts]\nload-per-cpu = -1\n", "alerts.load-per-cpu"),
+            ("[alerts]\nholdd = \"1s\"\n", "alerts.holdd"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
         }
     }
 

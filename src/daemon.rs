@@ -26,6 +26,7 @@ use crate::files::Files;
 use crate::health::Health;
 use crate::kv::Kv;
 use crate::logging::LogHandle;
+use crate::metrics::Metrics;
 use crate::programs::Programs;
 use crate::sandbox::Sandbox;
 use crate::server::{self, Activity};
@@ -54,6 +55,8 @@ pub struct AppState {
     pub files: Files,
     /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
     pub programs: Programs,
+    /// Host and application metrics, history and alerts (`/metrics`, the dashboard).
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -67,7 +70,8 @@ impl AppState {
         cgroups: Option<crate::sandbox::Cgroups>,
     ) -> crate::error::Result<AppState> {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
-        let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
+        let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
+        let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
         let files = Files::new(db.clone(), live.clone(), health.state_dir.join(FILES_DIR));
         let programs = Programs::open(db.clone(), live.clone(), &health.state_dir, exec.clone())?;
         Ok(AppState {
@@ -81,6 +85,7 @@ impl AppState {
             exec,
             files,
             programs,
+            metrics,
         })
     }
 
@@ -241,10 +246,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     tokio::spawn(kv_sweeper(state.clone(), shutdown_rx.clone()));
+    let metrics = state.metrics.clone();
+    // The sampler writes its last history slot when shutdown starts; the database is closed
+    // only after it finished.
+    let sampler = live.get().metrics.enabled.then(|| {
+        tokio::spawn(crate::metrics::run_sampler(
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     tokio::spawn(housekeeping(state, shutdown_rx.clone()));
 
     let serving = format!("serving on {}", described.join(", "));
-    systemd::notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
+    metrics.set_status_base(&serving);
+    systemd::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&metrics.status_line()),
+    ]);
     tracing::info!(
         listeners = %described.join(", "),
         socket_activated,
@@ -270,7 +288,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
-            _ = sighup.recv() => reload(&source, &live, &log, &serving),
+            _ = sighup.recv() => reload(&source, &live, &log, &metrics),
             _ = stop.wait_for(|s| *s) => break,
         }
     }
@@ -285,6 +303,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Ok(Err(e)) => return Err(e).context("serving failed"),
         Err(e) => return Err(anyhow::anyhow!("server task failed: {e}")),
     };
+    if let Some(s) = sampler
+        && let Err(e) = s.await
+    {
+        tracing::error!(error = %e, "metrics sampler task failed");
+    }
     systemd::status("closing the database");
     tokio::task::spawn_blocking(move || db.close())
         .await
@@ -460,7 +483,7 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
 
 /// SIGHUP: re-read the config; apply what can change live, name what needs a restart, and keep
 /// the old config when the new one is invalid.
-fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, serving: &str) {
+fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, metrics: &Metrics) {
     systemd::reloading();
     systemd::status("reloading configuration");
     match source.load() {
@@ -482,7 +505,10 @@ fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, serving: &s
             tracing::error!(error = %e, "new configuration refused; keeping the one in force");
         }
     }
-    systemd::notify(&[NotifyState::Ready, NotifyState::Status(serving)]);
+    systemd::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&metrics.status_line()),
+    ]);
 }
 
 /// Pings the systemd watchdog at half its timeout, but only while the database writer

@@ -139,6 +139,19 @@ const MIGRATIONS: &[&str] = &[
         last_run_status TEXT,
         last_run_at     INTEGER
     ) STRICT;",
+    // 7: the dashboard's metrics history: one row per slot (10 s points for an hour, 1 min
+    // points for a day), each series the mean of the samples in the slot.
+    "CREATE TABLE metrics_history (
+        resolution INTEGER NOT NULL CHECK (resolution IN (10, 60)),
+        at         INTEGER NOT NULL,
+        cpu        REAL,
+        memory     REAL,
+        disk       REAL,
+        load1      REAL,
+        net_rx     REAL,
+        net_tx     REAL,
+        PRIMARY KEY (resolution, at)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this binary writes.

@@ -69,6 +69,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, for metrics that list them all from the start.
+    pub const ALL: [Status; 8] = [
+        Status::Ok,
+        Status::NonzeroExit,
+        Status::Timeout,
+        Status::CpuLimit,
+        Status::MemoryLimit,
+        Status::OutputLimit,
+        Status::Killed,
+        Status::SandboxError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -160,6 +172,8 @@ struct Inner {
     as_root: bool,
     /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
     cgroups: Option<crate::sandbox::Cgroups>,
+    /// Executions by status, their duration and the sandbox's spawn latency.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -171,6 +185,19 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("USER", "sandbox"),
     ("LOGNAME", "sandbox"),
 ];
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock the sandbox reports a job's execve on).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
 
 fn random_id() -> Result<String> {
     let mut b = [0u8; 8];
@@ -210,6 +237,7 @@ impl Executor {
         db: Db,
         live: Arc<LiveConfig>,
         cgroups: Option<crate::sandbox::Cgroups>,
+        metrics: crate::metrics::Metrics,
     ) -> Executor {
         let max = live.get().exec.max_concurrent;
         Executor {
@@ -225,6 +253,7 @@ impl Executor {
                 warming: AtomicUsize::new(0),
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
+                metrics,
             }),
         }
     }
@@ -482,6 +511,10 @@ impl Executor {
         };
         self.inner.running.fetch_sub(1, Ordering::SeqCst);
         let result = result?;
+        self.inner.metrics.execution_finished(
+            result.status.as_str(),
+            Duration::from_millis(result.wall_ms),
+        );
         self.record(&req, &policy, &profile, caller, &result)
             .await?;
         if result.status == Status::SandboxError {
@@ -517,6 +550,9 @@ impl Executor {
                 .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
                 .ok()
         });
+        // Spawn latency is measured to the job's execve (its report carries the time): the
+        // same for a warm sandbox and one built on demand.
+        let spawn_start = monotonic_ns();
         let mut running = match warm {
             Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
             _ => {
@@ -594,6 +630,11 @@ impl Executor {
         }
         let wall_ms = start.elapsed().as_millis() as u64;
         let report: Report = running.report().await?;
+        if report.exec_mono_ns > spawn_start {
+            self.inner
+                .metrics
+                .sandbox_spawned(Duration::from_nanos(report.exec_mono_ns - spawn_start));
+        }
         let cpu_limit_ms = policy.limits.cpu_s * 1000;
         let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
         drop(cgroup);

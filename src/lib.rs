@@ -11,8 +11,8 @@
 //!   systemd hands us (sockets) and what we tell it (sd_notify); [`server`] owns accepting and
 //!   serving connections with hyper.
 //! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
-//! - [`health`], [`exec`], [`kv`], [`files`] and later domain modules own one area each and
-//!   know nothing of HTTP.
+//! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`metrics`] and later domain
+//!   modules own one area each and know nothing of HTTP.
 //! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers.
 
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
@@ -32,6 +32,7 @@ pub mod files;
 pub mod health;
 pub mod kv;
 pub mod logging;
+pub mod metrics;
 pub mod programs;
 pub mod sandbox;
 pub mod server;

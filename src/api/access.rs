@@ -33,6 +33,21 @@ pub enum Access {
     Authenticated,
     /// A credential with this scope (admin implies all).
     Scope(Scope),
+    /// `/metrics`: anyone whose client address is a loopback address when
+    /// `metrics.public-on-loopback` is set, else a credential with the `metrics` scope.
+    Metrics,
+}
+
+/// Whether the client (the peer, or the forwarded client behind a trusted proxy) has a
+/// loopback address. A Unix-socket peer that forwarded nothing is not loopback: nginx in
+/// front may be relaying anyone.
+pub fn client_is_loopback(client: &Client) -> bool {
+    client.addr.parse::<IpAddr>().is_ok_and(|ip| match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    })
 }
 
 /// The client as far as we can tell; inserted into every request by `context`.
@@ -424,8 +439,15 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         secure: false,
         local_admin_uid: None,
     });
-    let limit_key = match g.access {
-        Access::Public => format!("ip:{}", client.addr),
+    let access = match g.access {
+        Access::Metrics if cfg.metrics.public_on_loopback && client_is_loopback(&client) => {
+            Access::Public
+        }
+        Access::Metrics => Access::Scope(Scope::Metrics),
+        a => a,
+    };
+    let limit_key = match access {
+        Access::Public | Access::Metrics => format!("ip:{}", client.addr),
         Access::Authenticated | Access::Scope(_) => {
             let (method, headers) = (req.method().clone(), req.headers().clone());
             let actor = match authenticate(&g.state, &cfg, &method, &headers, &client).await {
@@ -459,7 +481,7 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
                     return ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg).into_response();
                 }
             };
-            if let Access::Scope(needed) = g.access
+            if let Access::Scope(needed) = access
                 && !actor.scopes.allows(needed)
             {
                 g.state
@@ -594,6 +616,37 @@ mod tests {
             client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
             "2001:db8::1"
         );
+    }
+
+    #[test]
+    fn loopback_means_the_client_address_not_the_proxy() {
+        let cfg = cfg_with(&["unix"]);
+        let unix = conn(Remote::Unix);
+        let mut h = HeaderMap::new();
+        assert!(
+            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
+            "a Unix peer that forwards nothing"
+        );
+        h.insert("x-forwarded-for", "127.0.0.1, 203.0.113.5".parse().unwrap());
+        assert!(
+            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
+            "a remote client claiming 127.0.0.1"
+        );
+        h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        assert!(client_is_loopback(&client(&cfg, Some(&unix), &h)));
+        for peer in ["127.0.0.1:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
+            let c = conn(Remote::Tcp(peer.parse().unwrap()));
+            assert!(
+                client_is_loopback(&client(&cfg, Some(&c), &HeaderMap::new())),
+                "{peer}"
+            );
+        }
+        let c = conn(Remote::Tcp("192.168.1.9:5".parse().unwrap()));
+        assert!(!client_is_loopback(&client(
+            &cfg,
+            Some(&c),
+            &HeaderMap::new()
+        )));
     }
 
     #[test]

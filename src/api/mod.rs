@@ -10,6 +10,7 @@ mod exec;
 pub mod extract;
 mod files;
 mod health;
+mod metrics;
 mod programs;
 pub mod ratelimit;
 pub mod request_id;
@@ -158,6 +159,7 @@ async fn context(State(state): State<AppState>, mut req: Request, next: Next) ->
             .as_deref()
             .is_some_and(|h| access::host_allowed(&cfg, conn.as_ref(), h));
     req.extensions_mut().insert(client);
+    let in_flight = state.metrics.http_in_flight();
     let m = method.clone();
     let mut resp = request_id::scope(id.clone(), async move {
         let resp = if host_ok {
@@ -177,7 +179,13 @@ async fn context(State(state): State<AppState>, mut req: Request, next: Next) ->
         resp.headers_mut().insert(request_id::HEADER, v);
     }
     let status = resp.status().as_u16();
-    let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let elapsed = start.elapsed();
+    drop(in_flight);
+    // The route template (or "unmatched"), never the raw path: one series per route.
+    state
+        .metrics
+        .http_observe(method.as_str(), &route, status, elapsed);
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     tracing::info!(
         request_id = %id,
         method = %method,

@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, data, exec, files, health, programs, session, tokens};
+use super::{audit, data, exec, files, health, metrics, programs, session, tokens};
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::daemon::AppState;
@@ -164,6 +164,36 @@ pub fn table() -> Vec<Route> {
             Public,
             Class::None,
             get(health::report),
+        ),
+        // Monitoring. /metrics: the `metrics` scope, or anyone on loopback when
+        // metrics.public-on-loopback is set.
+        r(
+            Method::GET,
+            "/metrics",
+            Access::Metrics,
+            Class::None,
+            get(metrics::scrape),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/dashboard",
+            read,
+            Class::Read,
+            get(metrics::dashboard),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/metrics/history",
+            read,
+            Class::Read,
+            get(metrics::history),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/alerts",
+            read,
+            Class::Read,
+            get(metrics::alerts),
         ),
         // Browser sessions. Login checks its own credential (and counts failures).
         r(

@@ -129,6 +129,7 @@ async fn every_non_public_route_needs_credentials_and_its_scope() {
             }
             Access::Authenticated => None,
             Access::Scope(s) => Some(s),
+            Access::Metrics => Some(Scope::Metrics),
         };
         assert_eq!(
             anon.status,

@@ -670,6 +670,40 @@ check_files_through_nginx() {
     log "  3 MB PUT + GET through nginx, sha256 $sum checked both ways; Range bytes=-16; bad digest 422"
 }
 
+check_metrics_through_nginx() {
+    # /metrics through nginx: refused without a token; with a metrics-scope token the key
+    # series are there (the sampler reads /proc and statvfs under the hardened unit), and
+    # promtool (on the host, or in the container) reports only node_exporter's camelCase
+    # meminfo names.
+    local tok out s missing="" lint other
+    [ "$(http_status /metrics)" = 401 ] || { fail "/metrics without a token was not refused"; return 1; }
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-metrics-$RANDOM" --scope metrics 2>/dev/null)
+    metrics_sampled() { local o; o=$(http /metrics -H "Authorization: Bearer $tok") && grep -q '^node_filesystem_avail_bytes{' <<<"$o"; }
+    wait_for 30 "a host sample in /metrics" metrics_sampled
+    out=$(http /metrics -H "Authorization: Bearer $tok")
+    for s in node_cpu_seconds_total node_load1 node_memory_MemTotal_bytes node_memory_MemAvailable_bytes \
+        node_filesystem_avail_bytes node_network_receive_bytes_total process_resident_memory_bytes \
+        process_open_fds localhostd_http_requests_total localhostd_http_request_duration_seconds_bucket \
+        localhostd_build_info; do
+        grep -q "^$s[{ ]" <<<"$out" || missing="$missing $s"
+    done
+    [ -z "$missing" ] || { fail "/metrics lacks:$missing"; return 1; }
+    if command -v promtool >/dev/null 2>&1; then
+        lint=$(promtool check metrics <<<"$out" 2>&1 || true)
+    elif in_ct sh -c 'command -v promtool' >/dev/null 2>&1; then
+        lint=$(in_ct promtool check metrics <<<"$out" 2>&1 || true)
+    else
+        lint="SKIPPED"
+    fi
+    if [ "$lint" = SKIPPED ]; then
+        log "  metrics: key series present; promtool not installed (apt-get install prometheus), not checked"
+    else
+        other=$(grep -v "^node_memory_[A-Za-z_]*_bytes metric names should be written in 'snake_case' not 'camelCase'\$" <<<"$lint" | grep -v '^[[:space:]]*$' || true)
+        [ -z "$other" ] || { echo "$other"; fail "promtool check metrics reported more than the expected camelCase lint"; return 1; }
+        log "  metrics: key series present through nginx; promtool: only the expected camelCase lint"
+    fi
+}
+
 check_bad_config_exit_78() {
     local conf=/etc/localhostd/config.toml
     in_ct cp "$conf" /root/config.toml.good
@@ -789,6 +823,7 @@ main() {
     run_check jobs_die_with_the_daemon
     run_check data_through_nginx
     run_check files_through_nginx
+    run_check metrics_through_nginx
     run_check bad_config_exit_78
     run_check upgrade_in_place
     run_check security_score

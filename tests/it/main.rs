@@ -60,5 +60,6 @@ mod exec;
 mod files;
 mod kv;
 mod lifecycle;
+mod metrics;
 mod programs;
 mod sandbox;

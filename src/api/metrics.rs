@@ -1,0 +1,55 @@
+//! `/metrics` (Prometheus text format), `/api/v1/dashboard`, `/api/v1/metrics/history` and
+//! `/api/v1/alerts`: thin handlers over `crate::metrics`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::daemon::AppState;
+use crate::metrics::history;
+
+/// The exposition format's content type (text format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: the latest host sample, the daemon's own process now, the registry.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let (running, waiting) = state.exec.load();
+    state.metrics.set_exec_load(running, waiting);
+    let body = state.metrics.render();
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// `GET /api/v1/dashboard`.
+pub async fn dashboard(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.metrics.dashboard().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    series: Option<String>,
+    range: Option<String>,
+}
+
+/// `GET /api/v1/metrics/history?series=cpu,memory,disk&range=1h`.
+pub async fn history(
+    State(state): State<AppState>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let series = history::parse_series(q.series.as_deref())?;
+    let range = history::parse_range(q.range.as_deref())?;
+    Ok(Json(state.metrics.history(&series, range)).into_response())
+}
+
+/// `GET /api/v1/alerts`.
+pub async fn alerts(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({ "items": state.metrics.alerts(), "next_cursor": null }))
+        .into_response()
+}
