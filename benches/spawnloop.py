@@ -91,7 +91,7 @@ class Zygote:
         while time.monotonic() < deadline:
             try:
                 kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-                if kids and open(f"/proc/{kids[0]}/wchan").read() == "pipe_read":
+                if kids and "pipe_read" in open(f"/proc/{kids[0]}/wchan").read():
                     break
             except OSError:
                 pass
