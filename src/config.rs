@@ -39,6 +39,34 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub kv: KvConfig,
     pub programs: ProgramsConfig,
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`: where backups go, how hard they are compressed, and how many `prune` keeps.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BackupConfig {
+    /// The backup directory (absolute); unset: `backups/` in the state directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// gzip level 0-9. Low levels are several times faster and most bytes in a backup (file
+    /// blobs) are often compressed already; see docs/benchmarks.md.
+    pub compression_level: u32,
+    /// `prune` keeps the newest this many backups (at least 1 is always kept)…
+    pub keep_last: u64,
+    /// …and every backup younger than this.
+    pub keep_within: HumanDuration,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            compression_level: 1,
+            keep_last: 7,
+            keep_within: HumanDuration(Duration::from_secs(7 * 86400)),
+        }
+    }
 }
 
 /// `[exec]`: running commands: concurrency, defaults and maxima, history retention.
@@ -1005,6 +1033,20 @@ impl Config {
             && !dir.is_absolute()
         {
             return Err(invalid("state-dir", "must be an absolute path"));
+        }
+        if let Some(dir) = &self.backup.dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid("backup.dir", "must be an absolute path"));
+        }
+        if self.backup.compression_level > 9 {
+            return Err(invalid(
+                "backup.compression-level",
+                "must be between 0 and 9",
+            ));
+        }
+        if self.backup.keep_last == 0 {
+            return Err(invalid("backup.keep-last", "must be at least 1"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;

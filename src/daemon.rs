@@ -19,6 +19,7 @@ use crate::api::access::Client;
 use crate::api::ratelimit::RateLimits;
 use crate::audit::{Audit, Event};
 use crate::auth::{Actor, Auth, Scope, Scopes};
+use crate::backup::{Backups, BlobPins};
 use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
 use crate::exec::Executor;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub files: Files,
     /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
     pub programs: Programs,
+    /// Backups (`/api/v1/backups`); shares its blob pins with `files` and `programs`.
+    pub backups: Backups,
 }
 
 impl AppState {
@@ -68,8 +71,21 @@ impl AppState {
     ) -> crate::error::Result<AppState> {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups);
-        let files = Files::new(db.clone(), live.clone(), health.state_dir.join(FILES_DIR));
-        let programs = Programs::open(db.clone(), live.clone(), &health.state_dir, exec.clone())?;
+        let pins = Arc::new(BlobPins::default());
+        let files = Files::new(
+            db.clone(),
+            live.clone(),
+            health.state_dir.join(FILES_DIR),
+            pins.clone(),
+        );
+        let programs = Programs::open(
+            db.clone(),
+            live.clone(),
+            &health.state_dir,
+            exec.clone(),
+            pins.clone(),
+        )?;
+        let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         Ok(AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -81,6 +97,7 @@ impl AppState {
             exec,
             files,
             programs,
+            backups,
         })
     }
 
@@ -226,6 +243,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
     }
+    match state.backups.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(removed = n, "removed what an interrupted backup left"),
+        Err(e) => tracing::error!(error = %e, "cannot clean the backup directory"),
+    }
+    let backups = state.backups.clone();
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -276,6 +299,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
+    backups.cancel();
     systemd::notify(&[
         NotifyState::Stopping,
         NotifyState::Status("draining connections"),

@@ -11,7 +11,7 @@
 //!   systemd hands us (sockets) and what we tell it (sd_notify); [`server`] owns accepting and
 //!   serving connections with hyper.
 //! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
-//! - [`health`], [`exec`], [`kv`], [`files`] and later domain modules own one area each and
+//! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`backup`] and later domain modules own one area each and
 //!   know nothing of HTTP.
 //! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers.
 
@@ -22,6 +22,7 @@ pub mod adminctl;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
