@@ -200,10 +200,10 @@ fn become_owner(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
-/// Offline: refuses a state dir without a database (never creates one), becomes its owner
-/// and takes the lock `serve` honours.
-fn take_state_dir(state_dir: &Path) -> CliResult<nix::fcntl::Flock<std::fs::File>> {
-    if !state_dir.join(DB_FILE).exists() {
+/// Offline: refuses a state dir without a database (`need_db`; a restore only needs the
+/// directory) and never creates one; becomes its owner and takes the lock `serve` honours.
+fn take_state_dir(state_dir: &Path, need_db: bool) -> CliResult<nix::fcntl::Flock<std::fs::File>> {
+    if !state_dir.is_dir() || (need_db && !state_dir.join(DB_FILE).exists()) {
         return Err(format!(
             "no localhostd is running (its admin socket is not reachable) and {} holds no database; start the service first",
             state_dir.display()
@@ -228,7 +228,7 @@ fn take_state_dir(state_dir: &Path) -> CliResult<nix::fcntl::Flock<std::fs::File
 
 fn offline(state_dir: &Path, action: &TokenAction) -> CliResult<Value> {
     let real_uid = nix::unistd::geteuid().as_raw();
-    let _lock = take_state_dir(state_dir)?;
+    let _lock = take_state_dir(state_dir, true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -391,7 +391,7 @@ fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliR
             Ok(json!(backup::verify(&path, id, *read_data).map_err(s)?))
         }
         BackupAction::Create => {
-            let _lock = take_state_dir(state_dir)?;
+            let _lock = take_state_dir(state_dir, true)?;
             let pins = std::sync::Arc::new(backup::BlobPins::default());
             let cancel = std::sync::atomic::AtomicBool::new(false);
             let created = backup::create(
@@ -405,13 +405,13 @@ fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliR
             Ok(json!(created))
         }
         BackupAction::Restore { id } => {
-            let _lock = take_state_dir(state_dir)?;
+            let _lock = take_state_dir(state_dir, false)?;
             let path = backup::find(&dir, id).map_err(s)?;
             let r = backup::restore(state_dir, &path, id).map_err(s)?;
             Ok(json!(r))
         }
         BackupAction::Prune => {
-            let _lock = take_state_dir(state_dir)?;
+            let _lock = take_state_dir(state_dir, true)?;
             let gone = backup::prune(&dir, &cfg.backup, std::time::SystemTime::now()).map_err(s)?;
             Ok(json!({"removed": gone}))
         }

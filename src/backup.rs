@@ -948,14 +948,16 @@ fn walk_archive(
     }
     drop(buf);
     // The rest of the gzip stream: its CRC-32 and length are checked when it ends.
+    // A bad checksum is reported after the entries' hashes, which name the entry.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| {
+    let trailer = io::copy(&mut rest, &mut io::sink()).map_err(|e| {
         corrupt(
             &format!("(gzip trailer after {})", after(&seen, manifest.is_some())),
             describe(&e),
         )
-    })?;
+    });
     let Some(manifest) = manifest else {
+        trailer?;
         return Err(corrupt(
             MANIFEST,
             "is missing: the archive is incomplete (truncated, or not a localhostd backup)".into(),
@@ -999,6 +1001,7 @@ fn walk_archive(
             ));
         }
     }
+    trailer?;
     if !names.contains(DB_ENTRY) {
         return Err(corrupt(DB_ENTRY, "is missing from the archive".into()));
     }
