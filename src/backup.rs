@@ -1422,7 +1422,8 @@ impl Backups {
         Err(BackupError::Conflict(format!(
             "a restore replaces the database and the blobs this running daemon holds open, so it \
              runs with the service stopped: `systemctl stop localhostd.socket localhostd-admin.socket localhostd.service`, \
-             then `localhostd backup restore {id}`, then start the sockets again"
+             then `STATE_DIRECTORY={} localhostd backup restore {id}`, then start the sockets again",
+            self.inner.state_dir.display()
         )))
     }
 
