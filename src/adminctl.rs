@@ -203,13 +203,21 @@ fn become_owner(dir: &Path) -> CliResult<()> {
 /// Offline: refuses a state dir without a database (`need_db`; a restore only needs the
 /// directory) and never creates one; becomes its owner and takes the lock `serve` honours.
 fn take_state_dir(state_dir: &Path, need_db: bool) -> CliResult<nix::fcntl::Flock<std::fs::File>> {
-    if !state_dir.is_dir() || (need_db && !state_dir.join(DB_FILE).exists()) {
-        return Err(format!(
+    let no_db = || {
+        format!(
             "no localhostd is running (its admin socket is not reachable) and {} holds no database; start the service first",
             state_dir.display()
-        ));
+        )
+    };
+    if !state_dir.is_dir() {
+        return Err(no_db());
     }
+    // First: root without CAP_DAC_OVERRIDE (the backup unit) cannot look inside a 0700
+    // directory it does not own.
     become_owner(state_dir)?;
+    if need_db && !state_dir.join(DB_FILE).exists() {
+        return Err(no_db());
+    }
     let lock_path = state_dir.join(LOCK_FILE);
     let lock_file = std::fs::OpenOptions::new()
         .create(true)

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -623,11 +624,11 @@ pub fn create(
         }
     }
     for pid in &program_ids {
-        // A delete in progress renames the directory to `.del-<id>` before its row goes.
-        let mut root = src.programs.join(pid);
-        if !root.is_dir() {
-            root = src.programs.join(format!(".del-{pid}"));
-        }
+        // A delete in progress renames the directory to `.del-<id>` before its row goes (and
+        // back if that fails): hold the directory open and read through the descriptor, which
+        // follows it across renames (its removal waits for the pin).
+        let dir_fd = open_program_dir(&src.programs, pid)?;
+        let root = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
         let mut files = Vec::new();
         walk(&root, Path::new(""), &mut files)?;
         files.sort();
@@ -696,6 +697,29 @@ pub fn create(
         missing_blobs,
         completed_at,
     })
+}
+
+/// Opens program `pid`'s directory, at `<pid>` or, while a delete is in progress, `.del-<pid>`.
+fn open_program_dir(programs: &Path, pid: &str) -> Result<File> {
+    let open = |p: PathBuf| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(p)
+    };
+    let mut last = None;
+    for _ in 0..3 {
+        for p in [programs.join(pid), programs.join(format!(".del-{pid}"))] {
+            match open(p) {
+                Ok(f) => return Ok(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
+                Err(e) => return Err(io_ctx(format!("cannot open program {pid}"))(e)),
+            }
+        }
+    }
+    Err(io_ctx(format!("cannot open program {pid}"))(
+        last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+    ))
 }
 
 /// Regular files under `root` (relative paths), not following symlinks; anything else is
@@ -1021,6 +1045,13 @@ fn describe(e: &io::Error) -> String {
 /// Creates the file for entry `name` under `root` (directories as needed, never following
 /// anything: `root` is a directory this restore made, and every path was classified first).
 fn create_extracted(root: &Path, name: &str, mode: u32) -> Result<BufWriter<File>> {
+    let mode = if !name.starts_with("programs/") {
+        0o600
+    } else if mode & 0o100 != 0 {
+        0o755
+    } else {
+        0o644
+    };
     let target = root.join(name);
     if let Some(parent) = target.parent() {
         std::fs::DirBuilder::new()
@@ -1033,7 +1064,7 @@ fn create_extracted(root: &Path, name: &str, mode: u32) -> Result<BufWriter<File
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(if mode & 0o100 != 0 { 0o755 } else { 0o644 } & 0o755)
+        .mode(mode)
         .open(&target)
         .map_err(io_ctx(format!("cannot create {}", target.display())))?;
     Ok(BufWriter::with_capacity(IO_BUF, f))
