@@ -1103,23 +1103,8 @@ pub struct Restored {
 /// lock (no daemon runs). Everything is extracted and checked before anything in the state
 /// directory changes; a failure at any point leaves the old state as it was. Blocking.
 pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored> {
-    for e in std::fs::read_dir(state_dir)
-        .map_err(io_ctx(format!("cannot read {}", state_dir.display())))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(RESTORE_OLD) {
-            return Err(BackupError::Conflict(format!(
-                "an earlier restore was interrupted while swapping; the state from before it is in {}: \
-                 move its contents back into {} (or remove it if the restored state is good) and try again",
-                e.path().display(),
-                state_dir.display()
-            )));
-        }
-        if name.starts_with(RESTORE_NEW) || name.starts_with(RESTORE_DONE) {
-            remove_path(&e.path())
-                .map_err(io_ctx(format!("cannot remove {}", e.path().display())))?;
-        }
+    if let Some(tag) = recover_restore(state_dir)? {
+        tracing::warn!(tag, "finished a restore that a crash had interrupted");
     }
     let mut r = [0u8; 4];
     getrandom::fill(&mut r).map_err(|e| BackupError::Internal(format!("no randomness: {e}")))?;
@@ -1161,63 +1146,35 @@ pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored
     check_restored_db(&staging, label)?;
     sync_tree(&staging)?;
 
-    // 3. Swap: the old state aside, the new one in, the database last.
+    // 3. Swap: the old state aside, the new one in, the database last. The journal names
+    // this restore first, so a crash in the middle is finished (forward: the new state is
+    // complete and checked) by the next restore or the daemon's next start.
     let old = state_dir.join(format!("{RESTORE_OLD}{tag}"));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&old)
         .map_err(io_ctx(format!("cannot create {}", old.display())))?;
-    let aside = [
-        crate::daemon::FILES_DIR.to_owned(),
-        "programs".to_owned(),
-        format!("{DB_ENTRY}-wal"),
-        format!("{DB_ENTRY}-shm"),
-        DB_ENTRY.to_owned(),
-    ];
-    let incoming = [
-        crate::daemon::FILES_DIR.to_owned(),
-        "programs".to_owned(),
-        DB_ENTRY.to_owned(),
-    ];
-    let mut moved_old: Vec<&str> = Vec::new();
-    let mut moved_new: Vec<&str> = Vec::new();
-    let swapped = (|| -> io::Result<()> {
-        for it in &aside {
-            if std::fs::symlink_metadata(state_dir.join(it)).is_ok() {
-                std::fs::rename(state_dir.join(it), old.join(it))?;
-                moved_old.push(it);
-            }
+    write_journal(state_dir, &tag)?;
+    if let Err(e) = swap_forward(state_dir, &staging, &old) {
+        // An error (not a crash): put the old state back, item by item.
+        let back = swap_back(state_dir, &staging, &old);
+        if back.is_ok() {
+            let _ = std::fs::remove_dir(&old);
+            let _ = std::fs::remove_file(state_dir.join(RESTORE_JOURNAL));
+            let _ = sync_dir(state_dir);
         }
-        for it in &incoming {
-            std::fs::rename(staging.join(it), state_dir.join(it))?;
-            moved_new.push(it);
-        }
-        File::open(state_dir)?.sync_all()
-    })();
-    if let Err(e) = swapped {
-        for it in moved_new.iter().rev() {
-            let _ = std::fs::rename(state_dir.join(it), staging.join(it));
-        }
-        let mut back = true;
-        for it in moved_old.iter().rev() {
-            back &= std::fs::rename(old.join(it), state_dir.join(it)).is_ok();
-        }
-        let _ = File::open(state_dir).and_then(|d| d.sync_all());
-        if back {
-            let _ = std::fs::remove_dir_all(&old);
-        }
+        let what = match back {
+            Ok(()) => "the old state was put back".to_owned(),
+            Err(b) => format!(
+                "putting the old state back failed too ({b}); the next restore or daemon start finishes this restore"
+            ),
+        };
         return Err(io_ctx(format!(
-            "cannot swap the restored state into {} (the old state was put back)",
+            "cannot swap the restored state into {} ({what})",
             state_dir.display()
         ))(e));
     }
-    // Done: the old state goes (renamed first, so a crash now leaves nothing that looks
-    // like an interrupted swap).
-    let done = state_dir.join(format!("{RESTORE_DONE}{tag}"));
-    if std::fs::rename(&old, &done).is_ok() {
-        let _ = sync_dir(state_dir);
-        let _ = std::fs::remove_dir_all(&done);
-    }
+    finish_swap(state_dir, &tag)?;
     drop(staging_guard);
     Ok(Restored {
         backup: label.to_owned(),
@@ -1226,6 +1183,146 @@ pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored
         created: manifest.created,
         schema_version: manifest.schema_version,
     })
+}
+
+/// Names the restore whose swap is in progress (`.restore-journal` holds its tag).
+const RESTORE_JOURNAL: &str = ".restore-journal";
+/// What a restore moves into the state directory, the database last.
+const SWAPPED: [&str; 3] = [crate::daemon::FILES_DIR, "programs", DB_ENTRY];
+
+fn write_journal(state_dir: &Path, tag: &str) -> Result<()> {
+    let tmp = state_dir.join(format!("{RESTORE_JOURNAL}.tmp"));
+    let ctx = || format!("cannot write {}", tmp.display());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_ctx(ctx()))?;
+    f.write_all(tag.as_bytes()).map_err(io_ctx(ctx()))?;
+    f.sync_all().map_err(io_ctx(ctx()))?;
+    std::fs::rename(&tmp, state_dir.join(RESTORE_JOURNAL)).map_err(io_ctx(ctx()))?;
+    sync_dir(state_dir)
+}
+
+/// Moves each item still in `staging` into place, the current one (and, for the database, its
+/// `-wal` and `-shm`) into `old` first. Idempotent: run again after a crash, it finishes.
+fn swap_forward(state_dir: &Path, staging: &Path, old: &Path) -> io::Result<()> {
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    for it in SWAPPED {
+        if !exists(&staging.join(it)) {
+            continue;
+        }
+        let mut aside = vec![it.to_owned()];
+        if it == DB_ENTRY {
+            aside.push(format!("{DB_ENTRY}-wal"));
+            aside.push(format!("{DB_ENTRY}-shm"));
+        }
+        for a in &aside {
+            if exists(&state_dir.join(a)) {
+                if exists(&old.join(a)) {
+                    return Err(io::Error::other(format!(
+                        "{a} is both in the state directory and set aside in {}",
+                        old.display()
+                    )));
+                }
+                std::fs::rename(state_dir.join(a), old.join(a))?;
+            }
+        }
+        std::fs::rename(staging.join(it), state_dir.join(it))?;
+    }
+    File::open(state_dir)?.sync_all()
+}
+
+/// Undoes [`swap_forward`]: what was moved in goes back to `staging`, what was set aside
+/// comes back.
+fn swap_back(state_dir: &Path, staging: &Path, old: &Path) -> io::Result<()> {
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    for it in SWAPPED.iter().rev() {
+        let aside_all = [it.to_string(), format!("{it}-wal"), format!("{it}-shm")];
+        if !exists(&staging.join(it)) && exists(&state_dir.join(it)) {
+            std::fs::rename(state_dir.join(it), staging.join(it))?;
+        }
+        for a in aside_all {
+            if exists(&old.join(&a)) {
+                std::fs::rename(old.join(&a), state_dir.join(&a))?;
+            }
+        }
+    }
+    File::open(state_dir)?.sync_all()
+}
+
+/// After a complete swap: the old state and the journal go.
+fn finish_swap(state_dir: &Path, tag: &str) -> Result<()> {
+    let old = state_dir.join(format!("{RESTORE_OLD}{tag}"));
+    let done = state_dir.join(format!("{RESTORE_DONE}{tag}"));
+    if std::fs::symlink_metadata(&old).is_ok() {
+        std::fs::rename(&old, &done).map_err(io_ctx(format!("cannot rename {}", old.display())))?;
+    }
+    std::fs::remove_file(state_dir.join(RESTORE_JOURNAL))
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(io_ctx("cannot remove the restore journal"))?;
+    sync_dir(state_dir)?;
+    let _ = remove_path(&done);
+    let _ = remove_path(&state_dir.join(format!("{RESTORE_NEW}{tag}")));
+    Ok(())
+}
+
+/// Before the state directory is used (daemon start, a restore): finishes a restore a crash
+/// interrupted in its swap (returns its tag), and removes what an interrupted extraction or
+/// clean-up left. A non-empty `.restore-old-*` without a journal is never touched: a restore
+/// refuses to run while one exists.
+pub fn recover_restore(state_dir: &Path) -> Result<Option<String>> {
+    let journal = state_dir.join(RESTORE_JOURNAL);
+    let mut finished = None;
+    match std::fs::read_to_string(&journal) {
+        Ok(tag) => {
+            let tag = tag.trim().to_owned();
+            if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(BackupError::Internal(format!(
+                    "{} does not name a restore",
+                    journal.display()
+                )));
+            }
+            let staging = state_dir.join(format!("{RESTORE_NEW}{tag}"));
+            let old = state_dir.join(format!("{RESTORE_OLD}{tag}"));
+            if std::fs::symlink_metadata(&staging).is_ok() {
+                swap_forward(state_dir, &staging, &old).map_err(io_ctx(format!(
+                    "cannot finish the interrupted restore in {}",
+                    state_dir.display()
+                )))?;
+            }
+            finish_swap(state_dir, &tag)?;
+            finished = Some(tag);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_ctx(format!("cannot read {}", journal.display()))(e)),
+    }
+    for e in std::fs::read_dir(state_dir)
+        .map_err(io_ctx(format!("cannot read {}", state_dir.display())))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(RESTORE_NEW) || name.starts_with(RESTORE_DONE) {
+            remove_path(&e.path())
+                .map_err(io_ctx(format!("cannot remove {}", e.path().display())))?;
+        } else if name.starts_with(RESTORE_OLD) && std::fs::remove_dir(e.path()).is_err() {
+            return Err(BackupError::Conflict(format!(
+                "{} holds state set aside by a restore whose journal is gone: move its contents \
+                 back into {} (or remove it if the current state is good) and try again",
+                e.path().display(),
+                state_dir.display()
+            )));
+        }
+    }
+    Ok(finished)
 }
 
 /// `integrity_check` of the extracted database, and every blob and program it names present.
@@ -1579,5 +1676,103 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         pins.remove(f.clone()).unwrap();
         assert!(!f.exists(), "not removed at once without pins");
+    }
+
+    /// A state directory with an old state, a checked restore staged, the journal written:
+    /// where a restore stands right before its swap.
+    fn staged_restore() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let st = d.path().to_owned();
+        let tag = "0a0b0c0d";
+        let staging = st.join(format!("{RESTORE_NEW}{tag}"));
+        let old = st.join(format!("{RESTORE_OLD}{tag}"));
+        for (root, v) in [(&st, "old"), (&staging, "new")] {
+            std::fs::create_dir_all(root.join("files/blobs")).unwrap();
+            std::fs::create_dir_all(root.join("programs/p")).unwrap();
+            std::fs::write(root.join("files/blobs/b"), v).unwrap();
+            std::fs::write(root.join("programs/p/main.sh"), v).unwrap();
+            std::fs::write(root.join(DB_ENTRY), v).unwrap();
+        }
+        std::fs::write(st.join(format!("{DB_ENTRY}-wal")), "old").unwrap();
+        std::fs::write(st.join(format!("{DB_ENTRY}-shm")), "old").unwrap();
+        std::fs::create_dir(&old).unwrap();
+        write_journal(&st, tag).unwrap();
+        (d, st, staging, old)
+    }
+
+    /// The renames of a swap, in order, as (from, to).
+    fn swap_steps(st: &Path, staging: &Path, old: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let wal = format!("{DB_ENTRY}-wal");
+        let shm = format!("{DB_ENTRY}-shm");
+        vec![
+            (st.join("files"), old.join("files")),
+            (staging.join("files"), st.join("files")),
+            (st.join("programs"), old.join("programs")),
+            (staging.join("programs"), st.join("programs")),
+            (st.join(DB_ENTRY), old.join(DB_ENTRY)),
+            (st.join(&wal), old.join(&wal)),
+            (st.join(&shm), old.join(&shm)),
+            (staging.join(DB_ENTRY), st.join(DB_ENTRY)),
+        ]
+    }
+
+    fn state_is(st: &Path, v: &str) {
+        for f in ["files/blobs/b", "programs/p/main.sh", DB_ENTRY] {
+            assert_eq!(std::fs::read_to_string(st.join(f)).unwrap(), v, "{f}");
+        }
+    }
+
+    #[test]
+    fn a_swap_cut_by_a_crash_at_any_step_is_finished_forward_at_the_next_start() {
+        for k in 0..=8 {
+            let (_d, st, staging, old) = staged_restore();
+            for (from, to) in swap_steps(&st, &staging, &old).into_iter().take(k) {
+                std::fs::rename(from, to).unwrap();
+            }
+            assert_eq!(recover_restore(&st).unwrap().as_deref(), Some("0a0b0c0d"));
+            state_is(&st, "new");
+            assert!(
+                !st.join(format!("{DB_ENTRY}-wal")).exists(),
+                "old WAL left at step {k}"
+            );
+            let left: Vec<String> = std::fs::read_dir(&st)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(left.is_empty(), "step {k}: left {left:?}");
+            // Nothing more to do the next time.
+            assert_eq!(recover_restore(&st).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn a_swap_that_fails_at_any_step_is_put_back_exactly() {
+        for k in 0..=8 {
+            let (_d, st, staging, old) = staged_restore();
+            for (from, to) in swap_steps(&st, &staging, &old).into_iter().take(k) {
+                std::fs::rename(from, to).unwrap();
+            }
+            swap_back(&st, &staging, &old).unwrap();
+            state_is(&st, "old");
+            for f in [format!("{DB_ENTRY}-wal"), format!("{DB_ENTRY}-shm")] {
+                assert_eq!(std::fs::read_to_string(st.join(f)).unwrap(), "old");
+            }
+            assert_eq!(std::fs::read_dir(&old).unwrap().count(), 0, "step {k}");
+        }
+    }
+
+    #[test]
+    fn state_set_aside_without_a_journal_is_never_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join(format!("{RESTORE_OLD}1234"));
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join(DB_ENTRY), "precious").unwrap();
+        std::fs::create_dir(d.path().join(format!("{RESTORE_NEW}99"))).unwrap();
+        assert!(matches!(
+            recover_restore(d.path()),
+            Err(BackupError::Conflict(_))
+        ));
+        assert!(old.join(DB_ENTRY).exists());
     }
 }

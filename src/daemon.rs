@@ -170,6 +170,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = config.state_dir(state_directory_env.as_deref());
     prepare_state_dir(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
+    // A restore a crash cut in its swap is finished before anything reads the state.
+    match crate::backup::recover_restore(&state_dir) {
+        Ok(None) => {}
+        Ok(Some(tag)) => {
+            tracing::warn!(
+                tag,
+                "finished a backup restore that a crash had interrupted"
+            )
+        }
+        Err(e @ crate::backup::BackupError::Conflict(_)) => {
+            tracing::error!(error = %e, "state set aside by an earlier restore needs a look")
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)).context("cannot finish an interrupted restore");
+        }
+    }
 
     systemd::status("opening the database");
     let db_path = state_dir.join(DB_FILE);
