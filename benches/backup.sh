@@ -4,8 +4,8 @@
 # `tar xzOf … | sha256sum` of its archive, in the same run.
 #
 #   create          MB/s of state bytes (database + blobs + program files) into a .tar.gz:
-#                   ours at backup.compression-level 1 (the default) and 6 (set by SIGHUP),
-#                   GNU tar + gzip -1 and gzip -6 (tar czf's level) of the same files
+#                   ours at backup.compression-level OURS_LEVELS (set by SIGHUP; 2 is the
+#                   default), GNU tar + gzip at TAR_LEVELS (6 is tar czf's) of the same files
 #   verify          MB/s re-reading every byte: ours (inflate + SHA-256 of every entry against
 #                   the manifest), tar xzOf | sha256sum (inflate + one hash of the stream)
 #   size            archive bytes / state bytes
@@ -25,7 +25,10 @@ source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DATA_MB="${DATA_MB:-1024}"
-bench_init backup "ROUNDS=$ROUNDS DATA_MB=$DATA_MB"
+# gzip levels: ours (backup.compression-level) and the peer's.
+OURS_LEVELS="${OURS_LEVELS:-1 2 6}"
+TAR_LEVELS="${TAR_LEVELS:-1 6}"
+bench_init backup "ROUNDS=$ROUNDS DATA_MB=$DATA_MB OURS_LEVELS='$OURS_LEVELS' TAR_LEVELS='$TAR_LEVELS'"
 
 bench_need_tools curl:curl tar:tar gzip:gzip sha256sum:coreutils awk:gawk python3:python3
 bench_build
@@ -39,7 +42,7 @@ enabled = false
 max-file-size = \"1GiB\"
 max-total-size = \"$((DATA_MB * 2 + 1024))MiB\"
 [backup]
-compression-level = 1"
+compression-level = 2"
 ours_start ours
 TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")"
 AUTH="Authorization: Bearer $TOKEN"
@@ -54,7 +57,8 @@ for i in $(seq 1 "$n_files"); do
     if ((i % 2)); then
         head -c $((FILE_MB << 20)) /dev/urandom >"$BENCH_TMP/src.bin"
     else
-        head -c $((FILE_MB * 3 << 18)) /dev/urandom | base64 -w 76 | head -c $((FILE_MB << 20)) >"$BENCH_TMP/src.bin"
+        # base64 of 3/4 of the size, in 76-column lines: about FILE_MB MiB.
+        head -c $((FILE_MB * 3 << 18)) /dev/urandom | base64 -w 76 >"$BENCH_TMP/src.bin"
     fi
     curl -fsS -o /dev/null -H "$AUTH" -T "$BENCH_TMP/src.bin" "$API/files/data/$i.bin"
 done
@@ -121,8 +125,8 @@ for round in $(seq 1 "$ROUNDS"); do
     ((round % 2 == 0)) && order=(tar ours)
     bench_log "round $round/$ROUNDS: ${order[*]}"
     for who in "${order[@]}"; do
-        for level in 1 6; do
-            if [[ $who == ours ]]; then
+        if [[ $who == ours ]]; then
+            for level in $OURS_LEVELS; do
                 set_level "$level"
                 read -r t bytes size id <<<"$(ours_create)"
                 state_bytes="$bytes"
@@ -131,15 +135,18 @@ for round in $(seq 1 "$ROUNDS"); do
                 vt="$(ours_verify "$id")"
                 add "verify_ours_$level" "$(mbps "$bytes" "$vt")"
                 rm -f "$STATE/backups/$id.tar.gz"
-            else
+            done
+        else
+            [[ $state_bytes -gt 0 ]] || state_bytes="$(du -sb "$STATE/localhostd.db" "$STATE/files" "$STATE/programs" | awk '{ s += $1 } END { print s }')"
+            for level in $TAR_LEVELS; do
                 read -r t size <<<"$(tar_create "$level")"
                 add "create_tar_$level" "$(mbps "$state_bytes" "$t")"
                 add "ratio_tar_$level" "$(awk -v a="$size" -v b="$state_bytes" 'BEGIN { printf "%.3f", a / b }')"
                 vt="$(tar_verify)"
                 add "verify_tar_$level" "$(mbps "$state_bytes" "$vt")"
                 rm -f "$BENCH_TMP/peer.tar.gz"
-            fi
-        done
+            done
+        fi
     done
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -157,12 +164,14 @@ entry="$BENCH_TMP/entry.md"
 {
     echo "- state: $(awk -v b="$state_bytes" 'BEGIN { printf "%.0f MiB", b / 1048576 }') (database + $n_files files of $FILE_MB MiB, half random, half base64), on $fs_type"
     echo "- load average before / after: $load_before / $load_after (the machine is shared with other builds)"
-    echo "- tools: $(tar --version | head -n 1), $(gzip --version | head -n 1); ours: flate2 (miniz_oxide), sha2"
+    echo "- tools: $(tar --version | head -n 1), $(gzip --version | head -n 1); ours: flate2 on zlib-rs, sha2"
     echo
     echo "| | create MB/s (median, spread) | verify, every byte MB/s | archive / state |"
     echo "|---|---|---|---|"
-    for level in 1 6; do
+    for level in $OURS_LEVELS; do
         echo "| localhostd, level $level | $(med "create_ours_$level") ($(spread "create_ours_$level")) | $(med "verify_ours_$level") ($(spread "verify_ours_$level")) | $(med "ratio_ours_$level") |"
+    done
+    for level in $TAR_LEVELS; do
         echo "| tar + gzip -$level | $(med "create_tar_$level") ($(spread "create_tar_$level")) | $(med "verify_tar_$level") ($(spread "verify_tar_$level")) | $(med "ratio_tar_$level") |"
     done
     echo

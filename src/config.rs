@@ -49,8 +49,9 @@ pub struct BackupConfig {
     /// The backup directory (absolute); unset: `backups/` in the state directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// gzip level 0-9. Low levels are several times faster and most bytes in a backup (file
-    /// blobs) are often compressed already; see docs/benchmarks.md.
+    /// gzip level 0-9. 2 is the fastest level that still builds Huffman tables per block
+    /// (zlib-rs's level 1 uses fixed tables, which make incompressible blobs larger);
+    /// see docs/benchmarks.md.
     pub compression_level: u32,
     /// `prune` keeps the newest this many backups (at least 1 is always kept)…
     pub keep_last: u64,
@@ -62,7 +63,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             dir: None,
-            compression_level: 1,
+            compression_level: 2,
             keep_last: 7,
             keep_within: HumanDuration(Duration::from_secs(7 * 86400)),
         }
