@@ -1379,6 +1379,35 @@ min-free-disk = 1048576
     }
 
     #[test]
+    fn backup_section_parses_and_is_validated() {
+        let d = Config::default();
+        assert_eq!(d.backup.dir, None);
+        assert_eq!(d.backup.compression_level, 2);
+        let c = parse(
+            "[backup]\ndir = \"/srv/b\"\nkeep-last = 3\nkeep-within = \"2days\"\ncompression-level = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.backup.dir.as_deref(),
+            Some(std::path::Path::new("/srv/b"))
+        );
+        assert_eq!(c.backup.keep_last, 3);
+        assert_eq!(c.backup.keep_within.get(), Duration::from_secs(2 * 86400));
+        for (text, key) in [
+            ("[backup]\ndir = \"rel/b\"\n", "backup.dir"),
+            (
+                "[backup]\ncompression-level = 10\n",
+                "backup.compression-level",
+            ),
+            ("[backup]\nkeep-last = 0\n", "backup.keep-last"),
+            ("[backup]\nkeep-lats = 1\n", "backup.keep-lats"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn kv_section_parses_with_units_and_defaults() {
         let c = parse(
             "[kv]\nmax-value-size = \"2MiB\"\nhistory-window = \"10m\"\nhistory-max-changes = 500\n",
