@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::audit::{Audit, Event};
 use crate::auth::{Auth, Scopes, parse_expiry};
-use crate::cli::TokenAction;
+use crate::backup::{self, BackupError};
+use crate::cli::{BackupAction, TokenAction};
 use crate::config::Config;
 use crate::daemon::{DB_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
 use crate::db::Db;
@@ -74,7 +75,18 @@ fn via_daemon(sock: &Path, action: &TokenAction) -> CliResult<Value> {
             None,
         ),
     };
-    let (status, value) = http_unix(sock, method, &path, body.as_ref())
+    ask_daemon(sock, method, &path, body.as_ref(), Duration::from_secs(60))
+}
+
+/// One request to the daemon; a non-2xx answer becomes the error, with the daemon's message.
+fn ask_daemon(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> CliResult<Value> {
+    let (status, value) = http_unix(sock, method, path, body, timeout)
         .map_err(|e| format!("cannot talk to the daemon on {}: {e}", sock.display()))?;
     if !(200..300).contains(&status) {
         let msg = value["error"]["message"]
@@ -103,9 +115,10 @@ fn http_unix(
     method: &str,
     path: &str,
     body: Option<&Value>,
+    timeout: Duration,
 ) -> std::io::Result<(u16, Value)> {
     let mut s = UnixStream::connect(sock)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(timeout))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
@@ -187,15 +200,24 @@ fn become_owner(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
-fn offline(state_dir: &Path, action: &TokenAction) -> CliResult<Value> {
-    if !state_dir.join(DB_FILE).exists() {
-        return Err(format!(
+/// Offline: refuses a state dir without a database (`need_db`; a restore only needs the
+/// directory) and never creates one; becomes its owner and takes the lock `serve` honours.
+fn take_state_dir(state_dir: &Path, need_db: bool) -> CliResult<nix::fcntl::Flock<std::fs::File>> {
+    let no_db = || {
+        format!(
             "no localhostd is running (its admin socket is not reachable) and {} holds no database; start the service first",
             state_dir.display()
-        ));
+        )
+    };
+    if !state_dir.is_dir() {
+        return Err(no_db());
     }
-    let real_uid = nix::unistd::geteuid().as_raw();
+    // First: root without CAP_DAC_OVERRIDE (the backup unit) cannot look inside a 0700
+    // directory it does not own.
     become_owner(state_dir)?;
+    if need_db && !state_dir.join(DB_FILE).exists() {
+        return Err(no_db());
+    }
     let lock_path = state_dir.join(LOCK_FILE);
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -203,12 +225,18 @@ fn offline(state_dir: &Path, action: &TokenAction) -> CliResult<Value> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         format!(
             "{} is locked ({e}): a daemon holds the state directory but its admin socket is not reachable; use the socket it listens on (server.admin-socket)",
             lock_path.display()
         )
     })?;
+    Ok(lock)
+}
+
+fn offline(state_dir: &Path, action: &TokenAction) -> CliResult<Value> {
+    let real_uid = nix::unistd::geteuid().as_raw();
+    let _lock = take_state_dir(state_dir, true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -306,6 +334,167 @@ fn print_result(action: &TokenAction, v: &Value) {
         }
         TokenAction::Revoke { .. } => {
             println!("revoked token {} (id {})", s(&v["name"]), s(&v["id"]))
+        }
+    }
+}
+
+/// How long the CLI waits for the daemon to make or verify a backup.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs a `backup` subcommand; prints its result.
+pub fn backup(cfg: &Config, state_dir: &Path, action: BackupAction) -> CliResult<()> {
+    // A file is verified right here: it needs neither the daemon nor the state directory.
+    if let BackupAction::Verify {
+        file: Some(file),
+        read_data,
+        ..
+    } = &action
+    {
+        let label = file.display().to_string();
+        let v = backup::verify(file, &label, *read_data).map_err(|e| e.to_string())?;
+        print_backup(&action, &json!(v));
+        return Ok(());
+    }
+    let result = match find_channel(cfg, state_dir) {
+        Channel::Daemon(sock) => backup_via_daemon(&sock, &action)?,
+        Channel::Offline => backup_offline(cfg, state_dir, &action)?,
+    };
+    print_backup(&action, &result);
+    Ok(())
+}
+
+fn backup_via_daemon(sock: &Path, action: &BackupAction) -> CliResult<Value> {
+    let (method, path) = match action {
+        BackupAction::Create => ("POST", "/api/v1/backups".to_owned()),
+        BackupAction::List => ("GET", "/api/v1/backups".to_owned()),
+        BackupAction::Verify { id, read_data, .. } => (
+            "POST",
+            format!(
+                "/api/v1/backups/{}/verify?read_data={read_data}",
+                percent_encode(id.as_deref().unwrap_or_default())
+            ),
+        ),
+        BackupAction::Restore { id } => (
+            "POST",
+            format!("/api/v1/backups/{}/restore", percent_encode(id)),
+        ),
+        BackupAction::Prune => ("POST", "/api/v1/backups:prune".to_owned()),
+    };
+    ask_daemon(sock, method, &path, None, BACKUP_TIMEOUT)
+}
+
+fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliResult<Value> {
+    let dir = backup::backup_dir(&cfg.backup, state_dir);
+    let s = |e: BackupError| e.to_string();
+    match action {
+        // Reading only: no lock needed.
+        BackupAction::List => {
+            let mut items = backup::list(&dir).map_err(s)?;
+            items.reverse();
+            Ok(json!({"items": items}))
+        }
+        BackupAction::Verify { id, read_data, .. } => {
+            let id = id.as_deref().unwrap_or_default();
+            let path = backup::find(&dir, id).map_err(s)?;
+            Ok(json!(backup::verify(&path, id, *read_data).map_err(s)?))
+        }
+        BackupAction::Create => {
+            let _lock = take_state_dir(state_dir, true)?;
+            let pins = std::sync::Arc::new(backup::BlobPins::default());
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let created = backup::create(
+                &backup::Sources::in_state_dir(state_dir),
+                &dir,
+                cfg.backup.compression_level,
+                &pins,
+                &cancel,
+            )
+            .map_err(s)?;
+            Ok(json!(created))
+        }
+        BackupAction::Restore { id } => {
+            let _lock = take_state_dir(state_dir, false)?;
+            let path = backup::find(&dir, id).map_err(s)?;
+            let r = backup::restore(state_dir, &path, id).map_err(s)?;
+            Ok(json!(r))
+        }
+        BackupAction::Prune => {
+            let _lock = take_state_dir(state_dir, true)?;
+            let gone = backup::prune(&dir, &cfg.backup, std::time::SystemTime::now()).map_err(s)?;
+            Ok(json!({"removed": gone}))
+        }
+    }
+}
+
+fn print_backup(action: &BackupAction, v: &Value) {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    match action {
+        BackupAction::Create => {
+            println!("{}", s(&v["id"]));
+            eprintln!(
+                "backup {} complete at {}: {} entries ({} files, {} programs), {} bytes read, archive {} bytes, {} ms",
+                s(&v["id"]),
+                s(&v["completed"]),
+                s(&v["entries"]),
+                s(&v["files"]),
+                s(&v["programs"]),
+                s(&v["data_bytes"]),
+                s(&v["size"]),
+                s(&v["duration_ms"])
+            );
+            if let Some(m) = v["missing_blobs"].as_array().filter(|m| !m.is_empty()) {
+                eprintln!(
+                    "warning: {} file(s) had no content in the store already and are not in the backup",
+                    m.len()
+                );
+            }
+        }
+        BackupAction::List => {
+            println!("{:<26}  {:<20}  {:>14}", "ID", "CREATED", "SIZE");
+            for b in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<26}  {:<20}  {:>14}",
+                    s(&b["id"]),
+                    s(&b["created"]),
+                    s(&b["size"])
+                );
+            }
+        }
+        BackupAction::Verify { .. } => {
+            let how = if v["read_data"].as_bool().unwrap_or(false) {
+                "every byte read and every SHA-256 matches its manifest"
+            } else {
+                "structure, sizes and gzip checksum match its manifest (add --read-data to check every SHA-256)"
+            };
+            println!(
+                "{}: ok: {} entries, {} bytes; {how}",
+                s(&v["backup"]),
+                s(&v["entries"]),
+                s(&v["data_bytes"])
+            );
+        }
+        BackupAction::Restore { .. } => {
+            println!(
+                "restored backup {} (made {}, schema version {}): {} entries, {} bytes; start the service again",
+                s(&v["backup"]),
+                s(&v["created"]),
+                s(&v["schema_version"]),
+                s(&v["entries"]),
+                s(&v["data_bytes"])
+            );
+        }
+        BackupAction::Prune => {
+            let gone = v["removed"].as_array().cloned().unwrap_or_default();
+            if gone.is_empty() {
+                println!("nothing to prune");
+            }
+            for b in gone {
+                println!("removed {}", s(&b["id"]));
+            }
         }
     }
 }

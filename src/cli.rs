@@ -29,6 +29,15 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Make, list, verify, restore and prune backups: through the running daemon's admin
+    /// socket, or offline when no daemon runs (as the state directory's owner, holding its
+    /// lock). Restore runs offline only: stop the service first.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: BackupAction,
+    },
     /// Internal: the sandbox helper the daemon starts for each job (fds 0-4 set up by it).
     #[command(hide = true)]
     SandboxHelper,
@@ -81,6 +90,34 @@ pub enum TokenAction {
         /// The token's id or name
         token: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Make a backup now; prints its id.
+    Create,
+    /// List the backups, newest first.
+    List,
+    /// Check a backup's structure against its manifest (and with --read-data every byte).
+    Verify {
+        /// Re-read every byte and recompute every SHA-256
+        #[arg(long)]
+        read_data: bool,
+        /// The backup's id (see `backup list`)
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        id: Option<String>,
+        /// Verify this archive file instead (no daemon or state directory needed)
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Replace all state by a backup (the service must be stopped). Verifies it fully first;
+    /// on any failure the current state stays as it was.
+    Restore {
+        /// The backup's id (see `backup list`)
+        id: String,
+    },
+    /// Remove backups beyond backup.keep-last that are older than backup.keep-within.
+    Prune,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub struct Config {
     pub programs: ProgramsConfig,
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
+    pub backup: BackupConfig,
 }
 
 /// The collectors of the host sampler, by name (`metrics.simulate-hang` names one).
@@ -120,6 +121,34 @@ impl Default for AlertsConfig {
             failed_executions_per_minute: 10.0,
             failed_executions_window: HumanDuration(Duration::from_secs(300)),
             hold: HumanDuration(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// `[backup]`: where backups go, how hard they are compressed, and how many `prune` keeps.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BackupConfig {
+    /// The backup directory (absolute); unset: `backups/` in the state directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// gzip level 0-9. 2 is the fastest level that still builds Huffman tables per block
+    /// (zlib-rs's level 1 uses fixed tables, which make incompressible blobs larger);
+    /// see docs/benchmarks.md.
+    pub compression_level: u32,
+    /// `prune` keeps the newest this many backups (at least 1 is always kept)…
+    pub keep_last: u64,
+    /// …and every backup younger than this.
+    pub keep_within: HumanDuration,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            compression_level: 2,
+            keep_last: 7,
+            keep_within: HumanDuration(Duration::from_secs(7 * 86400)),
         }
     }
 }
@@ -1152,6 +1181,20 @@ impl Config {
         {
             return Err(invalid("state-dir", "must be an absolute path"));
         }
+        if let Some(dir) = &self.backup.dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid("backup.dir", "must be an absolute path"));
+        }
+        if self.backup.compression_level > 9 {
+            return Err(invalid(
+                "backup.compression-level",
+                "must be between 0 and 9",
+            ));
+        }
+        if self.backup.keep_last == 0 {
+            return Err(invalid("backup.keep-last", "must be at least 1"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;
         Ok(())
@@ -1484,6 +1527,35 @@ min-free-disk = 1048576
                 "programs.runtimes",
             ),
             ("[programs]\nmax-filez = 1\n", "programs.max-filez"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn backup_section_parses_and_is_validated() {
+        let d = Config::default();
+        assert_eq!(d.backup.dir, None);
+        assert_eq!(d.backup.compression_level, 2);
+        let c = parse(
+            "[backup]\ndir = \"/srv/b\"\nkeep-last = 3\nkeep-within = \"2days\"\ncompression-level = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.backup.dir.as_deref(),
+            Some(std::path::Path::new("/srv/b"))
+        );
+        assert_eq!(c.backup.keep_last, 3);
+        assert_eq!(c.backup.keep_within.get(), Duration::from_secs(2 * 86400));
+        for (text, key) in [
+            ("[backup]\ndir = \"rel/b\"\n", "backup.dir"),
+            (
+                "[backup]\ncompression-level = 10\n",
+                "backup.compression-level",
+            ),
+            ("[backup]\nkeep-last = 0\n", "backup.keep-last"),
+            ("[backup]\nkeep-lats = 1\n", "backup.keep-lats"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

@@ -19,6 +19,7 @@ use crate::api::access::Client;
 use crate::api::ratelimit::RateLimits;
 use crate::audit::{Audit, Event};
 use crate::auth::{Actor, Auth, Scope, Scopes};
+use crate::backup::{Backups, BlobPins};
 use crate::config::{Config, ConfigSource, LiveConfig};
 use crate::db::Db;
 use crate::exec::Executor;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub programs: Programs,
     /// Host and application metrics, history and alerts (`/metrics`, the dashboard).
     pub metrics: Metrics,
+    /// Backups (`/api/v1/backups`); shares its blob pins with `files` and `programs`.
+    pub backups: Backups,
 }
 
 impl AppState {
@@ -72,8 +75,21 @@ impl AppState {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
-        let files = Files::new(db.clone(), live.clone(), health.state_dir.join(FILES_DIR));
-        let programs = Programs::open(db.clone(), live.clone(), &health.state_dir, exec.clone())?;
+        let pins = Arc::new(BlobPins::default());
+        let files = Files::new(
+            db.clone(),
+            live.clone(),
+            health.state_dir.join(FILES_DIR),
+            pins.clone(),
+        );
+        let programs = Programs::open(
+            db.clone(),
+            live.clone(),
+            &health.state_dir,
+            exec.clone(),
+            pins.clone(),
+        )?;
+        let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         Ok(AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -86,6 +102,7 @@ impl AppState {
             files,
             programs,
             metrics,
+            backups,
         })
     }
 
@@ -158,6 +175,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = config.state_dir(state_directory_env.as_deref());
     prepare_state_dir(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
+    // A restore a crash cut in its swap is finished before anything reads the state.
+    match crate::backup::recover_restore(&state_dir) {
+        Ok(None) => {}
+        Ok(Some(tag)) => {
+            tracing::warn!(
+                tag,
+                "finished a backup restore that a crash had interrupted"
+            )
+        }
+        Err(e @ crate::backup::BackupError::Conflict(_)) => {
+            tracing::error!(error = %e, "state set aside by an earlier restore needs a look")
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)).context("cannot finish an interrupted restore");
+        }
+    }
 
     systemd::status("opening the database");
     let db_path = state_dir.join(DB_FILE);
@@ -220,6 +253,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ensure_initial_admin_token(&state, &state_dir).await?;
     // Sandboxes built ahead of the first commands (sandbox.warm-pool).
     state.exec.refill();
+    // localhostd_backup_last_success_timestamp_seconds from the backups already on disk
+    // (the backup timer's runs, offline ones included).
+    if let Some(t) = state.backups.last_success()
+        && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+    {
+        state.metrics.backup_succeeded(d.as_secs());
+    }
     systemd::status("recovering the file store");
     recover_files(&state).await?;
     match state.programs.sweep_orphans().await {
@@ -230,6 +270,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
     }
+    match state.backups.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(removed = n, "removed what an interrupted backup left"),
+        Err(e) => tracing::error!(error = %e, "cannot clean the backup directory"),
+    }
+    let backups = state.backups.clone();
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -293,6 +339,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
+    backups.cancel();
     systemd::notify(&[
         NotifyState::Stopping,
         NotifyState::Status("draining connections"),

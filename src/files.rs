@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
 use crate::audit::{self, Event};
+use crate::backup::BlobPins;
 use crate::config::{Config, LiveConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -292,6 +293,8 @@ struct Inner {
     counters: Mutex<Counters>,
     /// Paths whose metadata has no blob (found at startup or on a read).
     missing: Mutex<BTreeSet<String>>,
+    /// Blob removals wait while a backup runs (it may still have to read them).
+    pins: Arc<BlobPins>,
 }
 
 impl Inner {
@@ -434,8 +437,9 @@ pub struct Batch {
 }
 
 impl Files {
-    /// The store under `root` (`$STATE_DIRECTORY/files`). Touches nothing on disk.
-    pub fn new(db: Db, live: Arc<LiveConfig>, root: PathBuf) -> Files {
+    /// The store under `root` (`$STATE_DIRECTORY/files`). Touches nothing on disk. Blobs of
+    /// deleted or replaced files are removed through `pins` (after any backup in progress).
+    pub fn new(db: Db, live: Arc<LiveConfig>, root: PathBuf, pins: Arc<BlobPins>) -> Files {
         Files {
             inner: Arc::new(Inner {
                 db,
@@ -443,6 +447,7 @@ impl Files {
                 root,
                 counters: Mutex::new(Counters::default()),
                 missing: Mutex::new(BTreeSet::new()),
+                pins,
             }),
         }
     }
@@ -660,10 +665,9 @@ impl Files {
         }
         self.inner.missing().remove(path);
         let blob = self.inner.blob_path(&old.blob);
+        let pins = self.inner.pins.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_file(&blob)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
+            if let Err(e) = pins.remove(blob.clone()) {
                 tracing::warn!(blob = %blob.display(), error = %e, "cannot unlink a deleted file's blob; recovery removes it at the next start");
             }
         })
@@ -1092,11 +1096,10 @@ impl Batch {
             }
         }
         if !old_blobs.is_empty() {
+            let pins = inner.pins.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for b in old_blobs {
-                    if let Err(e) = std::fs::remove_file(&b)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
+                    if let Err(e) = pins.remove(b.clone()) {
                         tracing::warn!(blob = %b.display(), error = %e, "cannot unlink a replaced blob; recovery removes it at the next start");
                     }
                 }
@@ -1203,7 +1206,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.storage.min_free_disk = crate::config::ByteSize(0);
         let live = Arc::new(LiveConfig::new(cfg));
-        let files = Files::new(db, live, dir.path().join("files"));
+        let files = Files::new(db, live, dir.path().join("files"), Arc::default());
         files.recover().await.unwrap();
         (dir, files)
     }

@@ -11,8 +11,8 @@
 //!   systemd hands us (sockets) and what we tell it (sd_notify); [`server`] owns accepting and
 //!   serving connections with hyper.
 //! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
-//! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`metrics`] and later domain
-//!   modules own one area each and know nothing of HTTP.
+//! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`metrics`], [`backup`] and later
+//!   domain modules own one area each and know nothing of HTTP.
 //! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers.
 
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
@@ -22,6 +22,7 @@ pub mod adminctl;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

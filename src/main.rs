@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Token { config, action } => token(config, action),
+        Command::Backup { config, action } => backup(config, action),
         Command::SandboxHelper => localhostd::sandbox::child::main(),
         Command::SandboxZygote => localhostd::sandbox::zygote::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
@@ -121,6 +122,22 @@ fn token(args: ConfigArg, action: localhostd::cli::TokenAction) -> ExitCode {
     };
     let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
     match localhostd::adminctl::token(&config, &state_dir, action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("localhostd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backup(args: ConfigArg, action: localhostd::cli::BackupAction) -> ExitCode {
+    let source = ConfigSource::resolve(args.config);
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
+    match localhostd::adminctl::backup(&config, &state_dir, action) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("localhostd: {e}");

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::audit;
 use crate::auth::{now_unix, rfc3339};
+use crate::backup::BlobPins;
 use crate::config::{LiveConfig, ProgramsConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -100,6 +101,8 @@ struct Inner {
     exec: Executor,
     active: Mutex<HashMap<String, Active>>,
     next_run: AtomicU64,
+    /// Removals of deleted programs wait while a backup runs (it may still read them).
+    pins: Arc<BlobPins>,
 }
 
 /// The program store. Cheap to clone.
@@ -114,7 +117,7 @@ fn random_hex(n: usize) -> Result<String> {
     Ok(hex::encode(b))
 }
 
-fn valid_id(id: &str) -> bool {
+pub fn valid_id(id: &str) -> bool {
     id.len() == 16
         && id
             .bytes()
@@ -584,6 +587,7 @@ impl Programs {
         live: Arc<LiveConfig>,
         state_dir: &Path,
         exec: Executor,
+        pins: Arc<BlobPins>,
     ) -> Result<Programs> {
         let root = state_dir.join("programs");
         std::fs::create_dir_all(&root)?;
@@ -607,6 +611,7 @@ impl Programs {
                 exec,
                 active: Mutex::new(HashMap::new()),
                 next_run: AtomicU64::new(1),
+                pins,
             }),
         })
     }
@@ -1064,7 +1069,8 @@ impl Programs {
             .await;
         match removed {
             Ok(()) => {
-                let _ = tokio::fs::remove_dir_all(&trash).await;
+                let pins = self.inner.pins.clone();
+                let _ = tokio::task::spawn_blocking(move || pins.remove(trash)).await;
                 Ok(())
             }
             Err(e) => {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::request_id;
+use crate::backup::BackupError;
 use crate::error::Error;
 
 /// Marks a response whose body is already our error shape, so the normalizing middleware
@@ -130,6 +131,48 @@ impl From<Error> for ApiError {
             }
             Error::SchemaTooNew { .. } | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
                 internal(S::INTERNAL_SERVER_ERROR, "internal", &e, "internal error")
+            }
+        }
+    }
+}
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> ApiError {
+        use StatusCode as S;
+        match e {
+            BackupError::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
+            BackupError::Invalid(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
+            BackupError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            // The backup is damaged or hostile: the message names the first bad entry.
+            e @ BackupError::Corrupt { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", e.to_string())
+            }
+            BackupError::Unsupported(m) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", m)
+            }
+            BackupError::NoSpace(m) => {
+                let e = Error::Internal(m);
+                internal(
+                    S::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    &e,
+                    "the backup directory's disk is full",
+                )
+            }
+            e @ (BackupError::Db(_) | BackupError::Io { .. } | BackupError::Internal(_)) => {
+                let mut chain = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    source = s.source();
+                }
+                internal(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &Error::Internal(chain),
+                    "internal error",
+                )
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod audit;
+mod backups;
 mod data;
 pub mod error;
 mod exec;

@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, data, exec, files, health, metrics, programs, session, tokens};
+use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::daemon::AppState;
@@ -238,6 +238,43 @@ pub fn table() -> Vec<Route> {
             admin,
             Class::Write,
             delete(tokens::revoke),
+        ),
+        // Backups. Making and verifying one reads every byte of state: no request timeout.
+        // `backups:prune` is a literal segment (like `data:batch`).
+        long(r(
+            Method::POST,
+            "/api/v1/backups",
+            admin,
+            Class::Write,
+            post(backups::create),
+        )),
+        r(
+            Method::GET,
+            "/api/v1/backups",
+            admin,
+            Class::Read,
+            get(backups::list),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/backups:prune",
+            admin,
+            Class::Write,
+            post(backups::prune),
+        ),
+        long(r(
+            Method::POST,
+            "/api/v1/backups/{id}/verify",
+            admin,
+            Class::Write,
+            post(backups::verify),
+        )),
+        r(
+            Method::POST,
+            "/api/v1/backups/{id}/restore",
+            admin,
+            Class::Write,
+            post(backups::restore),
         ),
         r(
             Method::GET,

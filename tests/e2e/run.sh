@@ -284,7 +284,8 @@ install_package() {
 check_units_verify() {
     # `man` is not in a minimal system; the man page itself is checked by lintian.
     local out
-    out=$(in_ct systemd-analyze verify --man=no localhostd.service localhostd.socket localhostd-admin.socket 2>&1) \
+    out=$(in_ct systemd-analyze verify --man=no localhostd.service localhostd.socket localhostd-admin.socket \
+        localhostd-backup.service localhostd-backup.timer 2>&1) \
         || { echo "$out"; fail "systemd-analyze verify failed"; return 1; }
     [ -z "$out" ] || { echo "$out"; fail "systemd-analyze verify printed warnings"; return 1; }
 }
@@ -777,6 +778,26 @@ check_remove_keeps_config_and_state() {
     log "  removed: units stopped and gone; /etc/localhostd and /var/lib/localhostd kept"
 }
 
+check_backup_cli_and_timer() {
+    # The daily timer is installed and enabled; `localhostd backup` as root goes through the
+    # admin socket (the daemon makes the backup while it serves, as the state dir's owner);
+    # the packaged, hardened backup unit (what the timer starts) makes one too.
+    [ "$(in_ct systemctl is-enabled localhostd-backup.timer)" = enabled ] || { fail "localhostd-backup.timer is not enabled"; return 1; }
+    in_ct systemctl list-timers --all --no-pager | grep -q 'localhostd-backup.timer' || { fail "localhostd-backup.timer is not listed"; return 1; }
+    local id out n0 n1 f
+    id=$(in_ct timeout 300 localhostd backup create 2>"$WORK/backup.err") || { cat "$WORK/backup.err"; fail "localhostd backup create failed"; return 1; }
+    f="/var/lib/localhostd/backups/$id.tar.gz"
+    [ "$(in_ct stat -c %U "$f")" = localhostd ] || { fail "backup $f missing or not owned by localhostd"; return 1; }
+    in_ct timeout 30 localhostd backup list | grep -q "^$id " || { fail "backup $id not listed"; return 1; }
+    out=$(in_ct timeout 300 localhostd backup verify --read-data "$id" 2>&1) || { echo "$out"; fail "backup verify --read-data failed"; return 1; }
+    n0=$(in_ct sh -c 'ls /var/lib/localhostd/backups | grep -c "\.tar\.gz$"')
+    in_ct timeout 300 systemctl start localhostd-backup.service \
+        || { in_ct journalctl -u localhostd-backup.service --no-pager | tail -n 20; fail "localhostd-backup.service failed"; return 1; }
+    n1=$(in_ct sh -c 'ls /var/lib/localhostd/backups | grep -c "\.tar\.gz$"')
+    [ "$n1" -eq $((n0 + 1)) ] || { fail "localhostd-backup.service made no backup ($n0 -> $n1)"; return 1; }
+    log "  backup create/list/verify --read-data as root via admin.sock ($id); localhostd-backup.service made one; timer enabled"
+}
+
 check_purge_removes_everything() {
     in_ct timeout 120 apt-get purge -y -q localhostd >"$WORK/purge.log" 2>&1 || { cat "$WORK/purge.log"; fail "apt-get purge failed"; return 1; }
     local p
@@ -824,6 +845,7 @@ main() {
     run_check data_through_nginx
     run_check files_through_nginx
     run_check metrics_through_nginx
+    run_check backup_cli_and_timer
     run_check bad_config_exit_78
     run_check upgrade_in_place
     run_check security_score

@@ -54,6 +54,7 @@ mod http;
 
 mod access;
 mod activation;
+mod backup;
 mod config_cli;
 mod durability;
 mod exec;

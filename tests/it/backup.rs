@@ -1,0 +1,723 @@
+//! Backups through the real daemon and the real CLI: a round trip (create → wipe → restore →
+//! every key, file byte and program identical), damaged and truncated archives refused naming
+//! the entry, hostile archives refused, `kill -9` during a backup, a failed restore leaving the
+//! state untouched, a backup taken during a write storm, and the CLI online and offline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Daemon, Options, run_cli};
+use crate::http::{self, Response, Target};
+
+/// No real daemon's admin socket may answer these tests' CLI calls.
+const NO_SYSTEM_SOCKET: &str = "[server]\nadmin-socket = \"/nonexistent/admin.sock\"\n";
+
+struct B {
+    d: Daemon,
+    bearer: String,
+    extra: String,
+}
+
+fn config(extra: &str) -> String {
+    format!("{NO_SYSTEM_SOCKET}[rate-limit]\nenabled = false\n{extra}")
+}
+
+fn start(extra: &str) -> B {
+    start_in(extra, None)
+}
+
+fn start_in(extra: &str, dir: Option<tempfile::TempDir>) -> B {
+    let d = Daemon::start_with(Options {
+        config: config(extra),
+        dir,
+        ..Options::default()
+    });
+    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    B {
+        d,
+        bearer: format!("Bearer {token}"),
+        extra: extra.to_owned(),
+    }
+}
+
+/// Deterministic bytes that do not compress.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+impl B {
+    fn req(&self, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> Response {
+        let mut h: Vec<(&str, &str)> = vec![("Authorization", self.bearer.as_str())];
+        if let Some(ct) = ct {
+            h.push(("Content-Type", ct));
+        }
+        http::request(&self.d.tcp, method, path, &h, body)
+    }
+    fn put_key(&self, key: &str, v: &Value) {
+        let r = self.req(
+            "PUT",
+            &format!("/api/v1/data/{key}"),
+            Some("application/json"),
+            v.to_string().as_bytes(),
+        );
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    }
+    fn key(&self, key: &str) -> Response {
+        self.req("GET", &format!("/api/v1/data/{key}"), None, b"")
+    }
+    fn put_file(&self, path: &str, body: &[u8]) {
+        let r = self.req(
+            "PUT",
+            &format!("/api/v1/files/{path}"),
+            Some("application/octet-stream"),
+            body,
+        );
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    }
+    fn file(&self, path: &str) -> Response {
+        self.req("GET", &format!("/api/v1/files/{path}"), None, b"")
+    }
+    fn upload_program(&self, name: &str, body: &[u8]) -> String {
+        let r = self.req(
+            "POST",
+            &format!("/api/v1/programs?name={name}"),
+            Some("application/octet-stream"),
+            body,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+    fn create_backup(&self) -> Value {
+        let r = self.req("POST", "/api/v1/backups", None, b"");
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+    fn backups(&self) -> Vec<String> {
+        let r = self.req("GET", "/api/v1/backups", None, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    fn verify(&self, id: &str, read_data: bool) -> Response {
+        self.req(
+            "POST",
+            &format!("/api/v1/backups/{id}/verify?read_data={read_data}"),
+            None,
+            b"",
+        )
+    }
+    fn backup_dir(&self) -> PathBuf {
+        self.d.state_dir().join("backups")
+    }
+    fn cfg(&self) -> String {
+        self.d.config_path.to_str().unwrap().to_owned()
+    }
+    /// Stops the daemon and hands back its directory for the CLI and a restart.
+    fn stop(mut self) -> (tempfile::TempDir, String, String) {
+        self.d.stop();
+        let cfg = self.cfg();
+        let dir = std::mem::replace(&mut self.d.dir, tempfile::tempdir().unwrap());
+        let _ = std::fs::remove_file(dir.path().join("http.sock"));
+        (dir, cfg, self.extra.clone())
+    }
+    /// Everything a user can see: every key, every file's bytes, every program and its files.
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let keys = self.req("GET", "/api/v1/data?limit=1000", None, b"").json();
+        for item in keys["items"].as_array().unwrap() {
+            let k = item["key"].as_str().unwrap().to_owned();
+            let v = self.key(&k);
+            assert_eq!(v.status, 200);
+            out.insert(format!("kv:{k}"), v.text());
+        }
+        let files = self
+            .req("GET", "/api/v1/files?limit=1000", None, b"")
+            .json();
+        for item in files["items"].as_array().unwrap() {
+            let p = item["path"].as_str().unwrap().to_owned();
+            let f = self.file(&p);
+            assert_eq!(f.status, 200, "{p}");
+            out.insert(format!("file:{p}"), sha_hex(&f.body));
+        }
+        let progs = self.req("GET", "/api/v1/programs", None, b"").json();
+        for item in progs["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap().to_owned();
+            let mut meta = item.clone();
+            meta.as_object_mut().unwrap().remove("run_count");
+            out.insert(format!("program:{id}"), meta.to_string());
+            for f in item["files"].as_array().unwrap() {
+                let rel = f["path"].as_str().unwrap();
+                let bytes =
+                    std::fs::read(self.d.state_dir().join("programs").join(&id).join(rel)).unwrap();
+                out.insert(format!("program:{id}/{rel}"), sha_hex(&bytes));
+            }
+        }
+        out
+    }
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    run_cli(args, &[])
+}
+
+/// Removes the state (database, files, programs), keeping the backups and the config.
+fn wipe(state: &Path) {
+    for name in ["localhostd.db", "localhostd.db-wal", "localhostd.db-shm"] {
+        let _ = std::fs::remove_file(state.join(name));
+    }
+    for d in ["files", "programs"] {
+        let _ = std::fs::remove_dir_all(state.join(d));
+    }
+}
+
+fn fill(b: &B) -> String {
+    for i in 0..20 {
+        b.put_key(&format!("k/{i}"), &json!({"n": i, "s": "x".repeat(i * 10)}));
+    }
+    b.put_file("docs/a.txt", b"hello backup\n");
+    b.put_file("big.bin", &data(300_000, 7));
+    b.put_file("empty", b"");
+    b.upload_program("hello.sh", b"#!/bin/sh\necho hello from a backup\n")
+}
+
+fn entries_named(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn round_trip_create_wipe_restore_gives_identical_state() {
+    let b = start("");
+    fill(&b);
+    let before = b.snapshot();
+    assert!(before.len() > 20, "{before:?}");
+    let created = b.create_backup();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created["completed"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(created["files"], 3);
+    assert_eq!(created["programs"], 1);
+    assert_eq!(b.backups(), vec![id.clone()]);
+    let v = b.verify(&id, true);
+    assert_eq!(v.status, 200, "{}", v.text());
+    assert_eq!(v.json()["read_data"], true);
+
+    // Changes after the backup are undone by the restore.
+    b.put_key("after", &json!(1));
+    assert_eq!(
+        b.req("DELETE", "/api/v1/files/docs/a.txt", None, b"")
+            .status,
+        204
+    );
+    let r = b.req("POST", &format!("/api/v1/backups/{id}/restore"), None, b"");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("stopped"), "{}", r.text());
+
+    let (dir, cfg, extra) = b.stop();
+    let state = dir.path().join("state");
+    wipe(&state);
+    let (code, out, err) = cli(&["backup", "restore", "--config", &cfg, &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&id), "{out}");
+    assert!(
+        entries_named(&state, ".restore").is_empty(),
+        "staging left behind"
+    );
+
+    let b = start_in(&extra, Some(dir));
+    let after = b.snapshot();
+    assert_eq!(before, after, "the restored state differs");
+    assert_eq!(b.key("after").status, 404);
+    let ready = http::get(&b.d.tcp, "/ready");
+    assert_eq!(ready.json()["status"], "ready", "{}", ready.text());
+}
+
+/// Flips one byte in the middle of `src` into `dest`.
+fn flipped(src: &Path, dest: &Path) {
+    let mut bytes = std::fs::read(src).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(dest, bytes).unwrap();
+}
+
+/// A made-up id that sorts after real ones.
+fn fake_id(n: u32) -> String {
+    format!("29991231T2359{n:02}Z-0000000{n}")
+}
+
+#[test]
+fn a_flipped_byte_is_named_and_a_truncated_archive_refused() {
+    let b = start("");
+    b.put_key("a", &json!("b"));
+    b.put_file("random.bin", &data(1 << 20, 3));
+    let id = b.create_backup()["id"].as_str().unwrap().to_owned();
+    let good = b.backup_dir().join(format!("{id}.tar.gz"));
+    for rd in [false, true] {
+        let v = b.verify(&id, rd);
+        assert_eq!(v.status, 200, "{}", v.text());
+    }
+
+    // One byte flipped inside the big blob's data: the hash names the entry.
+    let bad_id = fake_id(1);
+    let bad = b.backup_dir().join(format!("{bad_id}.tar.gz"));
+    flipped(&good, &bad);
+    let v = b.verify(&bad_id, true);
+    assert_eq!(v.status, 422, "{}", v.text());
+    let msg = v.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("files/blobs/"), "{msg}");
+    let (code, _, err) = cli(&[
+        "backup",
+        "verify",
+        "--read-data",
+        "--file",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("files/blobs/"), "{err}");
+    let (code, out, err) = cli(&[
+        "backup",
+        "verify",
+        "--read-data",
+        "--file",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+
+    // Truncated: refused with or without --read-data, and never restored.
+    let cut_id = fake_id(2);
+    let cut = b.backup_dir().join(format!("{cut_id}.tar.gz"));
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    for rd in [false, true] {
+        let v = b.verify(&cut_id, rd);
+        assert_eq!(v.status, 422, "{}", v.text());
+        assert!(v.text().contains("truncated"), "{}", v.text());
+    }
+    // Cut right before the gzip trailer: every entry is there but the archive is incomplete.
+    let tail_id = fake_id(3);
+    std::fs::write(
+        b.backup_dir().join(format!("{tail_id}.tar.gz")),
+        &bytes[..bytes.len() - 4],
+    )
+    .unwrap();
+    let v = b.verify(&tail_id, false);
+    assert_eq!(v.status, 422, "{}", v.text());
+    // Unknown and malformed ids.
+    assert_eq!(b.verify(&fake_id(9), false).status, 404);
+    assert_eq!(b.verify("..%2Fetc", false).status, 400);
+}
+
+/// A tar.gz with one entry whose header is written raw (so `..` and absolute names survive).
+fn hostile_archive(dest: &Path, name: &str, kind: tar::EntryType, link: Option<&str>) {
+    let f = std::fs::File::create(dest).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut t = tar::Builder::new(gz);
+    let db = b"not really a database";
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(db.len() as u64);
+    h.set_mode(0o600);
+    h.set_path("localhostd.db").unwrap();
+    h.set_cksum();
+    t.append(&h, &db[..]).unwrap();
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    if let Some(l) = link {
+        h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    let body: &[u8] = if kind == tar::EntryType::Regular {
+        b"evil"
+    } else {
+        b""
+    };
+    h.set_size(body.len() as u64);
+    h.set_cksum();
+    t.append(&h, body).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn a_failed_restore_leaves_the_current_state_untouched() {
+    let b = start("");
+    b.put_key("keep", &json!("me"));
+    b.put_file("random.bin", &data(1 << 20, 5));
+    let id = b.create_backup()["id"].as_str().unwrap().to_owned();
+    let good = b.backup_dir().join(format!("{id}.tar.gz"));
+    b.put_key("after-backup", &json!(true));
+    let before = b.snapshot();
+    let backups = b.backup_dir();
+
+    let flip = fake_id(1);
+    flipped(&good, &backups.join(format!("{flip}.tar.gz")));
+    let mut hostile: Vec<(String, &str)> = Vec::new();
+    let cases: [(&str, tar::EntryType, Option<&str>); 4] = [
+        ("../evil", tar::EntryType::Regular, None),
+        ("/tmp/evil-abs", tar::EntryType::Regular, None),
+        (
+            "files/blobs/abc",
+            tar::EntryType::Symlink,
+            Some("/etc/passwd"),
+        ),
+        (
+            "programs/0123456789abcdef/x",
+            tar::EntryType::Link,
+            Some("/etc/passwd"),
+        ),
+    ];
+    for (i, (name, kind, link)) in cases.into_iter().enumerate() {
+        let hid = fake_id(2 + i as u32);
+        hostile_archive(&backups.join(format!("{hid}.tar.gz")), name, kind, link);
+        hostile.push((hid, name));
+    }
+
+    let (dir, cfg, extra) = b.stop();
+    let state = dir.path().join("state");
+    let db_before = std::fs::read(state.join("localhostd.db")).unwrap();
+    let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, &flip]);
+    assert_ne!(code, 0);
+    assert!(err.contains("files/blobs/"), "{err}");
+    for (hid, name) in &hostile {
+        let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, hid]);
+        assert_ne!(code, 0, "{name} restored");
+        assert!(
+            err.contains(name) && err.contains("refused"),
+            "{name}: {err}"
+        );
+    }
+    assert!(!dir.path().join("evil").exists() && !Path::new("/tmp/evil-abs").exists());
+    assert_eq!(
+        std::fs::read(state.join("localhostd.db")).unwrap(),
+        db_before,
+        "the database changed"
+    );
+    assert!(entries_named(&state, ".restore").is_empty());
+
+    let b = start_in(&extra, Some(dir));
+    assert_eq!(b.snapshot(), before);
+}
+
+#[test]
+fn kill_9_during_a_backup_leaves_no_listed_backup_and_no_temp_file() {
+    let b = start("");
+    for i in 0..6 {
+        b.put_file(&format!("big/{i}.bin"), &data(8 << 20, 100 + i));
+    }
+    let tcp = b.d.tcp.clone();
+    let bearer = b.bearer.clone();
+    let bg = std::thread::spawn(move || {
+        let mut s = http::connect(&tcp);
+        http::send_head(
+            &mut *s,
+            "POST",
+            "/api/v1/backups",
+            &[("Authorization", &bearer)],
+            Some(0),
+        );
+        // The answer never comes: the daemon dies first.
+        let _ = std::io::Read::read(&mut *s, &mut [0u8; 16]);
+    });
+    let dir = b.backup_dir();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let grown = entries_named(&dir, ".tmp-").iter().any(|n| {
+            n.ends_with(".tar.gz")
+                && std::fs::metadata(dir.join(n)).is_ok_and(|m| m.len() > (1 << 20))
+        });
+        if grown {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup's temp file did not grow"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    b.d.signal(libc::SIGKILL);
+    let mut b = b;
+    b.d.wait_exit(Duration::from_secs(10));
+    let _ = bg.join();
+    assert!(
+        !entries_named(&dir, ".tmp-").is_empty(),
+        "the crash left its temp file (the test's premise)"
+    );
+    let (code, out, err) = cli(&["backup", "list", "--config", &b.cfg()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+
+    let extra = b.extra.clone();
+    let d = std::mem::replace(&mut b.d.dir, tempfile::tempdir().unwrap());
+    let _ = std::fs::remove_file(d.path().join("http.sock"));
+    let b = start_in(&extra, Some(d));
+    assert!(b.backups().is_empty());
+    assert!(
+        entries_named(&b.backup_dir(), ".tmp-").is_empty(),
+        "temp files left after the restart"
+    );
+    // And the next one works.
+    let id = b.create_backup()["id"].as_str().unwrap().to_owned();
+    assert_eq!(b.backups(), vec![id]);
+}
+
+#[test]
+fn a_backup_taken_during_a_write_storm_restores_consistently() {
+    let b = Arc::new(start(""));
+    for i in 0..20 {
+        b.put_file(&format!("storm/seed-{i}"), &data(50_000, i));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..3u64 {
+        let (b, stop, writes) = (b.clone(), stop.clone(), writes.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                b.put_key(&format!("storm/{w}/{}", n % 50), &json!({"w": w, "n": n}));
+                n += 1;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in 0..2u64 {
+        let (b, stop, writes) = (b.clone(), stop.clone(), writes.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = data(20_000 + (n as usize % 7) * 10_000, w * 1000 + n);
+                b.put_file(&format!("storm/{w}/{}", n % 10), &body);
+                // Deletes while a backup may run: their blobs must stay until it is done.
+                if n.is_multiple_of(3) {
+                    let seed = (w * 10 + n) % 20;
+                    let _ = b.req(
+                        "DELETE",
+                        &format!("/api/v1/files/storm/seed-{seed}"),
+                        None,
+                        b"",
+                    );
+                }
+                n += 1;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let before = writes.load(Ordering::Relaxed);
+        ids.push(b.create_backup()["id"].as_str().unwrap().to_owned());
+        assert!(
+            writes.load(Ordering::Relaxed) > before,
+            "no write happened while the backup ran"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    for id in &ids {
+        let v = b.verify(id, true);
+        assert_eq!(v.status, 200, "{}", v.text());
+    }
+    let b = Arc::try_unwrap(b).ok().unwrap();
+    let (dir, cfg, extra) = b.stop();
+    let state = dir.path().join("state");
+    for id in &ids {
+        wipe(&state);
+        let (code, out, err) = cli(&["backup", "restore", "--config", &cfg, id]);
+        assert_eq!(code, 0, "{out}{err}");
+        let c = rusqlite::Connection::open(state.join("localhostd.db")).unwrap();
+        let check: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let mut st = c.prepare("SELECT path, blob, sha256 FROM files").unwrap();
+        let rows: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(rows.len() >= 10, "{}", rows.len());
+        for (path, blob, sha) in rows {
+            let bytes = std::fs::read(state.join("files/blobs").join(&blob))
+                .unwrap_or_else(|e| panic!("{path}: blob {blob}: {e}"));
+            assert_eq!(sha_hex(&bytes), sha, "{path}");
+        }
+        let keys: i64 = c
+            .query_row(
+                "SELECT count(*) FROM kv WHERE key LIKE 'storm/%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(keys > 0);
+    }
+    // The daemon starts on the restored state, ready.
+    let b = start_in(&extra, Some(dir));
+    let ready = http::get(&b.d.tcp, "/ready");
+    assert_eq!(ready.json()["status"], "ready", "{}", ready.text());
+}
+
+#[test]
+fn cli_works_through_the_admin_socket_and_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("own.sock");
+    let elsewhere = dir.path().join("elsewhere");
+    let mut d = Daemon::start_with(Options {
+        config: format!(
+            "[server]\nlisten = [\"unix:{}\"]\nadmin-socket = \"/nonexistent/admin.sock\"\n\
+             [backup]\ndir = {:?}\nkeep-last = 1\nkeep-within = \"0s\"\n",
+            sock.display(),
+            elsewhere.display().to_string()
+        ),
+        activated: false,
+        dir: Some(dir),
+        ..Options::default()
+    });
+    let cfg = d.config_path.to_str().unwrap().to_owned();
+    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let target = Target::Unix(sock.clone());
+    let r = http::request(
+        &target,
+        "PUT",
+        "/api/v1/data/cli",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        b"\"online\"",
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+
+    // Online: the daemon makes it (its audit trail says so) in backup.dir.
+    let (code, out, err) = cli(&["backup", "create", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    let first = out.trim().to_owned();
+    assert!(err.contains("complete at"), "{err}");
+    assert!(elsewhere.join(format!("{first}.tar.gz")).is_file());
+    let (code, out, _) = cli(&["backup", "list", "--config", &cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&first), "{out}");
+    let (code, out, err) = cli(&["backup", "verify", "--read-data", "--config", &cfg, &first]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("every byte read"), "{out}");
+    let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, &first]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("409") && err.contains("systemctl stop"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&["backup", "prune", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nothing to prune"), "{out}");
+    let audit = http::request(
+        &target,
+        "GET",
+        "/api/v1/audit?action=backup.create",
+        &[("Authorization", &bearer)],
+        b"",
+    )
+    .json();
+    let row = &audit["items"][0];
+    assert_eq!(row["target"], first.as_str(), "{audit}");
+    assert!(row["actor"].as_str().unwrap().starts_with("local"), "{row}");
+    // A token without admin may not.
+    let r = http::request(
+        &target,
+        "POST",
+        "/api/v1/tokens",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"name":"rw","scopes":["read","write","exec"]}"#,
+    );
+    let rw = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    for (m, p) in [
+        ("POST", "/api/v1/backups".to_owned()),
+        ("GET", "/api/v1/backups".to_owned()),
+        ("POST", format!("/api/v1/backups/{first}/verify")),
+        ("POST", format!("/api/v1/backups/{first}/restore")),
+        ("POST", "/api/v1/backups:prune".to_owned()),
+    ] {
+        let r = http::request(&target, m, &p, &[("Authorization", &rw)], b"");
+        assert_eq!(r.status, 403, "{m} {p}: {}", r.text());
+    }
+
+    // Offline: the CLI takes the lock and works on the state directory itself.
+    d.stop();
+    std::thread::sleep(Duration::from_millis(1100)); // a new second: a distinct, later id
+    let (code, out, err) = cli(&["backup", "create", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    let second = out.trim().to_owned();
+    assert_ne!(first, second);
+    let (code, out, _) = cli(&["backup", "list", "--config", &cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&first) && out.contains(&second), "{out}");
+    let (code, _, err) = cli(&["backup", "verify", "--config", &cfg, &second]);
+    assert_eq!(code, 0, "{err}");
+    // keep-last 1, keep-within 0s: the older one goes.
+    let (code, out, err) = cli(&["backup", "prune", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("removed {first}")), "{out}");
+    let (code, out, _) = cli(&["backup", "list", "--config", &cfg]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&first) && out.contains(&second), "{out}");
+    let (code, out, err) = cli(&["backup", "restore", "--config", &cfg, &second]);
+    assert_eq!(code, 0, "{out}{err}");
+    let c = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
+    let v: String = c
+        .query_row("SELECT value FROM kv WHERE key = 'cli'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "\"online\"");
+    // A state directory that does not exist is never created.
+    let missing = tempfile::tempdir().unwrap();
+    let cfg2 = missing.path().join("c.toml");
+    let nostate = missing.path().join("no-state");
+    std::fs::write(
+        &cfg2,
+        format!(
+            "state-dir = {:?}\n{NO_SYSTEM_SOCKET}",
+            nostate.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["backup", "create", "--config", cfg2.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("start the service first"), "{err}");
+    assert!(!nostate.exists());
+}
