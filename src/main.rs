@@ -34,18 +34,23 @@ fn main() -> ExitCode {
 /// and each give-back flushes the TLB of every CPU running one of our threads (IPIs). The
 /// database writer frees a whole group commit's allocations at once, so under a write load
 /// this was ~10% of its time (perf: madvise → flush_tlb_mm_range). Fixed thresholds keep up
-/// to 16 MiB of freed memory per arena for reuse and serve blocks below 4 MiB from the arenas
-/// (fixing them also stops glibc's dynamic threshold, which would otherwise move them).
-/// Environment variables (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_) still override.
+/// to 2 MiB of freed memory per arena for reuse and serve blocks below 4 MiB from the arenas
+/// (fixing them also stops glibc's dynamic threshold, which would otherwise move them); at
+/// most 4 arenas, so what the arenas keep after a burst stays bounded (benches/files.sh
+/// measures the RSS). Environment variables (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_,
+/// MALLOC_ARENA_MAX) still override.
 fn tune_malloc() {
     let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     // SAFETY: mallopt with integer arguments, before any other thread exists.
     unsafe {
         if !env_set("MALLOC_TRIM_THRESHOLD_") {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
         }
         if !env_set("MALLOC_MMAP_THRESHOLD_") {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        }
+        if !env_set("MALLOC_ARENA_MAX") {
+            libc::mallopt(libc::M_ARENA_MAX, 4);
         }
     }
 }
