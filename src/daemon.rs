@@ -295,6 +295,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics = state.metrics.clone();
     // The sampler writes its last history slot when shutdown starts; the database is closed
     // only after it finished.
+    if live.get().metrics.enabled {
+        crate::metrics::load_history(&metrics).await;
+    }
     let sampler = live.get().metrics.enabled.then(|| {
         tokio::spawn(crate::metrics::run_sampler(
             metrics.clone(),

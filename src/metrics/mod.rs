@@ -30,7 +30,7 @@ use crate::config::LiveConfig;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-pub use sampler::{Sample, run as run_sampler};
+pub use sampler::{Sample, load_history, run as run_sampler};
 
 /// Values derived from the last two samples, for the dashboard and the alerts.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]

@@ -461,9 +461,9 @@ impl Metrics {
     }
 }
 
-/// The sampler task: loads the stored history, samples every `metrics.interval` until
-/// shutdown, then writes the slots in progress (before the database closes).
-pub async fn run(m: Metrics, mut shutdown: watch::Receiver<bool>) {
+/// Loads the stored history (the daemon awaits this before READY=1, so the first request
+/// after a restart already sees it).
+pub async fn load_history(m: &Metrics) {
     let now = crate::auth::now_unix();
     match m.inner.db.read(move |c| history::load(c, now)).await {
         Ok(rows) => {
@@ -475,6 +475,11 @@ pub async fn run(m: Metrics, mut shutdown: watch::Receiver<bool>) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot load the metrics history; starting empty"),
     }
+}
+
+/// The sampler task: samples every `metrics.interval` until shutdown, then writes the slots
+/// in progress (before the database closes).
+pub async fn run(m: Metrics, mut shutdown: watch::Receiver<bool>) {
     let mut slots = Slots::default();
     let mut prev = Prev::default();
     loop {
