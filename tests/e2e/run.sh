@@ -22,6 +22,14 @@
 # the units' journal and status, powers the container off and exits 1.
 set -euo pipefail
 
+# `... | grep -q X` under pipefail fails when grep exits at its first match before the writer
+# has finished (the writer gets SIGPIPE): read everything first, then match.
+has() {
+    local all
+    all="$(cat)"
+    grep -q "$@" <<<"$all"
+}
+
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${LOCALHOSTD_E2E_CACHE:-/var/cache/localhostd-e2e}
 PKGDIR=${LOCALHOSTD_E2E_PKGDIR:-$REPO/target/pkg}
@@ -155,7 +163,7 @@ prepare_host() {
     [ "$(id -u)" = 0 ] || die "run as root (systemd-nspawn, debootstrap, apt-get)"
     local missing=() p
     for p in "${HOST_PACKAGES[@]}"; do
-        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
+        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | has -x installed || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing on the host: ${missing[*]}"
@@ -461,7 +469,7 @@ check_stop_graceful() {
     status=$(unit_prop localhostd.service ExecMainStatus)
     [ "$state" = inactive ] && [ "$result" = success ] && [ "$status" = 0 ] \
         || { fail "after stop: $state, Result=$result, exit status $status (want inactive/success/0)"; return 1; }
-    if in_ct systemctl --failed --plain --no-legend | grep -q localhostd; then
+    if in_ct systemctl --failed --plain --no-legend | has localhostd; then
         fail "a localhostd unit is failed"; return 1
     fi
     # The sockets stay: the next request starts the daemon again.
@@ -480,7 +488,7 @@ check_admin_socket_cli() {
         || { echo "$out"; fail "localhostd token create failed"; return 1; }
     [ "$(in_ct systemctl is-active localhostd.service)" = active ] \
         || { fail "the admin socket did not start the daemon (the CLI ran offline?)"; return 1; }
-    in_ct timeout 30 localhostd token list | grep -q '[[:space:]]e2e-cli[[:space:]]' \
+    in_ct timeout 30 localhostd token list | has '[[:space:]]e2e-cli[[:space:]]' \
         || { fail "token e2e-cli not listed"; return 1; }
     log "  localhostd token create/list as root via admin.sock; it socket-activated the daemon"
 }
@@ -716,7 +724,7 @@ check_bad_config_exit_78() {
     [ "$status" = 78 ] || { fail "exit status $status, want 78"; return 1; }
     sleep 3 # RestartSec=2s: a restart loop would show here
     [ "$(unit_prop localhostd.service NRestarts)" = 0 ] || { fail "restarted despite RestartPreventExitStatus=78"; return 1; }
-    in_ct journalctl -u localhostd.service --no-pager -n 20 | grep -q 'no-such-key' \
+    in_ct journalctl -u localhostd.service --no-pager -n 20 | has 'no-such-key' \
         || { fail "the journal does not name the bad key"; return 1; }
     log "  bad key → exit 78 ($result), not restarted, journal names the key"
     in_ct cp /root/config.toml.good "$conf"
@@ -783,12 +791,12 @@ check_backup_cli_and_timer() {
     # admin socket (the daemon makes the backup while it serves, as the state dir's owner);
     # the packaged, hardened backup unit (what the timer starts) makes one too.
     [ "$(in_ct systemctl is-enabled localhostd-backup.timer)" = enabled ] || { fail "localhostd-backup.timer is not enabled"; return 1; }
-    in_ct systemctl list-timers --all --no-pager | grep -q 'localhostd-backup.timer' || { fail "localhostd-backup.timer is not listed"; return 1; }
+    in_ct systemctl list-timers --all --no-pager | has 'localhostd-backup.timer' || { fail "localhostd-backup.timer is not listed"; return 1; }
     local id out n0 n1 f
     id=$(in_ct timeout 300 localhostd backup create 2>"$WORK/backup.err") || { cat "$WORK/backup.err"; fail "localhostd backup create failed"; return 1; }
     f="/var/lib/localhostd/backups/$id.tar.gz"
     [ "$(in_ct stat -c %U "$f")" = localhostd ] || { fail "backup $f missing or not owned by localhostd"; return 1; }
-    in_ct timeout 30 localhostd backup list | grep -q "^$id " || { fail "backup $id not listed"; return 1; }
+    in_ct timeout 30 localhostd backup list | has "^$id " || { fail "backup $id not listed"; return 1; }
     out=$(in_ct timeout 300 localhostd backup verify --read-data "$id" 2>&1) || { echo "$out"; fail "backup verify --read-data failed"; return 1; }
     n0=$(in_ct sh -c 'ls /var/lib/localhostd/backups | grep -c "\.tar\.gz$"')
     in_ct timeout 300 systemctl start localhostd-backup.service \
