@@ -186,19 +186,6 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("LOGNAME", "sandbox"),
 ];
 
-/// CLOCK_MONOTONIC in nanoseconds (the clock the sandbox reports a job's execve on).
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime with a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
-
 fn random_id() -> Result<String> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
@@ -552,7 +539,7 @@ impl Executor {
         });
         // Spawn latency is measured to the job's execve (its report carries the time): the
         // same for a warm sandbox and one built on demand.
-        let spawn_start = monotonic_ns();
+        let spawn_start = crate::sandbox::child::monotonic_ns();
         let mut running = match warm {
             Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
             _ => {

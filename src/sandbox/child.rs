@@ -65,6 +65,20 @@ fn cstr(s: &str) -> R<CString> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock a report's `exec_mono_ns` is read on, so a
+/// caller can time a start against its own reading.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
 /// Entry point of `localhostd sandbox-helper` (and of a helper the zygote forks for a job).
 pub fn main() -> ! {
     finish(run(false))
@@ -965,16 +979,7 @@ fn exec_job(
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime with a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let exec_ns = (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64);
-    let _ = writeln!(report, "landlock:{landlock} {exec_ns}");
+    let _ = writeln!(report, "landlock:{landlock} {}", monotonic_ns());
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
     Err(format!("exec: cannot execute {program}: {}", errno_str()))

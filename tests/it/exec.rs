@@ -712,8 +712,9 @@ fn nothing_allocates_between_fork_and_exec() {
 #[test]
 fn every_job_gets_namespaces_no_other_job_had() {
     let (mut d, token) = start_daemon(None);
-    let script = "echo $$; ipcs -m | grep -c '^0x'; ls -A /work | wc -l; \
-                  ipcmk -M 4096 >/dev/null && touch /work/mark && echo marked";
+    // The job's cwd is its scratch.
+    let script = "echo $$; ipcs -m | grep -c '^0x'; ls -A . | wc -l; \
+                  ipcmk -M 4096 >/dev/null && touch mark && echo marked";
     for i in 0..8 {
         let r = post(&d, &token, &json!({"command": script})).json();
         assert_eq!(r["status"], "ok", "{r}");
