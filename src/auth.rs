@@ -495,22 +495,26 @@ impl Auth {
         }))
     }
 
-    /// Records use of a token (at most once a minute per token, so reads stay reads).
-    pub async fn touch_token(&self, id: &str) -> Result<()> {
+    /// Whether token `id`'s last use is due to be written (at most once a minute per token);
+    /// marks it as written when it is. Cheap: callers ask before spawning the write.
+    pub fn touch_due(&self, id: &str) -> bool {
         let now = now_unix();
-        {
-            let mut touched = self
-                .touched
-                .lock()
-                .map_err(|_| Error::Internal("touch map poisoned".into()))?;
-            if touched.get(id).is_some_and(|t| now - t < 60) {
-                return Ok(());
-            }
-            if touched.len() > 10_000 {
-                touched.clear();
-            }
-            touched.insert(id.to_owned(), now);
+        let Ok(mut touched) = self.touched.lock() else {
+            return false;
+        };
+        if touched.get(id).is_some_and(|t| now - t < 60) {
+            return false;
         }
+        if touched.len() > 10_000 {
+            touched.clear();
+        }
+        touched.insert(id.to_owned(), now);
+        true
+    }
+
+    /// Records use of token `id` (callers ask `touch_due` first, so it is written at most
+    /// once a minute per token and reads stay reads).
+    pub async fn touch_token(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
         self.db
             .write(move |c| {

@@ -28,6 +28,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 const CHANGE_PAGE_REVISIONS: u64 = 256;
 /// Most keys one sweep expires (the rest wait for the next sweep).
 const SWEEP_BATCH: usize = 1000;
+/// About how many change-log rows one trimming step deletes. Each step is its own write job,
+/// so writes queued meanwhile commit between steps: trimming tens of thousands of rows in one
+/// job held every writer up for ~100 ms once a second under a write storm.
+const TRIM_CHUNK: i64 = 1000;
 
 /// Checks the key rules: 1–1024 bytes of UTF-8, no control characters.
 pub fn check_key(key: &str) -> Result<()> {
@@ -149,8 +153,9 @@ pub struct Applied {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub key: String,
-    /// The value's JSON text (`None` when only keys were asked for).
-    pub value: Option<String>,
+    /// The value's JSON text (`None` when only keys were asked for). Shared with the read
+    /// cache: a cached GET copies the value once, into the response.
+    pub value: Option<Arc<str>>,
     pub version: u64,
 }
 
@@ -471,45 +476,66 @@ fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<
     Ok((due, cut))
 }
 
-fn sweep_in(c: &Connection, now: i64, expire: bool, cut: Option<i64>) -> Result<Swept> {
-    let mut swept = Swept::default();
-    if expire {
-        let keys: Vec<String> = c
-            .prepare_cached(
-                "SELECT key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
-            )?
-            .query_map(params![now, SWEEP_BATCH as i64], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if !keys.is_empty() {
-            let revision = next_revision(c)?;
-            for key in &keys {
-                c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
-                    .execute([key])?;
-                log_change(c, revision, now, ChangeKind::Delete, key, None)?;
-                audit::insert(
-                    c,
-                    &Event {
-                        actor: "localhostd".into(),
-                        action: "data.expire".into(),
-                        target: key.clone(),
-                        result: "ok".into(),
-                        client: "-".into(),
-                        request_id: String::new(),
-                        detail: format!("ttl ran out; version {revision}"),
-                    },
-                )?;
-            }
-            swept.expired = keys.len();
-        }
+fn expire_in(c: &Connection, now: i64) -> Result<usize> {
+    let keys: Vec<String> = c
+        .prepare_cached(
+            "SELECT key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
+        )?
+        .query_map(params![now, SWEEP_BATCH as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if keys.is_empty() {
+        return Ok(0);
     }
-    if let Some(cut) = cut {
-        c.prepare_cached("DELETE FROM kv_changes WHERE revision <= ?1")?
-            .execute([cut])?;
-        c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
-            .execute([cut])?;
-        swept.trimmed_to = Some(as_u64(cut));
+    let revision = next_revision(c)?;
+    for key in &keys {
+        c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+            .execute([key])?;
+        log_change(c, revision, now, ChangeKind::Delete, key, None)?;
+        audit::insert(
+            c,
+            &Event {
+                actor: "localhostd".into(),
+                action: "data.expire".into(),
+                target: key.clone(),
+                result: "ok".into(),
+                client: "-".into(),
+                request_id: String::new(),
+                detail: format!("ttl ran out; version {revision}"),
+            },
+        )?;
     }
-    Ok(swept)
+    Ok(keys.len())
+}
+
+/// One trimming step toward `cut`: deletes the oldest whole revisions, about `chunk` rows
+/// (more only when one revision alone is larger), and moves `compacted` with them. Returns the
+/// revision trimmed to, and whether `cut` is reached.
+fn trim_step(c: &Connection, cut: i64, chunk: i64) -> Result<(i64, bool)> {
+    let lo: Option<i64> = c
+        .prepare_cached("SELECT min(id) FROM kv_changes")?
+        .query_row([], |r| r.get(0))?;
+    let Some(lo) = lo else {
+        return Ok((cut, true));
+    };
+    let first: i64 = c
+        .prepare_cached("SELECT revision FROM kv_changes WHERE id = ?1")?
+        .query_row([lo], |r| r.get(0))?;
+    // The revision of the row `chunk` rows on: every revision before it ends within the chunk.
+    let next: Option<i64> = c
+        .prepare_cached("SELECT revision FROM kv_changes WHERE id >= ?1 ORDER BY id LIMIT 1")?
+        .query_row([lo.saturating_add(chunk.max(1))], |r| r.get(0))
+        .optional()?;
+    let step = match next {
+        Some(r) if r > first => (r - 1).min(cut),
+        // The oldest revision alone fills the chunk: it goes whole.
+        Some(_) => first.min(cut),
+        None => cut,
+    };
+    c.prepare_cached("DELETE FROM kv_changes WHERE revision <= ?1")?
+        .execute([step])?;
+    c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
+        .execute([step])?;
+    Ok((step, step >= cut))
 }
 
 impl Kv {
@@ -559,7 +585,7 @@ impl Kv {
             cache::Lookup::Live(value, version) => {
                 return Ok(Some(Entry {
                     key: key.to_owned(),
-                    value: Some(value.to_string()),
+                    value: Some(value),
                     version,
                 }));
             }
@@ -598,9 +624,9 @@ impl Kv {
                                 expires_at,
                             },
                         );
-                        expires_at.is_none_or(|e| e > now).then(|| Entry {
+                        expires_at.is_none_or(|e| e > now).then_some(Entry {
                             key,
-                            value: Some(value.to_string()),
+                            value: Some(value),
                             version,
                         })
                     }
@@ -654,7 +680,7 @@ impl Kv {
                 let map = |r: &rusqlite::Row<'_>| {
                     Ok(Entry {
                         key: r.get(0)?,
-                        value: r.get(1)?,
+                        value: r.get_ref(1)?.as_str_or_null()?.map(Arc::from),
                         version: as_u64(r.get(2)?),
                     })
                 };
@@ -742,16 +768,29 @@ impl Kv {
     /// Deletes expired keys (watchers see a delete) and trims the change log to
     /// `kv.history-window` / `kv.history-max-changes`. Writes only when there is work.
     pub async fn sweep(&self, cfg: &KvConfig) -> Result<Swept> {
+        self.sweep_in_steps(cfg, TRIM_CHUNK).await
+    }
+
+    async fn sweep_in_steps(&self, cfg: &KvConfig, chunk: i64) -> Result<Swept> {
         let now = now_ms();
         let c2 = cfg.clone();
         let (due, cut) = self.db.read(move |c| sweep_plan(c, &c2, now)).await?;
-        if !due && cut.is_none() {
-            return Ok(Swept::default());
+        let mut swept = Swept::default();
+        if due {
+            swept.expired = self.db.write(move |c| expire_in(c, now)).await?;
+            if swept.expired > 0 {
+                let rev = self.revision().await?;
+                self.woke(rev);
+            }
         }
-        let swept = self.db.write(move |c| sweep_in(c, now, due, cut)).await?;
-        if swept.expired > 0 {
-            let rev = self.revision().await?;
-            self.woke(rev);
+        if let Some(cut) = cut {
+            loop {
+                let (to, done) = self.db.write(move |c| trim_step(c, cut, chunk)).await?;
+                swept.trimmed_to = Some(as_u64(to));
+                if done {
+                    break;
+                }
+            }
         }
         Ok(swept)
     }
@@ -891,5 +930,42 @@ mod tests {
         let ch = kv.changes(3, "").await.unwrap();
         assert_eq!(ch.changes.len(), 3);
         assert_eq!(ch.upto, 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trimming_in_small_steps_keeps_whole_revisions() {
+        let (_d, kv) = open();
+        let cfg = KvConfig {
+            history_max_changes: 4,
+            ..KvConfig::default()
+        };
+        // Revisions 1..=3 hold one change each, 4 holds three, 5..=7 one each: 9 rows.
+        for i in 0..3 {
+            kv.apply(vec![put(&format!("a{i}"), "1")], Origin::default(), &cfg)
+                .await
+                .unwrap();
+        }
+        kv.apply(
+            vec![put("b0", "1"), put("b1", "1"), put("b2", "1")],
+            Origin::default(),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        for i in 0..3 {
+            kv.apply(vec![put(&format!("c{i}"), "1")], Origin::default(), &cfg)
+                .await
+                .unwrap();
+        }
+        // Keeping 4 of 9 rows cuts at revision 4 (it goes whole: 3 rows stay); steps of 2 rows.
+        let s = kv.sweep_in_steps(&cfg, 2).await.unwrap();
+        assert_eq!(s.trimmed_to, Some(4));
+        assert!(matches!(kv.changes(3, "").await, Err(Error::Gone(_))));
+        let ch = kv.changes(4, "").await.unwrap();
+        let revs: Vec<u64> = ch.changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revs, vec![5, 6, 7]);
+        // Nothing left of revision 4 (no half revision), and a second sweep has nothing to do.
+        let s = kv.sweep_in_steps(&cfg, 2).await.unwrap();
+        assert_eq!(s.trimmed_to, None);
     }
 }

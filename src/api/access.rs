@@ -259,7 +259,9 @@ async fn authenticate(
             .ok_or(AuthError::Refused(Refusal::Malformed, "token"))?;
         return match state.auth.verify_token(token).await {
             Ok(Ok(actor)) => {
-                if let Some(id) = actor.token_id.clone() {
+                if let Some(id) = actor.token_id.clone()
+                    && state.auth.touch_due(&id)
+                {
                     let auth = state.auth.clone();
                     tokio::spawn(async move {
                         if let Err(e) = auth.touch_token(&id).await {
@@ -449,8 +451,10 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     let limit_key = match access {
         Access::Public | Access::Metrics => format!("ip:{}", client.addr),
         Access::Authenticated | Access::Scope(_) => {
-            let (method, headers) = (req.method().clone(), req.headers().clone());
-            let actor = match authenticate(&g.state, &cfg, &method, &headers, &client).await {
+            // Parts are Sync (the body is not), so they can be borrowed across the await.
+            let (parts, body) = req.into_parts();
+            let (method, headers) = (&parts.method, &parts.headers);
+            let actor = match authenticate(&g.state, &cfg, method, headers, &client).await {
                 Ok(a) => a,
                 Err(AuthError::Missing) => {
                     let mut resp = ApiError::new(
@@ -509,6 +513,7 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
                 (Some(id), _) => format!("token:{id}"),
                 (None, _) => format!("local:{}", actor.name),
             };
+            req = Request::from_parts(parts, body);
             req.extensions_mut().insert(actor);
             key
         }
