@@ -3,11 +3,10 @@
 # gateway): durable PUT and GET throughput and p50/p99 at 1, 16 and 64 connections with 1 KiB
 # values, every PUT body unique (SQLite and etcd could skip identical overwrites otherwise).
 #
-# Standalone for now, in the style of benches/lib.sh (which arrives with a merge from main;
-# then this script should source it instead of its own helpers below): it installs what it
-# needs with apt-get, builds the release binary, starts ours and etcd on free loopback ports in
-# a temp dir, runs both alternately (the first one swapped every round), prints a markdown
-# table and appends it with machine, date and commit to docs/benchmarks.md.
+# On benches/lib.sh: it installs what it needs with apt-get, builds the release binary, starts
+# ours and etcd on free loopback ports in a temp dir, runs both alternately (the first one
+# swapped every round), prints a markdown table and records it with machine, date, commit and
+# load average in the kv section of docs/benchmarks.md.
 #
 # Knobs: ROUNDS (3), DURATION seconds per run (10), CONNS ("1 16 64"), BENCH_RECORD=0 (print
 # only), LOCALHOSTD_BIN=path (skip the build), BENCH_KEEP_TMP=1.
@@ -17,126 +16,41 @@
 # defaults (a durable fsync'd WAL), one member.
 
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-1 16 64}"
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/localhostd-bench-kv.XXXXXX")"
-PIDS=()
+bench_init kv "ROUNDS=$ROUNDS DURATION=$DURATION"
+TMP="$BENCH_TMP"
+log() { bench_log "$@"; }
+die() { bench_die "$@"; }
+median() { bench_median "$@"; }
+us() { bench_us "$1"; }
 
-log() { printf '[kv %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-stop_pid() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    set +e
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ "${BENCH_KEEP_TMP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf -- "$TMP"; fi
-    return "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-need_tools() {
-    local missing=() spec
-    for spec in "$@"; do
-        command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    local sudo=()
-    [[ $EUID -ne 0 ]] && sudo=(sudo)
-    log "apt-get install ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
-}
-
-free_port() {
-    local port hex
-    for _ in $(seq 1 500); do
-        port=$((20000 + RANDOM % 30000))
-        hex="$(printf '%04X' "$port")"
-        grep -qE "^ *[0-9]+: [0-9A-F]+:$hex " /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue
-        echo "$port"
-        return 0
-    done
-    die "no free loopback port"
-}
-
-wait_http() {
-    local url="$1" pid="$2" logf="$3"
-    for _ in $(seq 1 150); do
-        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || {
-            cat "$logf" >&2
-            die "process $pid exited"
-        }
-        sleep 0.1
-    done
-    die "$url did not answer within 15 s"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2];
-        else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-us() { awk -v u="$1" 'BEGIN { if (u < 1000) printf "%d µs", u; else printf "%.2f ms", u / 1000 }'; }
-
-need_tools wrk:wrk etcd:etcd-server curl:curl
-
-if [[ -z "${LOCALHOSTD_BIN:-}" ]]; then
-    log "cargo build --release --locked"
-    (cd "$REPO" && cargo build --release --locked >&2)
-    LOCALHOSTD_BIN="$REPO/target/release/localhostd"
-fi
+bench_need_tools wrk:wrk etcd:etcd-server curl:curl
+bench_build
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- ours
-OURS_PORT="$(free_port)"
-mkdir -p "$TMP/ours"
-cat >"$TMP/ours/config.toml" <<EOF
-state-dir = "$TMP/ours/state"
-[server]
-listen = ["127.0.0.1:$OURS_PORT"]
-[rate-limit]
-enabled = false
-EOF
-"$LOCALHOSTD_BIN" serve --config "$TMP/ours/config.toml" --log-level warn >"$TMP/ours/stderr.log" 2>&1 &
-OURS_PID=$!
-PIDS+=("$OURS_PID")
-wait_http "http://127.0.0.1:$OURS_PORT/health" "$OURS_PID" "$TMP/ours/stderr.log"
-TOKEN="$(cat "$TMP/ours/state/initial-admin-token")"
-log "localhostd pid $OURS_PID on 127.0.0.1:$OURS_PORT"
+# shellcheck disable=SC2034 # read by ours_start
+OURS_CONFIG_EXTRA='[rate-limit]
+enabled = false'
+ours_start ours
+TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")"
 
 # --- etcd
-ETCD_PORT="$(free_port)"
-ETCD_PEER="$(free_port)"
-etcd --name bench --data-dir "$TMP/etcd" \
+bench_free_port ETCD_PORT
+bench_free_port ETCD_PEER
+bench_spawn ETCD_PID "$TMP/etcd.log" etcd --name bench --data-dir "$TMP/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
     --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER" \
-    --quota-backend-bytes 8589934592 --log-level error >"$TMP/etcd.log" 2>&1 &
-ETCD_PID=$!
-PIDS+=("$ETCD_PID")
-wait_http "http://127.0.0.1:$ETCD_PORT/health" "$ETCD_PID" "$TMP/etcd.log"
+    --quota-backend-bytes 8589934592 --log-level error
+bench_wait_http "http://127.0.0.1:$ETCD_PORT/health" "$ETCD_PID" "$TMP/etcd.log"
 log "etcd $(etcd --version | head -n 1 | awk '{print $3}') pid $ETCD_PID on 127.0.0.1:$ETCD_PORT"
 
 # Every PUT: key k00000000000..k00000009999 (12 characters, valid base64 for etcd), a 1 KiB
@@ -222,6 +136,7 @@ entry="$TMP/entry.md"
 {
     echo "- rounds: $ROUNDS × ${DURATION}s per cell, medians; ours with rate-limit.enabled = false and --log-level warn; etcd $(etcd --version | head -n 1 | awk '{print $3}'), one member, defaults"
     echo "- values 1 KiB, every PUT body unique, 10,000 keys for PUT, 1,000 for GET; both durable (fsync before the answer)"
+    echo "- wrk on the same 2 cores; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     echo "| op | conns | localhostd req/s | p50 | p99 | etcd req/s | p50 | p99 | ours ÷ etcd | errors (ours/etcd) |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -243,22 +158,4 @@ entry="$TMP/entry.md"
 } >"$entry"
 cat "$entry"
 
-if [[ "${BENCH_RECORD:-1}" != 0 ]]; then
-    doc="$REPO/docs/benchmarks.md"
-    [[ -f "$doc" ]] || printf '# Benchmarks\n\nResults of the scripts in benches/, newest last in each section.\n' >"$doc"
-    marker="<!-- bench:kv -->"
-    grep -qF -- "$marker" "$doc" || printf '\n## Key-value store vs etcd (benches/kv.sh)\n\n%s\n' "$marker" >>"$doc"
-    commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    [[ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] && commit="$commit+dirty"
-    cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    ram="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    {
-        echo
-        echo "### $(date -u +'%Y-%m-%d %H:%M UTC') · commit \`$commit\`"
-        echo
-        echo "- machine: $cpu, $(nproc) cores, $ram RAM, Linux $(uname -r)"
-        echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION benches/kv.sh\`"
-        cat "$entry"
-    } >>"$doc"
-    log "recorded in docs/benchmarks.md"
-fi
+bench_record "Key-value store vs etcd (benches/kv.sh)" "$entry"

@@ -380,6 +380,9 @@ fn configure(conn: &Connection) -> Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each job runs in a savepoint, whose undo pages SQLite keeps in a statement journal: a
+    // temporary file opened, written and closed for every group commit unless kept in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
