@@ -775,7 +775,9 @@ mod tests {
             .create_token(
                 "short",
                 Scopes::of(&[Scope::Read]),
-                Some(Duration::from_secs(1)),
+                // Long enough not to run out on its own (expiry has whole-second steps, so a
+                // 1 s token could already be expired at the first check); moved below.
+                Some(Duration::from_secs(3600)),
             )
             .await
             .unwrap();
