@@ -446,6 +446,9 @@ impl Checkpointer {
     fn start(path: &Path, writer: &mut Connection) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // A checkpoint syncs the WAL before copying and the database file after, as the
+        // writer's would: the WAL is only reused once what it held is on disk in its place.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         let frames = Arc::new(AtomicI32::new(0));
         let busy = Arc::new(Mutex::new(()));
         let (kick, kicked) = mpsc::sync_channel::<()>(1);
