@@ -371,6 +371,23 @@ pub fn seq_cursor(cursor: Option<&str>, tag: char) -> Result<Option<i64>> {
         .transpose()
 }
 
+/// The first string after every string that starts with `prefix` (None: no bound), so a prefix
+/// is the range `[prefix, upper)` in the byte order SQLite compares TEXT in.
+pub fn prefix_upper(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut n = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&n) {
+            n = 0xE000;
+        }
+        if let Some(c) = char::from_u32(n) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;

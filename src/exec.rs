@@ -748,13 +748,9 @@ impl Executor {
         self.inner
             .db
             .read(move |c| {
-                let mut st = c.prepare(
-                    "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status, exit_code,
-                            signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message
-                     FROM executions WHERE (?1 IS NULL OR program_id = ?1) AND (?2 IS NULL OR seq < ?2)
-                     ORDER BY seq DESC LIMIT ?3",
-                )?;
-                let rows = st.query_map(rusqlite::params![program_id, before, limit as i64 + 1], |r| {
+                let (sql, args) = history_query(program_id, before, limit as i64 + 1);
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
                     let argv: String = r.get(5)?;
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -789,7 +785,10 @@ impl Executor {
                 } else {
                     None
                 };
-                Ok(Page { items: rows.into_iter().map(|(_, r)| r).collect(), next_cursor })
+                Ok(Page {
+                    items: rows.into_iter().map(|(_, r)| r).collect(),
+                    next_cursor,
+                })
             })
             .await
     }
@@ -813,5 +812,69 @@ impl Executor {
                 )?)
             })
             .await
+    }
+}
+
+/// The history listing's SQL: with `program_id`, a walk down `executions_program
+/// (program_id, seq)` from the cursor; without, down the table itself. (One statement with
+/// `(?1 IS NULL OR program_id = ?1)` scanned the whole history for one program's runs.)
+fn history_query(
+    program_id: Option<String>,
+    before: Option<i64>,
+    take: i64,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conds = Vec::new();
+    let mut args = Vec::new();
+    if let Some(p) = program_id {
+        args.push(Value::Text(p));
+        conds.push(format!("program_id = ?{}", args.len()));
+    }
+    if let Some(b) = before {
+        args.push(Value::Integer(b));
+        conds.push(format!("seq < ?{}", args.len()));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    args.push(Value::Integer(take));
+    let sql = format!(
+        "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
+                exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
+                stderr_bytes, message
+         FROM executions {filter} ORDER BY seq DESC LIMIT ?{}",
+        args.len()
+    );
+    (sql, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_programs_history_walks_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
+        let (sql, args) = history_query(Some("p1".into()), Some(40), 101);
+        let plan = db
+            .write(move |c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows.join("; "))
+            })
+            .await
+            .unwrap();
+        assert!(
+            plan.contains(
+                "SEARCH executions USING INDEX executions_program (program_id=? AND seq<?)"
+            ),
+            "{plan}"
+        );
+        db.close();
     }
 }

@@ -693,30 +693,13 @@ impl Files {
             .as_deref()
             .map(|c| decode_cursor(c, sort))
             .transpose()?;
-        let (key_col, order) = match sort {
-            Sort::Name => ("0", "path"),
-            Sort::Size => ("size", "size, path"),
-            Sort::Modified => ("modified_ms", "modified_ms, path"),
-        };
-        let sql = format!(
-            "SELECT {META_COLUMNS} FROM files
-             WHERE substr(path, 1, length(?1)) = ?1
-               AND (?2 IS NULL OR ({key_col}, path) > (?2, ?3))
-             ORDER BY {order} LIMIT ?4"
-        );
-        let (after_key, after_path) = match after {
-            Some((k, p)) => (Some(k), Some(p)),
-            None => (None, None),
-        };
+        let (sql, args) = list_query(&prefix, sort, after, limit as i64 + 1);
         self.inner
             .db
             .read(move |c| {
-                let mut st = c.prepare(&sql)?;
+                let mut st = c.prepare_cached(&sql)?;
                 let mut items = st
-                    .query_map(
-                        rusqlite::params![prefix, after_key, after_path, limit as i64 + 1],
-                        meta_from_row,
-                    )?
+                    .query_map(rusqlite::params_from_iter(args), meta_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let next_cursor = if items.len() > limit {
                     items.truncate(limit);
@@ -805,6 +788,60 @@ fn encode_cursor(m: &FileMeta, sort: Sort) -> String {
         sort.tag(),
         m.path
     ))
+}
+
+/// The listing's SQL: the prefix as a range of the path index (`[prefix, next)`), the cursor
+/// as a seek into the index of the sort order, so each page starts where the last ended.
+/// (`substr(path, …) = ?1 AND (?2 IS NULL OR …)` walked every file before the cursor on every
+/// page: listing n files a page at a time took O(n²).)
+fn list_query(
+    prefix: &str,
+    sort: Sort,
+    after: Option<(i64, String)>,
+    take: i64,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conds = Vec::new();
+    let mut args = Vec::new();
+    if !prefix.is_empty() {
+        args.push(Value::Text(prefix.to_owned()));
+        conds.push(format!("path >= ?{}", args.len()));
+        if let Some(upper) = crate::db::prefix_upper(prefix) {
+            args.push(Value::Text(upper));
+            conds.push(format!("path < ?{}", args.len()));
+        }
+    }
+    let key_col = match sort {
+        Sort::Name => None,
+        Sort::Size => Some("size"),
+        Sort::Modified => Some("modified_ms"),
+    };
+    if let Some((key, path)) = after {
+        match key_col {
+            None => {
+                args.push(Value::Text(path));
+                conds.push(format!("path > ?{}", args.len()));
+            }
+            Some(col) => {
+                args.push(Value::Integer(key));
+                args.push(Value::Text(path));
+                let n = args.len();
+                conds.push(format!("({col}, path) > (?{}, ?{n})", n - 1));
+            }
+        }
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let order = key_col.map_or("path".to_owned(), |c| format!("{c}, path"));
+    args.push(Value::Integer(take));
+    let sql = format!(
+        "SELECT {META_COLUMNS} FROM files {filter} ORDER BY {order} LIMIT ?{}",
+        args.len()
+    );
+    (sql, args)
 }
 
 fn decode_cursor(c: &str, sort: Sort) -> Result<(i64, String)> {
@@ -1132,6 +1169,41 @@ pub async fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listing_pages_seek_into_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
+        let plan = |sort: Sort, prefix: &'static str, after: Option<(i64, String)>| {
+            let (sql, args) = list_query(prefix, sort, after, 101);
+            db.write(move |c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows.join("; "))
+            })
+        };
+        let cursor = Some((0, "docs/m.txt".to_owned()));
+        let by_name = plan(Sort::Name, "docs/", cursor).await.unwrap();
+        assert!(
+            by_name
+                .contains("SEARCH files USING INDEX sqlite_autoindex_files_1 (path>? AND path<?)"),
+            "{by_name}"
+        );
+        for (sort, index) in [
+            (Sort::Size, "files_size"),
+            (Sort::Modified, "files_modified"),
+        ] {
+            let p = plan(sort, "", Some((7, "m".to_owned()))).await.unwrap();
+            assert!(
+                p.contains(&format!("SEARCH files USING INDEX {index}")),
+                "{p}"
+            );
+            assert!(!p.contains("TEMP B-TREE"), "{p}");
+        }
+        db.close();
+    }
 
     #[test]
     fn paths_are_checked_rule_by_rule() {

@@ -235,23 +235,6 @@ fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The first string after every string that starts with `prefix` (None: no bound), so a prefix
-/// is the range `[prefix, upper)` in the byte order SQLite compares TEXT in.
-fn prefix_upper(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut n = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&n) {
-            n = 0xE000;
-        }
-        if let Some(c) = char::from_u32(n) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 fn encode_cursor(key: &str) -> String {
     format!("k{}", hex::encode(key.as_bytes()))
 }
@@ -660,7 +643,7 @@ impl Kv {
     ) -> Result<Page> {
         let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
         let prefix = prefix.to_owned();
-        let upper = prefix_upper(&prefix);
+        let upper = crate::db::prefix_upper(&prefix);
         self.db
             .read(move |c| {
                 let tx = c.unchecked_transaction()?;
@@ -837,6 +820,7 @@ mod tests {
 
     #[test]
     fn prefix_ranges_cover_exactly_the_prefix() {
+        use crate::db::prefix_upper;
         assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
         assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));

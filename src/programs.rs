@@ -786,12 +786,23 @@ impl Programs {
         self.inner
             .db
             .read(move |c| {
-                let mut st = c.prepare(&format!(
-                    "SELECT {COLUMNS} FROM programs WHERE (?1 IS NULL OR rowid < ?1) ORDER BY rowid DESC LIMIT ?2"
-                ))?;
-                let mut rows = st
-                    .query_map(params![before, limit as i64 + 1], row_to_program)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                // Two statements rather than `(?1 IS NULL OR rowid < ?1)`, which SQLite cannot
+                // seek with: every page would walk the newer programs again.
+                let take = limit as i64 + 1;
+                let mut rows = match before {
+                    Some(b) => c
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM programs WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2"
+                        ))?
+                        .query_map(params![b, take], row_to_program)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                    None => c
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM programs ORDER BY rowid DESC LIMIT ?1"
+                        ))?
+                        .query_map(params![take], row_to_program)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                };
                 let next_cursor = if rows.len() > limit {
                     rows.truncate(limit);
                     rows.last().map(|(seq, _)| format!("p{seq}"))
