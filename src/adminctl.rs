@@ -384,6 +384,8 @@ fn backup_via_daemon(sock: &Path, action: &BackupAction) -> CliResult<Value> {
 }
 
 fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliResult<Value> {
+    // Before the lock makes this process the state directory's owner.
+    let actor = format!("local:uid={} (offline)", nix::unistd::geteuid().as_raw());
     let dir = backup::backup_dir(&cfg.backup, state_dir);
     let s = |e: BackupError| e.to_string();
     match action {
@@ -408,21 +410,74 @@ fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliR
                 cfg.backup.compression_level,
                 &pins,
                 &cancel,
-            )
-            .map_err(s)?;
-            Ok(json!(created))
+            );
+            let target = created.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            audit_offline(state_dir, &actor, "backup.create", &target, &created, "");
+            Ok(json!(created.map_err(s)?))
         }
         BackupAction::Restore { id } => {
             let _lock = take_state_dir(state_dir, false)?;
             let path = backup::find(&dir, id).map_err(s)?;
-            let r = backup::restore(state_dir, &path, id).map_err(s)?;
-            Ok(json!(r))
+            // Into the restored database when it worked, the untouched one when not.
+            let r = backup::restore(state_dir, &path, id);
+            audit_offline(state_dir, &actor, "backup.restore", id, &r, "");
+            Ok(json!(r.map_err(s)?))
         }
         BackupAction::Prune => {
             let _lock = take_state_dir(state_dir, true)?;
-            let gone = backup::prune(&dir, &cfg.backup, std::time::SystemTime::now()).map_err(s)?;
-            Ok(json!({"removed": gone}))
+            let gone = backup::prune(&dir, &cfg.backup, std::time::SystemTime::now());
+            // As the API's prune records it: the ids removed.
+            let detail = match &gone {
+                Ok(g) => g
+                    .iter()
+                    .map(|b| b.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(_) => String::new(),
+            };
+            audit_offline(state_dir, &actor, "backup.prune", "", &gone, &detail);
+            Ok(json!({"removed": gone.map_err(s)?}))
         }
+    }
+}
+
+/// Records an offline change in the state directory's audit trail (and the log), as the
+/// daemon does for the same action through its API. Opens the database directly: no
+/// migrations run from here. A failure to record is a warning; the action itself stands.
+fn audit_offline<T, E: std::fmt::Display>(
+    state_dir: &Path,
+    actor: &str,
+    action: &str,
+    target: &str,
+    result: &Result<T, E>,
+    detail: &str,
+) {
+    let ev = Event {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        result: match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("error: {e}"),
+        },
+        client: "cli".into(),
+        detail: detail.to_owned(),
+        ..Event::default()
+    };
+    let db = state_dir.join(DB_FILE);
+    let stored =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.busy_timeout(Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                crate::audit::insert(&c, &ev).map_err(|e| e.to_string())
+            });
+    if let Err(e) = stored {
+        eprintln!(
+            "localhostd: warning: cannot store the audit event in {}: {e}",
+            db.display()
+        );
     }
 }
 

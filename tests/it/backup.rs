@@ -697,6 +697,35 @@ fn cli_works_through_the_admin_socket_and_offline() {
     let (code, out, _) = cli(&["backup", "list", "--config", &cfg]);
     assert_eq!(code, 0);
     assert!(!out.contains(&first) && out.contains(&second), "{out}");
+    // The offline changes are in the audit trail, as the API's are.
+    let offline_events = || {
+        let c = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT action, target, result, detail FROM audit
+                 WHERE actor LIKE 'local:uid=%(offline)' ORDER BY id",
+            )
+            .unwrap();
+        st.query_map([], |r| {
+            Ok(format!(
+                "{} {} {} {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?
+            ))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
+    };
+    assert_eq!(
+        offline_events(),
+        vec![
+            format!("backup.create {second} ok "),
+            format!("backup.prune  ok {first}")
+        ]
+    );
     let (code, out, err) = cli(&["backup", "restore", "--config", &cfg, &second]);
     assert_eq!(code, 0, "{out}{err}");
     let c = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
@@ -704,6 +733,11 @@ fn cli_works_through_the_admin_socket_and_offline() {
         .query_row("SELECT value FROM kv WHERE key = 'cli'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, "\"online\"");
+    // The restored database predates those two events; it records its own restore.
+    assert_eq!(
+        offline_events(),
+        vec![format!("backup.restore {second} ok ")]
+    );
     // A state directory that does not exist is never created.
     let missing = tempfile::tempdir().unwrap();
     let cfg2 = missing.path().join("c.toml");
