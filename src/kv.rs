@@ -115,8 +115,9 @@ pub enum Cond {
 #[derive(Debug, Clone)]
 pub struct Op {
     pub key: String,
-    /// The new value's JSON text; `None` deletes the key.
-    pub value: Option<String>,
+    /// The new value's JSON text; `None` deletes the key. Shared with the read cache, which
+    /// records it after the commit without a copy.
+    pub value: Option<Arc<str>>,
     pub cond: Cond,
     /// The key expires this long after the change (puts only).
     pub ttl: Option<Duration>,
@@ -727,7 +728,7 @@ impl Kv {
                     for (op, w) in ops.iter().zip(&applied.written) {
                         let state = match &op.value {
                             Some(v) => cache::State::Live {
-                                value: Arc::from(v.as_str()),
+                                value: v.clone(),
                                 expires_at: w.expires_at,
                             },
                             None => cache::State::Gone,

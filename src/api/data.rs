@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
@@ -149,9 +150,9 @@ fn body_of(state: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Bytes, 
     })
 }
 
-fn value_of(body: &[u8]) -> Result<String, ApiError> {
+fn value_of(body: &[u8]) -> Result<Arc<str>, ApiError> {
     serde_json::from_slice::<&RawValue>(body)
-        .map(|raw| raw.get().to_owned())
+        .map(|raw| Arc::from(raw.get()))
         .map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -293,7 +294,7 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     let op = Op {
         key: body.key,
-        value: Some(body.value.get().to_owned()),
+        value: Some(Arc::from(body.value.get())),
         cond: cond_of(&headers)?,
         ttl: ttl_of(body.ttl.as_deref())?,
     };
@@ -348,7 +349,7 @@ pub async fn batch(
             Some(VersionText::Text(t)) => kv::parse_version(t)?,
         };
         let value = match (b.op, b.value) {
-            (OpKind::Put, Some(v)) => Some(v.get().to_owned()),
+            (OpKind::Put, Some(v)) => Some(Arc::from(v.get())),
             (OpKind::Put, None) => {
                 return Err(ApiError::bad_request(format!(
                     "ops[{i}]: a put needs a value"

@@ -182,6 +182,39 @@ impl B {
     }
 }
 
+/// Every row of every table but `audit`, as text, sorted.
+fn tables_but_audit(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit'
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut st = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect();
+                Ok(format!("{t}: {}", cols.join(" | ")))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        out.extend(rows);
+    }
+    out.sort();
+    out
+}
+
 fn cli(args: &[&str]) -> (i32, String, String) {
     run_cli(args, &[])
 }
@@ -406,7 +439,7 @@ fn a_failed_restore_leaves_the_current_state_untouched() {
 
     let (dir, cfg, extra) = b.stop();
     let state = dir.path().join("state");
-    let db_before = std::fs::read(state.join("localhostd.db")).unwrap();
+    let db_before = tables_but_audit(&state.join("localhostd.db"));
     let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, &flip]);
     assert_ne!(code, 0);
     assert!(err.contains("files/blobs/"), "{err}");
@@ -420,10 +453,24 @@ fn a_failed_restore_leaves_the_current_state_untouched() {
     }
     assert!(!dir.path().join("evil").exists() && !Path::new("/tmp/evil-abs").exists());
     assert_eq!(
-        std::fs::read(state.join("localhostd.db")).unwrap(),
+        tables_but_audit(&state.join("localhostd.db")),
         db_before,
         "the database changed"
     );
+    // What changed: the audit trail, one refused restore each (the CLI audits offline
+    // changes, failed ones too).
+    let c = rusqlite::Connection::open(state.join("localhostd.db")).unwrap();
+    let refused: Vec<String> = c
+        .prepare("SELECT target FROM audit WHERE action = 'backup.restore' AND result LIKE 'error:%' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut expected = vec![flip.clone()];
+    expected.extend(hostile.iter().map(|(hid, _)| hid.clone()));
+    assert_eq!(refused, expected);
+    drop(c);
     assert!(entries_named(&state, ".restore").is_empty());
 
     let b = start_in(&extra, Some(dir));
