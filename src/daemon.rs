@@ -317,6 +317,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ))
     });
+    tokio::spawn(trim_when_idle(state.clone(), shutdown_rx.clone()));
     tokio::spawn(housekeeping(state, shutdown_rx.clone()));
 
     let serving = format!("serving on {}", described.join(", "));
@@ -468,6 +469,44 @@ async fn recover_files(state: &AppState) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How often the daemon looks whether it went idle, to hand freed heap memory back.
+const IDLE_TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// Hands the heap memory that is free back to the kernel once the daemon goes idle (no
+/// request answered for `IDLE_TRIM_EVERY`) after having worked. `serve` sets glibc's trim
+/// threshold high so a busy daemon does not give memory back and fault it in again on every
+/// burst (madvise's TLB shootdowns were a tenth of the write path); this is the other half:
+/// what a burst left free is not kept while nothing happens.
+async fn trim_when_idle(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(IDLE_TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `answered` at the last tick, and at the last trim (None: never trimmed yet).
+    let (mut seen, mut trimmed_at) = (state.metrics.answered(), None);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let now = state.metrics.answered();
+        if now == seen && trimmed_at != Some(now) {
+            // Inline: a few ms at most, on a runtime with nothing else to do (a blocking
+            // thread started for it would cost a stack, perhaps an arena).
+            let released = release_free_heap();
+            tracing::debug!(released, "idle: free heap memory handed back");
+            trimmed_at = Some(now);
+        }
+        seen = now;
+    }
+}
+
+/// glibc's `malloc_trim(0)`: free memory at the top of every arena's heaps is unmapped and free
+/// pages inside them are given back (MADV_DONTNEED). Whether anything was released.
+fn release_free_heap() -> bool {
+    // SAFETY: malloc_trim takes an integer and only works on the allocator's own state, under
+    // the allocator's locks; it is safe to call from any thread at any time.
+    unsafe { libc::malloc_trim(0) == 1 }
 }
 
 /// Periodic upkeep: forget idle rate-limit buckets; delete old audit events and dead sessions.

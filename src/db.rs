@@ -197,18 +197,10 @@ impl Db {
         configure(&writer)?;
         migrate(&mut writer, path)?;
         let checkpointer = Checkpointer::start(path, &mut writer)?;
-        let mut pool = Vec::with_capacity(readers);
-        for _ in 0..readers {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "query_only", "ON")?;
-            pool.push(conn);
-        }
+        // One reader now (so a database readers cannot open fails here, not at the first
+        // request); the others as concurrent reads need them, up to `readers`. Each costs
+        // ~0.2 MB (parsed schema, page cache) that an idle daemon need not hold.
+        let pool = vec![open_reader(path)?];
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
@@ -312,15 +304,19 @@ impl Db {
             .acquire()
             .await
             .map_err(|_| Error::Unavailable("the database is closed".into()))?;
-        let conn = self
+        // None: every reader opened so far is busy, and the permit says one more may be.
+        let idle = self
             .inner
             .readers
             .lock()
             .map_err(|_| Error::Internal("reader pool lock poisoned".into()))?
-            .pop()
-            .ok_or_else(|| Error::Internal("reader pool empty despite permit".into()))?;
+            .pop();
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let conn = match idle {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
             let result = f(&conn);
             if let Ok(mut pool) = inner.readers.lock() {
                 pool.push(conn);
@@ -386,6 +382,19 @@ pub fn prefix_upper(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// A read-only connection of the reader pool.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -461,11 +470,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path, writer: &mut Connection) -> Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // A checkpoint syncs the WAL before copying and the database file after, as the
-        // writer's would: the WAL is only reused once what it held is on disk in its place.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let path = path.to_owned();
         let frames = Arc::new(AtomicI32::new(0));
         let busy = Arc::new(Mutex::new(()));
         let (kick, kicked) = mpsc::sync_channel::<()>(1);
@@ -490,17 +495,25 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("db-checkpoint".into())
             .spawn(move || {
+                // Opened at the first pass: a daemon that writes little never needs it.
+                let mut conn: Option<Connection> = None;
                 // Ends when the writer's hook (holding the sender) is dropped.
                 while kicked.recv().is_ok() {
                     if yield_to_writer.load(Ordering::Relaxed) {
                         continue;
                     }
                     let Ok(_pass) = held.lock() else { return };
-                    if let Err(e) = checkpoint(&conn) {
+                    let c = match conn.take().map_or_else(|| checkpoint_connection(&path), Ok) {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot open the checkpoint connection");
+                            continue;
+                        }
+                    };
+                    if let Err(e) = checkpoint(c) {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
-                drop(conn);
             })?;
         Ok(Checkpointer {
             frames,
@@ -549,6 +562,15 @@ impl Checkpointer {
             tracing::error!("database checkpoint thread panicked");
         }
     }
+}
+
+fn checkpoint_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // A checkpoint syncs the WAL before copying and the database file after, as the writer's
+    // would: the WAL is only reused once what it held is on disk in its place.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
 }
 
 /// A PASSIVE checkpoint (never waits for readers or the writer); whether it copied every

@@ -79,6 +79,8 @@ struct Inner {
     collector_timeouts: IntCounterVec,
     /// Executions that ended other than `ok`, for the `executions_failing` alert.
     failed_executions: AtomicU64,
+    /// Requests answered since start (all routes), for telling an idle daemon from a busy one.
+    answered: AtomicU64,
     /// The newest complete sample; a scrape reads it and never waits for the next.
     latest: RwLock<Option<Arc<Sample>>>,
     current: RwLock<Current>,
@@ -347,6 +349,7 @@ impl Metrics {
                 collector_duration,
                 collector_timeouts,
                 failed_executions: AtomicU64::new(0),
+                answered: AtomicU64::new(0),
                 latest: RwLock::new(None),
                 current: RwLock::new(Current::default()),
                 history: Mutex::new(history::History::default()),
@@ -359,6 +362,11 @@ impl Metrics {
         })
     }
 
+    /// Requests answered since start.
+    pub fn answered(&self) -> u64 {
+        self.inner.answered.load(Ordering::Relaxed)
+    }
+
     /// Marks a request in flight until the returned guard is dropped.
     pub fn http_in_flight(&self) -> InFlight {
         self.inner.http_in_flight.inc();
@@ -368,6 +376,7 @@ impl Metrics {
     /// Counts an answered request. `route` must be a route template or "unmatched", never a
     /// raw path (the caller takes it from the router's matched path).
     pub fn http_observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.inner.answered.fetch_add(1, Ordering::Relaxed);
         let method = method_label(method);
         let status = status.to_string();
         self.inner
