@@ -474,7 +474,8 @@ async fn recover_files(state: &AppState) -> anyhow::Result<()> {
 /// How often the daemon looks whether it went idle, to hand freed heap memory back.
 const IDLE_TRIM_EVERY: Duration = Duration::from_secs(2);
 
-/// Hands the heap memory that is free back to the kernel once the daemon goes idle (no
+/// Hands SQLite's page caches and then the heap memory that is free back to the kernel once
+/// the daemon goes idle (no
 /// request answered for `IDLE_TRIM_EVERY`) after having worked. `serve` sets glibc's trim
 /// threshold high so a busy daemon does not give memory back and fault it in again on every
 /// burst (madvise's TLB shootdowns were a tenth of the write path); this is the other half:
@@ -491,6 +492,10 @@ async fn trim_when_idle(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         let now = state.metrics.answered();
         if now == seen && trimmed_at != Some(now) {
+            // SQLite's page caches first: what they free is then free heap.
+            if let Err(e) = state.db.shrink_memory().await {
+                tracing::debug!(error = %e, "cannot shrink the database caches");
+            }
             // Inline: a few ms at most, on a runtime with nothing else to do (a blocking
             // thread started for it would cost a stack, perhaps an arena).
             let released = release_free_heap();

@@ -327,6 +327,19 @@ impl Db {
         .map_err(|e| Error::Internal(format!("reader task failed: {e}")))?
     }
 
+    /// Hands back the page caches of the writer and of the idle readers (PRAGMA
+    /// shrink_memory): for an idle daemon, which reads them back from the OS's cache if work
+    /// comes. Readers in use are left alone.
+    pub async fn shrink_memory(&self) -> Result<()> {
+        if let Ok(pool) = self.inner.readers.lock() {
+            for conn in pool.iter() {
+                conn.execute_batch("PRAGMA shrink_memory")?;
+            }
+        }
+        self.write(|c| Ok(c.execute_batch("PRAGMA shrink_memory")?))
+            .await
+    }
+
     /// Stops the writer after the jobs already queued, checkpoints the WAL into the main file
     /// and closes every connection. Idempotent.
     pub fn close(&self) {
