@@ -124,10 +124,8 @@ fn parse_time(s: &str, what: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// The listing's SQL with a condition for each filter given (and none for the others), so
-/// SQLite can walk `audit_actor (actor, id)` or `audit_action (action, id)` newest first:
-/// written as `(?1 IS NULL OR actor = ?1)`, one statement for all cases, it scanned the
-/// whole table for any filter.
+/// The listing's SQL: a condition only for each filter given, so actor and action filters
+/// walk `audit_actor` / `audit_action` newest first.
 fn list_query(
     actor: Option<&str>,
     action: Option<&str>,
@@ -136,38 +134,26 @@ fn list_query(
     before: Option<i64>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
-    let mut conds = Vec::new();
-    let mut args = Vec::new();
-    let mut add = |cond: &str, v: Value| {
-        args.push(v);
-        conds.push(format!("{cond} ?{}", args.len()));
-    };
+    let mut w = crate::db::Conditions::default();
     if let Some(a) = actor {
-        add("actor =", Value::Text(a.to_owned()));
+        w.add("actor =", a.to_owned());
     }
     if let Some(a) = action {
-        add("action =", Value::Text(a.to_owned()));
+        w.add("action =", a.to_owned());
     }
     if let Some(t) = since {
-        add("at >=", Value::Integer(t));
+        w.add("at >=", t);
     }
     if let Some(t) = until {
-        add("at <=", Value::Integer(t));
+        w.add("at <=", t);
     }
     if let Some(id) = before {
-        add("id <", Value::Integer(id));
+        w.add("id <", id);
     }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    args.push(Value::Integer(take));
+    let (filter, limit, args) = w.finish(take);
     let sql = format!(
         "SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit
-         {filter} ORDER BY id DESC LIMIT ?{}",
-        args.len()
+         {filter} ORDER BY id DESC LIMIT ?{limit}"
     );
     (sql, args)
 }
@@ -254,13 +240,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let plan = |actor: Option<&'static str>, action: Option<&'static str>| {
             let (sql, args) = list_query(actor, action, None, None, Some(10), 101);
-            db.write(move |c| {
-                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let rows = st
-                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows.join("; "))
-            })
+            db.write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
         };
         let by_actor = plan(Some("ci"), None).await.unwrap();
         assert!(by_actor.contains("INDEX audit_actor"), "{by_actor}");

@@ -397,6 +397,61 @@ pub fn prefix_upper(prefix: &str) -> Option<String> {
     None
 }
 
+/// The WHERE clause of a listing: a condition for each filter given and none for the others,
+/// so SQLite can pick the index the filters allow (one statement written with
+/// `(?1 IS NULL OR col = ?1)` for every case makes it scan the table).
+#[derive(Default)]
+pub struct Conditions {
+    conds: Vec<String>,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Conditions {
+    /// Adds a parameter; returns its number (for `?N`).
+    pub fn arg(&mut self, v: impl Into<rusqlite::types::Value>) -> usize {
+        self.args.push(v.into());
+        self.args.len()
+    }
+
+    /// Adds a condition written with parameters from `arg`.
+    pub fn cond(&mut self, c: String) {
+        self.conds.push(c);
+    }
+
+    /// Adds `<left> ?N`, e.g. `add("actor =", name)`.
+    pub fn add(&mut self, left: &str, v: impl Into<rusqlite::types::Value>) {
+        let n = self.arg(v);
+        self.cond(format!("{left} ?{n}"));
+    }
+
+    /// `WHERE …` (empty without conditions), the number of a last parameter holding `limit`,
+    /// and the parameters in order.
+    pub fn finish(mut self, limit: i64) -> (String, usize, Vec<rusqlite::types::Value>) {
+        let filter = if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conds.join(" AND "))
+        };
+        let n = self.arg(limit);
+        (filter, n, self.args)
+    }
+}
+
+/// The query plan SQLite chooses for `sql` with `args`, its steps joined by "; " (tests check
+/// that listings seek into the index they were written for).
+#[cfg(test)]
+pub fn query_plan(
+    c: &Connection,
+    sql: &str,
+    args: Vec<rusqlite::types::Value>,
+) -> rusqlite::Result<String> {
+    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.join("; "))
+}
+
 /// A read-only connection of the reader pool.
 fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(

@@ -816,36 +816,25 @@ impl Executor {
 }
 
 /// The history listing's SQL: with `program_id`, a walk down `executions_program
-/// (program_id, seq)` from the cursor; without, down the table itself. (One statement with
-/// `(?1 IS NULL OR program_id = ?1)` scanned the whole history for one program's runs.)
+/// (program_id, seq)` from the cursor; without, down the table itself.
 fn history_query(
     program_id: Option<String>,
     before: Option<i64>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
-    let mut conds = Vec::new();
-    let mut args = Vec::new();
+    let mut w = crate::db::Conditions::default();
     if let Some(p) = program_id {
-        args.push(Value::Text(p));
-        conds.push(format!("program_id = ?{}", args.len()));
+        w.add("program_id =", p);
     }
     if let Some(b) = before {
-        args.push(Value::Integer(b));
-        conds.push(format!("seq < ?{}", args.len()));
+        w.add("seq <", b);
     }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    args.push(Value::Integer(take));
+    let (filter, limit, args) = w.finish(take);
     let sql = format!(
         "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
                 exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
                 stderr_bytes, message
-         FROM executions {filter} ORDER BY seq DESC LIMIT ?{}",
-        args.len()
+         FROM executions {filter} ORDER BY seq DESC LIMIT ?{limit}"
     );
     (sql, args)
 }
@@ -860,13 +849,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let (sql, args) = history_query(Some("p1".into()), Some(40), 101);
         let plan = db
-            .write(move |c| {
-                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let rows = st
-                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows.join("; "))
-            })
+            .write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
             .await
             .unwrap();
         assert!(

@@ -792,23 +792,17 @@ fn encode_cursor(m: &FileMeta, sort: Sort) -> String {
 
 /// The listing's SQL: the prefix as a range of the path index (`[prefix, next)`), the cursor
 /// as a seek into the index of the sort order, so each page starts where the last ended.
-/// (`substr(path, …) = ?1 AND (?2 IS NULL OR …)` walked every file before the cursor on every
-/// page: listing n files a page at a time took O(n²).)
 fn list_query(
     prefix: &str,
     sort: Sort,
     after: Option<(i64, String)>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
-    let mut conds = Vec::new();
-    let mut args = Vec::new();
+    let mut w = crate::db::Conditions::default();
     if !prefix.is_empty() {
-        args.push(Value::Text(prefix.to_owned()));
-        conds.push(format!("path >= ?{}", args.len()));
+        w.add("path >=", prefix.to_owned());
         if let Some(upper) = crate::db::prefix_upper(prefix) {
-            args.push(Value::Text(upper));
-            conds.push(format!("path < ?{}", args.len()));
+            w.add("path <", upper);
         }
     }
     let key_col = match sort {
@@ -816,31 +810,17 @@ fn list_query(
         Sort::Size => Some("size"),
         Sort::Modified => Some("modified_ms"),
     };
-    if let Some((key, path)) = after {
-        match key_col {
-            None => {
-                args.push(Value::Text(path));
-                conds.push(format!("path > ?{}", args.len()));
-            }
-            Some(col) => {
-                args.push(Value::Integer(key));
-                args.push(Value::Text(path));
-                let n = args.len();
-                conds.push(format!("({col}, path) > (?{}, ?{n})", n - 1));
-            }
+    match (after, key_col) {
+        (None, _) => {}
+        (Some((_, path)), None) => w.add("path >", path),
+        (Some((key, path)), Some(col)) => {
+            let (k, p) = (w.arg(key), w.arg(path));
+            w.cond(format!("({col}, path) > (?{k}, ?{p})"));
         }
     }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
     let order = key_col.map_or("path".to_owned(), |c| format!("{c}, path"));
-    args.push(Value::Integer(take));
-    let sql = format!(
-        "SELECT {META_COLUMNS} FROM files {filter} ORDER BY {order} LIMIT ?{}",
-        args.len()
-    );
+    let (filter, limit, args) = w.finish(take);
+    let sql = format!("SELECT {META_COLUMNS} FROM files {filter} ORDER BY {order} LIMIT ?{limit}");
     (sql, args)
 }
 
@@ -1176,13 +1156,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let plan = |sort: Sort, prefix: &'static str, after: Option<(i64, String)>| {
             let (sql, args) = list_query(prefix, sort, after, 101);
-            db.write(move |c| {
-                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let rows = st
-                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows.join("; "))
-            })
+            db.write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
         };
         let cursor = Some((0, "docs/m.txt".to_owned()));
         let by_name = plan(Sort::Name, "docs/", cursor).await.unwrap();

@@ -786,23 +786,17 @@ impl Programs {
         self.inner
             .db
             .read(move |c| {
-                // Two statements rather than `(?1 IS NULL OR rowid < ?1)`, which SQLite cannot
-                // seek with: every page would walk the newer programs again.
-                let take = limit as i64 + 1;
-                let mut rows = match before {
-                    Some(b) => c
-                        .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM programs WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2"
-                        ))?
-                        .query_map(params![b, take], row_to_program)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                    None => c
-                        .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM programs ORDER BY rowid DESC LIMIT ?1"
-                        ))?
-                        .query_map(params![take], row_to_program)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                };
+                let mut w = crate::db::Conditions::default();
+                if let Some(b) = before {
+                    w.add("rowid <", b);
+                }
+                let (filter, limit_n, args) = w.finish(limit as i64 + 1);
+                let mut rows = c
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM programs {filter} ORDER BY rowid DESC LIMIT ?{limit_n}"
+                    ))?
+                    .query_map(rusqlite::params_from_iter(args), row_to_program)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
                 let next_cursor = if rows.len() > limit {
                     rows.truncate(limit);
                     rows.last().map(|(seq, _)| format!("p{seq}"))
