@@ -3,7 +3,8 @@
 //!
 //! Every change runs inside [`Db::write`], so it is on disk before the caller hears of it, and
 //! its audit row commits with it. A batch takes one revision; every key it touches gets that
-//! revision as its version, and the change log holds one row per touched key. Watchers are woken
+//! revision as its version, and the change log holds one row per touched key: a put's row holds
+//! the value, and the key's row points at it (the value is written once). Watchers are woken
 //! through a `tokio::sync::watch` channel after each commit, and always read the change log
 //! itself (in one read snapshot), so they never miss or reorder a change however the
 //! acknowledging tasks are scheduled.
@@ -252,6 +253,7 @@ fn decode_cursor(cursor: &str) -> Result<String> {
         })
 }
 
+/// Appends a change to the log; returns its row id (a key row points at its put's).
 fn log_change(
     c: &Connection,
     revision: i64,
@@ -259,24 +261,36 @@ fn log_change(
     kind: ChangeKind,
     key: &str,
     value: Option<&str>,
-) -> Result<()> {
+) -> Result<i64> {
     c.prepare_cached(
         "INSERT INTO kv_changes(revision, at, op, key, value) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![revision, at, kind.as_str(), key, value])?;
-    Ok(())
+    Ok(c.last_insert_rowid())
 }
 
-fn next_revision(c: &Connection) -> Result<i64> {
+/// Takes the next revision; returns it and `compacted`.
+fn next_revision(c: &Connection) -> Result<(i64, i64)> {
     // Not `UPDATE … RETURNING`: SQLite runs RETURNING as a trigger, which gives the statement
     // a statement journal (a copy of the page) and a temporary table each time (~10 % of the
     // writer's time for a PUT, perf).
     c.prepare_cached("UPDATE kv_state SET revision = revision + 1 WHERE id = 1")?
         .execute([])?;
     Ok(
-        c.prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
-            .query_row([], |r| r.get(0))?,
+        c.prepare_cached("SELECT revision, compacted FROM kv_state WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?,
     )
+}
+
+/// A key leaves the put it pointed at (`change`, made at `version`): when that put is at or
+/// below `compacted`, no watch can ask for it any more and trimming has passed it, so it goes
+/// now; a later one is trimmed with its revision.
+fn release_value(c: &Connection, version: i64, change: i64, compacted: i64) -> Result<()> {
+    if version <= compacted {
+        c.prepare_cached("DELETE FROM kv_changes WHERE id = ?1")?
+            .execute([change])?;
+    }
+    Ok(())
 }
 
 fn precondition(key: &str, cond: Cond, live: Option<i64>) -> Result<()> {
@@ -311,21 +325,24 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
     let now = now_ms();
     let mut found = Vec::with_capacity(ops.len());
     for op in ops {
-        let row: Option<(i64, Option<i64>)> = c
-            .prepare_cached("SELECT version, expires_at FROM kv WHERE key = ?1")?
-            .query_row([&op.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        let row: Option<(i64, Option<i64>, i64)> = c
+            .prepare_cached("SELECT version, expires_at, change FROM kv WHERE key = ?1")?
+            .query_row([&op.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        let expired = matches!(row, Some((_, Some(e))) if e <= now);
-        let live = row.filter(|_| !expired).map(|(v, _)| v);
+        let expired = matches!(row, Some((_, Some(e), _)) if e <= now);
+        let live = row.filter(|_| !expired).map(|(v, _, _)| v);
         precondition(&op.key, op.cond, live)?;
         if op.value.is_none() && live.is_none() {
             return Err(Error::NotFound(format!("no key {:?}", op.key)));
         }
-        found.push((expired, live));
+        found.push((expired, live, row.map(|(v, _, ch)| (v, ch))));
     }
-    let revision = next_revision(c)?;
+    let (revision, compacted) = next_revision(c)?;
     let mut written = Vec::with_capacity(ops.len());
-    for (op, (expired, live)) in ops.iter().zip(found) {
+    for (op, (expired, live, old)) in ops.iter().zip(found) {
+        if let Some((version, change)) = old {
+            release_value(c, version, change, compacted)?;
+        }
         if expired {
             // Not yet swept: it ends here, and watchers see it go before what replaces it.
             c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
@@ -338,14 +355,15 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                 let expires_at = op
                     .ttl
                     .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+                // The value goes into the log only; the key row points at it.
+                let change = log_change(c, revision, now, ChangeKind::Put, &op.key, Some(value))?;
                 c.prepare_cached(
-                    "INSERT INTO kv(key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                        version = excluded.version, expires_at = excluded.expires_at",
+                    "INSERT INTO kv(key, version, change, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key) DO UPDATE SET version = excluded.version,
+                        change = excluded.change, expires_at = excluded.expires_at",
                 )?
-                .execute(params![op.key, value, revision, expires_at])?;
+                .execute(params![op.key, revision, change, expires_at])?;
                 expires = expires_at;
-                log_change(c, revision, now, ChangeKind::Put, &op.key, Some(value))?;
                 ("data.put", ChangeKind::Put)
             }
             None => {
@@ -433,8 +451,17 @@ fn changes_in(c: &Connection, after: u64, prefix: &str) -> Result<Changes> {
     Ok(Changes { changes, upto })
 }
 
+/// The revision the change log is trimmed to: changes after it are all kept.
+fn compacted(c: &Connection) -> Result<i64> {
+    Ok(
+        c.prepare_cached("SELECT compacted FROM kv_state WHERE id = 1")?
+            .query_row([], |r| r.get(0))?,
+    )
+}
+
 /// What the sweeper has to do, found with a read: keys due, and the revision to trim the change
-/// log to (whole revisions only).
+/// log to (whole revisions only). Only the changes after `compacted` count: the rows at or
+/// below it are the puts that keys still point at.
 fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<i64>)> {
     let due: bool = c
         .prepare_cached(
@@ -442,10 +469,17 @@ fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<
         )?
         .query_row([now], |r| r.get(0))?;
     let mut cut: Option<i64> = None;
-    let bounds: (Option<i64>, Option<i64>) = c
-        .prepare_cached("SELECT min(id), max(id) FROM kv_changes")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if let (Some(lo), Some(hi)) = bounds {
+    let compacted = compacted(c)?;
+    let lo: Option<i64> = c
+        .prepare_cached(
+            "SELECT id FROM kv_changes WHERE revision > ?1 ORDER BY revision, id LIMIT 1",
+        )?
+        .query_row([compacted], |r| r.get(0))
+        .optional()?;
+    let hi: Option<i64> = c
+        .prepare_cached("SELECT max(id) FROM kv_changes")?
+        .query_row([], |r| r.get(0))?;
+    if let (Some(lo), Some(hi)) = (lo, hi) {
         let keep = as_i64(cfg.history_max_changes);
         if hi - lo + 1 > keep {
             cut = c
@@ -457,9 +491,11 @@ fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<
         }
         let window = i64::try_from(cfg.history_window.get().as_millis()).unwrap_or(i64::MAX);
         let oldest_ok = now.saturating_sub(window);
-        let mut st =
-            c.prepare_cached("SELECT revision, at FROM kv_changes ORDER BY id LIMIT 10000")?;
-        let mut rows = st.query([])?;
+        let mut st = c.prepare_cached(
+            "SELECT revision, at FROM kv_changes WHERE revision > ?1
+             ORDER BY revision, id LIMIT 10000",
+        )?;
+        let mut rows = st.query([compacted])?;
         while let Some(r) = rows.next()? {
             let (rev, at): (i64, i64) = (r.get(0)?, r.get(1)?);
             if at >= oldest_ok {
@@ -472,17 +508,21 @@ fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<
 }
 
 fn expire_in(c: &Connection, now: i64) -> Result<usize> {
-    let keys: Vec<String> = c
+    let keys: Vec<(String, i64, i64)> = c
         .prepare_cached(
-            "SELECT key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
+            "SELECT key, version, change FROM kv
+             WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
         )?
-        .query_map(params![now, SWEEP_BATCH as i64], |r| r.get(0))?
+        .query_map(params![now, SWEEP_BATCH as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     if keys.is_empty() {
         return Ok(0);
     }
-    let revision = next_revision(c)?;
-    for key in &keys {
+    let (revision, compacted) = next_revision(c)?;
+    for (key, version, change) in &keys {
+        release_value(c, *version, *change, compacted)?;
         c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
             .execute([key])?;
         log_change(c, revision, now, ChangeKind::Delete, key, None)?;
@@ -502,23 +542,25 @@ fn expire_in(c: &Connection, now: i64) -> Result<usize> {
     Ok(keys.len())
 }
 
-/// One trimming step toward `cut`: deletes the oldest whole revisions, about `chunk` rows
-/// (more only when one revision alone is larger), and moves `compacted` with them. Returns the
-/// revision trimmed to, and whether `cut` is reached.
+/// One trimming step toward `cut`: deletes the oldest whole revisions after `compacted`, about
+/// `chunk` rows (more only when one revision alone is larger), but the puts that keys point at
+/// (their values), and moves `compacted` with them. Returns the revision trimmed to, and
+/// whether `cut` is reached.
 fn trim_step(c: &Connection, cut: i64, chunk: i64) -> Result<(i64, bool)> {
-    let lo: Option<i64> = c
-        .prepare_cached("SELECT min(id) FROM kv_changes")?
-        .query_row([], |r| r.get(0))?;
-    let Some(lo) = lo else {
+    let compacted = compacted(c)?;
+    let first: Option<i64> = c
+        .prepare_cached("SELECT min(revision) FROM kv_changes WHERE revision > ?1")?
+        .query_row([compacted], |r| r.get(0))?;
+    let Some(first) = first else {
         return Ok((cut, true));
     };
-    let first: i64 = c
-        .prepare_cached("SELECT revision FROM kv_changes WHERE id = ?1")?
-        .query_row([lo], |r| r.get(0))?;
     // The revision of the row `chunk` rows on: every revision before it ends within the chunk.
     let next: Option<i64> = c
-        .prepare_cached("SELECT revision FROM kv_changes WHERE id >= ?1 ORDER BY id LIMIT 1")?
-        .query_row([lo.saturating_add(chunk.max(1))], |r| r.get(0))
+        .prepare_cached(
+            "SELECT revision FROM kv_changes WHERE revision > ?1
+             ORDER BY revision LIMIT 1 OFFSET ?2",
+        )?
+        .query_row([compacted, chunk.max(1)], |r| r.get(0))
         .optional()?;
     let step = match next {
         Some(r) if r > first => (r - 1).min(cut),
@@ -526,8 +568,12 @@ fn trim_step(c: &Connection, cut: i64, chunk: i64) -> Result<(i64, bool)> {
         Some(_) => first.min(cut),
         None => cut,
     };
-    c.prepare_cached("DELETE FROM kv_changes WHERE revision <= ?1")?
-        .execute([step])?;
+    c.prepare_cached(
+        "DELETE FROM kv_changes WHERE revision > ?1 AND revision <= ?2
+         AND NOT EXISTS (SELECT 1 FROM kv WHERE kv.key = kv_changes.key
+                                              AND kv.change = kv_changes.id)",
+    )?
+    .execute([compacted, step])?;
     c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
         .execute([step])?;
     Ok((step, step >= cut))
@@ -594,19 +640,31 @@ impl Kv {
                 // One statement, so the store revision and the row come from one snapshot.
                 let (snapshot, row) = c
                     .prepare_cached(
-                        "SELECT s.revision, k.value, k.version, k.expires_at
-                         FROM kv_state s LEFT JOIN kv k ON k.key = ?1 WHERE s.id = 1",
+                        "SELECT s.revision, k.version, c.value, k.expires_at
+                         FROM kv_state s LEFT JOIN kv k ON k.key = ?1
+                         LEFT JOIN kv_changes c ON c.id = k.change WHERE s.id = 1",
                     )?
                     .query_row([&key], |r| {
                         let snapshot = as_u64(r.get::<_, i64>(0)?);
-                        let row = match r.get::<_, Option<String>>(1)? {
-                            Some(v) => {
-                                Some((v, as_u64(r.get::<_, i64>(2)?), r.get::<_, Option<i64>>(3)?))
-                            }
+                        let row = match r.get::<_, Option<i64>>(1)? {
+                            Some(version) => Some((
+                                r.get::<_, Option<String>>(2)?,
+                                as_u64(version),
+                                r.get::<_, Option<i64>>(3)?,
+                            )),
                             None => None,
                         };
                         Ok((snapshot, row))
                     })?;
+                let row = match row {
+                    Some((Some(value), version, expires_at)) => Some((value, version, expires_at)),
+                    Some((None, version, _)) => {
+                        return Err(Error::Internal(format!(
+                            "key {key:?} (version {version}) has no value row in the change log"
+                        )));
+                    }
+                    None => None,
+                };
                 let entry = match row {
                     Some((value, version, expires_at)) => {
                         let value: Arc<str> = Arc::from(value);
@@ -662,13 +720,22 @@ impl Kv {
                 let revision: i64 = tx
                     .prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
                     .query_row([], |r| r.get(0))?;
-                let value_col = if keys_only { "NULL" } else { "value" };
-                let bound = if upper.is_some() { "AND key < ?5" } else { "" };
+                // Values from the puts the keys point at (CROSS JOIN: walk the keys in order).
+                let (value_col, join) = if keys_only {
+                    ("NULL", "")
+                } else {
+                    ("c.value", "CROSS JOIN kv_changes c ON c.id = k.change")
+                };
+                let bound = if upper.is_some() {
+                    "AND k.key < ?5"
+                } else {
+                    ""
+                };
                 let sql = format!(
-                    "SELECT key, {value_col}, version FROM kv
-                     WHERE key >= ?1 AND key > ?2 {bound}
-                       AND (expires_at IS NULL OR expires_at > ?3)
-                     ORDER BY key LIMIT ?4"
+                    "SELECT k.key, {value_col}, k.version FROM kv k {join}
+                     WHERE k.key >= ?1 AND k.key > ?2 {bound}
+                       AND (k.expires_at IS NULL OR k.expires_at > ?3)
+                     ORDER BY k.key LIMIT ?4"
                 );
                 let mut st = tx.prepare_cached(&sql)?;
                 let take = i64::try_from(limit).unwrap_or(1000) + 1;
@@ -960,8 +1027,101 @@ mod tests {
         let ch = kv.changes(4, "").await.unwrap();
         let revs: Vec<u64> = ch.changes.iter().map(|c| c.revision).collect();
         assert_eq!(revs, vec![5, 6, 7]);
-        // Nothing left of revision 4 (no half revision), and a second sweep has nothing to do.
+        // Revision 4 went whole (its rows stay only as the values keys point at), and a second
+        // sweep has nothing to do.
         let s = kv.sweep_in_steps(&cfg, 2).await.unwrap();
         assert_eq!(s.trimmed_to, None);
+    }
+
+    /// A key's value lives in its put's change-log row: trimming drops overwritten and deleted
+    /// puts, keeps the ones keys point at, and reads (cache or not) still find every value.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trimming_keeps_the_values_keys_point_at() {
+        let (_d, kv) = open();
+        let cfg = KvConfig {
+            history_max_changes: 1,
+            ..KvConfig::default()
+        };
+        let o = Origin::default;
+        kv.apply(vec![put("old", "\"first\"")], o(), &cfg)
+            .await
+            .unwrap(); // 1
+        for i in 0..5 {
+            kv.apply(vec![put("hot", &i.to_string())], o(), &cfg)
+                .await
+                .unwrap(); // 2..=6
+        }
+        kv.apply(vec![put("gone", "1")], o(), &cfg).await.unwrap(); // 7
+        let del = Op {
+            value: None,
+            ..put("gone", "0")
+        };
+        kv.apply(vec![del], o(), &cfg).await.unwrap(); // 8
+        let s = kv.sweep(&cfg).await.unwrap();
+        assert_eq!(s.trimmed_to, Some(7));
+        let rows: Vec<(i64, String, String)> = kv
+            .db
+            .read(|c| {
+                let mut st = c.prepare("SELECT revision, op, key FROM kv_changes ORDER BY id")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        let want = |r: i64, op: &str, k: &str| (r, op.to_owned(), k.to_owned());
+        assert_eq!(
+            rows,
+            vec![
+                want(1, "put", "old"),
+                want(6, "put", "hot"),
+                want(8, "delete", "gone")
+            ],
+            "overwritten and deleted puts trimmed, current ones kept"
+        );
+        assert!(matches!(kv.changes(6, "").await, Err(Error::Gone(_))));
+        let ch = kv.changes(7, "").await.unwrap();
+        assert_eq!(ch.changes.len(), 1);
+        assert_eq!(ch.changes[0].kind, ChangeKind::Delete);
+        for cached in [true, false] {
+            if !cached {
+                kv.clear_cache();
+            }
+            let old = kv.get("old").await.unwrap().unwrap();
+            assert_eq!((old.value.as_deref(), old.version), (Some("\"first\""), 1));
+            let hot = kv.get("hot").await.unwrap().unwrap();
+            assert_eq!((hot.value.as_deref(), hot.version), (Some("4"), 6));
+            assert!(kv.get("gone").await.unwrap().is_none());
+        }
+        let page = kv.list("", None, 10, false).await.unwrap();
+        let listed: Vec<(String, Option<String>)> = page
+            .items
+            .iter()
+            .map(|e| (e.key.clone(), e.value.as_deref().map(str::to_owned)))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("hot".to_owned(), Some("4".to_owned())),
+                ("old".to_owned(), Some("\"first\"".to_owned())),
+            ]
+        );
+        // Overwriting the old key frees its first put for the next trim.
+        kv.apply(vec![put("old", "2")], o(), &cfg).await.unwrap(); // 9
+        kv.apply(vec![put("hot", "5")], o(), &cfg).await.unwrap(); // 10
+        kv.sweep(&cfg).await.unwrap();
+        let left: Vec<i64> = kv
+            .db
+            .read(|c| {
+                let mut st = c.prepare("SELECT revision FROM kv_changes ORDER BY id")?;
+                let rows = st
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, vec![9, 10]);
     }
 }

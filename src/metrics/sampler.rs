@@ -178,7 +178,8 @@ async fn app_stats(m: &Metrics, hang: bool) -> Result<AppStats, String> {
         .db
         .read(|c| {
             let (kv_keys, kv_bytes): (i64, i64) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(value AS BLOB))), 0) FROM kv",
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(c.value AS BLOB))), 0)
+                 FROM kv k CROSS JOIN kv_changes c ON c.id = k.change",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
