@@ -777,7 +777,11 @@ fn cli_works_through_the_admin_socket_and_offline() {
     assert_eq!(code, 0, "{out}{err}");
     let c = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
     let v: String = c
-        .query_row("SELECT value FROM kv WHERE key = 'cli'", [], |r| r.get(0))
+        .query_row(
+            "SELECT c.value FROM kv k JOIN kv_changes c ON c.id = k.change WHERE k.key = 'cli'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(v, "\"online\"");
     // The restored database predates those two events; it records its own restore.
