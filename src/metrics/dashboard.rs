@@ -165,7 +165,10 @@ fn recent(c: &rusqlite::Connection) -> Result<Activity> {
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let kv_changes = c
-        .prepare("SELECT revision, op, key, at FROM kv_changes ORDER BY id DESC LIMIT ?1")?
+        // By revision: the puts migration 8 gave back to keys have new ids but old revisions.
+        .prepare(
+            "SELECT revision, op, key, at FROM kv_changes ORDER BY revision DESC, id DESC LIMIT ?1",
+        )?
         .query_map([RECENT], |r| {
             Ok(RecentChange {
                 revision: r.get(0)?,
