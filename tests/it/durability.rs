@@ -18,16 +18,17 @@ fn strace_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Trace lines (in time order, all threads) for the syscalls that matter here.
+/// Trace lines (in time order, all threads) for the syscalls that matter here, with the path of
+/// every file descriptor (`-y`), so a sync can be told to be the WAL's.
 fn trace_requests(paths: &[&str]) -> (Vec<String>, Vec<http::Response>) {
-    trace_with(&[], |target, _| {
+    trace_with(&["-y"], |target, _| {
         paths.iter().map(|p| http::get(target, p)).collect()
     })
 }
 
 /// Like `trace_requests`, for (method, path, JSON body) sent with the admin token.
 fn trace(reqs: &[(&str, &str, &str)]) -> (Vec<String>, Vec<http::Response>) {
-    trace_with(&[], |target, state| {
+    trace_with(&["-y"], |target, state| {
         let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
         let bearer = format!("Bearer {}", token.trim());
         reqs.iter()
@@ -295,6 +296,17 @@ fn fsync_of_a_put_and_a_batch_happens_before_their_2xx() {
         assert!(
             lines[req..resp].iter().any(|l| is_sync(l)),
             "no fsync between {request} and its 2xx:\n{}",
+            lines[req..=resp].join("\n")
+        );
+        // The commit's sync is an fdatasync of the WAL: the bundled SQLite is built with
+        // HAVE_FDATASYNC (.cargo/config.toml); without it every commit is an fsync, which
+        // also writes the inode for the mtime the WAL write changed.
+        assert!(
+            lines[req..resp]
+                .iter()
+                .any(|l| l.contains(" fdatasync(") && l.contains("-wal")),
+            "the commit of {request} is not an fdatasync of the WAL (SQLite built without \
+             HAVE_FDATASYNC?):\n{}",
             lines[req..=resp].join("\n")
         );
         at = resp;
