@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use crate::api::App;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -113,7 +113,7 @@ fn into_tokio(l: StdListener) -> std::io::Result<Listener> {
 }
 
 struct Shared {
-    app: Router,
+    app: App,
     live: Arc<LiveConfig>,
     limit: Arc<Semaphore>,
     activity: Arc<Activity>,
@@ -125,7 +125,7 @@ struct Shared {
 /// connection finished in time.
 pub async fn serve(
     listeners: Vec<NamedListener>,
-    app: Router,
+    app: App,
     live: Arc<LiveConfig>,
     activity: Arc<Activity>,
     shutdown: watch::Receiver<bool>,

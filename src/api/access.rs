@@ -5,9 +5,8 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -363,12 +362,11 @@ pub fn too_many(limit: u32, retry_after: std::time::Duration, why: &str) -> Resp
 
 /// The body limit of the route a request is on, named for 413 messages (`extract::Json`).
 #[derive(Debug, Clone)]
-pub struct BodyLimitNote(pub String);
+pub struct BodyLimitNote(pub super::routes::LimitName);
 
 /// What the guard of one route enforces.
 #[derive(Clone)]
 pub struct Guard {
-    pub state: AppState,
     pub access: Access,
     pub class: Class,
     pub route: &'static str,
@@ -398,24 +396,29 @@ fn content_type_ok(headers: &HeaderMap, accepts: &[&str]) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let Some(value) = ct else { return false };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = value.split(';').next().unwrap_or("").trim();
     accepts.iter().any(|a| {
         if *a == "application/json" {
             super::extract::is_json(ct)
         } else {
-            essence == *a
+            essence.eq_ignore_ascii_case(a)
         }
     })
 }
 
-/// The per-route middleware built from the route table.
-pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    let cfg = g.state.live.get();
+/// Enforces `g`, the guard of the request's route (from the route table), then hands the
+/// request to `next` (the router, to the route's handler).
+pub async fn guard<S>(state: &AppState, g: &Guard, req: Request, next: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    let run = |req| async move {
+        match tower::ServiceExt::oneshot(next, req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    let cfg = state.live.get();
     // The body limit first: refused from Content-Length alone, before anything waits on it.
     let (max, what) = g.body_limit.resolve(&cfg);
     let declared = req
@@ -436,11 +439,21 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
     req.extensions_mut().insert(BodyLimitNote(what));
-    let client = req.extensions().get::<Client>().cloned().unwrap_or(Client {
+    // Taken out (not cloned) for the checks; back in before the handler runs.
+    let client = req.extensions_mut().remove::<Client>().unwrap_or(Client {
         addr: "-".into(),
         secure: false,
         local_admin_uid: None,
     });
+    // The bucket's name is only made when a limit applies.
+    let limited = cfg.rate_limit.enabled && g.class != Class::None;
+    let bucket = |name: std::fmt::Arguments| {
+        if limited {
+            name.to_string()
+        } else {
+            String::new()
+        }
+    };
     let access = match g.access {
         Access::Metrics if cfg.metrics.public_on_loopback && client_is_loopback(&client) => {
             Access::Public
@@ -449,12 +462,12 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         a => a,
     };
     let limit_key = match access {
-        Access::Public | Access::Metrics => format!("ip:{}", client.addr),
+        Access::Public | Access::Metrics => bucket(format_args!("ip:{}", client.addr)),
         Access::Authenticated | Access::Scope(_) => {
             // Parts are Sync (the body is not), so they can be borrowed across the await.
             let (parts, body) = req.into_parts();
             let (method, headers) = (&parts.method, &parts.headers);
-            let actor = match authenticate(&g.state, &cfg, method, headers, &client).await {
+            let actor = match authenticate(&state, &cfg, method, headers, &client).await {
                 Ok(a) => a,
                 Err(AuthError::Missing) => {
                     let mut resp = ApiError::new(
@@ -468,10 +481,10 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
                     return resp;
                 }
                 Err(AuthError::Refused(r, what)) => {
-                    return refuse_credential(&g.state, &client, what, r, g.route).await;
+                    return refuse_credential(&state, &client, what, r, g.route).await;
                 }
                 Err(AuthError::Csrf(msg)) => {
-                    g.state
+                    state
                         .audit_event(Event {
                             actor: "anonymous".into(),
                             action: "auth.csrf_refused".into(),
@@ -488,7 +501,7 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
             if let Access::Scope(needed) = access
                 && !actor.scopes.allows(needed)
             {
-                g.state
+                state
                     .audit_event(Event {
                         actor: actor.name.clone(),
                         action: "auth.forbidden".into(),
@@ -509,9 +522,9 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
                 )
                 .into_response();
             }
-            let key = match (&actor.token_id, actor.via) {
-                (Some(id), _) => format!("token:{id}"),
-                (None, _) => format!("local:{}", actor.name),
+            let key = match &actor.token_id {
+                Some(id) => bucket(format_args!("token:{id}")),
+                None => bucket(format_args!("local:{}", actor.name)),
             };
             req = Request::from_parts(parts, body);
             req.extensions_mut().insert(actor);
@@ -537,15 +550,16 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         )
         .into_response();
     }
-    let decision = g.state.limits.check(&cfg.rate_limit, g.class, &limit_key);
+    let decision = state.limits.check(&cfg.rate_limit, g.class, &limit_key);
+    req.extensions_mut().insert(client);
     if let Decision::Limited { limit, retry_after } = decision {
         return too_many(limit, retry_after, "rate limit reached");
     }
     let mut resp = if g.own_timeout {
-        next.run(req).await
+        run(req).await
     } else {
         let timeout = cfg.server.request_timeout;
-        match tokio::time::timeout(timeout.get(), next.run(req)).await {
+        match tokio::time::timeout(timeout.get(), run(req)).await {
             Ok(r) => r,
             Err(_) => {
                 return ApiError::new(

@@ -1,7 +1,6 @@
 //! `/api/v1/backups`: admins make, list, verify and (offline) restore backups, and apply the
 //! retention settings. Thin: extract → `backup::Backups` → map.
 
-use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,9 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::Client;
 use super::error::ApiError;
-use crate::auth::Actor;
+use super::extract::Requester;
 use crate::daemon::AppState;
 
 /// The audit trail takes the domain error; a backup error is recorded by its message alone
@@ -25,8 +23,7 @@ fn for_audit<T>(r: &Result<T, crate::backup::BackupError>) -> crate::error::Resu
 
 pub async fn create(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
 ) -> Result<Response, ApiError> {
     let result = state.backups.create().await;
     let detail = match &result {
@@ -79,8 +76,7 @@ pub async fn verify(
 
 pub async fn restore(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let result = state.backups.restore(&id).await;
@@ -99,8 +95,7 @@ pub async fn restore(
 
 pub async fn prune(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
 ) -> Result<Response, ApiError> {
     let result = state.backups.prune().await;
     let detail = match &result {

@@ -7,9 +7,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +20,7 @@ use tokio::sync::watch;
 use super::access::Client;
 use super::error::ApiError;
 use super::extract::Json;
+use super::extract::Requester;
 use super::request_id;
 use super::routes::BodyLimit;
 use crate::auth::Actor;
@@ -43,16 +43,24 @@ fn key_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     }
 }
 
-fn origin(actor: &Actor, client: &Client) -> Origin {
+fn origin(actor: Actor, client: Client) -> Origin {
     Origin {
-        actor: actor.name.clone(),
-        client: client.addr.clone(),
+        actor: actor.name,
+        client: client.addr,
         request_id: request_id::current().unwrap_or_default(),
     }
 }
 
 fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+    // Formatted on the stack: the header value is the only allocation.
+    let mut buf = [0u8; 24];
+    let len = {
+        use std::io::Write;
+        let mut w = &mut buf[..];
+        let _ = write!(w, "\"{version}\"");
+        24 - w.len()
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 fn json_string(s: &str) -> String {
@@ -78,24 +86,29 @@ fn entry_json(e: &Entry) -> String {
     out
 }
 
+/// A JSON response, its header map sized once for what every response gets on the way out
+/// (ETag, the security headers, the request id, rate-limit headers).
 fn json_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    let mut resp = Response::new(axum::body::Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let _ = h.try_reserve(10);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn written_json(w: &Written) -> String {
-    format!(
-        "{{\"key\":{},\"version\":\"{}\"}}",
-        json_string(&w.key),
-        w.version
-    )
+    use std::fmt::Write;
+    let key = serde_json::to_string(&w.key).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::with_capacity(key.len() + 40);
+    out.push_str("{\"key\":");
+    out.push_str(&key);
+    // Writing to a String cannot fail.
+    let _ = write!(out, ",\"version\":\"{}\"}}", w.version);
+    out
 }
 
 fn written_response(w: &Written) -> Response {
@@ -174,8 +187,8 @@ fn ttl_of(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
 async fn apply_one(
     state: &AppState,
     op: Op,
-    actor: &Actor,
-    client: &Client,
+    actor: Actor,
+    client: Client,
 ) -> Result<Response, ApiError> {
     let cfg = state.live.get();
     let applied = state
@@ -227,18 +240,17 @@ pub struct PutQuery {
 /// `If-None-Match: *` create-only; `?ttl=60s` makes the key expire.
 pub async fn put(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     key: Result<Path<String>, PathRejection>,
     q: Result<Query<PutQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let key = key_of(key)?;
     let Query(q) = q?;
-    let cond = cond_of(&headers)?;
+    // The headers read in place (the HeaderMap extractor would copy them all).
+    let cond = cond_of(req.headers())?;
     let ttl = ttl_of(q.ttl.as_deref())?;
-    let body = body_of(&state, body)?;
+    let body = body_of(&state, Bytes::from_request(req, &state).await)?;
     let value = value_of(&body)?;
     let op = Op {
         key,
@@ -246,14 +258,13 @@ pub async fn put(
         cond,
         ttl,
     };
-    apply_one(&state, op, &actor, &client).await
+    apply_one(&state, op, actor, client).await
 }
 
 /// `DELETE /api/v1/data/{*key}`; `If-Match` makes it conditional.
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -265,7 +276,7 @@ pub async fn delete(
         cond,
         ttl: None,
     };
-    let mut resp = apply_one(&state, op, &actor, &client).await?;
+    let mut resp = apply_one(&state, op, actor, client).await?;
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
 }
@@ -287,8 +298,7 @@ pub struct PostBody {
 /// `POST /api/v1/data` with `{"key":…,"value":…}`, as the old clients send it.
 pub async fn post(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     headers: HeaderMap,
     Json(body): Json<PostBody>,
 ) -> Result<Response, ApiError> {
@@ -298,7 +308,7 @@ pub async fn post(
         cond: cond_of(&headers)?,
         ttl: ttl_of(body.ttl.as_deref())?,
     };
-    apply_one(&state, op, &actor, &client).await
+    apply_one(&state, op, actor, client).await
 }
 
 #[derive(Deserialize)]
@@ -336,8 +346,7 @@ pub struct BatchOp {
 /// whose condition failed).
 pub async fn batch(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     Json(body): Json<BatchBody>,
 ) -> Result<Response, ApiError> {
     let mut ops = Vec::with_capacity(body.ops.len());
@@ -375,10 +384,7 @@ pub async fn batch(
         });
     }
     let cfg = state.live.get();
-    let applied = state
-        .kv
-        .apply(ops, origin(&actor, &client), &cfg.kv)
-        .await?;
+    let applied = state.kv.apply(ops, origin(actor, client), &cfg.kv).await?;
     let results: Vec<String> = applied.written.iter().map(written_json).collect();
     Ok(json_response(
         StatusCode::OK,

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,10 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::access::Client;
 use super::error::ApiError;
 use super::extract::Json;
-use crate::auth::Actor;
+use super::extract::Requester;
 use crate::daemon::AppState;
 use crate::exec::{Caller, Chunk, ExecRequest, ExecResult, RequestLimits};
 
@@ -159,8 +157,7 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
 
 pub async fn run(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     headers: HeaderMap,
     Json(body): Json<ExecBody>,
 ) -> Result<Response, ApiError> {

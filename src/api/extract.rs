@@ -1,27 +1,59 @@
 //! Extractors that turn bad input into our error shape: a JSON body (415 for a wrong content
 //! type, 413 past the size limit, 400 `invalid_json` naming line and column).
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::access::Client;
 use super::error::ApiError;
+use crate::auth::Actor;
 
 /// A JSON request body, deserialized into `T`.
 pub struct Json<T>(pub T);
 
+/// Who is calling: the actor the route's guard authenticated and the client `context` found.
+/// Taken out of the request (the guard put them there), not cloned.
+pub struct Requester {
+    pub actor: Actor,
+    pub client: Client,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Requester {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let actor = parts.extensions.remove::<Actor>();
+        let client = parts.extensions.remove::<Client>();
+        match (actor, client) {
+            (Some(actor), Some(client)) => Ok(Requester { actor, client }),
+            _ => Err(crate::error::Error::Internal(
+                "the route's guard did not identify the caller".into(),
+            )
+            .into()),
+        }
+    }
+}
+
 /// Whether a Content-Type is JSON (`application/json` or `application/…+json`).
 pub fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let starts = |p: &str| {
+        essence
+            .get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    let ends = |p: &str| {
+        essence
+            .len()
+            .checked_sub(p.len())
+            .and_then(|i| essence.get(i..))
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    essence.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
@@ -35,8 +67,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         let limit = req
             .extensions()
             .get::<super::access::BodyLimitNote>()
-            .map(|n| n.0.clone())
-            .unwrap_or_else(|| "server.max-body-size".to_owned());
+            .map(|n| n.0);
         if !is_json(ct) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -52,7 +83,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    format!("request body is larger than {limit}"),
+                    match limit {
+                        Some(l) => format!("request body is larger than {l}"),
+                        None => "request body is larger than server.max-body-size".to_owned(),
+                    },
                 )
             } else {
                 ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))

@@ -2,7 +2,6 @@
 //! requests, single ranges, HEAD, `?download=1`), `?meta=1`, the listing, `DELETE` and
 //! `files:usage`. Thin: HTTP headers in, a `files` call, HTTP headers out.
 
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -15,6 +14,7 @@ use serde_json::json;
 
 use super::access::Client;
 use super::error::ApiError;
+use super::extract::Requester;
 use crate::auth::Actor;
 use crate::daemon::AppState;
 use crate::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
@@ -185,8 +185,7 @@ fn stored_response(s: &Stored) -> Response {
 /// `PUT /api/v1/files/{path}`: the body is the file.
 pub async fn upload(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -219,8 +218,7 @@ pub struct FormQuery {
 /// at `prefix` + filename; all of them commit together, or none.
 pub async fn upload_form(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     q: Result<Query<FormQuery>, QueryRejection>,
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
@@ -434,8 +432,7 @@ pub async fn download(
 /// `DELETE /api/v1/files/{path}`.
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_arg(path)?;

@@ -19,6 +19,7 @@ use super::access::{BodyLimitNote, Client};
 use super::error::ApiError;
 use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
 use super::extract::Json;
+use super::extract::Requester;
 use crate::auth::Actor;
 use crate::daemon::AppState;
 use crate::exec::Caller;
@@ -71,7 +72,7 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 fn too_large(limit: &Option<Extension<BodyLimitNote>>) -> ApiError {
     let what = limit
         .as_ref()
-        .map(|Extension(n)| n.0.clone())
+        .map(|Extension(n)| n.0.to_string())
         .unwrap_or_else(|| "programs.max-upload-size".into());
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,8 +159,7 @@ async fn upload_multipart(
 
 pub async fn upload(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     headers: HeaderMap,
     q: Result<Query<UploadQuery>, QueryRejection>,
     limit: Option<Extension<BodyLimitNote>>,
@@ -237,8 +237,7 @@ pub struct DeleteQuery {
 
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -259,8 +258,7 @@ pub struct MainBody {
 
 pub async fn set_main(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     id: Result<Path<String>, PathRejection>,
     Json(body): Json<MainBody>,
 ) -> Result<Response, ApiError> {
@@ -286,8 +284,7 @@ pub struct RunBody {
 
 pub async fn run(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request: axum::extract::Request,

@@ -9,7 +9,7 @@ use super::access::Access;
 use super::ratelimit::Class;
 use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
 use crate::auth::Scope;
-use crate::config::Config;
+use crate::config::{ByteSize, Config};
 use crate::daemon::AppState;
 
 /// Body content types a JSON route accepts.
@@ -53,24 +53,45 @@ pub const KV_BODY_HEADROOM: u64 = 64 << 10;
 
 impl BodyLimit {
     /// The limit in bytes and how to name it in a 413 message.
-    pub fn resolve(self, cfg: &Config) -> (u64, String) {
+    pub fn resolve(self, cfg: &Config) -> (u64, LimitName) {
         let server = cfg.server.max_body_size;
         match self {
-            BodyLimit::Server => (server.bytes(), format!("server.max-body-size ({server})")),
-            BodyLimit::Unlimited => (u64::MAX, "the route's own quota".to_owned()),
+            BodyLimit::Server => (server.bytes(), LimitName::Server(server)),
+            BodyLimit::Unlimited => (u64::MAX, LimitName::RouteQuota),
             BodyLimit::KvValue => {
                 let value = cfg.kv.max_value_size;
                 let kv = value.bytes().saturating_add(KV_BODY_HEADROOM);
                 if kv > server.bytes() {
-                    (kv, format!("kv.max-value-size ({value}) + 64KiB"))
+                    (kv, LimitName::KvValue(value))
                 } else {
-                    (server.bytes(), format!("server.max-body-size ({server})"))
+                    (server.bytes(), LimitName::Server(server))
                 }
             }
             BodyLimit::ProgramUpload => {
                 let max = cfg.programs.max_upload_size;
-                (max.bytes(), format!("programs.max-upload-size ({max})"))
+                (max.bytes(), LimitName::ProgramUpload(max))
             }
+        }
+    }
+}
+
+/// The setting a body limit comes from, as a 413 names it (written out only when one is
+/// sent, not for every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitName {
+    Server(ByteSize),
+    RouteQuota,
+    KvValue(ByteSize),
+    ProgramUpload(ByteSize),
+}
+
+impl std::fmt::Display for LimitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitName::Server(s) => write!(f, "server.max-body-size ({s})"),
+            LimitName::RouteQuota => f.write_str("the route's own quota"),
+            LimitName::KvValue(v) => write!(f, "kv.max-value-size ({v}) + 64KiB"),
+            LimitName::ProgramUpload(m) => write!(f, "programs.max-upload-size ({m})"),
         }
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::access::{self, Client, SESSION_COOKIE};
 use super::error::ApiError;
 use super::extract::Json;
+use super::extract::Requester;
 use crate::auth::{Actor, Via};
 use crate::daemon::AppState;
 
@@ -80,8 +81,7 @@ pub async fn get(Extension(actor): Extension<Actor>) -> Response {
 
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
 ) -> Result<Response, ApiError> {
     let (Via::Session, Some(id)) = (actor.via, actor.session_id.as_deref()) else {
         return Err(ApiError::bad_request(

@@ -53,7 +53,7 @@ struct Sent {
 }
 
 async fn send(
-    app: &axum::Router,
+    app: &super::App,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],

@@ -1,16 +1,15 @@
 //! `/api/v1/tokens`: admins create, list and revoke API tokens.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::Client;
 use super::error::ApiError;
 use super::extract::Json;
-use crate::auth::{Actor, Scope, Scopes, parse_expiry};
+use super::extract::Requester;
+use crate::auth::{Scope, Scopes, parse_expiry};
 use crate::daemon::AppState;
 
 #[derive(Deserialize)]
@@ -24,8 +23,7 @@ pub struct CreateToken {
 
 pub async fn create(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     Json(body): Json<CreateToken>,
 ) -> Result<Response, ApiError> {
     let scopes = body
@@ -57,8 +55,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(client): Extension<Client>,
+    Requester { actor, client }: Requester,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let result = state.auth.revoke_token(&id).await;

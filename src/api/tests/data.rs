@@ -7,7 +7,7 @@ use super::*;
 use crate::config::{ByteSize, HumanDuration};
 
 struct Kv {
-    app: axum::Router,
+    app: super::super::App,
     state: AppState,
     bearer: String,
     _dir: tempfile::TempDir,
