@@ -13,7 +13,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
-use tower::Service;
 
 use crate::config::LiveConfig;
 use crate::systemd::{NamedListener, StdListener};
@@ -251,7 +250,7 @@ fn spawn_connection<S>(
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(info.clone());
-        app.clone().call(req)
+        crate::api::serve(&app, req)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -467,7 +467,7 @@ where
             // Parts are Sync (the body is not), so they can be borrowed across the await.
             let (parts, body) = req.into_parts();
             let (method, headers) = (&parts.method, &parts.headers);
-            let actor = match authenticate(&state, &cfg, method, headers, &client).await {
+            let actor = match authenticate(state, &cfg, method, headers, &client).await {
                 Ok(a) => a,
                 Err(AuthError::Missing) => {
                     let mut resp = ApiError::new(
@@ -481,7 +481,7 @@ where
                     return resp;
                 }
                 Err(AuthError::Refused(r, what)) => {
-                    return refuse_credential(&state, &client, what, r, g.route).await;
+                    return refuse_credential(state, &client, what, r, g.route).await;
                 }
                 Err(AuthError::Csrf(msg)) => {
                     state

