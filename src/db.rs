@@ -185,6 +185,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Most jobs one group commit takes, so one transaction stays short.
 const MAX_GROUP: usize = 256;
 
+/// Jobs the writer's queue holds before a submitter has to wait.
+const WRITE_QUEUE: usize = 4 * MAX_GROUP;
+
 /// WAL frames (pages) written since the checkpointer's last pass that start its next pass;
 /// SQLite's own auto-checkpoint default.
 const CHECKPOINT_FRAMES: i32 = 1000;
@@ -227,7 +230,10 @@ impl Db {
         // request); the others as concurrent reads need them, up to `readers`. Each costs
         // ~0.2 MB (parsed schema, page cache) that an idle daemon need not hold.
         let pool = vec![open_reader(path)?];
-        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        // Room for a few group commits' worth of jobs (`MAX_GROUP` each); past that a submitter
+        // waits (`submit`). The bound is allocated and touched up front, 24 bytes a slot: 4096
+        // slots were ~96 KiB of the idle daemon's RSS.
+        let (tx, rx) = mpsc::sync_channel::<Job>(WRITE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer_loop(writer, rx, checkpointer))?;
@@ -389,9 +395,11 @@ impl Db {
 
     /// Hands back the page caches of the writer and of the idle readers (PRAGMA
     /// shrink_memory): for an idle daemon, which reads them back from the OS's cache if work
-    /// comes. Readers in use are left alone.
+    /// comes. Idle readers past the first are closed (each holds its parsed schema and
+    /// buffers; concurrent reads open them again). Readers in use are left alone.
     pub async fn shrink_memory(&self) -> Result<()> {
-        if let Ok(pool) = self.inner.readers.lock() {
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            pool.truncate(1);
             for conn in pool.iter() {
                 conn.execute_batch("PRAGMA shrink_memory")?;
             }
@@ -769,8 +777,12 @@ mod tests {
     use super::*;
 
     fn open_temp() -> (tempfile::TempDir, Db) {
+        open_temp_with(2)
+    }
+
+    fn open_temp_with(readers: usize) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let db = Db::open(&dir.path().join("t.db"), readers).unwrap();
         (dir, db)
     }
 
@@ -790,6 +802,38 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shrinking_memory_closes_idle_readers_but_one_and_reads_go_on() {
+        let (_d, db) = open_temp_with(4);
+        // Three reads that wait for each other inside their connections: three readers.
+        let together = Arc::new(std::sync::Barrier::new(3));
+        let read = |db: Db, wait: Option<Arc<std::sync::Barrier>>| async move {
+            db.read(move |c| {
+                if let Some(w) = wait {
+                    w.wait();
+                }
+                Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap()
+        };
+        let reads: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(read(db.clone(), Some(together.clone()))))
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.unwrap(), 1);
+        }
+        assert_eq!(
+            db.inner.readers.lock().unwrap().len(),
+            3,
+            "three readers opened"
+        );
+        db.shrink_memory().await.unwrap();
+        assert_eq!(db.inner.readers.lock().unwrap().len(), 1);
+        assert_eq!(read(db.clone(), None).await, 1);
         db.close();
     }
 
