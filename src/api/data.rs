@@ -102,7 +102,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 fn written_json(w: &Written) -> String {
     use std::fmt::Write;
-    let key = serde_json::to_string(&w.key).unwrap_or_else(|_| "\"\"".to_owned());
+    let key = json_string(&w.key);
     let mut out = String::with_capacity(key.len() + 40);
     out.push_str("{\"key\":");
     out.push_str(&key);
