@@ -10,6 +10,9 @@
 //! acknowledging tasks are scheduled.
 
 mod cache;
+mod log;
+
+pub use log::{key_count_and_bytes, newest as newest_changes};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,10 +32,6 @@ pub const MAX_KEY_BYTES: usize = 1024;
 const CHANGE_PAGE_REVISIONS: u64 = 256;
 /// Most keys one sweep expires (the rest wait for the next sweep).
 const SWEEP_BATCH: usize = 1000;
-/// About how many change-log rows one trimming step deletes. Each step is its own write job,
-/// so writes queued meanwhile commit between steps: trimming tens of thousands of rows in one
-/// job held every writer up for ~100 ms once a second under a write storm.
-const TRIM_CHUNK: i64 = 1000;
 
 /// Checks the key rules: 1–1024 bytes of UTF-8, no control characters.
 pub fn check_key(key: &str) -> Result<()> {
@@ -210,6 +209,8 @@ pub struct Changes {
 pub struct Swept {
     pub expired: usize,
     pub trimmed_to: Option<u64>,
+    /// The change log's older generation was emptied (see `log`).
+    pub rotated: bool,
 }
 
 /// Handle to the store; cheap to clone.
@@ -251,46 +252,6 @@ fn decode_cursor(cursor: &str) -> Result<String> {
                 "invalid cursor: pass next_cursor from the previous page unchanged".into(),
             )
         })
-}
-
-/// Appends a change to the log; returns its row id (a key row points at its put's).
-fn log_change(
-    c: &Connection,
-    revision: i64,
-    at: i64,
-    kind: ChangeKind,
-    key: &str,
-    value: Option<&str>,
-) -> Result<i64> {
-    c.prepare_cached(
-        "INSERT INTO kv_changes(revision, at, op, key, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![revision, at, kind.as_str(), key, value])?;
-    Ok(c.last_insert_rowid())
-}
-
-/// Takes the next revision; returns it and `compacted`.
-fn next_revision(c: &Connection) -> Result<(i64, i64)> {
-    // Not `UPDATE … RETURNING`: SQLite runs RETURNING as a trigger, which gives the statement
-    // a statement journal (a copy of the page) and a temporary table each time (~10 % of the
-    // writer's time for a PUT, perf).
-    c.prepare_cached("UPDATE kv_state SET revision = revision + 1 WHERE id = 1")?
-        .execute([])?;
-    Ok(
-        c.prepare_cached("SELECT revision, compacted FROM kv_state WHERE id = 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?,
-    )
-}
-
-/// A key leaves the put it pointed at (`change`, made at `version`): when that put is at or
-/// below `compacted`, no watch can ask for it any more and trimming has passed it, so it goes
-/// now; a later one is trimmed with its revision.
-fn release_value(c: &Connection, version: i64, change: i64, compacted: i64) -> Result<()> {
-    if version <= compacted {
-        c.prepare_cached("DELETE FROM kv_changes WHERE id = ?1")?
-            .execute([change])?;
-    }
-    Ok(())
 }
 
 fn precondition(key: &str, cond: Cond, live: Option<i64>) -> Result<()> {
@@ -337,17 +298,18 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
         }
         found.push((expired, live, row.map(|(v, _, ch)| (v, ch))));
     }
-    let (revision, compacted) = next_revision(c)?;
+    let head = log::next_revision(c)?;
+    let revision = head.revision;
     let mut written = Vec::with_capacity(ops.len());
     for (op, (expired, live, old)) in ops.iter().zip(found) {
         if let Some((version, change)) = old {
-            release_value(c, version, change, compacted)?;
+            log::release(c, version, change, head.compacted)?;
         }
         if expired {
             // Not yet swept: it ends here, and watchers see it go before what replaces it.
             c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
                 .execute([&op.key])?;
-            log_change(c, revision, now, ChangeKind::Delete, &op.key, None)?;
+            log::append(c, &head, now, ChangeKind::Delete.as_str(), &op.key, None)?;
         }
         let mut expires = None;
         let (action, kind) = match &op.value {
@@ -356,7 +318,8 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                     .ttl
                     .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
                 // The value goes into the log only; the key row points at it.
-                let change = log_change(c, revision, now, ChangeKind::Put, &op.key, Some(value))?;
+                let put = ChangeKind::Put.as_str();
+                let change = log::append(c, &head, now, put, &op.key, Some(value))?;
                 c.prepare_cached(
                     "INSERT INTO kv(key, version, change, expires_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(key) DO UPDATE SET version = excluded.version,
@@ -369,7 +332,7 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
             None => {
                 c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
                     .execute([&op.key])?;
-                log_change(c, revision, now, ChangeKind::Delete, &op.key, None)?;
+                log::append(c, &head, now, ChangeKind::Delete.as_str(), &op.key, None)?;
                 ("data.delete", ChangeKind::Delete)
             }
         };
@@ -412,21 +375,9 @@ fn changes_in(c: &Connection, after: u64, prefix: &str) -> Result<Changes> {
         )));
     }
     let upto = revision.min(after.saturating_add(CHANGE_PAGE_REVISIONS));
-    let mut st = tx.prepare_cached(
-        "SELECT revision, op, key, value FROM kv_changes
-         WHERE revision > ?1 AND revision <= ?2 ORDER BY revision, id",
-    )?;
-    let rows = st.query_map(params![as_i64(after), as_i64(upto)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
+    let rows = log::read_range(&tx, as_i64(after), as_i64(upto))?;
     let mut changes: Vec<Change> = Vec::new();
-    for row in rows {
-        let (rev, op, key, value) = row?;
+    for (rev, op, key, value) in rows {
         if !key.starts_with(prefix) {
             continue;
         }
@@ -470,37 +421,14 @@ fn sweep_plan(c: &Connection, cfg: &KvConfig, now: i64) -> Result<(bool, Option<
         .query_row([now], |r| r.get(0))?;
     let mut cut: Option<i64> = None;
     let compacted = compacted(c)?;
-    let lo: Option<i64> = c
-        .prepare_cached(
-            "SELECT id FROM kv_changes WHERE revision > ?1 ORDER BY revision, id LIMIT 1",
-        )?
-        .query_row([compacted], |r| r.get(0))
-        .optional()?;
-    let hi: Option<i64> = c
-        .prepare_cached("SELECT max(id) FROM kv_changes")?
-        .query_row([], |r| r.get(0))?;
+    let (lo, hi) = log::id_span(c, compacted)?;
     if let (Some(lo), Some(hi)) = (lo, hi) {
         let keep = as_i64(cfg.history_max_changes);
         if hi - lo + 1 > keep {
-            cut = c
-                .prepare_cached(
-                    "SELECT revision FROM kv_changes WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
-                )?
-                .query_row([hi - keep], |r| r.get(0))
-                .optional()?;
+            cut = log::revision_at_or_before(c, hi - keep)?;
         }
         let window = i64::try_from(cfg.history_window.get().as_millis()).unwrap_or(i64::MAX);
-        let oldest_ok = now.saturating_sub(window);
-        let mut st = c.prepare_cached(
-            "SELECT revision, at FROM kv_changes WHERE revision > ?1
-             ORDER BY revision, id LIMIT 10000",
-        )?;
-        let mut rows = st.query([compacted])?;
-        while let Some(r) = rows.next()? {
-            let (rev, at): (i64, i64) = (r.get(0)?, r.get(1)?);
-            if at >= oldest_ok {
-                break;
-            }
+        if let Some(rev) = log::window_cut(c, compacted, now.saturating_sub(window))? {
             cut = Some(cut.map_or(rev, |c| c.max(rev)));
         }
     }
@@ -520,12 +448,13 @@ fn expire_in(c: &Connection, now: i64) -> Result<usize> {
     if keys.is_empty() {
         return Ok(0);
     }
-    let (revision, compacted) = next_revision(c)?;
+    let head = log::next_revision(c)?;
+    let revision = head.revision;
     for (key, version, change) in &keys {
-        release_value(c, *version, *change, compacted)?;
+        log::release(c, *version, *change, head.compacted)?;
         c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
             .execute([key])?;
-        log_change(c, revision, now, ChangeKind::Delete, key, None)?;
+        log::append(c, &head, now, ChangeKind::Delete.as_str(), key, None)?;
         audit::insert(
             c,
             &Event {
@@ -540,43 +469,6 @@ fn expire_in(c: &Connection, now: i64) -> Result<usize> {
         )?;
     }
     Ok(keys.len())
-}
-
-/// One trimming step toward `cut`: deletes the oldest whole revisions after `compacted`, about
-/// `chunk` rows (more only when one revision alone is larger), but the puts that keys point at
-/// (their values), and moves `compacted` with them. Returns the revision trimmed to, and
-/// whether `cut` is reached.
-fn trim_step(c: &Connection, cut: i64, chunk: i64) -> Result<(i64, bool)> {
-    let compacted = compacted(c)?;
-    let first: Option<i64> = c
-        .prepare_cached("SELECT min(revision) FROM kv_changes WHERE revision > ?1")?
-        .query_row([compacted], |r| r.get(0))?;
-    let Some(first) = first else {
-        return Ok((cut, true));
-    };
-    // The revision of the row `chunk` rows on: every revision before it ends within the chunk.
-    let next: Option<i64> = c
-        .prepare_cached(
-            "SELECT revision FROM kv_changes WHERE revision > ?1
-             ORDER BY revision LIMIT 1 OFFSET ?2",
-        )?
-        .query_row([compacted, chunk.max(1)], |r| r.get(0))
-        .optional()?;
-    let step = match next {
-        Some(r) if r > first => (r - 1).min(cut),
-        // The oldest revision alone fills the chunk: it goes whole.
-        Some(_) => first.min(cut),
-        None => cut,
-    };
-    c.prepare_cached(
-        "DELETE FROM kv_changes WHERE revision > ?1 AND revision <= ?2
-         AND NOT EXISTS (SELECT 1 FROM kv WHERE kv.key = kv_changes.key
-                                              AND kv.change = kv_changes.id)",
-    )?
-    .execute([compacted, step])?;
-    c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
-        .execute([step])?;
-    Ok((step, step >= cut))
 }
 
 impl Kv {
@@ -640,9 +532,12 @@ impl Kv {
                 // One statement, so the store revision and the row come from one snapshot.
                 let (snapshot, row) = c
                     .prepare_cached(
-                        "SELECT s.revision, k.version, c.value, k.expires_at
-                         FROM kv_state s LEFT JOIN kv k ON k.key = ?1
-                         LEFT JOIN kv_changes c ON c.id = k.change WHERE s.id = 1",
+                        concat!(
+                            "SELECT s.revision, k.version, ",
+                            log::value_of_key!(),
+                            ", k.expires_at FROM kv_state s LEFT JOIN kv k ON k.key = ?1
+                             WHERE s.id = 1"
+                        ),
                     )?
                     .query_row([&key], |r| {
                         let snapshot = as_u64(r.get::<_, i64>(0)?);
@@ -720,19 +615,15 @@ impl Kv {
                 let revision: i64 = tx
                     .prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
                     .query_row([], |r| r.get(0))?;
-                // Values from the puts the keys point at (CROSS JOIN: walk the keys in order).
-                let (value_col, join) = if keys_only {
-                    ("NULL", "")
-                } else {
-                    ("c.value", "CROSS JOIN kv_changes c ON c.id = k.change")
-                };
+                // Values from the puts the keys point at.
+                let value_col = if keys_only { "NULL" } else { log::value_of_key!() };
                 let bound = if upper.is_some() {
                     "AND k.key < ?5"
                 } else {
                     ""
                 };
                 let sql = format!(
-                    "SELECT k.key, {value_col}, k.version FROM kv k {join}
+                    "SELECT k.key, {value_col}, k.version FROM kv k
                      WHERE k.key >= ?1 AND k.key > ?2 {bound}
                        AND (k.expires_at IS NULL OR k.expires_at > ?3)
                      ORDER BY k.key LIMIT ?4"
@@ -827,13 +718,10 @@ impl Kv {
         self.db.read(move |c| changes_in(c, after, &prefix)).await
     }
 
-    /// Deletes expired keys (watchers see a delete) and trims the change log to
-    /// `kv.history-window` / `kv.history-max-changes`. Writes only when there is work.
+    /// Deletes expired keys (watchers see a delete), trims the change log to
+    /// `kv.history-window` / `kv.history-max-changes`, and empties its older generation once
+    /// all of it is trimmed (see `log`). Writes only when there is work.
     pub async fn sweep(&self, cfg: &KvConfig) -> Result<Swept> {
-        self.sweep_in_steps(cfg, TRIM_CHUNK).await
-    }
-
-    async fn sweep_in_steps(&self, cfg: &KvConfig, chunk: i64) -> Result<Swept> {
         let now = now_ms();
         let c2 = cfg.clone();
         let (due, cut) = self.db.read(move |c| sweep_plan(c, &c2, now)).await?;
@@ -846,13 +734,11 @@ impl Kv {
             }
         }
         if let Some(cut) = cut {
-            loop {
-                let (to, done) = self.db.write(move |c| trim_step(c, cut, chunk)).await?;
-                swept.trimmed_to = Some(as_u64(to));
-                if done {
-                    break;
-                }
-            }
+            let to = self.db.write(move |c| log::trim_to(c, cut)).await?;
+            swept.trimmed_to = Some(as_u64(to));
+        }
+        if let Some(plan) = self.db.read(log::rotation_plan).await? {
+            swept.rotated = self.db.write(move |c| log::rotate(c, &plan)).await?;
         }
         Ok(swept)
     }
@@ -996,7 +882,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn trimming_in_small_steps_keeps_whole_revisions() {
+    async fn trimming_keeps_whole_revisions() {
         let (_d, kv) = open();
         let cfg = KvConfig {
             history_max_changes: 4,
@@ -1020,8 +906,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Keeping 4 of 9 rows cuts at revision 4 (it goes whole: 3 rows stay); steps of 2 rows.
-        let s = kv.sweep_in_steps(&cfg, 2).await.unwrap();
+        // Keeping 4 of 9 rows cuts at revision 4 (it goes whole: 3 rows stay).
+        let s = kv.sweep(&cfg).await.unwrap();
         assert_eq!(s.trimmed_to, Some(4));
         assert!(matches!(kv.changes(3, "").await, Err(Error::Gone(_))));
         let ch = kv.changes(4, "").await.unwrap();
@@ -1029,12 +915,55 @@ mod tests {
         assert_eq!(revs, vec![5, 6, 7]);
         // Revision 4 went whole (its rows stay only as the values keys point at), and a second
         // sweep has nothing to do.
-        let s = kv.sweep_in_steps(&cfg, 2).await.unwrap();
+        let s = kv.sweep(&cfg).await.unwrap();
         assert_eq!(s.trimmed_to, None);
     }
 
-    /// A key's value lives in its put's change-log row: trimming drops overwritten and deleted
-    /// puts, keeps the ones keys point at, and reads (cache or not) still find every value.
+    /// Ids of the rows in each of the log's tables: (kv_log_a, kv_log_b, kv_kept), with
+    /// revisions.
+    async fn log_rows(kv: &Kv) -> [Vec<(i64, i64)>; 3] {
+        kv.db
+            .read(|c| {
+                let rows = |table: &str| -> rusqlite::Result<Vec<(i64, i64)>> {
+                    c.prepare(&format!("SELECT id, revision FROM {table} ORDER BY id"))?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                };
+                Ok([rows("kv_log_a")?, rows("kv_log_b")?, rows("kv_kept")?])
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn assert_reads(kv: &Kv, want: &[(&str, Option<(&str, u64)>)]) {
+        for cached in [true, false] {
+            if !cached {
+                kv.clear_cache();
+            }
+            for (key, w) in want {
+                let got = kv.get(key).await.unwrap();
+                let got = got.as_ref().map(|e| (e.value.as_deref().unwrap(), e.version));
+                assert_eq!(got, *w, "{key} (cached: {cached})");
+            }
+        }
+        let page = kv.list("", None, 100, false).await.unwrap();
+        let listed: Vec<(&str, &str, u64)> = page
+            .items
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_deref().unwrap(), e.version))
+            .collect();
+        let mut expect: Vec<(&str, &str, u64)> = want
+            .iter()
+            .filter_map(|(k, w)| w.map(|(v, n)| (*k, v, n)))
+            .collect();
+        expect.sort();
+        assert_eq!(listed, expect);
+    }
+
+    /// A key's value lives in its put's change-log row. Trimming deletes nothing; once all of
+    /// the older generation is trimmed, the puts keys still point at move to kv_kept (same
+    /// ids), the generation is emptied and becomes the active one; reads (cache or not) find
+    /// every value wherever it is, and a kept put goes when its key moves on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn trimming_keeps_the_values_keys_point_at() {
         let (_d, kv) = open();
@@ -1059,69 +988,139 @@ mod tests {
         kv.apply(vec![del], o(), &cfg).await.unwrap(); // 8
         let s = kv.sweep(&cfg).await.unwrap();
         assert_eq!(s.trimmed_to, Some(7));
-        let rows: Vec<(i64, String, String)> = kv
-            .db
-            .read(|c| {
-                let mut st = c.prepare("SELECT revision, op, key FROM kv_changes ORDER BY id")?;
-                let rows = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        let want = |r: i64, op: &str, k: &str| (r, op.to_owned(), k.to_owned());
-        assert_eq!(
-            rows,
-            vec![
-                want(1, "put", "old"),
-                want(6, "put", "hot"),
-                want(8, "delete", "gone")
-            ],
-            "overwritten and deleted puts trimmed, current ones kept"
-        );
+        // Generation b was empty: a starts being the older one, nothing moved or emptied.
+        assert!(s.rotated);
+        let [a, b, kept] = log_rows(&kv).await;
+        assert_eq!(a.len(), 8);
+        assert!(b.is_empty() && kept.is_empty());
         assert!(matches!(kv.changes(6, "").await, Err(Error::Gone(_))));
         let ch = kv.changes(7, "").await.unwrap();
         assert_eq!(ch.changes.len(), 1);
         assert_eq!(ch.changes[0].kind, ChangeKind::Delete);
-        for cached in [true, false] {
-            if !cached {
-                kv.clear_cache();
+        assert_reads(
+            &kv,
+            &[
+                ("old", Some(("\"first\"", 1))),
+                ("hot", Some(("4", 6))),
+                ("gone", None),
+            ],
+        )
+        .await;
+        // Revision 8 is still history: generation a stays.
+        assert!(!kv.sweep(&cfg).await.unwrap().rotated);
+
+        kv.apply(vec![put("hot", "5")], o(), &cfg).await.unwrap(); // 9
+        kv.apply(vec![put("new", "true")], o(), &cfg).await.unwrap(); // 10
+        let s = kv.sweep(&cfg).await.unwrap();
+        assert_eq!(s.trimmed_to, Some(9));
+        assert!(s.rotated);
+        let [a, b, kept] = log_rows(&kv).await;
+        assert!(a.is_empty(), "the older generation emptied");
+        assert_eq!(b, vec![(9, 9), (10, 10)]);
+        assert_eq!(kept, vec![(1, 1)], "the put 'old' points at, same id");
+        assert_eq!(kv.changes(9, "").await.unwrap().changes.len(), 1);
+        assert_reads(
+            &kv,
+            &[
+                ("old", Some(("\"first\"", 1))),
+                ("hot", Some(("5", 9))),
+                ("new", Some(("true", 10))),
+            ],
+        )
+        .await;
+
+        // The next change goes into a, after every id in b; the kept put goes when its key
+        // moves on.
+        kv.apply(vec![put("old", "2")], o(), &cfg).await.unwrap(); // 11
+        let [a, b, kept] = log_rows(&kv).await;
+        assert_eq!(a, vec![(11, 11)]);
+        assert_eq!(b.len(), 2);
+        assert!(kept.is_empty());
+        let ch = kv.changes(9, "").await.unwrap();
+        let revs: Vec<u64> = ch.changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revs, vec![10, 11], "history reads across both generations");
+        assert_reads(
+            &kv,
+            &[
+                ("old", Some(("2", 11))),
+                ("hot", Some(("5", 9))),
+                ("new", Some(("true", 10))),
+            ],
+        )
+        .await;
+    }
+
+    /// Many rotations under a mix of puts, batches and deletes: every read matches a model of
+    /// the store, every id is unique, and the history after `compacted` is whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotations_keep_every_value_and_the_history_whole() {
+        let (_d, kv) = open();
+        let cfg = KvConfig {
+            history_max_changes: 7,
+            ..KvConfig::default()
+        };
+        let mut model: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+        let mut rotations = 0;
+        let mut kept_seen = 0;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for step in 0..400u64 {
+            let key = format!("k{}", next() % 23);
+            let ops = match next() % 5 {
+                0 if model.contains_key(&key) => vec![Op {
+                    value: None,
+                    ..put(&key, "0")
+                }],
+                1 => {
+                    let other = format!("k{}", (next() % 23) + 100);
+                    vec![put(&key, &step.to_string()), put(&other, "[]")]
+                }
+                _ => vec![put(&key, &format!("\"v{step}\""))],
+            };
+            let applied = kv.apply(ops.clone(), Origin::default(), &cfg).await.unwrap();
+            for op in &ops {
+                match &op.value {
+                    Some(v) => {
+                        model.insert(op.key.clone(), (v.to_string(), applied.revision));
+                    }
+                    None => {
+                        model.remove(&op.key);
+                    }
+                }
             }
-            let old = kv.get("old").await.unwrap().unwrap();
-            assert_eq!((old.value.as_deref(), old.version), (Some("\"first\""), 1));
-            let hot = kv.get("hot").await.unwrap().unwrap();
-            assert_eq!((hot.value.as_deref(), hot.version), (Some("4"), 6));
-            assert!(kv.get("gone").await.unwrap().is_none());
+            if step % 5 == 4 {
+                rotations += usize::from(kv.sweep(&cfg).await.unwrap().rotated);
+                let [a, b, kept] = log_rows(&kv).await;
+                kept_seen = kept_seen.max(kept.len());
+                let mut ids: Vec<i64> = a.iter().chain(&b).chain(&kept).map(|r| r.0).collect();
+                let n = ids.len();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), n, "ids are unique across the tables");
+                let compacted: i64 = kv.db.read(compacted).await.unwrap();
+                let ch = kv.changes(as_u64(compacted), "").await.unwrap();
+                let mut revs: Vec<u64> = ch.changes.iter().map(|c| c.revision).collect();
+                revs.dedup();
+                let want: Vec<u64> = (as_u64(compacted) + 1..=ch.upto).collect();
+                assert_eq!(revs, want, "no gap after compacted {compacted}");
+            }
         }
-        let page = kv.list("", None, 10, false).await.unwrap();
-        let listed: Vec<(String, Option<String>)> = page
+        assert!(rotations > 20, "only {rotations} rotations");
+        assert!(kept_seen > 0, "no put was ever kept past its generation");
+        kv.clear_cache();
+        let page = kv.list("", None, 1000, false).await.unwrap();
+        let listed: Vec<(String, String, u64)> = page
             .items
             .iter()
-            .map(|e| (e.key.clone(), e.value.as_deref().map(str::to_owned)))
+            .map(|e| (e.key.clone(), e.value.as_deref().unwrap().to_owned(), e.version))
             .collect();
-        assert_eq!(
-            listed,
-            vec![
-                ("hot".to_owned(), Some("4".to_owned())),
-                ("old".to_owned(), Some("\"first\"".to_owned())),
-            ]
-        );
-        // Overwriting the old key frees its first put for the next trim.
-        kv.apply(vec![put("old", "2")], o(), &cfg).await.unwrap(); // 9
-        kv.apply(vec![put("hot", "5")], o(), &cfg).await.unwrap(); // 10
-        kv.sweep(&cfg).await.unwrap();
-        let left: Vec<i64> = kv
-            .db
-            .read(|c| {
-                let mut st = c.prepare("SELECT revision FROM kv_changes ORDER BY id")?;
-                let rows = st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(left, vec![9, 10]);
+        let want: Vec<(String, String, u64)> =
+            model.into_iter().map(|(k, (v, n))| (k, v, n)).collect();
+        assert_eq!(listed, want);
     }
 }

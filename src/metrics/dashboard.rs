@@ -1,5 +1,5 @@
 //! The dashboard's data: current system figures, storage use, recent activity (from the
-//! executions, files and kv_changes tables), alerts and the last hour of history.
+//! executions and files tables, the change log), alerts and the last hour of history.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -164,20 +164,15 @@ fn recent(c: &rusqlite::Connection) -> Result<Activity> {
             })
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let kv_changes = c
-        // By revision: the puts migration 8 gave back to keys have new ids but old revisions.
-        .prepare(
-            "SELECT revision, op, key, at FROM kv_changes ORDER BY revision DESC, id DESC LIMIT ?1",
-        )?
-        .query_map([RECENT], |r| {
-            Ok(RecentChange {
-                revision: r.get(0)?,
-                op: r.get(1)?,
-                key: r.get(2)?,
-                at: rfc3339_ms(r.get(3)?),
-            })
-        })?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let kv_changes = crate::kv::newest_changes(c, RECENT)?
+        .into_iter()
+        .map(|(revision, op, key, at)| RecentChange {
+            revision,
+            op,
+            key,
+            at: rfc3339_ms(at),
+        })
+        .collect();
     Ok(Activity {
         executions,
         uploads,

@@ -177,12 +177,7 @@ async fn app_stats(m: &Metrics, hang: bool) -> Result<AppStats, String> {
     m.inner
         .db
         .read(|c| {
-            let (kv_keys, kv_bytes): (i64, i64) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(c.value AS BLOB))), 0)
-                 FROM kv k CROSS JOIN kv_changes c ON c.id = k.change",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (kv_keys, kv_bytes) = crate::kv::key_count_and_bytes(c)?;
             let (files, files_bytes): (i64, i64) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files",
                 [],

@@ -778,7 +778,10 @@ fn cli_works_through_the_admin_socket_and_offline() {
     let c = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
     let v: String = c
         .query_row(
-            "SELECT c.value FROM kv k JOIN kv_changes c ON c.id = k.change WHERE k.key = 'cli'",
+            "SELECT coalesce((SELECT value FROM kv_log_a WHERE id = k.change),
+                             (SELECT value FROM kv_log_b WHERE id = k.change),
+                             (SELECT value FROM kv_kept WHERE id = k.change))
+             FROM kv k WHERE k.key = 'cli'",
             [],
             |r| r.get(0),
         )
