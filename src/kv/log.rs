@@ -82,8 +82,15 @@ impl Gen {
         }
     }
 
-    /// The puts in this generation that keys point at (scans the generation, not the keys:
-    /// its size is bounded by the write volume, the key count is not).
+    fn id_range_sql(self) -> &'static str {
+        match self {
+            Gen::A => "SELECT min(id), max(id) FROM kv_log_a",
+            Gen::B => "SELECT min(id), max(id) FROM kv_log_b",
+        }
+    }
+
+    /// The puts in this generation that keys point at, found from its rows (for when it has
+    /// fewer than there are keys).
     fn pointed_at_sql(self) -> &'static str {
         match self {
             Gen::A => {
@@ -274,10 +281,29 @@ pub fn rotation_plan(c: &Connection) -> Result<Option<Rotation>> {
     if !rotatable(&tx, older, active, compacted)? {
         return Ok(None);
     }
-    let kept = tx
-        .prepare_cached(older.pointed_at_sql())?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    // The generations and kv_kept hold disjoint id ranges, so the keys pointing into the older
+    // generation are those whose change is in its range. Whichever of the two is smaller is
+    // scanned: the keys (max rowid bounds their count) or the generation's rows.
+    let (lo, hi): (Option<i64>, Option<i64>) = tx
+        .prepare_cached(older.id_range_sql())?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let kept = match (lo, hi) {
+        (Some(lo), Some(hi)) => {
+            let keys: Option<i64> = tx
+                .prepare_cached("SELECT max(rowid) FROM kv")?
+                .query_row([], |r| r.get(0))?;
+            if keys.unwrap_or(0) <= hi - lo + 1 {
+                tx.prepare_cached("SELECT change FROM kv WHERE change >= ?1 AND change <= ?2")?
+                    .query_map([lo, hi], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?
+            } else {
+                tx.prepare_cached(older.pointed_at_sql())?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?
+            }
+        }
+        _ => Vec::new(),
+    };
     Ok(Some(Rotation { older, since, kept }))
 }
 
