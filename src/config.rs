@@ -365,7 +365,8 @@ pub struct KvConfig {
     /// (a client asking for them gets 410 and lists again).
     pub history_window: HumanDuration,
     /// …and at most this many changes are kept, whatever their age, so a write storm cannot
-    /// grow the change log without bound.
+    /// grow the change log without bound (on disk up to about twice as many: trimmed changes
+    /// leave a generation at a time, see `kv::log`).
     pub history_max_changes: u64,
     /// How often expired keys (`?ttl=`) are deleted and the change log is trimmed.
     pub sweep_interval: HumanDuration,

@@ -531,14 +531,12 @@ impl Kv {
             .read(move |c| {
                 // One statement, so the store revision and the row come from one snapshot.
                 let (snapshot, row) = c
-                    .prepare_cached(
-                        concat!(
-                            "SELECT s.revision, k.version, ",
-                            log::value_of_key!(),
-                            ", k.expires_at FROM kv_state s LEFT JOIN kv k ON k.key = ?1
+                    .prepare_cached(concat!(
+                        "SELECT s.revision, k.version, ",
+                        log::value_of_key!(),
+                        ", k.expires_at FROM kv_state s LEFT JOIN kv k ON k.key = ?1
                              WHERE s.id = 1"
-                        ),
-                    )?
+                    ))?
                     .query_row([&key], |r| {
                         let snapshot = as_u64(r.get::<_, i64>(0)?);
                         let row = match r.get::<_, Option<i64>>(1)? {
@@ -616,7 +614,11 @@ impl Kv {
                     .prepare_cached("SELECT revision FROM kv_state WHERE id = 1")?
                     .query_row([], |r| r.get(0))?;
                 // Values from the puts the keys point at.
-                let value_col = if keys_only { "NULL" } else { log::value_of_key!() };
+                let value_col = if keys_only {
+                    "NULL"
+                } else {
+                    log::value_of_key!()
+                };
                 let bound = if upper.is_some() {
                     "AND k.key < ?5"
                 } else {
@@ -942,7 +944,9 @@ mod tests {
             }
             for (key, w) in want {
                 let got = kv.get(key).await.unwrap();
-                let got = got.as_ref().map(|e| (e.value.as_deref().unwrap(), e.version));
+                let got = got
+                    .as_ref()
+                    .map(|e| (e.value.as_deref().unwrap(), e.version));
                 assert_eq!(got, *w, "{key} (cached: {cached})");
             }
         }
@@ -1089,7 +1093,10 @@ mod tests {
                 }
                 _ => vec![put(&key, &format!("\"v{step}\""))],
             };
-            let applied = kv.apply(ops.clone(), Origin::default(), &cfg).await.unwrap();
+            let applied = kv
+                .apply(ops.clone(), Origin::default(), &cfg)
+                .await
+                .unwrap();
             for op in &ops {
                 match &op.value {
                     Some(v) => {
@@ -1124,7 +1131,13 @@ mod tests {
         let listed: Vec<(String, String, u64)> = page
             .items
             .iter()
-            .map(|e| (e.key.clone(), e.value.as_deref().unwrap().to_owned(), e.version))
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    e.value.as_deref().unwrap().to_owned(),
+                    e.version,
+                )
+            })
             .collect();
         let want: Vec<(String, String, u64)> =
             model.into_iter().map(|(k, (v, n))| (k, v, n)).collect();

@@ -184,12 +184,11 @@ pub fn release(c: &Connection, version: i64, change: i64, compacted: i64) -> Res
     Ok(())
 }
 
-/// Changes with `after < revision <= upto`, in order: (revision, op, key, value).
-pub fn read_range(
-    c: &Connection,
-    after: i64,
-    upto: i64,
-) -> Result<Vec<(i64, String, String, Option<String>)>> {
+/// A change as stored: revision, op, key, value (a put's).
+pub type Logged = (i64, String, String, Option<String>);
+
+/// Changes with `after < revision <= upto`, in order.
+pub fn read_range(c: &Connection, after: i64, upto: i64) -> Result<Vec<Logged>> {
     let mut st = c.prepare_cached(
         "SELECT revision, op, key, value, id FROM kv_log_a WHERE revision > ?1 AND revision <= ?2
          UNION ALL
@@ -256,8 +255,10 @@ pub fn window_cut(c: &Connection, compacted: i64, oldest_ok: i64) -> Result<Opti
 pub fn trim_to(c: &Connection, cut: i64) -> Result<i64> {
     c.prepare_cached("UPDATE kv_state SET compacted = max(compacted, ?1) WHERE id = 1")?
         .execute([cut])?;
-    Ok(c.prepare_cached("SELECT compacted FROM kv_state WHERE id = 1")?
-        .query_row([], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT compacted FROM kv_state WHERE id = 1")?
+            .query_row([], |r| r.get(0))?,
+    )
 }
 
 /// A rotation found possible by a read: the generation to empty, the puts in it that keys
