@@ -12,6 +12,11 @@ use crate::http::{self, Target};
 
 const CONFIG: &str = "[rate-limit]\nenabled = false\n";
 
+/// The crash test's: a change log of 200 changes swept every 20 ms, so its generations rotate
+/// (and the puts of keys written once move to kv_kept) many times during the storm.
+const STORM_CONFIG: &str = "[rate-limit]\nenabled = false\n\
+                            [kv]\nhistory-max-changes = 200\nsweep-interval = \"20ms\"\n";
+
 fn token(d: &Daemon) -> String {
     std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
         .unwrap()
@@ -43,7 +48,7 @@ fn try_request(
 
 #[test]
 fn acknowledged_writes_survive_kill_9_mid_storm() {
-    let mut d = Daemon::start_config(CONFIG);
+    let mut d = Daemon::start_config(STORM_CONFIG);
     let Target::Tcp(addr) = d.tcp.clone() else {
         unreachable!()
     };
@@ -101,7 +106,7 @@ fn acknowledged_writes_survive_kill_9_mid_storm() {
     // The test's copy of the old listening socket is gone with `d`; its path is reused.
     let _ = std::fs::remove_file(dir.path().join("http.sock"));
     let mut d = Daemon::start_with(Options {
-        config: CONFIG.to_owned(),
+        config: STORM_CONFIG.to_owned(),
         dir: Some(dir),
         ..Options::default()
     });
@@ -134,7 +139,21 @@ fn acknowledged_writes_survive_kill_9_mid_storm() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    eprintln!("{} acknowledged writes checked after kill -9", acked.len());
+    let (kept, since): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM kv_kept), log_since FROM kv_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        kept > 0 && since > 1,
+        "the change log never rotated (kept {kept}, log_since {since})"
+    );
+    eprintln!(
+        "{} acknowledged writes checked after kill -9 ({kept} puts kept past rotations)",
+        acked.len()
+    );
 }
 
 /// The read cache never answers with a state older than one a client was already given:
