@@ -8,11 +8,13 @@
 //! in one statement, and it becomes the active one. Deleting trimmed rows one by one cost the
 //! writer about as much as writing them: a 1 KiB row is a third of a page, so nearly every
 //! delete rebalanced the b-tree and rewrote its neighbours. Emptying a table frees its pages
-//! without reading the rows' cells into new places.
+//! without moving any cell. The generations and `kv_kept` hold disjoint id ranges: `kv_kept`
+//! the lowest, then the older generation, then the active one. So on disk the log holds up to
+//! about twice its history (`kv.history-max-changes`, `kv.history-window`).
 //!
 //! A key row's `change` is the id of the put holding its value, in either generation or in
-//! `kv_kept`; [`value_of_key`] finds it (the active generation is probed first only by chance
-//! of order; a miss is one b-tree descent).
+//! `kv_kept`; [`value_of_key`] finds it, probing the three tables in turn (a miss is one
+//! b-tree descent).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
