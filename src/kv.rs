@@ -286,29 +286,36 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
     let now = now_ms();
     let mut found = Vec::with_capacity(ops.len());
     for op in ops {
-        let row: Option<(i64, Option<i64>, i64)> = c
-            .prepare_cached("SELECT version, expires_at, change FROM kv WHERE key = ?1")?
-            .query_row([&op.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        // The row's rowid too: the change below writes it by rowid, without a second search
+        // by key (a batch names each key once, so it stays valid).
+        let row: Option<(i64, Option<i64>, i64, i64)> = c
+            .prepare_cached("SELECT version, expires_at, change, rowid FROM kv WHERE key = ?1")?
+            .query_row([&op.key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        let expired = matches!(row, Some((_, Some(e), _)) if e <= now);
-        let live = row.filter(|_| !expired).map(|(v, _, _)| v);
+        let expired = matches!(row, Some((_, Some(e), _, _)) if e <= now);
+        let live = row.filter(|_| !expired).map(|(v, _, _, _)| v);
         precondition(&op.key, op.cond, live)?;
         if op.value.is_none() && live.is_none() {
             return Err(Error::NotFound(format!("no key {:?}", op.key)));
         }
-        found.push((expired, live, row.map(|(v, _, ch)| (v, ch))));
+        found.push((expired, live, row.map(|(v, _, ch, id)| (v, ch, id))));
     }
     let head = log::next_revision(c)?;
     let revision = head.revision;
     let mut written = Vec::with_capacity(ops.len());
     for (op, (expired, live, old)) in ops.iter().zip(found) {
-        if let Some((version, change)) = old {
+        if let Some((version, change, _)) = old {
             log::release(c, version, change, head.compacted)?;
         }
+        // The key's row, when it is there and live.
+        let mut rowid = old.map(|(_, _, id)| id);
         if expired {
             // Not yet swept: it ends here, and watchers see it go before what replaces it.
-            c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
-                .execute([&op.key])?;
+            c.prepare_cached("DELETE FROM kv WHERE rowid = ?1")?
+                .execute([rowid])?;
+            rowid = None;
             log::append(c, &head, now, ChangeKind::Delete.as_str(), &op.key, None)?;
         }
         let mut expires = None;
@@ -320,18 +327,27 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                 // The value goes into the log only; the key row points at it.
                 let put = ChangeKind::Put.as_str();
                 let change = log::append(c, &head, now, put, &op.key, Some(value))?;
-                c.prepare_cached(
-                    "INSERT INTO kv(key, version, change, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key) DO UPDATE SET version = excluded.version,
-                        change = excluded.change, expires_at = excluded.expires_at",
-                )?
-                .execute(params![op.key, revision, change, expires_at])?;
+                match rowid {
+                    Some(id) => c
+                        .prepare_cached(
+                            "UPDATE kv SET version = ?2, change = ?3, expires_at = ?4
+                             WHERE rowid = ?1",
+                        )?
+                        .execute(params![id, revision, change, expires_at])?,
+                    None => c
+                        .prepare_cached(
+                            "INSERT INTO kv(key, version, change, expires_at)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![op.key, revision, change, expires_at])?,
+                };
                 expires = expires_at;
                 ("data.put", ChangeKind::Put)
             }
             None => {
-                c.prepare_cached("DELETE FROM kv WHERE key = ?1")?
-                    .execute([&op.key])?;
+                // Checked above: a delete's key is live.
+                c.prepare_cached("DELETE FROM kv WHERE rowid = ?1")?
+                    .execute([rowid])?;
                 log::append(c, &head, now, ChangeKind::Delete.as_str(), &op.key, None)?;
                 ("data.delete", ChangeKind::Delete)
             }
