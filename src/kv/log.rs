@@ -77,13 +77,6 @@ impl Gen {
         }
     }
 
-    fn newest_id_sql(self) -> &'static str {
-        match self {
-            Gen::A => "SELECT max(id) FROM kv_log_a",
-            Gen::B => "SELECT max(id) FROM kv_log_b",
-        }
-    }
-
     fn id_range_sql(self) -> &'static str {
         match self {
             Gen::A => "SELECT min(id), max(id) FROM kv_log_a",
@@ -287,9 +280,7 @@ pub fn rotation_plan(c: &Connection) -> Result<Option<Rotation>> {
     // The generations and kv_kept hold disjoint id ranges, so the keys pointing into the older
     // generation are those whose change is in its range. Whichever of the two is smaller is
     // scanned: the keys (max rowid bounds their count) or the generation's rows.
-    let (lo, hi): (Option<i64>, Option<i64>) = tx
-        .prepare_cached(older.id_range_sql())?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (lo, hi) = id_range(&tx, older)?;
     let kept = match (lo, hi) {
         (Some(lo), Some(hi)) => {
             let keys: Option<i64> = tx
@@ -317,10 +308,13 @@ fn rotatable(c: &Connection, older: Gen, active: Gen, compacted: i64) -> Result<
     if newest_older.is_some_and(|r| r > compacted) {
         return Ok(false);
     }
-    let newest_active: Option<i64> = c
-        .prepare_cached(active.newest_id_sql())?
-        .query_row([], |r| r.get(0))?;
-    Ok(newest_active.is_some())
+    Ok(id_range(c, active)?.1.is_some())
+}
+
+/// The lowest and highest id in a generation (none when it is empty).
+fn id_range(c: &Connection, g: Gen) -> Result<(Option<i64>, Option<i64>)> {
+    Ok(c.prepare_cached(g.id_range_sql())?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// Carries out `plan` in the writer's transaction if it still holds: moves the puts keys
@@ -344,10 +338,7 @@ pub fn rotate(c: &Connection, plan: &Rotation) -> Result<bool> {
         keep.execute([id])?;
     }
     c.execute(plan.older.empty_sql(), [])?;
-    let next_since: i64 = c
-        .prepare_cached(active.newest_id_sql())?
-        .query_row([], |r| r.get::<_, Option<i64>>(0))?
-        .map_or(since, |m| m + 1);
+    let next_since = id_range(c, active)?.1.map_or(since, |m| m + 1);
     c.prepare_cached("UPDATE kv_state SET log_active = ?1, log_since = ?2 WHERE id = 1")?
         .execute(params![plan.older.column(), next_since])?;
     Ok(true)
