@@ -1,6 +1,13 @@
 //! The audit trail: every change and every refused credential, as who (actor), did what
 //! (action), to what (target), with what result, from where (client) and under which request
-//! id. Each event goes to the `audit` table and to the log with `AUDIT=1` (journald fields).
+//! id. Each event goes to the database and to the log with `AUDIT=1` (journald fields).
+//!
+//! In the database an event lands in `audit_recent`, which has no index but its ids, and
+//! [`Audit::seal`] (every second, `daemon.rs`) moves what is there into `audit_log`, which
+//! has the indexes the listing filters walk (time, actor, action). Indexed one event at a time,
+//! inside the commits of the changes they record, those indexes were a third of the pages a
+//! commit of data writes added to the WAL; moved in bulk, each index page is written about
+//! once. Listings read both tables; the view `audit` is the whole trail for SQL readers.
 
 use std::time::Duration;
 
@@ -78,6 +85,7 @@ pub struct Page {
 
 /// Logs `ev` (AUDIT=1) and inserts it with `c`: call it inside the write job of the change it
 /// records, so the change and its audit row commit together (one transaction, one fsync).
+/// Its id follows every id of both tables (`audit_recent` is emptied by each seal).
 pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
     tracing::info!(
         audit = 1,
@@ -92,8 +100,9 @@ pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
         "audit"
     );
     c.prepare_cached(
-        "INSERT INTO audit(at, actor, action, target, result, client, request_id, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_recent(id, at, actor, action, target, result, client, request_id, detail)
+         VALUES (coalesce((SELECT max(id) FROM audit_recent), (SELECT max(id) FROM audit_log), 0) + 1,
+                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(rusqlite::params![
         now_unix(),
@@ -107,6 +116,9 @@ pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
     ])?;
     Ok(())
 }
+
+/// The columns of both tables, in their order.
+const COLUMNS: &str = "id, at, actor, action, target, result, client, request_id, detail";
 
 #[derive(Clone)]
 pub struct Audit {
@@ -125,7 +137,8 @@ fn parse_time(s: &str, what: &str) -> Result<i64> {
 }
 
 /// The listing's SQL: a condition only for each filter given, so actor and action filters
-/// walk `audit_actor` / `audit_action` newest first.
+/// walk `audit_actor` / `audit_action` newest first; the few unsealed events in `audit_recent`
+/// are merged in by id.
 fn list_query(
     actor: Option<&str>,
     action: Option<&str>,
@@ -152,8 +165,9 @@ fn list_query(
     }
     let (filter, limit, args) = w.finish(take);
     let sql = format!(
-        "SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit
-         {filter} ORDER BY id DESC LIMIT ?{limit}"
+        "SELECT {COLUMNS} FROM audit_log {filter}
+         UNION ALL SELECT {COLUMNS} FROM audit_recent {filter}
+         ORDER BY id DESC LIMIT ?{limit}"
     );
     (sql, args)
 }
@@ -225,7 +239,50 @@ impl Audit {
         let cutoff =
             now_unix().saturating_sub(i64::try_from(keep_within.as_secs()).unwrap_or(i64::MAX));
         self.db
-            .write(move |c| Ok(c.execute("DELETE FROM audit WHERE at < ?1", [cutoff])?))
+            .write(move |c| {
+                Ok(c.execute("DELETE FROM audit_log WHERE at < ?1", [cutoff])?
+                    + c.execute("DELETE FROM audit_recent WHERE at < ?1", [cutoff])?)
+            })
+            .await
+    }
+
+    /// Moves every event in `audit_recent` into `audit_log` (and its indexes) in one write
+    /// job; returns how many. Emptying the whole table is a single b-tree clear: its pages go
+    /// to the free list without being visited row by row.
+    pub async fn seal(&self) -> Result<usize> {
+        // A read first: an idle daemon's writer is left alone.
+        let waiting = self
+            .db
+            .read(|c| {
+                Ok(
+                    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_recent)")?
+                        .query_row([], |r| r.get::<_, bool>(0))?,
+                )
+            })
+            .await?;
+        if !waiting {
+            return Ok(0);
+        }
+        // No savepoint: the job's only failure is a database error, which fails the group.
+        self.db
+            .write_prechecked_then(
+                |c| {
+                    let moved = c
+                        .prepare_cached(
+                            "INSERT INTO audit_log(id, at, actor, action, target, result, client,
+                                                   request_id, detail)
+                             SELECT id, at, actor, action, target, result, client, request_id,
+                                    detail
+                             FROM audit_recent ORDER BY id",
+                        )?
+                        .execute([])?;
+                    if moved > 0 {
+                        c.prepare_cached("DELETE FROM audit_recent")?.execute([])?;
+                    }
+                    Ok(moved)
+                },
+                |_| {},
+            )
             .await
     }
 }
@@ -242,13 +299,18 @@ mod tests {
             let (sql, args) = list_query(actor, action, None, None, Some(10), 101);
             db.write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
         };
+        // Each filter walks its index in audit_log and the recent table by id, both newest
+        // first, merged: no sort step.
         let by_actor = plan(Some("ci"), None).await.unwrap();
         assert!(by_actor.contains("INDEX audit_actor"), "{by_actor}");
+        assert!(!by_actor.contains("TEMP B-TREE"), "{by_actor}");
         let by_action = plan(None, Some("data.put")).await.unwrap();
         assert!(by_action.contains("INDEX audit_action"), "{by_action}");
-        // Unfiltered: newest first along the table itself, no sort step.
+        assert!(!by_action.contains("TEMP B-TREE"), "{by_action}");
+        // Unfiltered: newest first along the tables themselves.
         let all = plan(None, None).await.unwrap();
         assert!(!all.contains("TEMP B-TREE"), "{all}");
+        assert!(all.contains("MERGE"), "{all}");
         db.close();
     }
 
@@ -272,6 +334,10 @@ mod tests {
                 })
                 .await
                 .unwrap();
+            if i == 2 {
+                // t0..t2 go to the indexed table, t3 and t4 stay recent: listings merge both.
+                assert_eq!(audit.seal().await.unwrap(), 3);
+            }
         }
         let p = audit
             .list(Filter {
@@ -332,15 +398,151 @@ mod tests {
                 .await
                 .is_err()
         );
+        // One old event in each table: pruning finds both.
         db.write(|c| {
-            Ok(c.execute(
-                "UPDATE audit SET at = at - 100000 WHERE target IN ('t0', 't1')",
-                [],
+            Ok(c.execute_batch(
+                "UPDATE audit_log SET at = at - 100000 WHERE target = 't0';
+                 UPDATE audit_recent SET at = at - 100000 WHERE target = 't3';",
             )?)
         })
         .await
         .unwrap();
         assert_eq!(audit.prune(Duration::from_secs(3600)).await.unwrap(), 2);
+        let left = audit
+            .list(Filter {
+                limit: 10,
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.items
+                .iter()
+                .map(|r| r.target.as_str())
+                .collect::<Vec<_>>(),
+            ["t4", "t2", "t1"]
+        );
+        db.close();
+    }
+
+    /// (ids of audit_log, ids of audit_recent, ids the `audit` view shows), each ascending.
+    async fn ids(db: &Db) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+        db.read(|c| {
+            let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> {
+                c.prepare(sql)?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()
+            };
+            Ok((
+                ids("SELECT id FROM audit_log ORDER BY id")?,
+                ids("SELECT id FROM audit_recent ORDER BY id")?,
+                ids("SELECT id FROM audit ORDER BY id")?,
+            ))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealing_moves_every_event_once_and_ids_keep_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let audit = Audit::new(db.clone());
+        let record = |target: &str| {
+            audit.record(Event {
+                actor: "ci".into(),
+                action: "data.put".into(),
+                target: target.into(),
+                result: "ok".into(),
+                ..Event::default()
+            })
+        };
+        assert_eq!(audit.seal().await.unwrap(), 0);
+        for t in ["a", "b", "c"] {
+            record(t).await.unwrap();
+        }
+        assert_eq!(ids(&db).await, (vec![], vec![1, 2, 3], vec![1, 2, 3]));
+        assert_eq!(audit.seal().await.unwrap(), 3);
+        assert_eq!(ids(&db).await, (vec![1, 2, 3], vec![], vec![1, 2, 3]));
+        assert_eq!(audit.seal().await.unwrap(), 0);
+        // The recent table is empty: the next id still follows the sealed ones.
+        record("d").await.unwrap();
+        record("e").await.unwrap();
+        assert_eq!(
+            ids(&db).await,
+            (vec![1, 2, 3], vec![4, 5], vec![1, 2, 3, 4, 5])
+        );
+        assert_eq!(audit.seal().await.unwrap(), 2);
+        assert_eq!(
+            ids(&db).await,
+            (vec![1, 2, 3, 4, 5], vec![], vec![1, 2, 3, 4, 5])
+        );
+        // The moved rows are whole, in the indexed table.
+        let by_action = audit
+            .list(Filter {
+                limit: 10,
+                action: Some("data.put".into()),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            by_action
+                .items
+                .iter()
+                .map(|r| (r.id, r.target.as_str(), r.actor.as_str(), r.result.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (5, "e", "ci", "ok"),
+                (4, "d", "ci", "ok"),
+                (3, "c", "ci", "ok"),
+                (2, "b", "ci", "ok"),
+                (1, "a", "ci", "ok")
+            ]
+        );
+        db.close();
+    }
+
+    /// A schema-9 database: its audit rows stay listed, now in `audit_log`, and new events
+    /// follow them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_10_keeps_the_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        {
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            for sql in &crate::db::MIGRATIONS[..9] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.execute_batch(
+                "INSERT INTO audit(id, at, actor, action, target, result, client, request_id, detail)
+                 VALUES (7, 100, 'old', 'token.create', 'x', 'ok', '', '', ''),
+                        (9, 200, 'old', 'data.put', 'y', 'ok', '', '', '');
+                 PRAGMA user_version = 9;",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&p, 1).unwrap();
+        let audit = Audit::new(db.clone());
+        assert_eq!(ids(&db).await, (vec![7, 9], vec![], vec![7, 9]));
+        audit
+            .record(Event {
+                actor: "new".into(),
+                ..Event::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&db).await, (vec![7, 9], vec![10], vec![7, 9, 10]));
+        let old = audit
+            .list(Filter {
+                limit: 10,
+                actor: Some("old".into()),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(old.items.iter().map(|r| r.id).collect::<Vec<_>>(), [9, 7]);
         db.close();
     }
 }

@@ -305,6 +305,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     tokio::spawn(kv_sweeper(state.clone(), shutdown_rx.clone()));
+    tokio::spawn(audit_sealer(state.clone(), shutdown_rx.clone()));
     let metrics = state.metrics.clone();
     // The sampler writes its last history slot when shutdown starts; the database is closed
     // only after it finished.
@@ -543,6 +544,25 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
         n += 1;
+    }
+}
+
+/// How often the audit events recorded since are moved into the indexed trail
+/// ([`Audit::seal`](crate::audit::Audit::seal)).
+const AUDIT_SEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Every `AUDIT_SEAL_EVERY`: the new audit events go into the indexed trail, in one job.
+async fn audit_sealer(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(AUDIT_SEAL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.audit.seal().await {
+            tracing::warn!(error = %e, "cannot move audit events into the indexed trail");
+        }
     }
 }
 

@@ -182,13 +182,14 @@ impl B {
     }
 }
 
-/// Every row of every table but `audit`, as text, sorted.
+/// Every row of every table but the audit trail's (`audit_log`, `audit_recent`), as text, sorted.
 fn tables_but_audit(db: &Path) -> Vec<String> {
     let c = rusqlite::Connection::open(db).unwrap();
     let tables: Vec<String> = c
         .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit'
-             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT IN ('audit_log', 'audit_recent') AND name NOT LIKE 'sqlite_%'
+             ORDER BY name",
         )
         .unwrap()
         .query_map([], |r| r.get(0))
