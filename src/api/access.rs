@@ -154,15 +154,22 @@ pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Cli
 /// Whether the Host a request names is one of ours: localhost names, the listening addresses,
 /// or `server.server-names`. Stops DNS rebinding from a browser into a loopback daemon.
 pub fn host_allowed(cfg: &Config, conn: Option<&ConnInfo>, host: &str) -> bool {
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    // Compared without case rather than lowercased: no copy of the name per request.
+    let host = host.trim().trim_end_matches('.');
     let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("").to_owned()
+        rest.split(']').next().unwrap_or("")
     } else if host.matches(':').count() == 1 {
-        host.split(':').next().unwrap_or("").to_owned()
+        host.split(':').next().unwrap_or("")
     } else {
-        host.clone()
+        host
     };
-    if matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1") || name.ends_with(".localhost") {
+    const SUFFIX: &[u8] = b".localhost";
+    let b = name.as_bytes();
+    if ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        || (b.len() >= SUFFIX.len() && b[b.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
+    {
         return true;
     }
     if let Ok(ip) = name.parse::<IpAddr>() {
@@ -176,7 +183,7 @@ pub fn host_allowed(cfg: &Config, conn: Option<&ConnInfo>, host: &str) -> bool {
     cfg.server
         .server_names
         .iter()
-        .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(&name))
+        .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
 
 enum AuthError {
@@ -679,6 +686,11 @@ mod tests {
             "[::1]:80",
             "LH.example.org",
             "app.localhost",
+            // Names compare without case; a trailing dot is the same name.
+            "LOCALHOST:8080",
+            "App.LocalHost",
+            "localhost.",
+            "[::1]",
         ] {
             assert!(host_allowed(&cfg, None, ok), "{ok}");
         }
@@ -687,6 +699,10 @@ mod tests {
             "lh.example.org.evil.com",
             "192.168.1.5",
             "",
+            "xlocalhost",
+            // Multi-byte characters where the suffix check cuts: refused, no panic.
+            "ééééé.localhos",
+            "localhost\u{e9}",
         ] {
             assert!(!host_allowed(&cfg, None, bad), "{bad}");
         }

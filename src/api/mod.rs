@@ -290,14 +290,16 @@ async fn context(api: Arc<ApiInner>, mut req: Request) -> Response {
     })
     .await;
     security_headers(resp.headers_mut());
-    let id = id_header
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    if let Some(v) = id_header.clone() {
+    if let Some(v) = id_header {
         resp.headers_mut()
             .insert(HeaderName::from_static(request_id::HEADER), v);
     }
+    // Read back from the response (a clone of the header value would be an allocation).
+    let id = resp
+        .headers()
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     drop(in_flight);
