@@ -207,7 +207,8 @@ async fn apply_one(
 pub async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    // The headers read in place (the HeaderMap extractor would copy them all).
+    req: Request,
 ) -> Result<Response, ApiError> {
     let key = key_of(key)?;
     let entry = state
@@ -216,7 +217,8 @@ pub async fn get(
         .await?
         .ok_or_else(|| Error::NotFound(format!("no key {key:?}")))?;
     let tag = etag(entry.version);
-    if headers
+    if req
+        .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
