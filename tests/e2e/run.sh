@@ -245,15 +245,20 @@ boot_container() {
     pid=$!
     # Known to cleanup() from now on, whatever happens next.
     NSPAWN_PID=$pid
-    # setsid execs nspawn directly unless it had to fork; either way find nspawn, then its child
-    # (up to 30 s: on a loaded 2-core machine the first steps can be slow).
+    # setsid execs nspawn directly unless it had to fork (then its parent exits at once, and
+    # reading its children can come too late: a CI run failed that way with the container up),
+    # so nspawn is found by its command line, whichever process that is (up to 30 s: on a
+    # loaded 2-core machine the first steps can be slow).
+    local p found=""
     for _ in $(seq 300); do
-        comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
-        [ "$comm" = systemd-nspawn ] && break
-        [ "$comm" = setsid ] && pid=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children" 2>/dev/null || echo "$pid") && NSPAWN_PID=$pid
+        for p in $(pgrep -f -- "-D $WORK/rootfs -b -M localhostd-e2e" || true); do
+            comm=$(cat "/proc/$p/comm" 2>/dev/null || true)
+            [ "$comm" = systemd-nspawn ] && found=$p && break 2
+        done
         sleep 0.1
     done
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd-nspawn ] || die "systemd-nspawn did not start: $(cat "$CONSOLE_LOG")"
+    [ -n "$found" ] || die "systemd-nspawn did not start: $(cat "$CONSOLE_LOG")"
+    pid=$found
     NSPAWN_PID=$pid
     for _ in $(seq 150); do
         CT_PID=$(cut -d' ' -f1 "/proc/$NSPAWN_PID/task/$NSPAWN_PID/children" 2>/dev/null || true)
@@ -439,9 +444,8 @@ sys.exit("no journal event with REQUEST_ID=" + rid)
 }
 
 check_reload() {
-    local pid before
+    local pid
     pid=$(unit_prop localhostd.service MainPID)
-    before=$(date +%s)
     in_ct timeout 30 systemctl reload localhostd.service || { fail "systemctl reload failed"; return 1; }
     [ "$(unit_prop localhostd.service MainPID)" = "$pid" ] || { fail "reload replaced the process"; return 1; }
     [ "$(in_ct systemctl is-active localhostd.service)" = active ] || { fail "not active after reload"; return 1; }
@@ -684,7 +688,7 @@ check_metrics_through_nginx() {
     # series are there (the sampler reads /proc and statvfs under the hardened unit), and
     # promtool (on the host, or in the container) reports only node_exporter's camelCase
     # meminfo names.
-    local tok out s missing="" lint other
+    local tok out s absent="" lint other
     [ "$(http_status /metrics)" = 401 ] || { fail "/metrics without a token was not refused"; return 1; }
     tok=$(in_ct timeout 30 localhostd token create --name "e2e-metrics-$RANDOM" --scope metrics 2>/dev/null)
     metrics_sampled() { local o; o=$(http /metrics -H "Authorization: Bearer $tok") && grep -q '^node_filesystem_avail_bytes{' <<<"$o"; }
@@ -694,9 +698,9 @@ check_metrics_through_nginx() {
         node_filesystem_avail_bytes node_network_receive_bytes_total process_resident_memory_bytes \
         process_open_fds localhostd_http_requests_total localhostd_http_request_duration_seconds_bucket \
         localhostd_build_info; do
-        grep -q "^$s[{ ]" <<<"$out" || missing="$missing $s"
+        grep -q "^${s}[{ ]" <<<"$out" || absent="$absent $s"
     done
-    [ -z "$missing" ] || { fail "/metrics lacks:$missing"; return 1; }
+    [ -z "$absent" ] || { fail "/metrics lacks:$absent"; return 1; }
     if command -v promtool >/dev/null 2>&1; then
         lint=$(promtool check metrics <<<"$out" 2>&1 || true)
     elif in_ct sh -c 'command -v promtool' >/dev/null 2>&1; then
