@@ -509,20 +509,13 @@ mod tests {
     async fn migration_10_keeps_the_trail() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
-        {
-            let c = rusqlite::Connection::open(&p).unwrap();
-            c.pragma_update(None, "journal_mode", "WAL").unwrap();
-            for sql in &crate::db::MIGRATIONS[..9] {
-                c.execute_batch(sql).unwrap();
-            }
-            c.execute_batch(
-                "INSERT INTO audit(id, at, actor, action, target, result, client, request_id, detail)
+        crate::db::database_at_schema(
+            &p,
+            9,
+            "INSERT INTO audit(id, at, actor, action, target, result, client, request_id, detail)
                  VALUES (7, 100, 'old', 'token.create', 'x', 'ok', '', '', ''),
-                        (9, 200, 'old', 'data.put', 'y', 'ok', '', '', '');
-                 PRAGMA user_version = 9;",
-            )
-            .unwrap();
-        }
+                    (9, 200, 'old', 'data.put', 'y', 'ok', '', '', '');",
+        );
         let db = Db::open(&p, 1).unwrap();
         let audit = Audit::new(db.clone());
         assert_eq!(ids(&db).await, (vec![7, 9], vec![], vec![7, 9]));

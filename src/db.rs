@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// The ordered schema migrations. Index + 1 is the schema version after applying it. Never edit
 /// a released entry; append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&str] = &[
     // 1: the foundation: key/value facts about this installation.
     "CREATE TABLE meta (
         key   TEXT PRIMARY KEY NOT NULL,
@@ -574,6 +574,20 @@ pub fn query_plan(
         .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows.join("; "))
+}
+
+/// For migration tests: a database at `path` made by the first `version` migrations, with
+/// `seed` run in it and `user_version` set, as an older release would have left it.
+#[cfg(test)]
+pub(crate) fn database_at_schema(path: &Path, version: usize, seed: &str) {
+    let c = Connection::open(path).unwrap();
+    c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    for sql in &MIGRATIONS[..version] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.execute_batch(seed).unwrap();
+    c.pragma_update(None, "user_version", version as i64)
+        .unwrap();
 }
 
 /// A read-only connection of the reader pool.
@@ -1137,23 +1151,16 @@ mod tests {
     async fn migration_8_keeps_every_value_in_the_change_log() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
-        {
-            let c = Connection::open(&p).unwrap();
-            c.pragma_update(None, "journal_mode", "WAL").unwrap();
-            for sql in &MIGRATIONS[..7] {
-                c.execute_batch(sql).unwrap();
-            }
-            c.execute_batch(
-                "INSERT INTO kv(key, value, version, expires_at) VALUES
+        database_at_schema(
+            &p,
+            7,
+            "INSERT INTO kv(key, value, version, expires_at) VALUES
                     ('trimmed', '\"old\"', 2, NULL), ('logged', '[1,2]', 5, 4102444800000);
                  INSERT INTO kv_changes(revision, at, op, key, value) VALUES
                     (4, 10, 'put', 'x', '0'), (4, 10, 'delete', 'logged', NULL),
                     (5, 11, 'put', 'logged', '[1,2]'), (6, 12, 'delete', 'x', NULL);
-                 UPDATE kv_state SET revision = 6, compacted = 3;
-                 PRAGMA user_version = 7;",
-            )
-            .unwrap();
-        }
+             UPDATE kv_state SET revision = 6, compacted = 3;",
+        );
         let db = Db::open(&p, 1).unwrap();
         let rows: Vec<(String, i64, i64, String, i64)> = db
             .read(|c| {
@@ -1209,25 +1216,18 @@ mod tests {
     async fn migration_11_gives_key_rows_their_value_size() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
-        {
-            let c = Connection::open(&p).unwrap();
-            c.pragma_update(None, "journal_mode", "WAL").unwrap();
-            for sql in &MIGRATIONS[..10] {
-                c.execute_batch(sql).unwrap();
-            }
-            c.execute_batch(
-                "INSERT INTO kv_kept(id, revision, key, value) VALUES (1, 1, 'kept', '\"é\"');
+        database_at_schema(
+            &p,
+            10,
+            "INSERT INTO kv_kept(id, revision, key, value) VALUES (1, 1, 'kept', '\"é\"');
                  INSERT INTO kv_log_a(id, revision, at, op, key, value)
                      VALUES (2, 2, 0, 'put', 'a', '[1,2,3]');
                  INSERT INTO kv_log_b(id, revision, at, op, key, value)
                      VALUES (3, 3, 0, 'put', 'b', 'true');
                  INSERT INTO kv(key, version, change, expires_at) VALUES
                      ('kept', 1, 1, NULL), ('a', 2, 2, NULL), ('b', 3, 3, NULL);
-                 UPDATE kv_state SET revision = 3, log_active = 1, log_since = 3;
-                 PRAGMA user_version = 10;",
-            )
-            .unwrap();
-        }
+             UPDATE kv_state SET revision = 3, log_active = 1, log_since = 3;",
+        );
         let db = Db::open(&p, 1).unwrap();
         let sizes: Vec<(String, i64)> = db
             .read(|c| {
