@@ -226,13 +226,6 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_log
         UNION ALL
         SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_recent;",
-    // 11: a key row holds its value's size in bytes, so the store's totals (the sampler's
-    // kv keys and bytes) are a scan of the key rows instead of a read of every value.
-    "ALTER TABLE kv ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
-    UPDATE kv SET size = coalesce(length(CAST(
-        coalesce((SELECT value FROM kv_log_a WHERE id = kv.change),
-                 (SELECT value FROM kv_log_b WHERE id = kv.change),
-                 (SELECT value FROM kv_kept WHERE id = kv.change)) AS BLOB)), 0);",
 ];
 
 /// The schema version this binary writes.
@@ -1207,46 +1200,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(expiry, 4_102_444_800_000);
-        db.close();
-    }
-
-    /// A schema-10 database: each key row gets the size of the value it points at, wherever
-    /// that is (either generation or kv_kept; a multi-byte value counts its bytes).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn migration_11_gives_key_rows_their_value_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.db");
-        database_at_schema(
-            &p,
-            10,
-            "INSERT INTO kv_kept(id, revision, key, value) VALUES (1, 1, 'kept', '\"é\"');
-                 INSERT INTO kv_log_a(id, revision, at, op, key, value)
-                     VALUES (2, 2, 0, 'put', 'a', '[1,2,3]');
-                 INSERT INTO kv_log_b(id, revision, at, op, key, value)
-                     VALUES (3, 3, 0, 'put', 'b', 'true');
-                 INSERT INTO kv(key, version, change, expires_at) VALUES
-                     ('kept', 1, 1, NULL), ('a', 2, 2, NULL), ('b', 3, 3, NULL);
-             UPDATE kv_state SET revision = 3, log_active = 1, log_since = 3;",
-        );
-        let db = Db::open(&p, 1).unwrap();
-        let sizes: Vec<(String, i64)> = db
-            .read(|c| {
-                let mut st = c.prepare("SELECT key, size FROM kv ORDER BY key")?;
-                let rows = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            sizes,
-            vec![("a".into(), 7), ("b".into(), 4), ("kept".into(), 4)]
-        );
-        assert_eq!(
-            db.read(crate::kv::key_count_and_bytes).await.unwrap(),
-            (3, 15)
-        );
         db.close();
     }
 
