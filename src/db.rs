@@ -205,8 +205,8 @@ const MIGRATIONS: &[&str] = &[
         CHECK (log_active IN (0, 1));
     ALTER TABLE kv_state ADD COLUMN log_since INTEGER NOT NULL DEFAULT 1;",
     // 10: the audit trail in two tables: events land in `audit_recent` (no index but its
-    // ids), and `audit::seal` moves them into `audit_log` with its three indexes in one
-    // statement every second. Kept per event, the indexes were a third of the pages a
+    // ids), and `audit::seal` moves them into `audit_log` with its three indexes in bulk
+    // every second. Kept per event, the indexes were a third of the pages a
     // commit of data writes put in the WAL (appends to an index b-tree split it every few
     // commits, rewriting three pages each time); in bulk they are written once per page.
     // `audit` stays the name of the whole trail, as a view.
