@@ -226,7 +226,174 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_log
         UNION ALL
         SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_recent;",
+    // 11: a key row holds its value's size in bytes, so the store's totals (the sampler's
+    // kv keys and bytes) are a scan of the key rows instead of a read of every value.
+    "ALTER TABLE kv ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE kv SET size = coalesce(length(CAST(
+        coalesce((SELECT value FROM kv_log_a WHERE id = kv.change),
+                 (SELECT value FROM kv_log_b WHERE id = kv.change),
+                 (SELECT value FROM kv_kept WHERE id = kv.change)) AS BLOB)), 0);",
 ];
+
+/// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
+/// one step instead of replaying every migration (renames, added columns, a table rebuilt),
+/// whose SQLite code would otherwise stay in a new daemon's memory. Written again with every
+/// migration; `tests::a_new_database_gets_what_the_migrations_build` compares the two.
+const SCHEMA: &str = "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE tokens (
+        id           TEXT PRIMARY KEY NOT NULL,
+        name         TEXT NOT NULL UNIQUE,
+        secret_hash  BLOB NOT NULL,
+        scopes       TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    ) STRICT;
+    CREATE TABLE sessions (
+        id           TEXT PRIMARY KEY NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        token_id     TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+        csrf         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        revoked_at   INTEGER
+    ) STRICT;
+    CREATE INDEX sessions_token ON sessions(token_id);
+    CREATE TABLE audit_log (
+        id         INTEGER PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        client     TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_at ON audit_log(at);
+    CREATE INDEX audit_actor ON audit_log(actor, id);
+    CREATE INDEX audit_action ON audit_log(action, id);
+    CREATE TABLE kv_log_a (
+        id       INTEGER PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        op       TEXT NOT NULL CHECK (op IN ('put', 'delete')),
+        key      TEXT NOT NULL,
+        value    TEXT
+    ) STRICT;
+    CREATE TABLE kv_state (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        revision   INTEGER NOT NULL,
+        compacted  INTEGER NOT NULL,
+        log_active INTEGER NOT NULL DEFAULT 0 CHECK (log_active IN (0, 1)),
+        log_since  INTEGER NOT NULL DEFAULT 1
+    ) STRICT;
+    INSERT INTO kv_state(id, revision, compacted) VALUES (1, 0, 0);
+    CREATE TABLE executions (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        program_id   TEXT,
+        label        TEXT NOT NULL,
+        argv         TEXT NOT NULL,
+        profile      TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        client       TEXT NOT NULL,
+        request_id   TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        exit_code    INTEGER,
+        signal       TEXT,
+        started_at   INTEGER NOT NULL,
+        wall_ms      INTEGER NOT NULL,
+        cpu_ms       INTEGER NOT NULL,
+        max_rss_kb   INTEGER NOT NULL,
+        truncated    INTEGER NOT NULL,
+        stdout_bytes INTEGER NOT NULL,
+        stderr_bytes INTEGER NOT NULL,
+        message      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX executions_started ON executions(started_at);
+    CREATE INDEX executions_program ON executions(program_id, seq);
+    CREATE TABLE files (
+        path         TEXT PRIMARY KEY NOT NULL,
+        blob         TEXT NOT NULL UNIQUE,
+        size         INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        modified_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX files_size ON files(size, path);
+    CREATE INDEX files_modified ON files(modified_ms, path);
+    CREATE TABLE programs (
+        id              TEXT PRIMARY KEY NOT NULL,
+        name            TEXT NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('file', 'project')),
+        files           TEXT NOT NULL,
+        main            TEXT,
+        runtime         TEXT,
+        size            INTEGER NOT NULL,
+        sha256          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        run_count       INTEGER NOT NULL,
+        last_run_status TEXT,
+        last_run_at     INTEGER
+    ) STRICT;
+    CREATE TABLE metrics_history (
+        resolution INTEGER NOT NULL CHECK (resolution IN (10, 60)),
+        at         INTEGER NOT NULL,
+        cpu        REAL,
+        memory     REAL,
+        disk       REAL,
+        load1      REAL,
+        net_rx     REAL,
+        net_tx     REAL,
+        PRIMARY KEY (resolution, at)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE kv (
+        key        TEXT PRIMARY KEY NOT NULL,
+        version    INTEGER NOT NULL,
+        change     INTEGER NOT NULL,
+        expires_at INTEGER,
+        size       INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX kv_expiry ON kv(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX kv_log_a_revision ON kv_log_a(revision);
+    CREATE TABLE kv_log_b (
+        id       INTEGER PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        op       TEXT NOT NULL CHECK (op IN ('put', 'delete')),
+        key      TEXT NOT NULL,
+        value    TEXT
+    ) STRICT;
+    CREATE INDEX kv_log_b_revision ON kv_log_b(revision);
+    CREATE TABLE kv_kept (
+        id       INTEGER PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE audit_recent (
+        id         INTEGER PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        client     TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    ) STRICT;
+    CREATE VIEW audit AS
+        SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_log
+        UNION ALL
+        SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_recent;";
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -612,8 +779,18 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Whether the database has no schema at all (a new file).
+fn is_empty(conn: &Connection) -> Result<bool> {
+    Ok(
+        !conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema)", [], |r| {
+            r.get::<_, bool>(0)
+        })?,
+    )
+}
+
 /// Applies every migration newer than the database's `user_version`, each in its own
-/// transaction together with the version bump. Refuses a database from the future.
+/// transaction together with the version bump; a new database gets `SCHEMA` in one.
+/// Refuses a database from the future.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > SCHEMA_VERSION {
@@ -622,6 +799,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
             found,
             known: SCHEMA_VERSION,
         });
+    }
+    if found == 0 && is_empty(conn)? {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        tracing::info!(schema_version = SCHEMA_VERSION, "created the database");
+        return Ok(());
     }
     for (i, sql) in MIGRATIONS
         .iter()
@@ -1200,6 +1385,103 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(expiry, 4_102_444_800_000);
+        db.close();
+    }
+
+    /// A new database gets `SCHEMA`; one built by the migrations, one after another, must be
+    /// the same: the same tables, indexes and views with the same definitions (compared
+    /// without whitespace and quotes, as SQLite keeps an altered table's text the way the
+    /// ALTER left it), the same rows and the same schema version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_database_gets_what_the_migrations_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fresh, migrated) = (dir.path().join("fresh.db"), dir.path().join("old.db"));
+        Db::open(&fresh, 1).unwrap().close();
+        database_at_schema(&migrated, 1, "");
+        Db::open(&migrated, 1).unwrap().close();
+        let described = describe(&fresh);
+        assert_eq!(described.0, SCHEMA_VERSION);
+        assert!(described.1.len() > 20, "{:?}", described.1);
+        assert_eq!(described, describe(&migrated));
+    }
+
+    /// (user_version, every object's type, name and definition, every table's rows).
+    #[allow(clippy::type_complexity)]
+    fn describe(p: &Path) -> (i64, Vec<(String, String, String)>, Vec<String>) {
+        let c = Connection::open(p).unwrap();
+        let version = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let squeeze = |s: String| -> String {
+            s.chars()
+                .filter(|ch| !ch.is_whitespace() && *ch != '"')
+                .collect()
+        };
+        let objects: Vec<(String, String, String)> = c
+            .prepare(
+                "SELECT type, name, coalesce(sql, '') FROM sqlite_schema
+                 WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, squeeze(r.get(2)?))))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut rows = Vec::new();
+        for (kind, table, _) in &objects {
+            if kind != "table" {
+                continue;
+            }
+            let mut st = c.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+            let n = st.column_count();
+            let mut q = st.query([]).unwrap();
+            while let Some(r) = q.next().unwrap() {
+                let cells: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(format!("{table}: {}", cells.join(", ")));
+            }
+        }
+        (version, objects, rows)
+    }
+
+    /// A schema-10 database: each key row gets the size of the value it points at, wherever
+    /// that is (either generation or kv_kept; a multi-byte value counts its bytes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_11_gives_key_rows_their_value_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        database_at_schema(
+            &p,
+            10,
+            "INSERT INTO kv_kept(id, revision, key, value) VALUES (1, 1, 'kept', '\"é\"');
+                 INSERT INTO kv_log_a(id, revision, at, op, key, value)
+                     VALUES (2, 2, 0, 'put', 'a', '[1,2,3]');
+                 INSERT INTO kv_log_b(id, revision, at, op, key, value)
+                     VALUES (3, 3, 0, 'put', 'b', 'true');
+                 INSERT INTO kv(key, version, change, expires_at) VALUES
+                     ('kept', 1, 1, NULL), ('a', 2, 2, NULL), ('b', 3, 3, NULL);
+             UPDATE kv_state SET revision = 3, log_active = 1, log_since = 3;",
+        );
+        let db = Db::open(&p, 1).unwrap();
+        let sizes: Vec<(String, i64)> = db
+            .read(|c| {
+                let mut st = c.prepare("SELECT key, size FROM kv ORDER BY key")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            sizes,
+            vec![("a".into(), 7), ("b".into(), 4), ("kept".into(), 4)]
+        );
+        assert_eq!(
+            db.read(crate::kv::key_count_and_bytes).await.unwrap(),
+            (3, 15)
+        );
         db.close();
     }
 

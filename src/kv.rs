@@ -12,7 +12,7 @@
 mod cache;
 mod log;
 
-pub use log::{key_count_and_bytes, newest as newest_changes};
+pub use log::newest as newest_changes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -279,6 +279,16 @@ fn precondition(key: &str, cond: Cond, live: Option<i64>) -> Result<()> {
     )))
 }
 
+/// The number of key rows and the bytes of their values (from each row's `size`: the values
+/// themselves are not read). Keys expired but not yet swept count until the sweep.
+pub fn key_count_and_bytes(c: &Connection) -> Result<(i64, i64)> {
+    Ok(
+        c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM kv", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?,
+    )
+}
+
 /// Applies `ops` in the writer's transaction: all of them at one new revision, or none. Every
 /// check comes before the first change, so a refused batch has changed nothing (it runs
 /// without a savepoint: `Db::write_prechecked_then`).
@@ -327,19 +337,20 @@ fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
                 // The value goes into the log only; the key row points at it.
                 let put = ChangeKind::Put.as_str();
                 let change = log::append(c, &head, now, put, &op.key, Some(value))?;
+                let size = i64::try_from(value.len()).unwrap_or(i64::MAX);
                 match rowid {
                     Some(id) => c
                         .prepare_cached(
-                            "UPDATE kv SET version = ?2, change = ?3, expires_at = ?4
+                            "UPDATE kv SET version = ?2, change = ?3, expires_at = ?4, size = ?5
                              WHERE rowid = ?1",
                         )?
-                        .execute(params![id, revision, change, expires_at])?,
+                        .execute(params![id, revision, change, expires_at, size])?,
                     None => c
                         .prepare_cached(
-                            "INSERT INTO kv(key, version, change, expires_at)
-                             VALUES (?1, ?2, ?3, ?4)",
+                            "INSERT INTO kv(key, version, change, expires_at, size)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
-                        .execute(params![op.key, revision, change, expires_at])?,
+                        .execute(params![op.key, revision, change, expires_at, size])?,
                 };
                 expires = expires_at;
                 ("data.put", ChangeKind::Put)
@@ -1155,8 +1166,14 @@ mod tests {
                 )
             })
             .collect();
+        let totals = (
+            model.len() as i64,
+            model.values().map(|(v, _)| v.len() as i64).sum::<i64>(),
+        );
         let want: Vec<(String, String, u64)> =
             model.into_iter().map(|(k, (v, n))| (k, v, n)).collect();
         assert_eq!(listed, want);
+        // The totals kept in the key rows match the values they describe.
+        assert_eq!(kv.db.read(key_count_and_bytes).await.unwrap(), totals);
     }
 }

@@ -344,19 +344,6 @@ pub fn rotate(c: &Connection, plan: &Rotation) -> Result<bool> {
     Ok(true)
 }
 
-/// Live keys and the bytes of their values.
-pub fn key_count_and_bytes(c: &Connection) -> Result<(i64, i64)> {
-    Ok(c.query_row(
-        concat!(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(",
-            value_of_key!(),
-            " AS BLOB))), 0) FROM kv k"
-        ),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
-}
-
 /// The newest changes, newest first, at most `limit`: (revision, op, key, at).
 pub fn newest(c: &Connection, limit: i64) -> Result<Vec<(i64, String, String, i64)>> {
     let mut st = c.prepare(
