@@ -457,6 +457,29 @@ mod tests {
         db.close();
     }
 
+    /// A successful `data.put` of `target` by `ci`.
+    fn put_by_ci(target: &str) -> Event {
+        Event {
+            actor: "ci".into(),
+            action: "data.put".into(),
+            target: target.into(),
+            result: "ok".into(),
+            ..Event::default()
+        }
+    }
+
+    /// The newest `limit` events, newest first.
+    async fn newest(audit: &Audit, limit: usize) -> Vec<Record> {
+        audit
+            .list(Filter {
+                limit,
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+
     /// (ids of audit_log, ids of audit_recent, ids the `audit` view shows), each ascending.
     async fn ids(db: &Db) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
         db.read(|c| {
@@ -480,15 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
         let audit = Audit::new(db.clone());
-        let record = |target: &str| {
-            audit.record(Event {
-                actor: "ci".into(),
-                action: "data.put".into(),
-                target: target.into(),
-                result: "ok".into(),
-                ..Event::default()
-            })
-        };
+        let record = |target: &str| audit.record(put_by_ci(target));
         assert_eq!(audit.seal().await.unwrap(), 0);
         for t in ["a", "b", "c"] {
             record(t).await.unwrap();
@@ -542,15 +557,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
         let audit = Audit::new(db.clone());
-        let record = |target: String| {
-            audit.record(Event {
-                actor: "ci".into(),
-                action: "data.put".into(),
-                target,
-                result: "ok".into(),
-                ..Event::default()
-            })
-        };
+        let record = |target: String| audit.record(put_by_ci(&target));
         for i in 1..=5 {
             record(format!("k{i}")).await.unwrap();
         }
@@ -560,15 +567,12 @@ mod tests {
             ids(&db).await,
             (vec![1, 2], vec![3, 4, 5], vec![1, 2, 3, 4, 5])
         );
-        let all = audit
-            .list(Filter {
-                limit: 10,
-                ..Filter::default()
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            all.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+            newest(&audit, 10)
+                .await
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
             [5, 4, 3, 2, 1]
         );
         record("k6".into()).await.unwrap();
@@ -586,16 +590,9 @@ mod tests {
         record("k9".into()).await.unwrap();
         let (log, recent, _) = ids(&db).await;
         assert_eq!((log.len(), recent), (8, vec![9]));
-        let targets = audit
-            .list(Filter {
-                limit: 3,
-                ..Filter::default()
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            targets
-                .items
+            newest(&audit, 3)
+                .await
                 .iter()
                 .map(|r| r.target.as_str())
                 .collect::<Vec<_>>(),
