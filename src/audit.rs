@@ -440,15 +440,9 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(audit.prune(Duration::from_secs(3600)).await.unwrap(), 2);
-        let left = audit
-            .list(Filter {
-                limit: 10,
-                ..Filter::default()
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            left.items
+            newest(&audit, 10)
+                .await
                 .iter()
                 .map(|r| r.target.as_str())
                 .collect::<Vec<_>>(),
