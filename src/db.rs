@@ -1034,6 +1034,32 @@ mod tests {
         (dir, db)
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without the extensions nothing here uses
+    /// (their code was ~300 KiB of an idle daemon's RSS). A build without that file's flags
+    /// fails here.
+    #[test]
+    fn sqlite_is_built_without_unused_extensions() {
+        let c = Connection::open_in_memory().unwrap();
+        let mut st = c.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for unused in ["ENABLE_FTS3", "ENABLE_FTS5", "ENABLE_RTREE", "SOUNDEX"] {
+            assert!(
+                !options.iter().any(|o| o == unused),
+                "{unused} is compiled in: {options:?}"
+            );
+        }
+        assert!(
+            options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
+            "extension loading is compiled in: {options:?}"
+        );
+        let fts = c.execute_batch("CREATE VIRTUAL TABLE t USING fts5(x)");
+        assert!(fts.is_err(), "fts5 is available");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_set_schema_version_and_wal() {
         let (_d, db) = open_temp();
