@@ -555,7 +555,7 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `auto` picks journald when stderr is connected to it (systemd sets JOURNAL_STREAM).
     pub target: LogTarget,
-    /// A tracing filter directive: `info`, `debug`, `localhostd=debug,info`…
+    /// The log filter: `info`, `debug`, `localhostd=debug,info`… (`logging::parse_filter`).
     pub level: String,
 }
 
@@ -1196,7 +1196,7 @@ impl Config {
         if self.backup.keep_last == 0 {
             return Err(invalid("backup.keep-last", "must be at least 1"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+        crate::logging::parse_filter(&self.log.level)
             .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;
         Ok(())
     }

@@ -84,7 +84,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.log.target = t;
     }
     if let Some(level) = args.log_level {
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        if let Err(e) = localhostd::logging::parse_filter(&level) {
             eprintln!("localhostd: invalid --log-level {level:?}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
