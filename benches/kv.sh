@@ -8,8 +8,16 @@
 # swapped every round), prints a markdown table and records it with machine, date, commit and
 # load average in the kv section of docs/benchmarks.md.
 #
+# The issue's reference figures for this machine ("measured here for reference") are measured
+# in the same run too, at 64 connections, from benches/kv_reference.rs (an example of this
+# crate): a bare axum handler returning 1 KiB, a naive rusqlite GET through spawn_blocking, and
+# naive group commit. They show how fast the machine is at that moment against the issue's
+# figures, and what our store's extra work per request (access control, versions, the change
+# log and the audit row per write, the cache) costs against the plain way of doing each.
+#
 # Knobs: ROUNDS (3), DURATION seconds per run (10), CONNS ("1 16 64"), BENCH_RECORD=0 (print
-# only), LOCALHOSTD_BIN=path (skip the build), BENCH_KEEP_TMP=1.
+# only), LOCALHOSTD_BIN=path (skip the build), KV_REFERENCE_BIN=path (the reference server;
+# built when not given), BENCH_KEEP_TMP=1.
 #
 # Ours runs with rate-limit.enabled = false (the default limits would throttle a benchmark)
 # and --log-level warn (no per-request log line), like benches/health.sh. etcd runs with its
@@ -22,6 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-1 16 64}"
+REF_CONNS=64 # the reference servers run at this many connections only (the issue's goals)
 bench_init kv "ROUNDS=$ROUNDS DURATION=$DURATION"
 TMP="$BENCH_TMP"
 log() { bench_log "$@"; }
@@ -31,6 +40,12 @@ us() { bench_us "$1"; }
 
 bench_need_tools wrk:wrk etcd:etcd-server curl:curl
 bench_build
+if [[ -z "${KV_REFERENCE_BIN:-}" ]]; then
+    log "cargo build --release --locked --example kv-reference"
+    (cd "$BENCH_REPO" && cargo build --release --locked --example kv-reference >&2)
+    KV_REFERENCE_BIN="$BENCH_REPO/target/release/examples/kv-reference"
+fi
+[[ -x "$KV_REFERENCE_BIN" ]] || die "KV_REFERENCE_BIN=$KV_REFERENCE_BIN is not executable"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- ours
@@ -52,6 +67,13 @@ bench_spawn ETCD_PID "$TMP/etcd.log" etcd --name bench --data-dir "$TMP/etcd" \
     --quota-backend-bytes 8589934592 --log-level error
 bench_wait_http "http://127.0.0.1:$ETCD_PORT/health" "$ETCD_PID" "$TMP/etcd.log"
 log "etcd $(etcd --version | head -n 1 | awk '{print $3}') pid $ETCD_PID on 127.0.0.1:$ETCD_PORT"
+
+# --- the reference servers (benches/kv_reference.rs)
+bench_free_port REF_PORT
+mkdir -p "$TMP/reference"
+bench_spawn REF_PID "$TMP/reference.log" "$KV_REFERENCE_BIN" "127.0.0.1:$REF_PORT" "$TMP/reference"
+bench_wait_http "http://127.0.0.1:$REF_PORT/bare" "$REF_PID" "$TMP/reference.log"
+log "reference servers pid $REF_PID on 127.0.0.1:$REF_PORT"
 
 # Every PUT: key k00000000000..k00000009999 (12 characters, valid base64 for etcd), a 1 KiB
 # value that starts with thread and request number (unique). GETs read k0..k999.
@@ -79,11 +101,12 @@ local function head_of(method, path, headers, before, after)
   return req:sub(1, #req - #body) .. before
 end
 function init(args)
-  if mode == "ours-put" then
+  if mode == "ours-put" or mode == "ref-put" then
     -- 1022 characters inside the quotes: a 1024-byte JSON value.
     tail = string.sub(pad, 1, 1022 - UNIQ) .. '"'
+    local path = mode == "ours-put" and "/api/v1/data/k%011d" or "/kv/k%011d"
     for i = 0, 9999 do
-      head[i] = head_of("PUT", string.format("/api/v1/data/k%011d", i), ours_headers, '"', tail)
+      head[i] = head_of("PUT", string.format(path, i), ours_headers, '"', tail)
     end
   elseif mode == "etcd-put" then
     -- 1368 base64 characters: a 1026-byte value.
@@ -97,6 +120,10 @@ function init(args)
       local key = string.format("k%011d", i)
       if mode == "ours-get" then
         whole[i] = wrk.format("GET", "/api/v1/data/" .. key, ours_headers)
+      elseif mode == "ref-get" then
+        whole[i] = wrk.format("GET", "/kv/" .. key, ours_headers)
+      elseif mode == "bare-get" then
+        whole[i] = wrk.format("GET", "/bare", ours_headers)
       else
         whole[i] = wrk.format("POST", "/v3/kv/range", etcd_headers, '{"key":"' .. key .. '"}')
       end
@@ -105,7 +132,7 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  if mode == "ours-put" or mode == "etcd-put" then
+  if mode == "ours-put" or mode == "etcd-put" or mode == "ref-put" then
     return head[counter % 10000] .. string.format("%02d%014d", tid, counter) .. tail
   end
   return whole[counter % 1000]
@@ -122,7 +149,11 @@ EOF
 # run MODE CONNS SECONDS -> "rps p50_us p99_us errors"
 run() {
     local mode="$1" conns="$2" secs="$3" port threads
-    case "$mode" in ours-*) port="$OURS_PORT" ;; *) port="$ETCD_PORT" ;; esac
+    case "$mode" in
+        ours-*) port="$OURS_PORT" ;;
+        ref-* | bare-*) port="$REF_PORT" ;;
+        *) port="$ETCD_PORT" ;;
+    esac
     threads=$((conns < $(nproc) ? conns : $(nproc)))
     {
         echo "== $mode wrk -t$threads -c$conns -d${secs}s"
@@ -136,14 +167,22 @@ run() {
 log "preloading keys (2 s of PUTs each)"
 run ours-put 16 2 >/dev/null
 run etcd-put 16 2 >/dev/null
+run ref-put 16 2 >/dev/null
 
 declare -A RPS P50 P99 ERR
 for op in put get; do
     for c in $CONNS; do
         for r in $(seq 1 "$ROUNDS"); do
-            order="ours etcd"
-            ((r % 2 == 0)) && order="etcd ours"
-            for who in $order; do
+            who_all=(ours etcd)
+            if [[ "$c" == "$REF_CONNS" ]]; then
+                who_all+=(ref)
+                [[ "$op" == get ]] && who_all+=(bare)
+            fi
+            # Each round starts one further along the list.
+            n=${#who_all[@]}
+            order=()
+            for i in $(seq 0 $((n - 1))); do order+=("${who_all[$(((i + r - 1) % n))]}"); done
+            for who in "${order[@]}"; do
                 read -r rps p50 p99 err < <(run "$who-$op" "$c" "$DURATION")
                 log "$who $op c=$c round $r: $rps req/s p50 $(us "$p50") p99 $(us "$p99") errors $err"
                 RPS[$who,$op,$c]+="$rps "
@@ -178,6 +217,26 @@ entry="$TMP/entry.md"
             }
         done
     done
+    if [[ " $CONNS " == *" $REF_CONNS "* ]]; then
+        echo
+        echo "The issue's reference figures (\"measured here for reference\") in this run, $REF_CONNS connections (benches/kv_reference.rs; etcd from the table above):"
+        echo
+        echo "| server | issue's figure | this run req/s | p50 | p99 |"
+        echo "|---|---:|---:|---:|---:|"
+        c=$REF_CONNS
+        # shellcheck disable=SC2086
+        for row in "bare;get;bare axum handler returning 1 KiB;≈ 136,000" \
+            "ref;get;naive rusqlite GET through spawn_blocking;≈ 40,000" \
+            "ref;put;naive group commit (durable PUT);≈ 30,000" \
+            "etcd;get;etcd GET;≈ 9,000–12,000" \
+            "etcd;put;etcd PUT;≈ 10,000–12,000" \
+            "ours;get;**localhostd GET** (goal ≥ 60,000 with p99 < 3 ms);—" \
+            "ours;put;**localhostd PUT** (goal ≥ 30,000 and ≥ 3× etcd);—"; do
+            IFS=';' read -r who op what ref <<<"$row"
+            printf '| %s | %s | %.0f | %s | %s |\n' "$what" "$ref" "$(median ${RPS[$who,$op,$c]})" \
+                "$(us "$(median ${P50[$who,$op,$c]})")" "$(us "$(median ${P99[$who,$op,$c]})")"
+        done
+    fi
 } >"$entry"
 cat "$entry"
 
