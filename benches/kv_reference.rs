@@ -9,8 +9,9 @@
 //!   is waiting and commits them in one transaction, WAL with `synchronous=FULL`, one fsync,
 //!   and only then answers each. One table, no versions history, no audit, no auth.
 //!
-//! Nothing here is localhostd: it is the plain way to write each, as the issue measured it.
-//! Usage: `kv-reference ADDR DIR` (listens on ADDR, keeps its database in DIR).
+//! Nothing here is localhostd: it is the plain way to write each (the issue does not give its
+//! code), on the same crates and the same SQLite build as ours. Usage: `kv-reference ADDR DIR`
+//! (listens on ADDR, keeps its database in DIR).
 
 use std::cell::RefCell;
 use std::path::{Path as FsPath, PathBuf};
