@@ -99,11 +99,9 @@ async fn kv_get(
     let got = tokio::task::spawn_blocking(move || {
         READER.with(|cell| -> rusqlite::Result<Option<String>> {
             let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(open(&app.db)?);
-            }
-            let Some(c) = slot.as_ref() else {
-                return Ok(None);
+            let c = match slot.as_mut() {
+                Some(c) => c,
+                None => slot.insert(open(&app.db)?),
             };
             c.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")?
                 .query_row([&key], |r| {
