@@ -9,8 +9,9 @@
 #   bench_stop PID     SIGTERM one process we started (and its children), wait for it
 #   bench_wrk          one bounded wrk run against loopback; prints "rps p50_us p99_us errors"
 #   bench_median       median of numbers
-#   bench_record       append a dated entry (date, commit, machine, command) to
-#                      docs/benchmarks.md under the section of that benchmark
+#   bench_record       write the run's dated entry (date, commit, machine, command) into the
+#                      benchmark's section of docs/benchmarks.md, replacing the entry there
+#                      (everything from the section's marker to the next "## " heading)
 # Everything runs on 127.0.0.1, every process started here is tracked by PID, and an EXIT trap
 # stops exactly those PIDs and removes the temp dir. Nothing is written outside the temp dir
 # except the entry in docs/benchmarks.md (skip it with BENCH_RECORD=0).
@@ -346,9 +347,13 @@ bench_binary() {
         "$(date -u -r "$LOCALHOSTD_BIN" +'%Y-%m-%d %H:%M UTC')"
 }
 
-# bench_record SECTION_TITLE ENTRY_FILE: append the entry (a markdown fragment: table + notes)
-# with a header line (date, commit, machine, command) to docs/benchmarks.md, at the end of the
-# section marked <!-- bench:$BENCH_NAME -->; the section is created at the end if missing.
+# bench_record SECTION_TITLE ENTRY_FILE: write the entry (a markdown fragment: table + notes),
+# under a header line (date, commit, machine, command, binary), into docs/benchmarks.md as the
+# current entry of the section marked <!-- bench:$BENCH_NAME -->: everything after the marker
+# line up to the next "## " heading (or the end of the file) is replaced, so the section keeps
+# its title and the text above the marker and shows the latest run only; the earlier entries
+# stay in git. An entry must not contain a "## " heading of its own (### is fine). A section
+# missing from the document is created at its end with SECTION_TITLE.
 bench_record() {
     local title="$1" entry="$2" block="$BENCH_TMP/record.md"
     if [[ "${BENCH_RECORD:-1}" == 0 ]]; then
@@ -362,24 +367,27 @@ bench_record() {
         echo "- command: \`$BENCH_CMDLINE\`"
         echo "- binary: $(bench_binary)"
         cat "$entry"
-        echo
     } >"$block"
     [[ -f "$BENCH_DOC" ]] || bench_die "$BENCH_DOC is missing"
     local marker="<!-- bench:$BENCH_NAME -->"
-    if ! grep -qF -- "$marker" "$BENCH_DOC"; then
-        printf '\n## %s\n\n%s\n\n' "$title" "$marker" >>"$BENCH_DOC"
+    # The marker must be a line of its own: that is what the awk below looks for.
+    if ! grep -qxF -- "$marker" "$BENCH_DOC"; then
+        printf '\n## %s\n\n%s\n' "$title" "$marker" >>"$BENCH_DOC"
     fi
-    # Insert the block before the next "## " heading after the marker, or at the end.
+    # Print everything up to and including the (first) marker line, then the new block; drop
+    # the old entry after the marker up to the next "## " heading, and print the rest from that
+    # heading on, after a blank line.
     awk -v marker="$marker" -v blockfile="$block" '
-        function emit(   line) { while ((getline line < blockfile) > 0) print line; close(blockfile); done = 1 }
-        inside && /^## / && !done { emit() }
+        function emit(   line) { while ((getline line < blockfile) > 0) print line; close(blockfile) }
+        skipping && /^## / { skipping = 0; print "" }
+        skipping { next }
         { print }
-        $0 == marker { inside = 1 }
-        END { if (inside && !done) { print ""; emit() } }
-    ' "$BENCH_DOC" >"$BENCH_TMP/benchmarks.md.new"
-    # Squeeze runs of blank lines that the append may leave.
+        $0 == marker && !done { print ""; emit(); skipping = 1; done = 1 }
+        END { if (!done) exit 1 }
+    ' "$BENCH_DOC" >"$BENCH_TMP/benchmarks.md.new" || bench_die "no $marker line in $BENCH_DOC"
+    # Squeeze runs of blank lines that the replacement may leave.
     cat -s "$BENCH_TMP/benchmarks.md.new" >"$BENCH_DOC"
-    bench_log "recorded in docs/benchmarks.md ($title)"
+    bench_log "recorded in docs/benchmarks.md ($title), replacing the previous entry"
 }
 
 # bench_mem PID: "vmrss_kb rssanon_kb rssfile_kb pss_kb threads" of one process, from
