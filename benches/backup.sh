@@ -13,7 +13,7 @@
 # The state: half random bytes (like media or archives: incompressible), half base64 text
 # (compressible to about 3/4), in 64 MiB files, plus the database. ROUNDS rounds; in each the
 # contenders run back to back, the first one swapped every round; the table shows medians.
-# Appends to docs/benchmarks.md (BENCH_RECORD=0 to only print).
+# Replaces its entry in docs/benchmarks.md (BENCH_RECORD=0 to only print).
 #
 #   benches/backup.sh                                   # 3 rounds of 1 GiB
 #   ROUNDS=1 DATA_MB=256 BENCH_RECORD=0 benches/backup.sh   # quick look

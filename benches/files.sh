@@ -11,7 +11,7 @@
 #                   /proc/PID/clear_refs), dufs's beside it
 #
 # ROUNDS rounds; in each the contenders run back to back, the first one swapped every round;
-# the table shows medians. Appends to docs/benchmarks.md (BENCH_RECORD=0 to only print).
+# the table shows medians. Replaces its entry in docs/benchmarks.md (BENCH_RECORD=0 to only print).
 #
 #   benches/files.sh                                      # 3 rounds, 10 s per wrk cell
 #   ROUNDS=1 DURATION=3 BIG_MB=256 BENCH_RECORD=0 benches/files.sh   # quick look

@@ -3,7 +3,7 @@
 #
 # wrk --latency on 127.0.0.1 at 1, 16 and 64 keep-alive connections, DURATION seconds per run,
 # ROUNDS rounds; in each round ours and nginx run back to back, alternating which goes first.
-# The table shows the median over rounds (req/s also as min–max). Appends the result to
+# The table shows the median over rounds (req/s also as min–max). Replaces its entry in
 # docs/benchmarks.md (BENCH_RECORD=0 to only print).
 #
 #   benches/health.sh                          # 3 rounds × 10 s × 3 connection counts × 2
