@@ -29,6 +29,7 @@ use crate::backup::BlobPins;
 use crate::config::{Config, LiveConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::stored::{BlobId, open_beneath};
 
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
@@ -316,9 +317,19 @@ impl Inner {
     fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }
-    fn blob_path(&self, id: &str) -> PathBuf {
-        self.blob_dir().join(id)
+    fn blob_path(&self, id: &BlobId) -> PathBuf {
+        id.path_in(&self.blob_dir())
     }
+}
+
+/// The blob id the metadata of `path` names, validated: the database may have been restored
+/// from an archive or edited, and a blob id is joined to `blobs/`.
+fn stored_blob(path: &str, blob: &str) -> Result<BlobId> {
+    BlobId::parse(blob).map_err(|e| {
+        Error::Internal(format!(
+            "the metadata of {path} names {e}: not a blob of the store"
+        ))
+    })
 }
 
 /// The file store; cheap to clone.
@@ -614,13 +625,25 @@ impl Files {
         // look again, a few times, before calling the blob missing.
         for _ in 0..3 {
             let meta = self.meta(path).await?;
-            let blob = self.inner.blob_path(&meta.blob);
-            let opened = tokio::task::spawn_blocking(move || File::open(blob))
+            let blob = stored_blob(path, &meta.blob)?;
+            let dir = self.inner.blob_dir();
+            // Beneath `blobs/`, never through a symlink: only a regular file the store wrote.
+            let opened = tokio::task::spawn_blocking(move || open_beneath(&dir, blob.as_str()))
                 .await
                 .map_err(|e| Error::Internal(format!("open task failed: {e}")))?;
             match opened {
                 Ok(f) => return Ok((meta, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::EINVAL)
+                    ) || e.kind() == std::io::ErrorKind::InvalidInput =>
+                {
+                    return Err(Error::Internal(format!(
+                        "the blob of {path} is not a regular file of the store (a symlink?): {e}"
+                    )));
+                }
                 Err(e) => return Err(io_error(e)),
             }
         }
@@ -643,6 +666,8 @@ impl Files {
                 let Some(old) = get_meta(c, &p)? else {
                     return Err(not_found(&p));
                 };
+                // Checked before anything changes: a blob id that is not one is never removed.
+                let blob = stored_blob(&p, &old.blob)?;
                 c.execute("DELETE FROM files WHERE path = ?1", [&p])?;
                 audit::insert(
                     c,
@@ -656,15 +681,16 @@ impl Files {
                         detail: format!("{} bytes, sha256 {}", old.size, old.sha256),
                     },
                 )?;
-                Ok(old)
+                Ok((old, blob))
             })
             .await?;
+        let (old, blob) = old;
         {
             let mut c = self.inner.counters();
             c.committed = c.committed.saturating_sub(old.size);
         }
         self.inner.missing().remove(path);
-        let blob = self.inner.blob_path(&old.blob);
+        let blob = self.inner.blob_path(&blob);
         let pins = self.inner.pins.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = pins.remove(blob.clone()) {
@@ -1033,11 +1059,11 @@ impl Batch {
         let inner = files.inner.clone();
         // tmp → blobs/<id>, then one fsync of blobs/ for all of them.
         let blob_dir = inner.blob_dir();
-        let moved = tokio::task::spawn_blocking(move || -> Result<Vec<(Staged, String)>> {
+        let moved = tokio::task::spawn_blocking(move || -> Result<Vec<(Staged, BlobId)>> {
             let mut out = Vec::with_capacity(staged.len());
             for mut s in staged {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let dest = blob_dir.join(&id);
+                let id = BlobId::random();
+                let dest = id.path_in(&blob_dir);
                 std::fs::rename(&s.tmp, &dest).map_err(io_error)?;
                 s.cleanup = Cleanup(Some(dest));
                 out.push((s, id));
@@ -1050,7 +1076,14 @@ impl Batch {
 
         let rows: Vec<(String, String, u64, String)> = moved
             .iter()
-            .map(|(s, id)| (s.path.clone(), id.clone(), s.size, s.sha256.clone()))
+            .map(|(s, id)| {
+                (
+                    s.path.clone(),
+                    id.as_str().to_owned(),
+                    s.size,
+                    s.sha256.clone(),
+                )
+            })
             .collect();
         let committed = inner
             .db
@@ -1103,7 +1136,13 @@ impl Batch {
                 s.reservation.bytes = 0;
                 if let Some(old) = &old {
                     counters.committed = counters.committed.saturating_sub(old.size);
-                    old_blobs.push(inner.blob_path(&old.blob));
+                    match stored_blob(&old.path, &old.blob) {
+                        Ok(id) => old_blobs.push(inner.blob_path(&id)),
+                        // Never removed: whatever it names is not the store's.
+                        Err(e) => {
+                            tracing::error!(error = %e, "a replaced file's blob id is invalid; nothing was unlinked")
+                        }
+                    }
                 }
                 missing.remove(&meta.path);
                 stored.push(Stored {
