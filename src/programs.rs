@@ -917,6 +917,13 @@ impl Programs {
         let main = ProgramPath::parse(&main).map_err(|e| Error::Internal(e.to_string()))?;
         let cfg = self.inner.live.get().programs.clone();
         let dir = self.dir(&pid);
+        // The directory is bind-mounted into the job: it must be the store's own directory,
+        // not a symlink planted in its place.
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Internal(format!(
+                "the directory of program {pid} is missing or not a directory"
+            )));
+        }
         let (mut argv, _) = resolve_runtime(&dir, &main, &cfg)?;
         argv.extend(req.args);
         let cancel = Arc::new(Notify::new());
