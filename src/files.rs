@@ -239,6 +239,8 @@ pub struct Usage {
     pub file_count: u64,
     pub quota_bytes: u64,
     pub max_file_bytes: u64,
+    /// `files.max-files`.
+    pub quota_files: u64,
     pub free_disk_bytes: u64,
     pub min_free_disk_bytes: u64,
     /// Files whose metadata exists but whose content is gone (see `/ready`).
@@ -280,11 +282,14 @@ pub fn resolve_range(spec: RangeSpec, size: u64) -> Result<(u64, u64)> {
     }
 }
 
-/// Bytes counted against the store's quota: what is committed and what uploads in flight hold.
+/// Bytes and files counted against the store's quotas: what is committed and what uploads in
+/// flight hold (an upload of a new path holds one file until it commits or ends).
 #[derive(Debug, Default)]
 struct Counters {
     committed: u64,
     inflight: u64,
+    files: u64,
+    inflight_files: u64,
 }
 
 struct Inner {
@@ -360,20 +365,23 @@ impl Drop for Cleanup {
     }
 }
 
-/// Bytes of one upload counted as in flight; given back when dropped.
+/// Bytes (and the new file, if it is one) of one upload counted as in flight; given back
+/// when dropped.
 struct Reservation {
     inner: Arc<Inner>,
     bytes: u64,
+    files: u64,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // Zero once a commit has moved the bytes to `committed` (under the lock it holds).
-        if self.bytes == 0 {
+        // Zero once a commit has moved them to the committed counts (under the lock it holds).
+        if self.bytes == 0 && self.files == 0 {
             return;
         }
         let mut c = self.inner.counters();
         c.inflight = c.inflight.saturating_sub(self.bytes);
+        c.inflight_files = c.inflight_files.saturating_sub(self.files);
     }
 }
 
@@ -535,7 +543,11 @@ impl Files {
                 }
             }
             let all: u64 = known.iter().map(|(_, _, s)| s).sum();
-            inner.counters().committed = all;
+            {
+                let mut c = inner.counters();
+                c.committed = all;
+                c.files = known.len() as u64;
+            }
             *inner.missing() = rec.missing.iter().cloned().collect();
             Ok(rec)
         })
@@ -688,6 +700,7 @@ impl Files {
         {
             let mut c = self.inner.counters();
             c.committed = c.committed.saturating_sub(old.size);
+            c.files = c.files.saturating_sub(1);
         }
         self.inner.missing().remove(path);
         let blob = self.inner.blob_path(&blob);
@@ -758,6 +771,7 @@ impl Files {
             file_count: u64::try_from(count).unwrap_or(0),
             quota_bytes: cfg.files.max_total_size.bytes(),
             max_file_bytes: cfg.files.max_file_size.bytes(),
+            quota_files: cfg.files.max_files,
             free_disk_bytes: free,
             min_free_disk_bytes: cfg.storage.min_free_disk.bytes(),
             missing_blobs: self.inner.missing().len() as u64,
@@ -899,13 +913,29 @@ impl Batch {
         let current = inner.db.read(move |c| get_meta(c, &p)).await?;
         self.cond.check(path, current.as_ref())?;
         let credit = current.as_ref().map_or(0, |m| m.size);
+        let mut reservation = Reservation {
+            inner: inner.clone(),
+            bytes: 0,
+            files: 0,
+        };
         {
-            let c = inner.counters();
+            let mut c = inner.counters();
             let want = declared_len.unwrap_or(0);
             if c.committed.saturating_add(c.inflight).saturating_add(want)
                 > max_total.saturating_add(credit)
             {
                 return Err(quota_exceeded(&cfg));
+            }
+            // A new path is one more file (a row and an audit event, whatever its size).
+            if current.is_none() {
+                if c.files.saturating_add(c.inflight_files) >= cfg.files.max_files {
+                    return Err(Error::QuotaExceeded(format!(
+                        "the file store holds files.max-files ({}) files already; nothing was stored",
+                        cfg.files.max_files
+                    )));
+                }
+                c.inflight_files += 1;
+                reservation.files = 1;
             }
         }
         self.files.ensure_dirs()?;
@@ -915,10 +945,6 @@ impl Batch {
             .tmp_dir()
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
         let cleanup = Cleanup(Some(tmp.clone()));
-        let mut reservation = Reservation {
-            inner: inner.clone(),
-            bytes: 0,
-        };
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE);
         let tmp_w = tmp.clone();
         let writer = tokio::task::spawn_blocking(move || write_temp(&tmp_w, rx));
@@ -1134,6 +1160,12 @@ impl Batch {
                 counters.committed = counters.committed.saturating_add(s.size);
                 counters.inflight = counters.inflight.saturating_sub(s.reservation.bytes);
                 s.reservation.bytes = 0;
+                counters.inflight_files =
+                    counters.inflight_files.saturating_sub(s.reservation.files);
+                s.reservation.files = 0;
+                if old.is_none() {
+                    counters.files += 1;
+                }
                 if let Some(old) = &old {
                     counters.committed = counters.committed.saturating_sub(old.size);
                     match stored_blob(&old.path, &old.blob) {

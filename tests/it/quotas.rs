@@ -77,13 +77,23 @@ fn kv_key_count_and_total_size_quotas_answer_507_and_shrinking_writes_pass() {
         assert_eq!(s.put_key(k, &json!(1)).status, 201);
     }
     // A fourth key: refused; replacing one is not a new key.
-    refused(&s.put_key("d", &json!(1)), 507, "quota_exceeded", "kv.max-keys");
+    refused(
+        &s.put_key("d", &json!(1)),
+        507,
+        "quota_exceeded",
+        "kv.max-keys",
+    );
     assert_eq!(s.put_key("a", &json!(2)).status, 200);
     // Bytes: 38 + 38 + 1, then a third 38-byte value passes 100.
     let big = json!("x".repeat(36));
     assert_eq!(s.put_key("a", &big).status, 200);
     assert_eq!(s.put_key("b", &big).status, 200);
-    refused(&s.put_key("c", &big), 507, "quota_exceeded", "kv.max-total-size");
+    refused(
+        &s.put_key("c", &big),
+        507,
+        "quota_exceeded",
+        "kv.max-total-size",
+    );
     // A write that shrinks the store always passes; then there is room again.
     assert_eq!(s.put_key("a", &json!(1)).status, 200);
     assert_eq!(s.put_key("c", &big).status, 200);
@@ -121,8 +131,18 @@ fn kv_key_count_and_total_size_quotas_answer_507_and_shrinking_writes_pass() {
         d,
         bearer: s.bearer.clone(),
     };
-    refused(&s.put_key("e", &json!(1)), 507, "quota_exceeded", "kv.max-keys");
-    refused(&s.put_key("d", &big), 507, "quota_exceeded", "kv.max-total-size");
+    refused(
+        &s.put_key("e", &json!(1)),
+        507,
+        "quota_exceeded",
+        "kv.max-keys",
+    );
+    refused(
+        &s.put_key("d", &big),
+        507,
+        "quota_exceeded",
+        "kv.max-total-size",
+    );
 }
 
 #[test]
@@ -145,7 +165,12 @@ fn files_max_files_counts_empty_files_too() {
     for p in ["a", "b", "c"] {
         assert_eq!(s.put_file(p, b"").status, 201, "{p}");
     }
-    refused(&s.put_file("d", b""), 507, "quota_exceeded", "files.max-files");
+    refused(
+        &s.put_file("d", b""),
+        507,
+        "quota_exceeded",
+        "files.max-files",
+    );
     // Replacing a file is not a new one.
     assert_eq!(s.put_file("a", b"new").status, 200);
     let usage = s.req("GET", "/api/v1/files?limit=10", None, b"").json();
@@ -166,7 +191,9 @@ fn execution_history_keeps_a_bounded_argv() {
         "POST",
         "/api/v1/exec",
         Some("application/json"),
-        json!({"argv": ["/bin/true", "short", long]}).to_string().as_bytes(),
+        json!({"argv": ["/bin/true", "short", long]})
+            .to_string()
+            .as_bytes(),
     );
     if r.status != 200 {
         // The sandbox may be unavailable here; the history is what this test is about.
@@ -192,10 +219,7 @@ fn a_program_uploads_form_fields_other_than_the_file_are_bounded() {
         let b = "lhd-quota-boundary";
         let mut body = Vec::new();
         body.extend_from_slice(
-            format!(
-                "--{b}\r\nContent-Disposition: form-data; name=\"main\"\r\n\r\n"
-            )
-            .as_bytes(),
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"main\"\r\n\r\n").as_bytes(),
         );
         body.extend_from_slice(main);
         body.extend_from_slice(
@@ -209,7 +233,11 @@ fn a_program_uploads_form_fields_other_than_the_file_are_bounded() {
     let (ct, body) = form(&vec![b'm'; 64 << 10]);
     let r = s.req("POST", "/api/v1/programs", Some(&ct), &body);
     refused(&r, 413, "payload_too_large", "main");
-    assert!(r.text().contains("programs.max-name-length"), "{}", r.text());
+    assert!(
+        r.text().contains("programs.max-name-length"),
+        "{}",
+        r.text()
+    );
     let listed = s.req("GET", "/api/v1/programs", None, b"").json();
     assert!(listed["items"].as_array().unwrap().is_empty());
     // Control: a main of sane length is read.
