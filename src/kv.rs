@@ -1239,4 +1239,56 @@ mod tests {
         // The totals kept in the key rows match the values they describe.
         assert_eq!(kv.db.read(key_count_and_bytes).await.unwrap(), totals);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_in_one_group_commit_never_pass_max_keys() {
+        let (_dir, kv) = open();
+        let cfg = KvConfig {
+            max_keys: 10,
+            ..KvConfig::default()
+        };
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (kv, cfg) = (kv.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    kv.apply(vec![put(&format!("k{i}"), "1")], Origin::default(), &cfg)
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::QuotaExceeded(m)) => assert!(m.contains("kv.max-keys"), "{m}"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 10);
+        assert_eq!(kv.db.read(key_count_and_bytes).await.unwrap(), (10, 10));
+        // A delete frees a key; a put that replaces one needs none.
+        let del = Op {
+            value: None,
+            ..put("k0", "1")
+        };
+        let first = kv.list("", None, 1, true).await.unwrap().items[0]
+            .key
+            .clone();
+        let del = Op {
+            key: first.clone(),
+            ..del
+        };
+        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
+        kv.apply(vec![put("new", "1")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        kv.apply(vec![put("new", "22")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        assert!(matches!(
+            kv.apply(vec![put(&first, "1")], Origin::default(), &cfg)
+                .await,
+            Err(Error::QuotaExceeded(_))
+        ));
+    }
 }

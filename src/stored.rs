@@ -173,9 +173,11 @@ pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
             "not a plain relative path",
         ));
     }
+    // `root` itself may not be a symlink either (the directories above it may: a state
+    // directory under DynamicUser is reached through one).
     let dir: OwnedFd = nix::fcntl::open(
         root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::empty(),
     )?;
     let how = OpenHow::new()
@@ -294,6 +296,8 @@ mod tests {
             .unwrap()
         };
         assert!(walk_nofollow(dir(), "d/f").is_ok());
+        // The directory itself as a symlink: refused too.
+        assert!(open_beneath(&root.join("dirlink"), "f").is_err());
         for bad in ["abs", "rel", "dirlink/f"] {
             assert!(
                 walk_nofollow(dir(), bad).is_err(),
