@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{BackupConfig, LiveConfig};
+use crate::stored::{BlobId, ProgramId, ProgramPath};
 
 /// The archive layout this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -401,14 +402,8 @@ fn classify(path: &str) -> Result<EntryKind, String> {
     match segs.as_slice() {
         [MANIFEST] => Ok(EntryKind::Manifest),
         [DB_ENTRY] => Ok(EntryKind::Database),
-        ["files", "blobs", blob]
-            if !blob.is_empty()
-                && blob.len() <= 64
-                && blob.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-        {
-            Ok(EntryKind::FileBlob)
-        }
-        ["programs", id, _, ..] if crate::programs::valid_id(id) => Ok(EntryKind::ProgramFile),
+        ["files", "blobs", blob] if BlobId::parse(blob).is_ok() => Ok(EntryKind::FileBlob),
+        ["programs", id, _, ..] if ProgramId::parse(id).is_ok() => Ok(EntryKind::ProgramFile),
         _ => Err(
             "not a place a backup writes (localhostd.db, files/blobs/<blob>, programs/<id>/…): refused"
                 .into(),
@@ -607,7 +602,8 @@ pub fn create(
     let mut missing_blobs = Vec::new();
     let mut data_files = 0u64;
     for (path, blob) in &blobs {
-        match open_nofollow(&src.blobs.join(blob)) {
+        // Beneath `blobs/`, never through a symlink.
+        match crate::stored::open_beneath(&src.blobs, blob.as_str()) {
             Ok(f) => {
                 add(&mut tar, &format!("files/blobs/{blob}"), f, 0o600)?;
                 data_files += 1;
@@ -615,7 +611,7 @@ pub fn create(
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::error!(
                     path,
-                    blob,
+                    blob = blob.as_str(),
                     "backup: the file's blob is missing; not in the backup"
                 );
                 missing_blobs.push(path.clone());
@@ -700,7 +696,7 @@ pub fn create(
 }
 
 /// Opens program `pid`'s directory, at `<pid>` or, while a delete is in progress, `.del-<pid>`.
-fn open_program_dir(programs: &Path, pid: &str) -> Result<File> {
+fn open_program_dir(programs: &Path, pid: &ProgramId) -> Result<File> {
     let open = |p: PathBuf| {
         OpenOptions::new()
             .read(true)
@@ -709,7 +705,7 @@ fn open_program_dir(programs: &Path, pid: &str) -> Result<File> {
     };
     let mut last = None;
     for _ in 0..3 {
-        for p in [programs.join(pid), programs.join(format!(".del-{pid}"))] {
+        for p in [pid.path_in(programs), programs.join(format!(".del-{pid}"))] {
             match open(p) {
                 Ok(f) => return Ok(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
@@ -744,7 +740,7 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-type Snapshot = (i64, Vec<(String, String)>, Vec<String>);
+type Snapshot = (i64, Vec<(String, BlobId)>, Vec<ProgramId>);
 
 /// Copies the database at `db` into `dest` in one step of SQLite's online backup (a single
 /// read transaction: a consistent snapshot that does not block the writer), then reads from
@@ -806,20 +802,22 @@ fn snapshot_db(db: &Path, dest: &Path) -> Result<Snapshot> {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
     }
-    for (_, b) in &blobs {
-        if b.is_empty() || b.len() > 64 || !b.bytes().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(BackupError::Internal(format!(
-                "the files table names a blob {b:?} that is not an internal id"
-            )));
-        }
-    }
-    for p in &programs {
-        if !crate::programs::valid_id(p) {
-            return Err(BackupError::Internal(format!(
-                "the programs table has an id {p:?} that is not an internal id"
-            )));
-        }
-    }
+    let blobs = blobs
+        .into_iter()
+        .map(|(path, b)| match BlobId::parse(&b) {
+            Ok(id) => Ok((path, id)),
+            Err(e) => Err(BackupError::Internal(format!(
+                "the files table names {e} for {path}"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let programs = programs
+        .iter()
+        .map(|p| {
+            ProgramId::parse(p)
+                .map_err(|e| BackupError::Internal(format!("the programs table holds {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     dst.close().map_err(|(_, e)| BackupError::Db(e))?;
     File::open(dest)
         .and_then(|f| f.sync_all())
@@ -1325,7 +1323,9 @@ pub fn recover_restore(state_dir: &Path) -> Result<Option<String>> {
     Ok(finished)
 }
 
-/// `integrity_check` of the extracted database, and every blob and program it names present.
+/// `integrity_check` of the extracted database; every name in it that the daemon turns into a
+/// path (blob ids, program ids, program file lists and main files) valid, else the archive
+/// is refused naming the value; every program it names present.
 fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
     let bad = |reason: String| BackupError::Corrupt {
         archive: label.to_owned(),
@@ -1350,7 +1350,9 @@ fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (path, blob) in rows {
-            if !staging.join("files/blobs").join(&blob).is_file() {
+            let id = BlobId::parse(&blob)
+                .map_err(|e| bad(format!("names {e} for the file {path:?}: refused")))?;
+            if !id.path_in(&staging.join("files/blobs")).is_file() {
                 tracing::warn!(
                     path,
                     "restore: the file's blob is not in the backup (it was missing when the backup was made)"
@@ -1359,20 +1361,40 @@ fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
         }
     }
     if tables.contains("programs") {
-        let mut st = c.prepare("SELECT id FROM programs")?;
-        let ids = st
-            .query_map([], |r| r.get::<_, String>(0))?
+        let mut st = c.prepare("SELECT id, files, main FROM programs")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for id in ids {
-            let d = staging.join("programs").join(&id);
-            if !crate::programs::valid_id(&id) {
-                return Err(bad(format!(
-                    "names a program id {id:?} that is not an internal id"
-                )));
+        for (id, files, main) in rows {
+            let pid = ProgramId::parse(&id).map_err(|e| bad(format!("names {e}: refused")))?;
+            let files: Vec<crate::programs::FileEntry> =
+                serde_json::from_str(&files).map_err(|e| {
+                    bad(format!(
+                        "has a file list for program {pid} that is not one ({e}): refused"
+                    ))
+                })?;
+            for f in &files {
+                ProgramPath::parse(&f.path)
+                    .map_err(|e| bad(format!("lists {e} in program {pid}: refused")))?;
             }
-            if !d.is_dir() {
+            if let Some(m) = &main {
+                ProgramPath::parse(m)
+                    .map_err(|e| bad(format!("names as main of program {pid} {e}: refused")))?;
+                if !files.iter().any(|f| &f.path == m) {
+                    return Err(bad(format!(
+                        "names as main of program {pid} {m:?}, not one of its files: refused"
+                    )));
+                }
+            }
+            if !pid.path_in(&staging.join("programs")).is_dir() {
                 return Err(bad(format!(
-                    "names program {id}, whose files are not in the archive"
+                    "names program {pid}, whose files are not in the archive"
                 )));
             }
         }

@@ -172,6 +172,9 @@ pub struct ExecConfig {
     /// Executions kept in the history (newest), and for how long.
     pub keep_last: u64,
     pub keep_within: HumanDuration,
+    /// Bytes of a job's argv kept in its history record; the rest is cut and a marker says
+    /// how much (the job itself gets its argv whole).
+    pub history_max_argv_size: ByteSize,
 }
 
 impl Default for ExecConfig {
@@ -185,6 +188,7 @@ impl Default for ExecConfig {
             max_output_limit: ByteSize(64 << 20),
             keep_last: 10_000,
             keep_within: HumanDuration(Duration::from_secs(30 * 86400)),
+            history_max_argv_size: ByteSize(4 << 10),
         }
     }
 }
@@ -373,6 +377,11 @@ pub struct KvConfig {
     /// Memory for the read cache of hot keys (0 turns it off; values larger than 1/128 of it
     /// are always read from the database). Needs a restart.
     pub cache_size: ByteSize,
+    /// Most keys the store holds; a write that would add more is refused (507).
+    pub max_keys: u64,
+    /// Largest total of all values (their JSON text); a write that would pass it is refused
+    /// (507). Writes that shrink the store always pass.
+    pub max_total_size: ByteSize,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -580,6 +589,9 @@ pub struct FilesConfig {
     /// An upload whose body sends nothing for this long is aborted (uploads are not bounded by
     /// `server.request-timeout`: a 1 GiB body may take minutes, but it must keep moving).
     pub upload_idle_timeout: HumanDuration,
+    /// Most files stored (each is a row and an audit event, whatever its size); an upload of
+    /// a new file past it is refused (507).
+    pub max_files: u64,
 }
 
 impl Default for FilesConfig {
@@ -588,6 +600,7 @@ impl Default for FilesConfig {
             max_file_size: ByteSize(1 << 30),
             max_total_size: ByteSize(5 << 30),
             upload_idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_files: 1_000_000,
         }
     }
 }
@@ -642,6 +655,8 @@ impl Default for KvConfig {
             history_max_changes: 100_000,
             sweep_interval: HumanDuration(Duration::from_secs(1)),
             cache_size: ByteSize(64 << 20),
+            max_keys: 1_000_000,
+            max_total_size: ByteSize(1 << 30),
         }
     }
 }
@@ -1061,6 +1076,25 @@ impl Config {
             return Err(invalid(
                 "files.max-file-size",
                 "must be at most files.max-total-size",
+            ));
+        }
+        if self.files.max_files == 0 {
+            return Err(invalid("files.max-files", "must be at least 1"));
+        }
+        if self.kv.max_keys == 0 {
+            return Err(invalid("kv.max-keys", "must be at least 1"));
+        }
+        if self.kv.max_total_size < self.kv.max_value_size {
+            return Err(invalid(
+                "kv.max-total-size",
+                "must be at least kv.max-value-size",
+            ));
+        }
+        let argv = self.exec.history_max_argv_size.bytes();
+        if !(256..=1 << 20).contains(&argv) {
+            return Err(invalid(
+                "exec.history-max-argv-size",
+                "must be between 256B and 1MiB",
             ));
         }
         if self.files.upload_idle_timeout.get().is_zero() {

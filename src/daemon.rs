@@ -106,7 +106,7 @@ impl AppState {
         Ok(AppState(Arc::new(Services {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
-            kv: Kv::new(db.clone(), live.get().kv.cache_size.0),
+            kv: Kv::new(db.clone(), live.get().kv.cache_size.0).with_free_disk_floor(live.clone()),
             db,
             live,
             health,

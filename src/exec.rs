@@ -688,7 +688,12 @@ impl Executor {
         caller: &Caller,
         r: &ExecResult,
     ) -> Result<()> {
-        let argv = serde_json::to_string(&policy.argv).unwrap_or_default();
+        let max_argv = self.inner.live.get().exec.history_max_argv_size.bytes();
+        let kept = history_argv(
+            &policy.argv,
+            usize::try_from(max_argv).unwrap_or(usize::MAX),
+        );
+        let argv = serde_json::to_string(&kept).unwrap_or_default();
         let (req, caller, r) = (req.clone(), caller.clone(), r.clone());
         let profile = profile.to_owned();
         self.inner
@@ -837,6 +842,57 @@ fn history_query(
          FROM executions {filter} ORDER BY seq DESC LIMIT ?{limit}"
     );
     (sql, args)
+}
+
+/// The argv a history record keeps: the arguments in order up to `max` bytes in all (the
+/// one that crosses it cut at a character boundary), then, if anything was cut, a last
+/// element saying how much. The job itself always gets its argv whole.
+pub fn history_argv(argv: &[String], max: usize) -> Vec<String> {
+    let total: usize = argv.iter().map(String::len).sum();
+    if total <= max {
+        return argv.to_vec();
+    }
+    let mut kept = Vec::new();
+    let mut room = max;
+    for a in argv {
+        if room == 0 {
+            break;
+        }
+        if a.len() <= room {
+            room -= a.len();
+            kept.push(a.clone());
+        } else {
+            let mut end = room;
+            while !a.is_char_boundary(end) {
+                end -= 1;
+            }
+            kept.push(a[..end].to_owned());
+            room = 0;
+        }
+    }
+    let left: usize = total - kept.iter().map(String::len).sum::<usize>();
+    kept.push(format!(
+        "[truncated: {left} more bytes of argv not kept (exec.history-max-argv-size)]"
+    ));
+    kept
+}
+
+#[cfg(test)]
+mod history_argv_tests {
+    use super::history_argv;
+
+    #[test]
+    fn a_long_argv_is_cut_at_the_bound_with_a_marker_and_a_short_one_kept_whole() {
+        let short = vec!["echo".to_owned(), "hi".to_owned()];
+        assert_eq!(history_argv(&short, 256), short);
+        let argv = vec!["sh".to_owned(), "é".repeat(1000), "tail".to_owned()];
+        let kept = history_argv(&argv, 257);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[0], "sh");
+        // 255 bytes are left for the second argument: cut at a character boundary (254).
+        assert_eq!(kept[1], "é".repeat(127));
+        assert!(kept[2].contains("1750 more bytes"), "{}", kept[2]);
+    }
 }
 
 #[cfg(test)]

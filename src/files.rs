@@ -29,6 +29,7 @@ use crate::backup::BlobPins;
 use crate::config::{Config, LiveConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::stored::{BlobId, open_beneath};
 
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
@@ -238,6 +239,8 @@ pub struct Usage {
     pub file_count: u64,
     pub quota_bytes: u64,
     pub max_file_bytes: u64,
+    /// `files.max-files`.
+    pub quota_files: u64,
     pub free_disk_bytes: u64,
     pub min_free_disk_bytes: u64,
     /// Files whose metadata exists but whose content is gone (see `/ready`).
@@ -279,11 +282,14 @@ pub fn resolve_range(spec: RangeSpec, size: u64) -> Result<(u64, u64)> {
     }
 }
 
-/// Bytes counted against the store's quota: what is committed and what uploads in flight hold.
+/// Bytes and files counted against the store's quotas: what is committed and what uploads in
+/// flight hold (an upload of a new path holds one file until it commits or ends).
 #[derive(Debug, Default)]
 struct Counters {
     committed: u64,
     inflight: u64,
+    files: u64,
+    inflight_files: u64,
 }
 
 struct Inner {
@@ -316,9 +322,19 @@ impl Inner {
     fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }
-    fn blob_path(&self, id: &str) -> PathBuf {
-        self.blob_dir().join(id)
+    fn blob_path(&self, id: &BlobId) -> PathBuf {
+        id.path_in(&self.blob_dir())
     }
+}
+
+/// The blob id the metadata of `path` names, validated: the database may have been restored
+/// from an archive or edited, and a blob id is joined to `blobs/`.
+fn stored_blob(path: &str, blob: &str) -> Result<BlobId> {
+    BlobId::parse(blob).map_err(|e| {
+        Error::Internal(format!(
+            "the metadata of {path} names {e}: not a blob of the store"
+        ))
+    })
 }
 
 /// The file store; cheap to clone.
@@ -349,20 +365,23 @@ impl Drop for Cleanup {
     }
 }
 
-/// Bytes of one upload counted as in flight; given back when dropped.
+/// Bytes (and the new file, if it is one) of one upload counted as in flight; given back
+/// when dropped.
 struct Reservation {
     inner: Arc<Inner>,
     bytes: u64,
+    files: u64,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // Zero once a commit has moved the bytes to `committed` (under the lock it holds).
-        if self.bytes == 0 {
+        // Zero once a commit has moved them to the committed counts (under the lock it holds).
+        if self.bytes == 0 && self.files == 0 {
             return;
         }
         let mut c = self.inner.counters();
         c.inflight = c.inflight.saturating_sub(self.bytes);
+        c.inflight_files = c.inflight_files.saturating_sub(self.files);
     }
 }
 
@@ -524,7 +543,11 @@ impl Files {
                 }
             }
             let all: u64 = known.iter().map(|(_, _, s)| s).sum();
-            inner.counters().committed = all;
+            {
+                let mut c = inner.counters();
+                c.committed = all;
+                c.files = known.len() as u64;
+            }
             *inner.missing() = rec.missing.iter().cloned().collect();
             Ok(rec)
         })
@@ -614,13 +637,25 @@ impl Files {
         // look again, a few times, before calling the blob missing.
         for _ in 0..3 {
             let meta = self.meta(path).await?;
-            let blob = self.inner.blob_path(&meta.blob);
-            let opened = tokio::task::spawn_blocking(move || File::open(blob))
+            let blob = stored_blob(path, &meta.blob)?;
+            let dir = self.inner.blob_dir();
+            // Beneath `blobs/`, never through a symlink: only a regular file the store wrote.
+            let opened = tokio::task::spawn_blocking(move || open_beneath(&dir, blob.as_str()))
                 .await
                 .map_err(|e| Error::Internal(format!("open task failed: {e}")))?;
             match opened {
                 Ok(f) => return Ok((meta, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::EINVAL)
+                    ) || e.kind() == std::io::ErrorKind::InvalidInput =>
+                {
+                    return Err(Error::Internal(format!(
+                        "the blob of {path} is not a regular file of the store (a symlink?): {e}"
+                    )));
+                }
                 Err(e) => return Err(io_error(e)),
             }
         }
@@ -643,6 +678,8 @@ impl Files {
                 let Some(old) = get_meta(c, &p)? else {
                     return Err(not_found(&p));
                 };
+                // Checked before anything changes: a blob id that is not one is never removed.
+                let blob = stored_blob(&p, &old.blob)?;
                 c.execute("DELETE FROM files WHERE path = ?1", [&p])?;
                 audit::insert(
                     c,
@@ -656,15 +693,17 @@ impl Files {
                         detail: format!("{} bytes, sha256 {}", old.size, old.sha256),
                     },
                 )?;
-                Ok(old)
+                Ok((old, blob))
             })
             .await?;
+        let (old, blob) = old;
         {
             let mut c = self.inner.counters();
             c.committed = c.committed.saturating_sub(old.size);
+            c.files = c.files.saturating_sub(1);
         }
         self.inner.missing().remove(path);
-        let blob = self.inner.blob_path(&old.blob);
+        let blob = self.inner.blob_path(&blob);
         let pins = self.inner.pins.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = pins.remove(blob.clone()) {
@@ -732,6 +771,7 @@ impl Files {
             file_count: u64::try_from(count).unwrap_or(0),
             quota_bytes: cfg.files.max_total_size.bytes(),
             max_file_bytes: cfg.files.max_file_size.bytes(),
+            quota_files: cfg.files.max_files,
             free_disk_bytes: free,
             min_free_disk_bytes: cfg.storage.min_free_disk.bytes(),
             missing_blobs: self.inner.missing().len() as u64,
@@ -873,13 +913,29 @@ impl Batch {
         let current = inner.db.read(move |c| get_meta(c, &p)).await?;
         self.cond.check(path, current.as_ref())?;
         let credit = current.as_ref().map_or(0, |m| m.size);
+        let mut reservation = Reservation {
+            inner: inner.clone(),
+            bytes: 0,
+            files: 0,
+        };
         {
-            let c = inner.counters();
+            let mut c = inner.counters();
             let want = declared_len.unwrap_or(0);
             if c.committed.saturating_add(c.inflight).saturating_add(want)
                 > max_total.saturating_add(credit)
             {
                 return Err(quota_exceeded(&cfg));
+            }
+            // A new path is one more file (a row and an audit event, whatever its size).
+            if current.is_none() {
+                if c.files.saturating_add(c.inflight_files) >= cfg.files.max_files {
+                    return Err(Error::QuotaExceeded(format!(
+                        "the file store holds files.max-files ({}) files already; nothing was stored",
+                        cfg.files.max_files
+                    )));
+                }
+                c.inflight_files += 1;
+                reservation.files = 1;
             }
         }
         self.files.ensure_dirs()?;
@@ -889,10 +945,6 @@ impl Batch {
             .tmp_dir()
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
         let cleanup = Cleanup(Some(tmp.clone()));
-        let mut reservation = Reservation {
-            inner: inner.clone(),
-            bytes: 0,
-        };
         let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE);
         let tmp_w = tmp.clone();
         let writer = tokio::task::spawn_blocking(move || write_temp(&tmp_w, rx));
@@ -1033,11 +1085,11 @@ impl Batch {
         let inner = files.inner.clone();
         // tmp → blobs/<id>, then one fsync of blobs/ for all of them.
         let blob_dir = inner.blob_dir();
-        let moved = tokio::task::spawn_blocking(move || -> Result<Vec<(Staged, String)>> {
+        let moved = tokio::task::spawn_blocking(move || -> Result<Vec<(Staged, BlobId)>> {
             let mut out = Vec::with_capacity(staged.len());
             for mut s in staged {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let dest = blob_dir.join(&id);
+                let id = BlobId::random();
+                let dest = id.path_in(&blob_dir);
                 std::fs::rename(&s.tmp, &dest).map_err(io_error)?;
                 s.cleanup = Cleanup(Some(dest));
                 out.push((s, id));
@@ -1050,7 +1102,14 @@ impl Batch {
 
         let rows: Vec<(String, String, u64, String)> = moved
             .iter()
-            .map(|(s, id)| (s.path.clone(), id.clone(), s.size, s.sha256.clone()))
+            .map(|(s, id)| {
+                (
+                    s.path.clone(),
+                    id.as_str().to_owned(),
+                    s.size,
+                    s.sha256.clone(),
+                )
+            })
             .collect();
         let committed = inner
             .db
@@ -1101,9 +1160,21 @@ impl Batch {
                 counters.committed = counters.committed.saturating_add(s.size);
                 counters.inflight = counters.inflight.saturating_sub(s.reservation.bytes);
                 s.reservation.bytes = 0;
+                counters.inflight_files =
+                    counters.inflight_files.saturating_sub(s.reservation.files);
+                s.reservation.files = 0;
+                if old.is_none() {
+                    counters.files += 1;
+                }
                 if let Some(old) = &old {
                     counters.committed = counters.committed.saturating_sub(old.size);
-                    old_blobs.push(inner.blob_path(&old.blob));
+                    match stored_blob(&old.path, &old.blob) {
+                        Ok(id) => old_blobs.push(inner.blob_path(&id)),
+                        // Never removed: whatever it names is not the store's.
+                        Err(e) => {
+                            tracing::error!(error = %e, "a replaced file's blob id is invalid; nothing was unlinked")
+                        }
+                    }
                 }
                 missing.remove(&meta.path);
                 stored.push(Stored {

@@ -11,6 +11,7 @@
 
 mod cache;
 mod log;
+mod quota;
 
 pub use log::newest as newest_changes;
 
@@ -22,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
 use crate::audit::{self, Event};
-use crate::config::KvConfig;
+use crate::config::{KvConfig, LiveConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
 
@@ -221,6 +222,10 @@ pub struct Kv {
     cache: Arc<cache::Cache>,
     /// Woken after every committed change (value: a committed revision); watchers wait on it.
     wake: Arc<watch::Sender<u64>>,
+    /// Keys and value bytes held, against `kv.max-keys` and `kv.max-total-size`.
+    usage: Arc<quota::Usage>,
+    /// `storage.min-free-disk` for writes that add data (none in tests that do not ask).
+    disk: Option<Arc<quota::DiskFloor>>,
 }
 
 fn now_ms() -> i64 {
@@ -292,26 +297,50 @@ pub fn key_count_and_bytes(c: &Connection) -> Result<(i64, i64)> {
 /// Applies `ops` in the writer's transaction: all of them at one new revision, or none. Every
 /// check comes before the first change, so a refused batch has changed nothing (it runs
 /// without a savepoint: `Db::write_prechecked_then`).
-fn apply_in(c: &Connection, ops: &[Op], origin: &Origin) -> Result<Applied> {
+fn apply_in(
+    c: &Connection,
+    ops: &[Op],
+    origin: &Origin,
+    cfg: &KvConfig,
+    usage: &quota::Usage,
+) -> Result<Applied> {
     let now = now_ms();
     let mut found = Vec::with_capacity(ops.len());
+    // What the batch changes in keys held and value bytes (a key row counts until it is
+    // gone, expired or not, as `key_count_and_bytes` counts it).
+    let (mut keys, mut bytes) = (0i64, 0i64);
     for op in ops {
         // The row's rowid too: the change below writes it by rowid, without a second search
         // by key (a batch names each key once, so it stays valid).
-        let row: Option<(i64, Option<i64>, i64, i64)> = c
-            .prepare_cached("SELECT version, expires_at, change, rowid FROM kv WHERE key = ?1")?
+        let row: Option<(i64, Option<i64>, i64, i64, i64)> = c
+            .prepare_cached(
+                "SELECT version, expires_at, change, rowid, size FROM kv WHERE key = ?1",
+            )?
             .query_row([&op.key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        let expired = matches!(row, Some((_, Some(e), _, _)) if e <= now);
-        let live = row.filter(|_| !expired).map(|(v, _, _, _)| v);
+        let expired = matches!(row, Some((_, Some(e), _, _, _)) if e <= now);
+        let live = row.filter(|_| !expired).map(|(v, _, _, _, _)| v);
         precondition(&op.key, op.cond, live)?;
         if op.value.is_none() && live.is_none() {
             return Err(Error::NotFound(format!("no key {:?}", op.key)));
         }
-        found.push((expired, live, row.map(|(v, _, ch, id)| (v, ch, id))));
+        let old_size = row.map_or(0, |(_, _, _, _, size)| size);
+        match &op.value {
+            Some(v) => {
+                keys += i64::from(row.is_none());
+                bytes += i64::try_from(v.len()).unwrap_or(i64::MAX) - old_size;
+            }
+            None => {
+                keys -= 1;
+                bytes -= old_size;
+            }
+        }
+        found.push((expired, live, row.map(|(v, _, ch, id, _)| (v, ch, id))));
     }
+    // The last check before the first change.
+    usage.admit(c, cfg, keys, bytes)?;
     let head = log::next_revision(c)?;
     let revision = head.revision;
     let mut written = Vec::with_capacity(ops.len());
@@ -506,7 +535,22 @@ impl Kv {
             db,
             cache: Arc::new(cache::Cache::new(cache_bytes)),
             wake: Arc::new(wake),
+            usage: Arc::default(),
+            disk: None,
         }
+    }
+
+    /// Refuses writes that add data while the database's filesystem is below
+    /// `storage.min-free-disk` (read from `live` at each check).
+    pub fn with_free_disk_floor(mut self, live: Arc<LiveConfig>) -> Kv {
+        let dir = self
+            .db
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        self.disk = Some(Arc::new(quota::DiskFloor::new(live, dir)));
+        self
     }
 
     /// A receiver woken after every committed change.
@@ -616,6 +660,7 @@ impl Kv {
     /// Forgets the read cache (after the database was replaced, e.g. by a restore).
     pub fn clear_cache(&self) {
         self.cache.clear();
+        self.usage.forget();
     }
 
     /// Keys and bytes in the read cache.
@@ -715,12 +760,22 @@ impl Kv {
                 )));
             }
         }
+        let adding: u64 = ops
+            .iter()
+            .filter_map(|op| op.value.as_ref().map(|v| v.len() as u64))
+            .sum();
+        if let Some(disk) = &self.disk
+            && ops.iter().any(|op| op.value.is_some())
+        {
+            disk.ensure(adding)?;
+        }
         let ops = Arc::new(ops);
         let (ours, cache) = (ops.clone(), self.cache.clone());
+        let (cfg, usage) = (cfg.clone(), self.usage.clone());
         let applied = self
             .db
             .write_prechecked_then(
-                move |c| apply_in(c, &ours, &origin),
+                move |c| apply_in(c, &ours, &origin, &cfg, &usage),
                 // On the writer thread, after the commit, before anyone is answered.
                 move |applied: &Applied| {
                     for (op, w) in ops.iter().zip(&applied.written) {
@@ -735,7 +790,14 @@ impl Kv {
                     }
                 },
             )
-            .await?;
+            .await
+            .inspect_err(|e| {
+                // A refusal came before any change; anything else may have rolled back a
+                // group whose usage was already counted: count again from the database.
+                if matches!(e, Error::Db(_) | Error::Internal(_) | Error::Unavailable(_)) {
+                    self.usage.forget();
+                }
+            })?;
         self.woke(applied.revision);
         Ok(applied)
     }
@@ -758,6 +820,7 @@ impl Kv {
         if due {
             swept.expired = self.db.write(move |c| expire_in(c, now)).await?;
             if swept.expired > 0 {
+                self.usage.forget();
                 let rev = self.revision().await?;
                 self.woke(rev);
             }
@@ -1175,5 +1238,57 @@ mod tests {
         assert_eq!(listed, want);
         // The totals kept in the key rows match the values they describe.
         assert_eq!(kv.db.read(key_count_and_bytes).await.unwrap(), totals);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_in_one_group_commit_never_pass_max_keys() {
+        let (_dir, kv) = open();
+        let cfg = KvConfig {
+            max_keys: 10,
+            ..KvConfig::default()
+        };
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (kv, cfg) = (kv.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    kv.apply(vec![put(&format!("k{i}"), "1")], Origin::default(), &cfg)
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::QuotaExceeded(m)) => assert!(m.contains("kv.max-keys"), "{m}"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 10);
+        assert_eq!(kv.db.read(key_count_and_bytes).await.unwrap(), (10, 10));
+        // A delete frees a key; a put that replaces one needs none.
+        let del = Op {
+            value: None,
+            ..put("k0", "1")
+        };
+        let first = kv.list("", None, 1, true).await.unwrap().items[0]
+            .key
+            .clone();
+        let del = Op {
+            key: first.clone(),
+            ..del
+        };
+        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
+        kv.apply(vec![put("new", "1")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        kv.apply(vec![put("new", "22")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        assert!(matches!(
+            kv.apply(vec![put(&first, "1")], Origin::default(), &cfg)
+                .await,
+            Err(Error::QuotaExceeded(_))
+        ));
     }
 }

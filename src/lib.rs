@@ -13,7 +13,8 @@
 //! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
 //! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`metrics`], [`backup`] and later
 //!   domain modules own one area each and know nothing of HTTP.
-//! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers.
+//! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers;
+//!   [`stored`] owns the names read back from it that become paths, and opening what they name.
 
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -37,4 +38,5 @@ pub mod metrics;
 pub mod programs;
 pub mod sandbox;
 pub mod server;
+pub mod stored;
 pub mod systemd;

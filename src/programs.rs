@@ -24,6 +24,7 @@ use crate::config::{LiveConfig, ProgramsConfig};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::exec::{Caller, Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
+use crate::stored::{ProgramId, ProgramPath, open_beneath};
 
 /// Where a program's files appear inside its job.
 pub const INSIDE: &str = "/program";
@@ -117,11 +118,42 @@ fn random_hex(n: usize) -> Result<String> {
     Ok(hex::encode(b))
 }
 
+/// Whether `id` is a program id ([`ProgramId`]).
 pub fn valid_id(id: &str) -> bool {
-    id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    ProgramId::parse(id).is_ok()
+}
+
+/// A program record read back from the database, checked before any of its names is joined
+/// to its directory: every file path and the main file plain relative paths, the main one of
+/// the files. The database may have been restored from an archive or edited.
+fn check_record(p: &Program) -> Result<()> {
+    let broken = |what: String| {
+        Error::Internal(format!(
+            "the record of program {} {what}; it is not used",
+            p.id
+        ))
+    };
+    for f in &p.files {
+        ProgramPath::parse(&f.path).map_err(|e| broken(format!("lists {e}")))?;
+    }
+    if let Some(m) = &p.main {
+        ProgramPath::parse(m).map_err(|e| broken(format!("names as main {e}")))?;
+        if !p.files.iter().any(|f| &f.path == m) {
+            return Err(broken(format!("names as main {m:?}, not one of its files")));
+        }
+    }
+    Ok(())
+}
+
+/// The first bytes of the program file `rel` in `dir`, opened beneath `dir` without following
+/// a symlink (empty when it cannot be read so).
+fn stored_head(dir: &Path, rel: &ProgramPath) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let n = open_beneath(dir, rel.as_str())
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
 }
 
 fn not_found(id: &str) -> Error {
@@ -503,13 +535,17 @@ fn find_interpreter(name: &str) -> Option<String> {
 }
 
 /// How to start `main`: the argv prefix and the runtime's name.
-fn resolve_runtime(dir: &Path, main: &str, cfg: &ProgramsConfig) -> Result<(Vec<String>, String)> {
+fn resolve_runtime(
+    dir: &Path,
+    main: &ProgramPath,
+    cfg: &ProgramsConfig,
+) -> Result<(Vec<String>, String)> {
     let inside = format!("{INSIDE}/{main}");
-    let head = head_bytes(&dir.join(main));
+    let head = stored_head(dir, main);
     if is_elf(&head) {
         return Ok((vec![inside], "elf".into()));
     }
-    let ext = Path::new(main)
+    let ext = Path::new(main.as_str())
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
@@ -616,8 +652,8 @@ impl Programs {
         })
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
-        self.inner.root.join(id)
+    fn dir(&self, id: &ProgramId) -> PathBuf {
+        id.path_in(&self.inner.root)
     }
 
     /// Starts an upload: a temp file in the store.
@@ -662,9 +698,10 @@ impl Programs {
         }
         let cfg = self.inner.live.get().programs.clone();
         let floor = self.inner.live.get().storage.min_free_disk;
-        let id = random_hex(8)?;
+        let pid = ProgramId::random()?;
+        let id = pid.as_str().to_owned();
         let tmp = self.inner.root.join(format!(".tmp-{id}"));
-        let final_dir = self.dir(&id);
+        let final_dir = self.dir(&pid);
         let name = meta.name.clone();
         let zip = meta.zip;
         let asked_main = meta.main.clone();
@@ -691,7 +728,8 @@ impl Programs {
             let main = detect_main(&tmp, &files, asked_main.as_deref())?;
             let runtime = main
                 .as_deref()
-                .and_then(|m| resolve_runtime(&tmp, m, &cfg).ok())
+                .and_then(|m| ProgramPath::parse(m).ok())
+                .and_then(|m| resolve_runtime(&tmp, &m, &cfg).ok())
                 .map(|(_, r)| r);
             fsync_dir(&tmp)?;
             std::fs::rename(&tmp, &final_dir)?;
@@ -727,7 +765,7 @@ impl Programs {
             })
             .await;
         if let Err(e) = stored {
-            let _ = std::fs::remove_dir_all(self.dir(&id));
+            let _ = std::fs::remove_dir_all(self.dir(&pid));
             return Err(e);
         }
         Ok(Program {
@@ -749,10 +787,19 @@ impl Programs {
 
     /// One program.
     pub async fn get(&self, id: &str) -> Result<Program> {
-        if !valid_id(id) {
-            return Err(not_found(id));
-        }
-        let id2 = id.to_owned();
+        Ok(self.get_checked(id).await?.1)
+    }
+
+    /// One program, its id typed and its record checked ([`check_record`]).
+    async fn get_checked(&self, id: &str) -> Result<(ProgramId, Program)> {
+        let pid = ProgramId::parse(id).map_err(|_| not_found(id))?;
+        let p = self.get_row(&pid).await?;
+        check_record(&p)?;
+        Ok((pid, p))
+    }
+
+    async fn get_row(&self, id: &ProgramId) -> Result<Program> {
+        let id2 = id.as_str().to_owned();
         self.inner
             .db
             .read(move |c| {
@@ -765,7 +812,7 @@ impl Programs {
             })
             .await?
             .map(|(_, p)| p)
-            .ok_or_else(|| not_found(id))
+            .ok_or_else(|| not_found(id.as_str()))
     }
 
     /// Programs, newest first.
@@ -813,14 +860,15 @@ impl Programs {
 
     /// Chooses the main file.
     pub async fn set_main(&self, id: &str, main: &str, caller: &Caller) -> Result<Program> {
-        let p = self.get(id).await?;
+        let (pid, p) = self.get_checked(id).await?;
         if !p.files.iter().any(|f| f.path == main) {
             return Err(Error::Invalid(format!(
                 "{main:?} is not a file of program {id}"
             )));
         }
+        let main_path = ProgramPath::parse(main).map_err(|e| Error::Invalid(e.to_string()))?;
         let cfg = self.inner.live.get().programs.clone();
-        let (_, runtime) = resolve_runtime(&self.dir(id), main, &cfg)?;
+        let (_, runtime) = resolve_runtime(&self.dir(&pid), &main_path, &cfg)?;
         let (id2, main2, rt2, caller) = (
             id.to_owned(),
             main.to_owned(),
@@ -860,14 +908,22 @@ impl Programs {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let p = self.get(id).await?;
+        let (pid, p) = self.get_checked(id).await?;
         let Some(main) = p.main.clone() else {
             return Err(Error::Conflict(format!(
                 "program {id} has no main file yet (needs_main): choose one with PUT /api/v1/programs/{id}/main"
             )));
         };
+        let main = ProgramPath::parse(&main).map_err(|e| Error::Internal(e.to_string()))?;
         let cfg = self.inner.live.get().programs.clone();
-        let dir = self.dir(id);
+        let dir = self.dir(&pid);
+        // The directory is bind-mounted into the job: it must be the store's own directory,
+        // not a symlink planted in its place.
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Internal(format!(
+                "the directory of program {pid} is missing or not a directory"
+            )));
+        }
         let (mut argv, _) = resolve_runtime(&dir, &main, &cfg)?;
         argv.extend(req.args);
         let cancel = Arc::new(Notify::new());
@@ -954,8 +1010,8 @@ impl Programs {
     /// Writes the program's files as a ZIP (deflated) to an unlinked temp file and returns it
     /// positioned at the start, with its length.
     pub async fn archive(&self, id: &str) -> Result<(File, u64, String)> {
-        let p = self.get(id).await?;
-        let dir = self.dir(id);
+        let (pid, p) = self.get_checked(id).await?;
+        let dir = self.dir(&pid);
         let tmp = self.inner.root.join(format!(".zip-{}", random_hex(8)?));
         let files = p.files.clone();
         let file = tokio::task::spawn_blocking(move || {
@@ -976,7 +1032,14 @@ impl Programs {
                     .large_file(f.size >= u32::MAX as u64);
                 w.start_file(f.path.as_str(), opts)
                     .map_err(|e| Error::Internal(format!("zip: {e}")))?;
-                let mut src = File::open(dir.join(&f.path))?;
+                // Beneath the program's directory, never through a symlink.
+                let rel =
+                    ProgramPath::parse(&f.path).map_err(|e| Error::Internal(e.to_string()))?;
+                let mut src = open_beneath(&dir, rel.as_str()).map_err(|e| {
+                    Error::Internal(format!(
+                        "program file {rel} cannot be opened in the store: {e}"
+                    ))
+                })?;
                 std::io::copy(&mut src, &mut w)?;
             }
             let mut out = w
@@ -1003,7 +1066,7 @@ impl Programs {
 
     /// Deletes a program. While it runs: a conflict, unless `force` kills its runs first.
     pub async fn delete(&self, id: &str, force: bool, caller: &Caller) -> Result<()> {
-        self.get(id).await?;
+        let (pid, _) = self.get_checked(id).await?;
         let cancels: Vec<Arc<Notify>> = {
             let mut map = self
                 .inner
@@ -1023,7 +1086,7 @@ impl Programs {
             a.deleting = true;
             a.runs.values().cloned().collect()
         };
-        let result = self.delete_now(id, cancels, caller).await;
+        let result = self.delete_now(&pid, cancels, caller).await;
         if let Ok(mut map) = self.inner.active.lock() {
             match map.get_mut(id) {
                 Some(a) if a.runs.is_empty() => {
@@ -1036,7 +1099,13 @@ impl Programs {
         result
     }
 
-    async fn delete_now(&self, id: &str, cancels: Vec<Arc<Notify>>, caller: &Caller) -> Result<()> {
+    async fn delete_now(
+        &self,
+        pid: &ProgramId,
+        cancels: Vec<Arc<Notify>>,
+        caller: &Caller,
+    ) -> Result<()> {
+        let id = pid.as_str();
         for c in &cancels {
             c.notify_one();
         }
@@ -1047,7 +1116,7 @@ impl Programs {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let dir = self.dir(id);
+        let dir = self.dir(pid);
         let trash = self.inner.root.join(format!(".del-{id}"));
         if dir.exists() {
             tokio::fs::rename(&dir, &trash).await?;
@@ -1268,16 +1337,22 @@ mod tests {
         std::fs::write(t.path().join("a.xyz"), "data\n").unwrap();
         std::fs::write(t.path().join("run"), "#!/bin/sh\necho hi\n").unwrap();
         let mut c = cfg();
-        let (argv, rt) = resolve_runtime(t.path(), "a.sh", &c).unwrap();
+        let (argv, rt) =
+            resolve_runtime(t.path(), &ProgramPath::parse("a.sh").unwrap(), &c).unwrap();
         assert_eq!(rt, "sh");
         assert_eq!(argv[1], "/program/a.sh");
-        assert_eq!(resolve_runtime(t.path(), "run", &c).unwrap().1, "shebang");
-        let e = resolve_runtime(t.path(), "a.xyz", &c)
+        assert_eq!(
+            resolve_runtime(t.path(), &ProgramPath::parse("run").unwrap(), &c)
+                .unwrap()
+                .1,
+            "shebang"
+        );
+        let e = resolve_runtime(t.path(), &ProgramPath::parse("a.xyz").unwrap(), &c)
             .unwrap_err()
             .to_string();
         assert!(e.contains(".xyz"), "{e}");
         c.runtimes.insert("sh".into(), "no-such-shell-here".into());
-        let e = resolve_runtime(t.path(), "a.sh", &c)
+        let e = resolve_runtime(t.path(), &ProgramPath::parse("a.sh").unwrap(), &c)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no-such-shell-here"), "{e}");

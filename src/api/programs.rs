@@ -117,7 +117,10 @@ async fn upload_multipart(
     let mut stored: Option<(crate::programs::Staging, String, bool)> = None;
     while let Some(mut field) = form.next_field().await.map_err(part_error)? {
         match field.name() {
-            Some("main") => main = Some(field.text().await.map_err(part_error)?),
+            Some("main") => {
+                let max = state.live.get().programs.max_name_length;
+                main = Some(small_field(&mut field, "main", max, part_error).await?);
+            }
             Some("file") => {
                 if stored.is_some() {
                     return Err(ApiError::bad_request("give exactly one file part"));
@@ -155,6 +158,28 @@ async fn upload_multipart(
         .finish_upload(staging, UploadMeta { name, zip, main }, &caller)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(program)).into_response())
+}
+
+/// A form field that is not a file, read up to `max` bytes: past that the upload is refused
+/// (413) naming the field, so such a field never takes more memory than its limit.
+async fn small_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    name: &str,
+    max: usize,
+    part_error: impl Fn(axum::extract::multipart::MultipartError) -> ApiError,
+) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(&part_error)? {
+        if buf.len() + chunk.len() > max {
+            return Err(crate::error::Error::TooLarge(format!(
+                "the form field {name} is longer than programs.max-name-length ({max} bytes)"
+            ))
+            .into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf)
+        .map_err(|_| ApiError::bad_request(format!("the form field {name} is not UTF-8 text")))
 }
 
 pub async fn upload(

@@ -810,3 +810,287 @@ fn cli_works_through_the_admin_socket_and_offline() {
     assert!(err.contains("start the service first"), "{err}");
     assert!(!nostate.exists());
 }
+
+/// The entries of the backup at `src`, in order: (path, type, bytes, link target).
+type Entries = Vec<(String, tar::EntryType, Vec<u8>, Option<String>)>;
+
+fn read_entries(src: &Path) -> Entries {
+    let f = std::fs::File::open(src).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+        out.push((path, e.header().entry_type(), body, None));
+    }
+    out
+}
+
+/// Writes `entries` as a backup at `dest`, with a manifest that matches them (so only what a
+/// restore checks beyond sizes and hashes can refuse it).
+fn write_backup(dest: &Path, entries: &Entries) {
+    let f = std::fs::File::create(dest).unwrap();
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::fast(),
+    ));
+    let mut manifest: Option<Value> = None;
+    let mut listed = Vec::new();
+    for (path, kind, body, link) in entries {
+        if path == "manifest.json" {
+            manifest = Some(serde_json::from_slice(body).unwrap());
+            continue;
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(body.len() as u64);
+        h.set_mode(0o600);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        t.append_data(&mut h, path, &body[..]).unwrap();
+        listed.push(json!({"path": path, "size": body.len(), "sha256": sha_hex(body)}));
+    }
+    let mut m = manifest.unwrap();
+    m["entries"] = Value::Array(listed);
+    let m = serde_json::to_vec(&m).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(m.len() as u64);
+    h.set_mode(0o600);
+    t.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+}
+
+/// The backup at `src` with `sql` run on its database, written to `dest`.
+fn doctored(src: &Path, dest: &Path, sql: &str) {
+    let mut entries = read_entries(src);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("x.db");
+    let at = entries
+        .iter()
+        .position(|(p, ..)| p == "localhostd.db")
+        .unwrap();
+    std::fs::write(&db, &entries[at].2).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(sql).unwrap();
+    c.close().unwrap();
+    entries[at].2 = std::fs::read(&db).unwrap();
+    write_backup(dest, &entries);
+}
+
+#[test]
+fn a_backup_whose_database_names_paths_outside_the_store_is_refused_and_changes_nothing() {
+    let b = start("");
+    b.put_key("keep", &json!("me"));
+    b.put_file("x.txt", b"user data\n");
+    b.upload_program("hello.sh", b"#!/bin/sh\necho hello\n");
+    let id = b.create_backup()["id"].as_str().unwrap().to_owned();
+    let good = b.backup_dir().join(format!("{id}.tar.gz"));
+    let before = b.snapshot();
+    let backups = b.backup_dir();
+    let token = "../../initial-admin-token";
+    let up3 = "../../../initial-admin-token";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a blob id with ../",
+            format!("UPDATE files SET blob = '{token}'"),
+            token,
+        ),
+        (
+            "an absolute blob id",
+            "UPDATE files SET blob = '/etc/passwd'".into(),
+            "/etc/passwd",
+        ),
+        (
+            "a bad program id",
+            "UPDATE programs SET id = '../../x'".into(),
+            "../../x",
+        ),
+        (
+            "a program file with ../",
+            format!(
+                "UPDATE programs SET files = '[{{\"path\":\"{up3}\",\"size\":1,\"executable\":false}}]'"
+            ),
+            up3,
+        ),
+        (
+            "a main with ../",
+            format!("UPDATE programs SET main = '{up3}'"),
+            up3,
+        ),
+    ];
+    let mut bad: Vec<(String, &str, &str)> = Vec::new();
+    for (i, (what, sql, needle)) in cases.iter().enumerate() {
+        let fid = format!("29991231T2358{i:02}Z-{:08x}", 16 + i);
+        doctored(&good, &backups.join(format!("{fid}.tar.gz")), sql);
+        bad.push((fid, what, needle));
+    }
+    // A blob that is a symbolic link to the admin token instead of a file.
+    let mut entries = read_entries(&good);
+    let blob = entries
+        .iter_mut()
+        .find(|(p, ..)| p.starts_with("files/blobs/"))
+        .unwrap();
+    let blob_name = blob.0.clone();
+    blob.1 = tar::EntryType::Symlink;
+    blob.2.clear();
+    blob.3 = Some(format!("../{token}"));
+    let sid = "29991231T235800Z-000000ff".to_owned();
+    write_backup(&backups.join(format!("{sid}.tar.gz")), &entries);
+    bad.push((sid, "a symlink blob", &blob_name));
+
+    let (dir, cfg, extra) = b.stop();
+    let state = dir.path().join("state");
+    let db_before = tables_but_audit(&state.join("localhostd.db"));
+    for (fid, what, needle) in &bad {
+        let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, fid]);
+        assert_ne!(code, 0, "{what}: restored");
+        assert!(
+            err.contains(needle) && err.contains("refused"),
+            "{what}: the error does not name {needle:?} and say refused: {err}"
+        );
+        assert_eq!(
+            tables_but_audit(&state.join("localhostd.db")),
+            db_before,
+            "{what}: the database changed"
+        );
+        assert!(entries_named(&state, ".restore").is_empty(), "{what}");
+    }
+    // Control: the untouched backup restores.
+    let (code, _, err) = cli(&["backup", "restore", "--config", &cfg, &id]);
+    assert_eq!(code, 0, "{err}");
+    let b = start_in(&extra, Some(dir));
+    assert_eq!(b.snapshot(), before);
+}
+
+#[test]
+fn a_live_database_naming_paths_outside_the_store_gets_errors_not_other_files() {
+    let b = start("");
+    let state = b.d.state_dir();
+    let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
+    let token = token.trim().to_owned();
+    // A directory tree outside the store that a DELETE must never remove.
+    let canary = b.d.dir.path().join("canary");
+    std::fs::create_dir_all(canary.join("sub")).unwrap();
+    std::fs::write(canary.join("sub/keep"), b"keep").unwrap();
+    let canary_file = b.d.dir.path().join("canary-file");
+    std::fs::write(&canary_file, b"keep").unwrap();
+
+    b.put_file("x.txt", b"user data\n");
+    let pid = b.upload_program("hello.sh", b"#!/bin/sh\necho hello\n");
+    // Controls: the stored file and the program's archive are served.
+    let r = b.file("x.txt");
+    assert_eq!((r.status, r.text().as_str()), (200, "user data\n"));
+    let r = b.req("GET", &format!("/api/v1/programs/{pid}/archive"), None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let db = rusqlite::Connection::open(state.join("localhostd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let blob: String = db
+        .query_row("SELECT blob FROM files WHERE path = 'x.txt'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let leaks = |r: &Response| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        body.contains(&token) || body.contains("keep")
+    };
+    let intact = |what: &str| {
+        assert!(state.join("initial-admin-token").is_file(), "{what}");
+        assert_eq!(
+            std::fs::read(canary.join("sub/keep")).unwrap(),
+            b"keep",
+            "{what}"
+        );
+        assert_eq!(std::fs::read(&canary_file).unwrap(), b"keep", "{what}");
+    };
+    let canary_s = canary.to_str().unwrap().to_owned();
+    let canary_file_s = canary_file.to_str().unwrap().to_owned();
+    for bad in [
+        "../../initial-admin-token".to_owned(),
+        canary_file_s.clone(),
+        canary_s.clone(),
+        "../../../canary".to_owned(),
+    ] {
+        db.execute("UPDATE files SET blob = ?1 WHERE path = 'x.txt'", [&bad])
+            .unwrap();
+        let r = b.file("x.txt");
+        assert!(
+            r.status >= 400 && !leaks(&r),
+            "GET with blob {bad:?}: {} {}",
+            r.status,
+            r.text()
+        );
+        let r = b.req("DELETE", "/api/v1/files/x.txt", None, b"");
+        assert!(r.status >= 400, "DELETE with blob {bad:?}: {}", r.status);
+        intact(&bad);
+    }
+    // The blob id is right but the blob is a symlink to the token.
+    db.execute("UPDATE files SET blob = ?1 WHERE path = 'x.txt'", [&blob])
+        .unwrap();
+    let blob_path = state.join("files/blobs").join(&blob);
+    std::fs::remove_file(&blob_path).unwrap();
+    std::os::unix::fs::symlink(state.join("initial-admin-token"), &blob_path).unwrap();
+    let r = b.file("x.txt");
+    assert!(
+        r.status >= 400 && !leaks(&r),
+        "GET of a symlink blob: {} {}",
+        r.status,
+        r.text()
+    );
+    intact("symlink blob");
+
+    // Programs: a files entry and a main that climb out, an id that is a path.
+    let up = "../../../initial-admin-token";
+    let files_json = format!(r#"[{{"path":"{up}","size":1,"executable":false}}]"#);
+    let (good_files, good_main): (String, String) = db
+        .query_row(
+            "SELECT files, main FROM programs WHERE id = ?1",
+            [&pid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    for (col, value) in [("files", files_json.as_str()), ("main", up)] {
+        db.execute(
+            &format!("UPDATE programs SET files = ?2, main = ?3, {col} = ?4 WHERE id = ?1"),
+            [&pid, &good_files, &good_main, &value.to_owned()],
+        )
+        .unwrap();
+        let r = b.req("GET", &format!("/api/v1/programs/{pid}/archive"), None, b"");
+        assert!(
+            r.status >= 400 && !leaks(&r),
+            "archive with {col} {value:?}: {} {}",
+            r.status,
+            r.text()
+        );
+        let r = b.req(
+            "POST",
+            &format!("/api/v1/programs/{pid}/runs"),
+            Some("application/json"),
+            b"{}",
+        );
+        assert!(
+            r.status >= 400 && !leaks(&r),
+            "run with {col} {value:?}: {} {}",
+            r.status,
+            r.text()
+        );
+        intact(col);
+    }
+    db.execute(
+        "UPDATE programs SET files = ?2, main = ?3, id = '../../../canary' WHERE id = ?1",
+        [&pid, &good_files, &good_main],
+    )
+    .unwrap();
+    let r = b.req(
+        "DELETE",
+        "/api/v1/programs/..%2F..%2F..%2Fcanary",
+        None,
+        b"",
+    );
+    assert!(r.status >= 400, "DELETE of a path id: {}", r.status);
+    intact("program id");
+}

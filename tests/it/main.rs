@@ -63,4 +63,5 @@ mod kv;
 mod lifecycle;
 mod metrics;
 mod programs;
+mod quotas;
 mod sandbox;
