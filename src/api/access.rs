@@ -37,16 +37,12 @@ pub enum Access {
     Metrics,
 }
 
-/// Whether the client (the peer, or the forwarded client behind a trusted proxy) has a
-/// loopback address. A Unix-socket peer that forwarded nothing is not loopback: nginx in
-/// front may be relaying anyone.
+/// Whether the client may have loopback privileges (`metrics.public-on-loopback`): only a
+/// TCP peer on a loopback address that is not a trusted proxy. A forwarded address never
+/// counts, whatever it says: a proxy relays anyone, and a client can make a proxy forward a
+/// loopback address (its own `X-Forwarded-For`, a local client of nginx).
 pub fn client_is_loopback(client: &Client) -> bool {
-    client.addr.parse::<IpAddr>().is_ok_and(|ip| match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    })
+    client.loopback_peer
 }
 
 /// The client as far as we can tell; inserted into every request by `context`.
@@ -59,6 +55,21 @@ pub struct Client {
     pub secure: bool,
     /// The peer's uid when it is root or our own user on the admin socket.
     pub local_admin_uid: Option<u32>,
+    /// The peer itself is on a loopback address and is not a trusted proxy (nothing of this
+    /// client's address was forwarded).
+    pub loopback_peer: bool,
+}
+
+impl Client {
+    /// A request that did not come through a listener (in-process callers).
+    fn unknown() -> Client {
+        Client {
+            addr: "-".into(),
+            secure: false,
+            local_admin_uid: None,
+            loopback_peer: false,
+        }
+    }
 }
 
 fn trusted(cfg: &Config, remote: Remote) -> bool {
@@ -69,56 +80,45 @@ fn trusted(cfg: &Config, remote: Remote) -> bool {
     })
 }
 
-fn is_trusted_ip(cfg: &Config, ip: IpAddr) -> bool {
-    cfg.auth.trusted_proxies.iter().any(|p| p.contains(ip))
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
 }
 
-/// The client address from `Forwarded: for=…` or `X-Forwarded-For`, taking the rightmost
-/// hop that is not itself a trusted proxy (the left part is whatever the client claimed).
-fn forwarded_for(cfg: &Config, headers: &HeaderMap) -> Option<IpAddr> {
-    let mut hops: Vec<String> = Vec::new();
-    for v in headers.get_all(header::FORWARDED) {
-        for elem in v.to_str().ok()?.split(',') {
-            for pair in elem.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=')
-                    && k.eq_ignore_ascii_case("for")
-                {
-                    let v = v.trim().trim_matches('"');
-                    let v = v
-                        .strip_prefix('[')
-                        .and_then(|x| x.split(']').next())
-                        .unwrap_or(v);
-                    let v = if v.matches(':').count() == 1 {
-                        v.split(':').next().unwrap_or(v)
-                    } else {
-                        v
-                    };
-                    hops.push(v.to_owned());
-                }
-            }
+/// The address the trusted proxy itself saw the client come from: `X-Real-IP` (the shipped
+/// nginx site sets it to `$remote_addr`, replacing whatever the client sent), else the last
+/// `X-Forwarded-For` hop (the one the proxy appended; everything left of it is the client's
+/// own claim). `Forwarded` is never read: the shipped site clears it, and a proxy that passes
+/// it through would pass the client's word. A header that is repeated or does not parse as
+/// one address is not believed.
+fn proxy_saw(headers: &HeaderMap) -> Option<IpAddr> {
+    let single = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
         }
+    };
+    if headers.contains_key("x-real-ip") {
+        return single("x-real-ip").and_then(|v| v.trim().parse().ok());
     }
-    if hops.is_empty() {
-        for v in headers.get_all("x-forwarded-for") {
-            hops.extend(v.to_str().ok()?.split(',').map(|s| s.trim().to_owned()));
-        }
-    }
-    let ips: Vec<IpAddr> = hops.iter().filter_map(|h| h.parse().ok()).collect();
-    ips.iter()
-        .rev()
-        .find(|ip| !is_trusted_ip(cfg, **ip))
-        .or(ips.first())
-        .copied()
+    // Several header lines are one comma-separated list (RFC 9110): the last line's last hop.
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str()
+        .ok()?
+        .rsplit(',')
+        .next()
+        .and_then(|hop| hop.trim().parse().ok())
 }
 
 /// Works out the client from the connection and, for a trusted proxy, its headers.
 pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Client {
     let Some(conn) = conn else {
-        return Client {
-            addr: "-".into(),
-            secure: false,
-            local_admin_uid: None,
-        };
+        return Client::unknown();
     };
     let local_admin_uid = if conn.admin {
         conn.peer_uid
@@ -130,24 +130,28 @@ pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Cli
         let secure = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-        let addr = forwarded_for(cfg, headers)
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| conn.remote.to_string());
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let addr = match (proxy_saw(headers), conn.remote) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Remote::Tcp(a)) => a.ip().to_string(),
+            (None, Remote::Unix) => "unix".into(),
+        };
         return Client {
             addr,
             secure,
             local_admin_uid,
+            loopback_peer: false,
         };
     }
-    let addr = match conn.remote {
-        Remote::Tcp(a) => a.ip().to_string(),
-        Remote::Unix => "unix".into(),
+    let (addr, loopback_peer) = match conn.remote {
+        Remote::Tcp(a) => (a.ip().to_string(), is_loopback(a.ip())),
+        Remote::Unix => ("unix".into(), false),
     };
     Client {
         addr,
         secure: false,
         local_admin_uid,
+        loopback_peer,
     }
 }
 
@@ -447,11 +451,10 @@ where
     let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
     req.extensions_mut().insert(BodyLimitNote(what));
     // Taken out (not cloned) for the checks; back in before the handler runs.
-    let client = req.extensions_mut().remove::<Client>().unwrap_or(Client {
-        addr: "-".into(),
-        secure: false,
-        local_admin_uid: None,
-    });
+    let client = req
+        .extensions_mut()
+        .remove::<Client>()
+        .unwrap_or_else(Client::unknown);
     // The bucket's name is only made when a limit applies.
     let limited = cfg.rate_limit.enabled && g.class != Class::None;
     let bucket = |name: std::fmt::Arguments| {
@@ -622,51 +625,89 @@ mod tests {
     }
 
     #[test]
-    fn rightmost_untrusted_hop_wins_over_client_claims() {
+    fn the_address_the_proxy_saw_wins_over_client_claims() {
         let cfg = cfg_with(&["unix", "10.0.0.0/8"]);
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            "1.1.1.1, 198.51.100.7, 10.0.0.5".parse().unwrap(),
+        let unix = conn(Remote::Unix);
+        let addr = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            client(&cfg, Some(&unix), &h).addr
+        };
+        // The last X-Forwarded-For hop is the one the proxy appended.
+        assert_eq!(
+            addr(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7, 10.0.0.5")]),
+            "10.0.0.5"
         );
         assert_eq!(
-            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            addr(&[
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-for", "198.51.100.7")
+            ]),
             "198.51.100.7"
         );
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::FORWARDED,
-            "for=\"[2001:db8::1]:443\";proto=https".parse().unwrap(),
-        );
+        // X-Real-IP, as the shipped site sets it, wins over X-Forwarded-For.
         assert_eq!(
-            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            addr(&[
+                ("x-real-ip", " 2001:db8::1 "),
+                ("x-forwarded-for", "198.51.100.7")
+            ]),
             "2001:db8::1"
         );
+        // Forwarded is never believed; nor a repeated or malformed X-Real-IP.
+        assert_eq!(addr(&[("forwarded", "for=198.51.100.9")]), "unix");
+        assert_eq!(
+            addr(&[
+                ("forwarded", "for=127.0.0.1"),
+                ("x-forwarded-for", "203.0.113.5")
+            ]),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            addr(&[("x-real-ip", "127.0.0.1"), ("x-real-ip", "203.0.113.5")]),
+            "unix"
+        );
+        assert_eq!(addr(&[("x-real-ip", "127.0.0.1, 1.2.3.4")]), "unix");
+        assert_eq!(addr(&[("x-forwarded-for", "1.2.3.4, junk")]), "unix");
+        // A trusted TCP proxy that forwards nothing: its address, without the port.
+        let tcp = conn(Remote::Tcp("10.1.2.3:4567".parse().unwrap()));
+        assert_eq!(client(&cfg, Some(&tcp), &HeaderMap::new()).addr, "10.1.2.3");
     }
 
     #[test]
-    fn loopback_means_the_client_address_not_the_proxy() {
-        let cfg = cfg_with(&["unix"]);
+    fn loopback_privileges_never_come_from_a_forwarded_address() {
+        let cfg = cfg_with(&["unix", "127.0.0.2"]);
         let unix = conn(Remote::Unix);
         let mut h = HeaderMap::new();
         assert!(
             !client_is_loopback(&client(&cfg, Some(&unix), &h)),
             "a Unix peer that forwards nothing"
         );
-        h.insert("x-forwarded-for", "127.0.0.1, 203.0.113.5".parse().unwrap());
-        assert!(
-            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
-            "a remote client claiming 127.0.0.1"
-        );
-        h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
-        assert!(client_is_loopback(&client(&cfg, Some(&unix), &h)));
+        for (name, value) in [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-real-ip", "::1"),
+            ("forwarded", "for=127.0.0.1"),
+        ] {
+            h.insert(name, value.parse().unwrap());
+            let c = client(&cfg, Some(&unix), &h);
+            assert!(!client_is_loopback(&c), "{name}: {value} -> {c:?}");
+        }
         for peer in ["127.0.0.1:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
             let c = conn(Remote::Tcp(peer.parse().unwrap()));
             assert!(
-                client_is_loopback(&client(&cfg, Some(&c), &HeaderMap::new())),
-                "{peer}"
+                client_is_loopback(&client(&cfg, Some(&c), &h)),
+                "{peer} with forwarded headers it is not believed for"
             );
         }
+        // A trusted proxy on loopback relays others: never loopback, forwarded or not.
+        let proxy = conn(Remote::Tcp("127.0.0.2:5".parse().unwrap()));
+        assert!(!client_is_loopback(&client(&cfg, Some(&proxy), &h)));
+        assert!(!client_is_loopback(&client(
+            &cfg,
+            Some(&proxy),
+            &HeaderMap::new()
+        )));
         let c = conn(Remote::Tcp("192.168.1.9:5".parse().unwrap()));
         assert!(!client_is_loopback(&client(
             &cfg,
@@ -716,8 +757,7 @@ mod tests {
         let cfg = Config::default();
         let client = Client {
             addr: "x".into(),
-            secure: false,
-            local_admin_uid: None,
+            ..Client::unknown()
         };
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "localhost:8080".parse().unwrap());

@@ -388,7 +388,10 @@ fn loopback_claims_through_the_proxy_socket_do_not_open_metrics() {
         &d.tcp,
         "GET",
         "/metrics",
-        &[("X-Real-IP", "203.0.113.5"), ("X-Forwarded-For", "203.0.113.5")],
+        &[
+            ("X-Real-IP", "203.0.113.5"),
+            ("X-Forwarded-For", "203.0.113.5"),
+        ],
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -405,7 +408,13 @@ fn client_address_behind_the_proxy_is_the_one_nginx_saw() {
     let login = |target: &Target, rid: &str, headers: &[(&str, &str)]| {
         let mut h = vec![("Content-Type", "application/json"), ("X-Request-Id", rid)];
         h.extend_from_slice(headers);
-        let r = http::request(target, "POST", "/api/v1/session", &h, br#"{"token":"nope"}"#);
+        let r = http::request(
+            target,
+            "POST",
+            "/api/v1/session",
+            &h,
+            br#"{"token":"nope"}"#,
+        );
         assert_eq!(r.status, 401, "{}", r.text());
     };
     login(
@@ -429,7 +438,10 @@ fn client_address_behind_the_proxy_is_the_one_nginx_saw() {
     login(
         &d.tcp,
         "untrusted",
-        &[("X-Real-IP", "198.51.100.7"), ("X-Forwarded-For", "198.51.100.7")],
+        &[
+            ("X-Real-IP", "198.51.100.7"),
+            ("X-Forwarded-For", "198.51.100.7"),
+        ],
     );
     let rows = audit(&d, &token, "action=auth.failed");
     let client = |rid: &str| {
@@ -503,8 +515,9 @@ fn a_bad_token_flood_leaves_the_burst_rows_and_one_summary_per_window() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    let (summaries, single): (Vec<_>, Vec<_>) =
-        rows.iter().partition(|(_, result, _)| result == "rate_limited");
+    let (summaries, single): (Vec<_>, Vec<_>) = rows
+        .iter()
+        .partition(|(_, result, _)| result == "rate_limited");
     assert_eq!(single.len(), BURST, "one row per failure within the burst");
     assert!(
         !summaries.is_empty() && summaries.len() as u64 <= windows,
@@ -558,7 +571,10 @@ fn session_cookie_is_host_prefixed_over_https_and_plain_over_http() {
     let mut d = Daemon::start();
     let token = admin_token(&d);
     let body = format!(r#"{{"token":"{token}"}}"#);
-    let https = [("X-Forwarded-Proto", "https"), ("X-Real-IP", "198.51.100.7")];
+    let https = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Real-IP", "198.51.100.7"),
+    ];
     let login = |target: &Target, extra: &[(&str, &str)]| {
         let mut h = vec![("Content-Type", "application/json")];
         h.extend_from_slice(extra);
@@ -575,8 +591,13 @@ fn session_cookie_is_host_prefixed_over_https_and_plain_over_http() {
 
     let (set, csrf) = login(&d.unix, &https);
     let (pair, attrs) = set.split_once(';').unwrap();
-    let value = pair.strip_prefix("__Host-lhd_session=").unwrap_or_else(|| panic!("{set}"));
-    assert!(attrs.contains("Secure") && attrs.contains("Path=/"), "{set}");
+    let value = pair
+        .strip_prefix("__Host-lhd_session=")
+        .unwrap_or_else(|| panic!("{set}"));
+    assert!(
+        attrs.contains("Secure") && attrs.contains("Path=/"),
+        "{set}"
+    );
     assert!(!attrs.to_ascii_lowercase().contains("domain"), "{set}");
     assert_eq!(me(&d.unix, pair, &https), 200);
     // The same session under the unprefixed name, as a sibling subdomain could set it: refused
