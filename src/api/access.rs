@@ -18,8 +18,32 @@ use crate::config::{Config, ProxySpec};
 use crate::daemon::AppState;
 use crate::server::{ConnInfo, Remote};
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "lhd_session";
+/// The session cookie's name over HTTPS (behind a trusted proxy). Browsers keep a `__Host-`
+/// cookie only when it is Secure, has `Path=/` and no `Domain`, so a sibling subdomain cannot
+/// plant or overwrite it.
+pub const SESSION_COOKIE_HTTPS: &str = "__Host-lhd_session";
+
+/// The session cookie's name for a request over HTTPS (`secure`) or plain HTTP.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SESSION_COOKIE_HTTPS
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The session cookie a request carries: over HTTPS only the `__Host-` one (an unprefixed one
+/// may have been planted by a sibling subdomain); over plain HTTP either, the prefixed first.
+fn session_cookie<'a>(headers: &'a HeaderMap, client: &Client) -> Option<&'a str> {
+    let prefixed = cookie(headers, SESSION_COOKIE_HTTPS);
+    if client.secure {
+        prefixed
+    } else {
+        prefixed.or_else(|| cookie(headers, SESSION_COOKIE))
+    }
+}
 /// The header a cookie-authenticated change must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -288,7 +312,7 @@ async fn authenticate(
             }
         };
     }
-    if let Some(value) = cookie(headers, SESSION_COOKIE) {
+    if let Some(value) = session_cookie(headers, client) {
         let verified = state
             .auth
             .verify_session(
