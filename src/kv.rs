@@ -715,6 +715,16 @@ impl Kv {
                 )));
             }
         }
+        // Below the free-disk floor nothing that stores a value is written (its change-log rows
+        // and audit rows with it); a batch of deletes only is let through, as the way to free
+        // space.
+        if ops.iter().any(|op| op.value.is_some()) {
+            let adds: u64 = ops
+                .iter()
+                .map(|op| (op.key.len() + op.value.as_ref().map_or(0, |v| v.len())) as u64)
+                .sum();
+            self.db.ensure_free(adds)?;
+        }
         let ops = Arc::new(ops);
         let (ours, cache) = (ops.clone(), self.cache.clone());
         let applied = self
@@ -834,6 +844,51 @@ mod tests {
         assert!(parse_version("seven").is_err());
         assert!(parse_ttl("0s").is_err());
         assert_eq!(parse_ttl("2s").unwrap(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_below_the_free_disk_floor_is_refused_and_writes_nothing() {
+        let (_d, kv) = open();
+        let cfg = KvConfig::default();
+        // Positive control: the same put with no floor is stored.
+        kv.apply(vec![put("a", "1")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        let before = kv.revision().await.unwrap();
+        kv.db.set_min_free_disk(crate::config::ByteSize(u64::MAX));
+        let e = kv
+            .apply(vec![put("a", "2"), put("b", "3")], Origin::default(), &cfg)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InsufficientStorage(ref m) if m.contains("storage.min-free-disk")),
+            "{e}"
+        );
+        assert_eq!(kv.revision().await.unwrap(), before);
+        assert!(kv.get("b").await.unwrap().is_none());
+        assert_eq!(
+            kv.get("a").await.unwrap().unwrap().value.as_deref(),
+            Some("1")
+        );
+        let log_rows: i64 = kv
+            .db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM kv_log_a) + (SELECT count(*) FROM kv_log_b)",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(log_rows, 1, "the change log grew");
+        // Deletes are how space is freed: not refused.
+        let del = Op {
+            value: None,
+            ..put("a", "null")
+        };
+        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
+        assert!(kv.get("a").await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

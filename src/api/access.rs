@@ -338,7 +338,15 @@ async fn authenticate(
     Err(AuthError::Missing)
 }
 
-/// Records a refused credential and answers 401, or 429 once this client fails too often.
+/// Marks a response whose request is not logged on its own: a refusal only counted into a
+/// summary (see [`refuse_credential`]). `context` leaves out its request log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Summarized;
+
+/// Answers a refused credential: 401 with an audit event, or, once this client fails more
+/// often than the failed-authentication limit allows, 429 counted into the client's summary
+/// (one audit event per window, `Audit::tally_refusal`) and the metric, with no event, row or
+/// log line of its own. So a flood of bad credentials costs what the limit allows, no more.
 pub async fn refuse_credential(
     state: &AppState,
     client: &Client,
@@ -347,6 +355,20 @@ pub async fn refuse_credential(
     route: &str,
 ) -> Response {
     let cfg = state.live.get();
+    if let Decision::Limited { limit, retry_after } =
+        state.limits.failed_auth(&cfg.rate_limit, &client.addr)
+    {
+        state.audit.tally_refusal(&client.addr, route);
+        state.metrics.auth_failed(true);
+        let mut resp = too_many(
+            limit,
+            retry_after,
+            "too many failed authentications from this address",
+        );
+        resp.extensions_mut().insert(Summarized);
+        return resp;
+    }
+    state.metrics.auth_failed(false);
     state
         .audit_event(Event {
             actor: "anonymous".into(),
@@ -358,15 +380,6 @@ pub async fn refuse_credential(
             detail: format!("{what} refused: {}", refusal.as_str()),
         })
         .await;
-    if let Decision::Limited { limit, retry_after } =
-        state.limits.failed_auth(&cfg.rate_limit, &client.addr)
-    {
-        return too_many(
-            limit,
-            retry_after,
-            "too many failed authentications from this address",
-        );
-    }
     let mut resp = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
