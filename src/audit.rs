@@ -9,8 +9,16 @@
 //! inside the commits of the changes they record, those indexes were a third of the pages a
 //! commit of data writes added to the WAL; moved in bulk, each index page is written about
 //! once. Listings read both tables; the view `audit` is the whole trail for SQL readers.
+//!
+//! Refused credentials from a client that is over its failed-authentication limit are not
+//! recorded one by one (a flood would fill the table and the journal): [`Audit::tally_refusal`]
+//! counts them per client address, and [`Audit::record_tallies`] writes one summary event per
+//! client and [`TALLY_WINDOW`]. Every event, summaries too, obeys the free-disk floor
+//! ([`Db::ensure_free`]).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::OptionalExtension;
 use serde::Serialize;
@@ -89,18 +97,7 @@ pub struct Page {
 /// records, so the change and its audit row commit together (one transaction, one fsync).
 /// Its id follows every id of both tables (`audit_recent` is emptied by each seal).
 pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
-    tracing::info!(
-        audit = 1,
-        actor = %ev.actor,
-        action = %ev.action,
-        // Not `target`: journald already has TARGET (the event's module path).
-        audit_target = %ev.target,
-        result = %ev.result,
-        client = %ev.client,
-        request_id = %ev.request_id,
-        detail = %ev.detail,
-        "audit"
-    );
+    log(ev);
     c.prepare_cached(
         "INSERT INTO audit_recent(id, at, actor, action, target, result, client, request_id, detail)
          VALUES (coalesce((SELECT max(id) FROM audit_recent), (SELECT max(id) FROM audit_log), 0) + 1,
@@ -119,12 +116,76 @@ pub fn insert(c: &rusqlite::Connection, ev: &Event) -> Result<()> {
     Ok(())
 }
 
+/// Writes `ev` to the log only (AUDIT=1, its fields as journal fields).
+fn log(ev: &Event) {
+    tracing::info!(
+        audit = 1,
+        actor = %ev.actor,
+        action = %ev.action,
+        // Not `target`: journald already has TARGET (the event's module path).
+        audit_target = %ev.target,
+        result = %ev.result,
+        client = %ev.client,
+        request_id = %ev.request_id,
+        detail = %ev.detail,
+        "audit"
+    );
+}
+
+/// How long one summary of tallied refusals covers, per client: the period of the
+/// failed-authentication limit (`rate-limit.failed-auth-per-minute`).
+pub const TALLY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Most client addresses tallied in one window. Refusals from further addresses go into one
+/// shared tally (client `*`), so a flood from many addresses cannot grow memory either.
+const TALLY_MAX_CLIENTS: usize = 4096;
+
+/// The client of the shared tally.
+const TALLY_OVERFLOW: &str = "*";
+
+/// Refusals of one client address in one window, not yet recorded.
+struct Tally {
+    opened: Instant,
+    opened_at: i64,
+    count: u64,
+    /// The route of the first refusal (a flood usually aims at one).
+    target: String,
+}
+
+impl Tally {
+    fn summary(&self, client: &str) -> Event {
+        Event {
+            actor: "anonymous".into(),
+            action: "auth.failed".into(),
+            target: self.target.clone(),
+            result: "rate_limited".into(),
+            client: client.to_owned(),
+            request_id: String::new(),
+            // The count comes first: readers (and the tests) take it from there.
+            detail: format!(
+                "{} failed authentications refused while this address was over the failed-authentication limit, from {} to {}; counted here, not recorded one by one",
+                self.count,
+                rfc3339(self.opened_at),
+                rfc3339(now_unix()),
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tallies {
+    open: HashMap<String, Tally>,
+    /// Summaries of windows that ended while their client was still refused, to be recorded.
+    ended: Vec<Event>,
+}
+
 /// The columns of both tables, in their order.
 const COLUMNS: &str = "id, at, actor, action, target, result, client, request_id, detail";
 
 #[derive(Clone)]
 pub struct Audit {
     db: Db,
+    tallies: Arc<Mutex<Tallies>>,
 }
 
 fn parse_time(s: &str, what: &str) -> Result<i64> {
@@ -176,12 +237,88 @@ fn list_query(
 
 impl Audit {
     pub fn new(db: Db) -> Audit {
-        Audit { db }
+        Audit {
+            db,
+            tallies: Arc::default(),
+        }
     }
 
-    /// Logs the event (AUDIT=1) and stores it. Returns once it is committed.
+    /// Logs the event (AUDIT=1) and stores it. Returns once it is committed. Below the
+    /// free-disk floor it is only logged, and the error says why it was not stored.
     pub async fn record(&self, ev: Event) -> Result<()> {
+        if let Err(e) = self.db.ensure_free(0) {
+            log(&ev);
+            return Err(e);
+        }
         self.db.write(move |c| insert(c, &ev)).await
+    }
+
+    /// Counts a refused credential from `client` that is not recorded on its own (the client
+    /// is over its failed-authentication limit). Costs no I/O: the count is recorded by
+    /// [`Audit::record_tallies`], one event per client and window.
+    pub fn tally_refusal(&self, client: &str, target: &str) {
+        let now = Instant::now();
+        let mut t = match self.tallies.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let Tallies { open, ended } = &mut *t;
+        let key = if open.contains_key(client) || open.len() < TALLY_MAX_CLIENTS {
+            client
+        } else {
+            TALLY_OVERFLOW
+        };
+        if let Some(tally) = open.get_mut(key) {
+            if now.duration_since(tally.opened) < TALLY_WINDOW {
+                tally.count += 1;
+                return;
+            }
+            ended.push(tally.summary(key));
+            open.remove(key);
+        }
+        open.insert(
+            key.to_owned(),
+            Tally {
+                opened: now,
+                opened_at: now_unix(),
+                count: 1,
+                target: target.to_owned(),
+            },
+        );
+    }
+
+    /// Records one summary event for each tally whose window has ended, or for every tally
+    /// (`all`: at shutdown, so no count is lost), in one write. Returns how many.
+    pub async fn record_tallies(&self, all: bool) -> Result<usize> {
+        let events = {
+            let now = Instant::now();
+            let mut t = match self.tallies.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let Tallies { open, ended } = &mut *t;
+            let mut events = std::mem::take(ended);
+            open.retain(|client, tally| {
+                let due = all || now.duration_since(tally.opened) >= TALLY_WINDOW;
+                if due {
+                    events.push(tally.summary(client));
+                }
+                !due
+            });
+            events
+        };
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let n = events.len();
+        if let Err(e) = self.db.ensure_free(0) {
+            events.iter().for_each(log);
+            return Err(e);
+        }
+        self.db
+            .write(move |c| events.iter().try_for_each(|ev| insert(c, ev)))
+            .await?;
+        Ok(n)
     }
 
     /// Newest first, `limit` per page; the cursor continues after the last item.
@@ -448,6 +585,103 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["t4", "t2", "t1"]
         );
+        db.close();
+    }
+
+    /// The tallies' summary events as stored: (client, count from the detail), by client.
+    async fn summaries(audit: &Audit) -> Vec<(String, u64)> {
+        let mut s: Vec<(String, u64)> = newest(audit, 1000)
+            .await
+            .into_iter()
+            .filter(|r| r.result == "rate_limited")
+            .map(|r| {
+                assert_eq!(
+                    (r.action.as_str(), r.actor.as_str()),
+                    ("auth.failed", "anonymous")
+                );
+                let n = r.detail.split(' ').next().unwrap().parse().unwrap();
+                (r.client, n)
+            })
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tallied_refusals_become_one_summary_per_client_and_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let audit = Audit::new(db.clone());
+        for _ in 0..5 {
+            audit.tally_refusal("198.51.100.1", "/api/v1/tokens");
+        }
+        audit.tally_refusal("198.51.100.2", "/api/v1/session");
+        // Nothing is written while the windows last.
+        assert_eq!(audit.record_tallies(false).await.unwrap(), 0);
+        assert!(newest(&audit, 10).await.is_empty());
+        // A window that ended: recorded by the next call; the next refusal opens a new one.
+        audit
+            .tallies
+            .lock()
+            .unwrap()
+            .open
+            .get_mut("198.51.100.1")
+            .unwrap()
+            .opened -= TALLY_WINDOW;
+        audit.tally_refusal("198.51.100.1", "/api/v1/tokens");
+        audit.tally_refusal("198.51.100.1", "/api/v1/tokens");
+        assert_eq!(audit.record_tallies(false).await.unwrap(), 1);
+        assert_eq!(summaries(&audit).await, [("198.51.100.1".to_owned(), 5)]);
+        // At shutdown every open tally is recorded, so no count is lost.
+        assert_eq!(audit.record_tallies(true).await.unwrap(), 2);
+        assert_eq!(
+            summaries(&audit).await,
+            [
+                ("198.51.100.1".to_owned(), 2),
+                ("198.51.100.1".to_owned(), 5),
+                ("198.51.100.2".to_owned(), 1)
+            ]
+        );
+        assert_eq!(audit.record_tallies(true).await.unwrap(), 0);
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tallies_from_too_many_addresses_share_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let audit = Audit::new(db.clone());
+        for i in 0..TALLY_MAX_CLIENTS + 3 {
+            audit.tally_refusal(&format!("client-{i}"), "/x");
+        }
+        // A known client keeps its own entry.
+        audit.tally_refusal("client-0", "/x");
+        let t = audit.tallies.lock().unwrap();
+        assert_eq!(t.open.len(), TALLY_MAX_CLIENTS + 1);
+        assert_eq!(t.open[TALLY_OVERFLOW].count, 3);
+        assert_eq!(t.open["client-0"].count, 2);
+        drop(t);
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_below_the_free_disk_floor_are_refused_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let audit = Audit::new(db.clone());
+        db.set_min_free_disk(crate::config::ByteSize(u64::MAX));
+        let e = audit.record(put_by_ci("a")).await.unwrap_err();
+        assert!(matches!(e, Error::InsufficientStorage(_)), "{e}");
+        audit.tally_refusal("198.51.100.1", "/x");
+        assert!(matches!(
+            audit.record_tallies(true).await,
+            Err(Error::InsufficientStorage(_))
+        ));
+        assert!(newest(&audit, 10).await.is_empty());
+        // Positive control: with room, the same event is stored.
+        db.set_min_free_disk(crate::config::ByteSize(1));
+        audit.record(put_by_ci("a")).await.unwrap();
+        assert_eq!(newest(&audit, 10).await.len(), 1);
         db.close();
     }
 

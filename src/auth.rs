@@ -340,6 +340,8 @@ impl Auth {
         if scopes == Scopes::default() {
             return Err(Error::Invalid("at least one scope is needed".into()));
         }
+        // Before the row: its audit row must fit too, or neither is written.
+        self.db.ensure_free(0)?;
         let id = random_hex(8)?;
         let secret = random_hex(32)?;
         let token = format!("{TOKEN_PREFIX}{id}_{secret}");
@@ -533,6 +535,7 @@ impl Auth {
         let token_id = actor.token_id.clone().ok_or_else(|| {
             Error::Invalid("a session can only be opened with an API token".into())
         })?;
+        self.db.ensure_free(0)?;
         let id = random_hex(16)?;
         let secret = random_hex(32)?;
         let csrf = random_hex(32)?;

@@ -69,8 +69,9 @@ pub struct MetricsConfig {
     /// of the sample is left out (and `localhostd_collector_success` says so) while the
     /// others go on.
     pub collector_timeout: HumanDuration,
-    /// Clients on a loopback address (the peer, or the forwarded client behind a trusted
-    /// proxy) may read /metrics without a token; everyone else needs the `metrics` scope.
+    /// Clients connected from a loopback address (a TCP peer that is not a trusted proxy;
+    /// never a forwarded address) may read /metrics without a token; everyone else needs the
+    /// `metrics` scope.
     pub public_on_loopback: bool,
     /// Test and diagnostic hook, never for production: the named collector (one of
     /// [`COLLECTORS`]) blocks forever, as statvfs does on a stale network mount, so that its
@@ -419,8 +420,9 @@ pub struct AuthConfig {
     pub session_idle_timeout: HumanDuration,
     /// …and after this long in any case.
     pub session_max_age: HumanDuration,
-    /// Peers whose X-Forwarded-For / Forwarded / X-Forwarded-Proto headers are believed:
-    /// `unix` (a peer on a Unix socket, e.g. nginx) and IP addresses or CIDR ranges.
+    /// Peers whose word on the client is believed (X-Real-IP, else the last X-Forwarded-For
+    /// hop; X-Forwarded-Proto): `unix` (a peer on a Unix socket, e.g. nginx) and IP addresses
+    /// or CIDR ranges. `Forwarded` is never read.
     pub trusted_proxies: Vec<ProxySpec>,
     /// Origins allowed to call the API from a browser page on another origin (CORS). Empty:
     /// no CORS headers at all.

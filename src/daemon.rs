@@ -85,6 +85,7 @@ impl AppState {
         sandbox: Sandbox,
         cgroups: Option<crate::sandbox::Cgroups>,
     ) -> crate::error::Result<AppState> {
+        db.set_min_free_disk(live.get().storage.min_free_disk);
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
@@ -319,6 +320,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ))
     });
     tokio::spawn(trim_when_idle(state.clone(), shutdown_rx.clone()));
+    let audit = state.audit.clone();
     tokio::spawn(housekeeping(state, shutdown_rx.clone()));
 
     let serving = format!("serving on {}", described.join(", "));
@@ -352,7 +354,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
-            _ = sighup.recv() => reload(&source, &live, &log, &metrics),
+            _ = sighup.recv() => reload(&source, &live, &log, &metrics, &db),
             _ = stop.wait_for(|s| *s) => break,
         }
     }
@@ -372,6 +374,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         && let Err(e) = s.await
     {
         tracing::error!(error = %e, "metrics sampler task failed");
+    }
+    // Every request has been answered: the refusals still only counted get their summaries.
+    if let Err(e) = audit.record_tallies(true).await {
+        tracing::error!(error = %e, "cannot store the summaries of refused credentials");
     }
     systemd::status("closing the database");
     tokio::task::spawn_blocking(move || db.close())
@@ -560,6 +566,9 @@ async fn audit_sealer(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
+        if let Err(e) = state.audit.record_tallies(false).await {
+            tracing::error!(error = %e, "cannot store the summaries of refused credentials");
+        }
         if let Err(e) = state.audit.seal().await {
             tracing::warn!(error = %e, "cannot move audit events into the indexed trail");
         }
@@ -610,7 +619,7 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
 
 /// SIGHUP: re-read the config; apply what can change live, name what needs a restart, and keep
 /// the old config when the new one is invalid.
-fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, metrics: &Metrics) {
+fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, metrics: &Metrics, db: &Db) {
     systemd::reloading();
     systemd::status("reloading configuration");
     match source.load() {
@@ -625,6 +634,7 @@ fn reload(source: &ConfigSource, live: &LiveConfig, log: &LogHandle, metrics: &M
             if !restart.is_empty() {
                 tracing::warn!(settings = %restart.join(", "), "these changed settings take effect only after a restart");
             }
+            db.set_min_free_disk(new.storage.min_free_disk);
             live.replace(new);
             tracing::info!(config = %source.path.display(), "configuration reloaded");
         }

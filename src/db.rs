@@ -9,7 +9,7 @@
 //! its first change can go without the savepoint ([`Db::write_prechecked_then`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -432,6 +432,8 @@ struct Inner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
+    /// `storage.min-free-disk` in bytes, for [`Db::ensure_free`]; 0 until the daemon sets it.
+    min_free_disk: AtomicU64,
 }
 
 impl Db {
@@ -460,12 +462,38 @@ impl Db {
                 writer_thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(pool),
                 reader_permits: Semaphore::new(readers),
+                min_free_disk: AtomicU64::new(0),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Sets the free-disk floor (`storage.min-free-disk`) that [`Db::ensure_free`] keeps; the
+    /// daemon sets it at start and on every reload.
+    pub fn set_min_free_disk(&self, floor: crate::config::ByteSize) {
+        self.inner
+            .min_free_disk
+            .store(floor.bytes(), Ordering::Relaxed);
+    }
+
+    /// Refuses (507, `Error::InsufficientStorage`) a write that adds about `more` bytes of rows
+    /// when it would leave the database's filesystem with less than the floor free. Asked
+    /// before a write that grows the database (a change and its audit row, an audit event, a
+    /// change-log row that holds a value), so a refused one has written nothing; deletes and
+    /// the daemon's upkeep are not asked, so space can always be freed.
+    pub fn ensure_free(&self, more: u64) -> Result<()> {
+        let floor = self.inner.min_free_disk.load(Ordering::Relaxed);
+        if floor == 0 {
+            return Ok(());
+        }
+        let dir = match self.inner.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        crate::health::ensure_free(dir, crate::config::ByteSize(floor), more)
     }
 
     /// Runs `f` in the writer's transaction. Returns once the transaction holding this change

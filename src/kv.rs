@@ -900,6 +900,53 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_below_the_free_disk_floor_is_refused_and_writes_nothing() {
+        let (_d, kv) = open();
+        let cfg = KvConfig::default();
+        // Positive control: the same put with no floor is stored.
+        kv.apply(vec![put("a", "1")], Origin::default(), &cfg)
+            .await
+            .unwrap();
+        let before = kv.revision().await.unwrap();
+        let mut floor = crate::config::Config::default();
+        floor.storage.min_free_disk = crate::config::ByteSize(u64::MAX);
+        let kv = kv.with_free_disk_floor(Arc::new(crate::config::LiveConfig::new(floor)));
+        let e = kv
+            .apply(vec![put("a", "2"), put("b", "3")], Origin::default(), &cfg)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InsufficientStorage(ref m) if m.contains("storage.min-free-disk")),
+            "{e}"
+        );
+        assert_eq!(kv.revision().await.unwrap(), before);
+        assert!(kv.get("b").await.unwrap().is_none());
+        assert_eq!(
+            kv.get("a").await.unwrap().unwrap().value.as_deref(),
+            Some("1")
+        );
+        let log_rows: i64 = kv
+            .db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM kv_log_a) + (SELECT count(*) FROM kv_log_b)",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(log_rows, 1, "the change log grew");
+        // Deletes are how space is freed: not refused.
+        let del = Op {
+            value: None,
+            ..put("a", "null")
+        };
+        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
+        assert!(kv.get("a").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revisions_strictly_increase_and_failed_batches_change_nothing() {
         let (_d, kv) = open();
         let cfg = KvConfig::default();

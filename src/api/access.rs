@@ -18,8 +18,32 @@ use crate::config::{Config, ProxySpec};
 use crate::daemon::AppState;
 use crate::server::{ConnInfo, Remote};
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "lhd_session";
+/// The session cookie's name over HTTPS (behind a trusted proxy). Browsers keep a `__Host-`
+/// cookie only when it is Secure, has `Path=/` and no `Domain`, so a sibling subdomain cannot
+/// plant or overwrite it.
+pub const SESSION_COOKIE_HTTPS: &str = "__Host-lhd_session";
+
+/// The session cookie's name for a request over HTTPS (`secure`) or plain HTTP.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SESSION_COOKIE_HTTPS
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The session cookie a request carries: over HTTPS only the `__Host-` one (an unprefixed one
+/// may have been planted by a sibling subdomain); over plain HTTP either, the prefixed first.
+fn session_cookie<'a>(headers: &'a HeaderMap, client: &Client) -> Option<&'a str> {
+    let prefixed = cookie(headers, SESSION_COOKIE_HTTPS);
+    if client.secure {
+        prefixed
+    } else {
+        prefixed.or_else(|| cookie(headers, SESSION_COOKIE))
+    }
+}
 /// The header a cookie-authenticated change must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -37,16 +61,12 @@ pub enum Access {
     Metrics,
 }
 
-/// Whether the client (the peer, or the forwarded client behind a trusted proxy) has a
-/// loopback address. A Unix-socket peer that forwarded nothing is not loopback: nginx in
-/// front may be relaying anyone.
+/// Whether the client may have loopback privileges (`metrics.public-on-loopback`): only a
+/// TCP peer on a loopback address that is not a trusted proxy. A forwarded address never
+/// counts, whatever it says: a proxy relays anyone, and a client can make a proxy forward a
+/// loopback address (its own `X-Forwarded-For`, a local client of nginx).
 pub fn client_is_loopback(client: &Client) -> bool {
-    client.addr.parse::<IpAddr>().is_ok_and(|ip| match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    })
+    client.loopback_peer
 }
 
 /// The client as far as we can tell; inserted into every request by `context`.
@@ -59,6 +79,21 @@ pub struct Client {
     pub secure: bool,
     /// The peer's uid when it is root or our own user on the admin socket.
     pub local_admin_uid: Option<u32>,
+    /// The peer itself is on a loopback address and is not a trusted proxy (nothing of this
+    /// client's address was forwarded).
+    pub loopback_peer: bool,
+}
+
+impl Client {
+    /// A request that did not come through a listener (in-process callers).
+    fn unknown() -> Client {
+        Client {
+            addr: "-".into(),
+            secure: false,
+            local_admin_uid: None,
+            loopback_peer: false,
+        }
+    }
 }
 
 fn trusted(cfg: &Config, remote: Remote) -> bool {
@@ -69,56 +104,45 @@ fn trusted(cfg: &Config, remote: Remote) -> bool {
     })
 }
 
-fn is_trusted_ip(cfg: &Config, ip: IpAddr) -> bool {
-    cfg.auth.trusted_proxies.iter().any(|p| p.contains(ip))
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
 }
 
-/// The client address from `Forwarded: for=…` or `X-Forwarded-For`, taking the rightmost
-/// hop that is not itself a trusted proxy (the left part is whatever the client claimed).
-fn forwarded_for(cfg: &Config, headers: &HeaderMap) -> Option<IpAddr> {
-    let mut hops: Vec<String> = Vec::new();
-    for v in headers.get_all(header::FORWARDED) {
-        for elem in v.to_str().ok()?.split(',') {
-            for pair in elem.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=')
-                    && k.eq_ignore_ascii_case("for")
-                {
-                    let v = v.trim().trim_matches('"');
-                    let v = v
-                        .strip_prefix('[')
-                        .and_then(|x| x.split(']').next())
-                        .unwrap_or(v);
-                    let v = if v.matches(':').count() == 1 {
-                        v.split(':').next().unwrap_or(v)
-                    } else {
-                        v
-                    };
-                    hops.push(v.to_owned());
-                }
-            }
+/// The address the trusted proxy itself saw the client come from: `X-Real-IP` (the shipped
+/// nginx site sets it to `$remote_addr`, replacing whatever the client sent), else the last
+/// `X-Forwarded-For` hop (the one the proxy appended; everything left of it is the client's
+/// own claim). `Forwarded` is never read: the shipped site clears it, and a proxy that passes
+/// it through would pass the client's word. A header that is repeated or does not parse as
+/// one address is not believed.
+fn proxy_saw(headers: &HeaderMap) -> Option<IpAddr> {
+    let single = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
         }
+    };
+    if headers.contains_key("x-real-ip") {
+        return single("x-real-ip").and_then(|v| v.trim().parse().ok());
     }
-    if hops.is_empty() {
-        for v in headers.get_all("x-forwarded-for") {
-            hops.extend(v.to_str().ok()?.split(',').map(|s| s.trim().to_owned()));
-        }
-    }
-    let ips: Vec<IpAddr> = hops.iter().filter_map(|h| h.parse().ok()).collect();
-    ips.iter()
-        .rev()
-        .find(|ip| !is_trusted_ip(cfg, **ip))
-        .or(ips.first())
-        .copied()
+    // Several header lines are one comma-separated list (RFC 9110): the last line's last hop.
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str()
+        .ok()?
+        .rsplit(',')
+        .next()
+        .and_then(|hop| hop.trim().parse().ok())
 }
 
 /// Works out the client from the connection and, for a trusted proxy, its headers.
 pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Client {
     let Some(conn) = conn else {
-        return Client {
-            addr: "-".into(),
-            secure: false,
-            local_admin_uid: None,
-        };
+        return Client::unknown();
     };
     let local_admin_uid = if conn.admin {
         conn.peer_uid
@@ -130,24 +154,28 @@ pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Cli
         let secure = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-        let addr = forwarded_for(cfg, headers)
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| conn.remote.to_string());
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let addr = match (proxy_saw(headers), conn.remote) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Remote::Tcp(a)) => a.ip().to_string(),
+            (None, Remote::Unix) => "unix".into(),
+        };
         return Client {
             addr,
             secure,
             local_admin_uid,
+            loopback_peer: false,
         };
     }
-    let addr = match conn.remote {
-        Remote::Tcp(a) => a.ip().to_string(),
-        Remote::Unix => "unix".into(),
+    let (addr, loopback_peer) = match conn.remote {
+        Remote::Tcp(a) => (a.ip().to_string(), is_loopback(a.ip())),
+        Remote::Unix => ("unix".into(), false),
     };
     Client {
         addr,
         secure: false,
         local_admin_uid,
+        loopback_peer,
     }
 }
 
@@ -284,7 +312,7 @@ async fn authenticate(
             }
         };
     }
-    if let Some(value) = cookie(headers, SESSION_COOKIE) {
+    if let Some(value) = session_cookie(headers, client) {
         let verified = state
             .auth
             .verify_session(
@@ -310,7 +338,15 @@ async fn authenticate(
     Err(AuthError::Missing)
 }
 
-/// Records a refused credential and answers 401, or 429 once this client fails too often.
+/// Marks a response whose request is not logged on its own: a refusal only counted into a
+/// summary (see [`refuse_credential`]). `context` leaves out its request log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Summarized;
+
+/// Answers a refused credential: 401 with an audit event, or, once this client fails more
+/// often than the failed-authentication limit allows, 429 counted into the client's summary
+/// (one audit event per window, `Audit::tally_refusal`) and the metric, with no event, row or
+/// log line of its own. So a flood of bad credentials costs what the limit allows, no more.
 pub async fn refuse_credential(
     state: &AppState,
     client: &Client,
@@ -319,6 +355,20 @@ pub async fn refuse_credential(
     route: &str,
 ) -> Response {
     let cfg = state.live.get();
+    if let Decision::Limited { limit, retry_after } =
+        state.limits.failed_auth(&cfg.rate_limit, &client.addr)
+    {
+        state.audit.tally_refusal(&client.addr, route);
+        state.metrics.auth_failed(true);
+        let mut resp = too_many(
+            limit,
+            retry_after,
+            "too many failed authentications from this address",
+        );
+        resp.extensions_mut().insert(Summarized);
+        return resp;
+    }
+    state.metrics.auth_failed(false);
     state
         .audit_event(Event {
             actor: "anonymous".into(),
@@ -330,15 +380,6 @@ pub async fn refuse_credential(
             detail: format!("{what} refused: {}", refusal.as_str()),
         })
         .await;
-    if let Decision::Limited { limit, retry_after } =
-        state.limits.failed_auth(&cfg.rate_limit, &client.addr)
-    {
-        return too_many(
-            limit,
-            retry_after,
-            "too many failed authentications from this address",
-        );
-    }
     let mut resp = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -447,11 +488,10 @@ where
     let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
     req.extensions_mut().insert(BodyLimitNote(what));
     // Taken out (not cloned) for the checks; back in before the handler runs.
-    let client = req.extensions_mut().remove::<Client>().unwrap_or(Client {
-        addr: "-".into(),
-        secure: false,
-        local_admin_uid: None,
-    });
+    let client = req
+        .extensions_mut()
+        .remove::<Client>()
+        .unwrap_or_else(Client::unknown);
     // The bucket's name is only made when a limit applies.
     let limited = cfg.rate_limit.enabled && g.class != Class::None;
     let bucket = |name: std::fmt::Arguments| {
@@ -622,51 +662,89 @@ mod tests {
     }
 
     #[test]
-    fn rightmost_untrusted_hop_wins_over_client_claims() {
+    fn the_address_the_proxy_saw_wins_over_client_claims() {
         let cfg = cfg_with(&["unix", "10.0.0.0/8"]);
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            "1.1.1.1, 198.51.100.7, 10.0.0.5".parse().unwrap(),
+        let unix = conn(Remote::Unix);
+        let addr = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            client(&cfg, Some(&unix), &h).addr
+        };
+        // The last X-Forwarded-For hop is the one the proxy appended.
+        assert_eq!(
+            addr(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7, 10.0.0.5")]),
+            "10.0.0.5"
         );
         assert_eq!(
-            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            addr(&[
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-for", "198.51.100.7")
+            ]),
             "198.51.100.7"
         );
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::FORWARDED,
-            "for=\"[2001:db8::1]:443\";proto=https".parse().unwrap(),
-        );
+        // X-Real-IP, as the shipped site sets it, wins over X-Forwarded-For.
         assert_eq!(
-            client(&cfg, Some(&conn(Remote::Unix)), &h).addr,
+            addr(&[
+                ("x-real-ip", " 2001:db8::1 "),
+                ("x-forwarded-for", "198.51.100.7")
+            ]),
             "2001:db8::1"
         );
+        // Forwarded is never believed; nor a repeated or malformed X-Real-IP.
+        assert_eq!(addr(&[("forwarded", "for=198.51.100.9")]), "unix");
+        assert_eq!(
+            addr(&[
+                ("forwarded", "for=127.0.0.1"),
+                ("x-forwarded-for", "203.0.113.5")
+            ]),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            addr(&[("x-real-ip", "127.0.0.1"), ("x-real-ip", "203.0.113.5")]),
+            "unix"
+        );
+        assert_eq!(addr(&[("x-real-ip", "127.0.0.1, 1.2.3.4")]), "unix");
+        assert_eq!(addr(&[("x-forwarded-for", "1.2.3.4, junk")]), "unix");
+        // A trusted TCP proxy that forwards nothing: its address, without the port.
+        let tcp = conn(Remote::Tcp("10.1.2.3:4567".parse().unwrap()));
+        assert_eq!(client(&cfg, Some(&tcp), &HeaderMap::new()).addr, "10.1.2.3");
     }
 
     #[test]
-    fn loopback_means_the_client_address_not_the_proxy() {
-        let cfg = cfg_with(&["unix"]);
+    fn loopback_privileges_never_come_from_a_forwarded_address() {
+        let cfg = cfg_with(&["unix", "127.0.0.2"]);
         let unix = conn(Remote::Unix);
         let mut h = HeaderMap::new();
         assert!(
             !client_is_loopback(&client(&cfg, Some(&unix), &h)),
             "a Unix peer that forwards nothing"
         );
-        h.insert("x-forwarded-for", "127.0.0.1, 203.0.113.5".parse().unwrap());
-        assert!(
-            !client_is_loopback(&client(&cfg, Some(&unix), &h)),
-            "a remote client claiming 127.0.0.1"
-        );
-        h.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
-        assert!(client_is_loopback(&client(&cfg, Some(&unix), &h)));
+        for (name, value) in [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-real-ip", "::1"),
+            ("forwarded", "for=127.0.0.1"),
+        ] {
+            h.insert(name, value.parse().unwrap());
+            let c = client(&cfg, Some(&unix), &h);
+            assert!(!client_is_loopback(&c), "{name}: {value} -> {c:?}");
+        }
         for peer in ["127.0.0.1:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
             let c = conn(Remote::Tcp(peer.parse().unwrap()));
             assert!(
-                client_is_loopback(&client(&cfg, Some(&c), &HeaderMap::new())),
-                "{peer}"
+                client_is_loopback(&client(&cfg, Some(&c), &h)),
+                "{peer} with forwarded headers it is not believed for"
             );
         }
+        // A trusted proxy on loopback relays others: never loopback, forwarded or not.
+        let proxy = conn(Remote::Tcp("127.0.0.2:5".parse().unwrap()));
+        assert!(!client_is_loopback(&client(&cfg, Some(&proxy), &h)));
+        assert!(!client_is_loopback(&client(
+            &cfg,
+            Some(&proxy),
+            &HeaderMap::new()
+        )));
         let c = conn(Remote::Tcp("192.168.1.9:5".parse().unwrap()));
         assert!(!client_is_loopback(&client(
             &cfg,
@@ -716,8 +794,7 @@ mod tests {
         let cfg = Config::default();
         let client = Client {
             addr: "x".into(),
-            secure: false,
-            local_admin_uid: None,
+            ..Client::unknown()
         };
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "localhost:8080".parse().unwrap());

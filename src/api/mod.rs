@@ -306,6 +306,9 @@ async fn context(api: Arc<ApiInner>, mut req: Request) -> Response {
     state
         .metrics
         .http_observe(method.as_str(), route, status, elapsed);
+    if resp.extensions().get::<access::Summarized>().is_some() {
+        return resp;
+    }
     let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     tracing::info!(
         request_id = %id,

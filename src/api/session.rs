@@ -1,5 +1,5 @@
-//! `/api/v1/session`: browser login with a token (an HttpOnly, SameSite=Strict cookie and a
-//! CSRF token), who-am-I, and logout.
+//! `/api/v1/session`: browser login with a token (an HttpOnly, SameSite=Strict cookie, named
+//! `__Host-lhd_session` over HTTPS, and a CSRF token), who-am-I, and logout.
 
 use axum::Extension;
 use axum::extract::State;
@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::{self, Client, SESSION_COOKIE};
+use super::access::{self, Client, session_cookie_name};
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
@@ -52,9 +52,12 @@ pub async fn create(
         )
         .await;
     let cfg = state.live.get();
+    // Over HTTPS the `__Host-` name, which needs exactly these attributes: Secure, Path=/, no
+    // Domain.
     let secure = if client.secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        session_cookie_name(client.secure),
         session.cookie,
         cfg.auth.session_max_age.get().as_secs()
     );
@@ -93,10 +96,15 @@ pub async fn delete(
         .audit_change(&actor, &client, "session.end", id, &result, "")
         .await;
     result?;
+    let secure = if client.secure { "; Secure" } else { "" };
+    let clear = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        session_cookie_name(client.secure)
+    );
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("lhd_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_str(&clear).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
     Ok(resp)
 }

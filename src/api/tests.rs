@@ -617,3 +617,102 @@ async fn body_limit_is_per_route_uploads_bypass_it_json_routes_keep_it() {
 }
 
 mod data;
+
+/// Below the free-disk floor a data write and a token (each with its audit row) answer 507
+/// and write nothing; a refused credential still answers 401 (its event only reaches the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_below_the_free_disk_floor_answer_507_and_store_nothing() {
+    let put = |app: super::App, bearer: String, v: i64| async move {
+        send(
+            &app,
+            Method::PUT,
+            "/api/v1/data/k",
+            &[("authorization", &bearer)],
+            Some(serde_json::json!(v)),
+        )
+        .await
+    };
+    let admin = |state: AppState| async move {
+        let t = state
+            .auth
+            .create_token("admin", Scopes::of(&[Scope::Admin]), None)
+            .await
+            .unwrap();
+        format!("Bearer {}", t.token)
+    };
+    let rows = |state: AppState| async move {
+        state
+            .audit
+            .list(crate::audit::Filter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    // Positive control: with room (the default floor), the write is stored.
+    let (_d, state) = state().await;
+    let bearer = admin(state.clone()).await;
+    let ok = put(super::router(state.clone()), bearer, 1).await;
+    assert!(ok.status.is_success(), "{}", ok.json);
+
+    let mut cfg = Config::default();
+    cfg.storage.min_free_disk = crate::config::ByteSize(u64::MAX / 2);
+    let (_d, state) = state_with(cfg).await;
+    let app = super::router(state.clone());
+    // Made before the floor was in force (tokens are refused below it too).
+    state.db.set_min_free_disk(crate::config::ByteSize(0));
+    let bearer = admin(state.clone()).await;
+    state
+        .db
+        .set_min_free_disk(crate::config::ByteSize(u64::MAX / 2));
+    let before = rows(state.clone()).await;
+    let full = put(app.clone(), bearer.clone(), 2).await;
+    assert_eq!(
+        full.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        full.json
+    );
+    assert_eq!(full.json["error"]["code"], "insufficient_storage");
+    let token = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        &[("authorization", &bearer)],
+        Some(serde_json::json!({"name": "more", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(
+        token.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        token.json
+    );
+    let bad = send(
+        &app,
+        Method::GET,
+        "/api/v1/tokens",
+        &[("authorization", "Bearer lhd_x")],
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        rows(state.clone()).await,
+        before,
+        "an audit row was written"
+    );
+    assert!(state.kv.get("k").await.unwrap().is_none());
+    assert!(
+        state
+            .auth
+            .list_tokens()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.name != "more")
+    );
+}

@@ -77,6 +77,9 @@ struct Inner {
     collector_success: IntGaugeVec,
     collector_duration: GaugeVec,
     collector_timeouts: IntCounterVec,
+    /// Refused credentials, by how the audit trail holds them: `event` (one each) or
+    /// `summarized` (counted into one event per client and window, over the failed-auth limit).
+    auth_failures: IntCounterVec,
     /// Executions that ended other than `ok`, for the `executions_failing` alert.
     failed_executions: AtomicU64,
     /// Requests answered since start (all routes), for telling an idle daemon from a busy one.
@@ -323,6 +326,20 @@ impl Metrics {
         for name in crate::config::COLLECTORS {
             collector_timeouts.with_label_values(&[name]).reset();
         }
+        let auth_failures = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "localhostd_auth_failures_total",
+                    "Refused credentials, by how the audit trail holds them: an event each, or summarized (the client was over its failed-authentication limit).",
+                ),
+                &["audit"],
+            )
+            .map_err(perr)?,
+        )?;
+        for how in ["event", "summarized"] {
+            auth_failures.with_label_values(&[how]).reset();
+        }
         for status in crate::exec::Status::ALL {
             executions.with_label_values(&[status.as_str()]).reset();
         }
@@ -348,6 +365,7 @@ impl Metrics {
                 collector_success,
                 collector_duration,
                 collector_timeouts,
+                auth_failures,
                 failed_executions: AtomicU64::new(0),
                 answered: AtomicU64::new(0),
                 latest: RwLock::new(None),
@@ -396,6 +414,12 @@ impl Metrics {
         if status != "ok" {
             self.inner.failed_executions.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a refused credential; `summarized` when it was only counted in the audit trail.
+    pub fn auth_failed(&self, summarized: bool) {
+        let how = if summarized { "summarized" } else { "event" };
+        self.inner.auth_failures.with_label_values(&[how]).inc();
     }
 
     /// Records the time from asking for a sandbox to the job running.

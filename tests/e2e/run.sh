@@ -428,8 +428,8 @@ for line in sys.stdin:
     e = json.loads(line)
     if e.get("REQUEST_ID") != rid:
         continue
-    # REMOTE: the client as nginx saw it (X-Forwarded-For, believed from the Unix socket
-    # peer by default), not "unix".
+    # REMOTE: the client as nginx saw it (X-Real-IP, believed from the Unix socket peer by
+    # default), not "unix".
     want = {"MESSAGE": "request", "METHOD": "GET", "ROUTE": "/health", "STATUS": "200",
             "REMOTE": "127.0.0.1"}
     bad = {k: e.get(k) for k, v in want.items() if e.get(k) != v}
@@ -717,6 +717,48 @@ check_metrics_through_nginx() {
     fi
 }
 
+check_forwarded_spoof_refused() {
+    # Issue 23: behind nginx a client cannot choose its own address. With
+    # metrics.public-on-loopback on, a loopback TCP peer reads /metrics without a token (the
+    # control), but nothing that comes through nginx does, whatever it forwards: the review's
+    # spoof (X-Forwarded-For plus Forwarded: for=127.0.0.1), an X-Real-IP of its own, or none.
+    # And the address in the audit trail is the one nginx saw, not what the client wrote.
+    local conf=/etc/localhostd/config.toml rid=e2e-spoof-$$-$RANDOM code spoof
+    in_ct cp "$conf" /root/config.toml.before-spoof
+    in_ct sed -i 's/^\[metrics\]$/[metrics]\npublic-on-loopback = true/' "$conf"
+    in_ct grep -q '^public-on-loopback = true$' "$conf" || { fail "could not turn on metrics.public-on-loopback"; return 1; }
+    in_ct timeout 30 systemctl reload localhostd.service || { fail "systemctl reload failed"; return 1; }
+    code=$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$API_PORT/metrics")
+    [ "$code" = 200 ] || { fail "control: /metrics from a loopback TCP peer with public-on-loopback: $code, want 200"; return 1; }
+    for spoof in "X-Forwarded-For: 203.0.113.5|Forwarded: for=127.0.0.1" "Forwarded: for=127.0.0.1" \
+        "X-Real-IP: 127.0.0.1" "X-Forwarded-For: 127.0.0.1" "X-Nothing: 1"; do
+        code=$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 \
+            -H "${spoof%%|*}" -H "${spoof#*|}" "http://127.0.0.1:$NGINX_PORT/metrics")
+        [ "$code" = 401 ] || { fail "/metrics through nginx with [$spoof]: $code, want 401"; return 1; }
+    done
+    log "  metrics: 200 from a loopback TCP peer, 401 through nginx with every forwarded-address spoof"
+    in_ct curl -s -o /dev/null --max-time 20 -X POST -H 'Content-Type: application/json' \
+        -H "X-Request-Id: $rid" -H 'X-Forwarded-For: 203.0.113.5' -H 'X-Real-IP: 198.51.100.7' \
+        -H 'Forwarded: for=192.0.2.1' -d '{"token":"lhd_wrong"}' "http://127.0.0.1:$NGINX_PORT/api/v1/session"
+    wait_for 10 "audit event $rid in the journal" \
+        sh -c "nsenter -t $CT_PID -a journalctl -u localhostd.service AUDIT=1 -o json --no-pager | grep -q '\"REQUEST_ID\":\"$rid\"'" \
+        || return 1
+    in_ct journalctl -u localhostd.service AUDIT=1 -o json --no-pager | in_ct python3 -c '
+import json, sys
+rid = sys.argv[1]
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("REQUEST_ID") == rid:
+        if e.get("CLIENT") != "127.0.0.1":
+            sys.exit("the failed login through nginx was audited with CLIENT=%r, want 127.0.0.1 (what nginx saw)" % e.get("CLIENT"))
+        print("e2e:   audit: a spoofed failed login through nginx has CLIENT=%s" % e["CLIENT"])
+        sys.exit(0)
+sys.exit("no audit event with REQUEST_ID=" + rid)
+' "$rid"
+    in_ct cp /root/config.toml.before-spoof "$conf"
+    in_ct timeout 30 systemctl reload localhostd.service || { fail "systemctl reload failed"; return 1; }
+}
+
 check_bad_config_exit_78() {
     local conf=/etc/localhostd/config.toml
     in_ct cp "$conf" /root/config.toml.good
@@ -857,6 +899,7 @@ main() {
     run_check data_through_nginx
     run_check files_through_nginx
     run_check metrics_through_nginx
+    run_check forwarded_spoof_refused
     run_check backup_cli_and_timer
     run_check bad_config_exit_78
     run_check upgrade_in_place

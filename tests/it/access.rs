@@ -359,3 +359,277 @@ fn token_cli_works_through_the_admin_socket_and_offline() {
     assert!(err.contains("start the service first"), "{err}");
     assert!(!missing.exists());
 }
+
+/// The review's spoof: through the Unix socket nginx uses, a client that sends its own
+/// `X-Forwarded-For` and `Forwarded: for=127.0.0.1` (or any loopback claim) does not get the
+/// loopback privilege of `/metrics`; a real loopback peer does.
+#[test]
+fn loopback_claims_through_the_proxy_socket_do_not_open_metrics() {
+    let mut d = Daemon::start_config("[metrics]\npublic-on-loopback = true\n");
+    // Positive control: a loopback TCP peer that forwards nothing reads /metrics.
+    let r = http::get(&d.tcp, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spoofs: [&[(&str, &str)]; 5] = [
+        &[
+            ("X-Forwarded-For", "203.0.113.5"),
+            ("Forwarded", "for=127.0.0.1"),
+        ],
+        &[("Forwarded", "for=127.0.0.1")],
+        &[("X-Forwarded-For", "127.0.0.1")],
+        &[("X-Real-IP", "127.0.0.1")],
+        &[("X-Real-IP", "::1"), ("X-Forwarded-For", "127.0.0.1")],
+    ];
+    for headers in spoofs {
+        let r = http::request(&d.unix, "GET", "/metrics", headers, b"");
+        assert_eq!(r.status, 401, "{headers:?} opened /metrics: {}", r.text());
+    }
+    // From an untrusted peer no forwarded header counts either way: still its own address.
+    let r = http::request(
+        &d.tcp,
+        "GET",
+        "/metrics",
+        &[
+            ("X-Real-IP", "203.0.113.5"),
+            ("X-Forwarded-For", "203.0.113.5"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.stop();
+}
+
+/// Behind the proxy the client is the address nginx saw: `X-Real-IP`, else the last
+/// `X-Forwarded-For` hop (the one nginx appended). What the client wrote to the left of it,
+/// and any `Forwarded` header, are not believed.
+#[test]
+fn client_address_behind_the_proxy_is_the_one_nginx_saw() {
+    let mut d = Daemon::start();
+    let token = admin_token(&d);
+    let login = |target: &Target, rid: &str, headers: &[(&str, &str)]| {
+        let mut h = vec![("Content-Type", "application/json"), ("X-Request-Id", rid)];
+        h.extend_from_slice(headers);
+        let r = http::request(
+            target,
+            "POST",
+            "/api/v1/session",
+            &h,
+            br#"{"token":"nope"}"#,
+        );
+        assert_eq!(r.status, 401, "{}", r.text());
+    };
+    login(
+        &d.unix,
+        "real-ip",
+        &[
+            ("X-Real-IP", "198.51.100.7"),
+            ("X-Forwarded-For", "127.0.0.1, 198.51.100.7"),
+            ("Forwarded", "for=192.0.2.1"),
+        ],
+    );
+    login(
+        &d.unix,
+        "last-hop",
+        &[
+            ("X-Forwarded-For", "192.0.2.66, 203.0.113.9"),
+            ("Forwarded", "for=192.0.2.1"),
+        ],
+    );
+    login(&d.unix, "forwarded-only", &[("Forwarded", "for=192.0.2.1")]);
+    login(
+        &d.tcp,
+        "untrusted",
+        &[
+            ("X-Real-IP", "198.51.100.7"),
+            ("X-Forwarded-For", "198.51.100.7"),
+        ],
+    );
+    let rows = audit(&d, &token, "action=auth.failed");
+    let client = |rid: &str| {
+        rows.iter()
+            .find(|r| r["request_id"] == rid)
+            .unwrap_or_else(|| panic!("no row for {rid}: {rows:?}"))["client"]
+            .clone()
+    };
+    assert_eq!(client("real-ip"), "198.51.100.7");
+    assert_eq!(client("last-hop"), "203.0.113.9");
+    assert_eq!(client("forwarded-only"), "unix");
+    assert_eq!(client("untrusted"), "127.0.0.1");
+    d.stop();
+}
+
+/// The review's flood, ten thousand times: requests with a bad token from one address leave
+/// the failed-auth burst's audit rows and, for the rest, at most one summary row per limiter
+/// window (which counts them all), and no journal line per refused request.
+#[test]
+fn a_bad_token_flood_leaves_the_burst_rows_and_one_summary_per_window() {
+    const FLOOD: usize = 10_000;
+    const BURST: usize = 10;
+    // One failure a minute after the burst: the flood ends long before a second is allowed.
+    let mut d = Daemon::start_config(&format!(
+        "[rate-limit]\nfailed-auth-per-minute = 1\nfailed-auth-burst = {BURST}\n"
+    ));
+    let token = admin_token(&d);
+    let started = Instant::now();
+    let statuses: Vec<Vec<u16>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let target = d.tcp.clone();
+                s.spawn(move || {
+                    (0..FLOOD / 8)
+                        .map(|_| {
+                            http::request(
+                                &target,
+                                "GET",
+                                "/api/v1/tokens",
+                                &[("Authorization", "Bearer lhd_x")],
+                                b"",
+                            )
+                            .status
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let windows = started.elapsed().as_secs() / 60 + 1;
+    let all: Vec<u16> = statuses.into_iter().flatten().collect();
+    let refused = all.iter().filter(|s| **s == 401).count();
+    let limited = all.iter().filter(|s| **s == 429).count();
+    assert_eq!((refused, limited), (BURST, FLOOD - BURST));
+    let metrics = http::request(
+        &d.tcp,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer(&token))],
+        b"",
+    )
+    .text();
+    // Summaries are written when their window ends, and at the latest when the daemon stops.
+    d.stop();
+    let db = rusqlite::Connection::open(d.state_dir().join("localhostd.db")).unwrap();
+    let rows: Vec<(String, String, String)> = db
+        .prepare("SELECT action, result, detail FROM audit WHERE action = 'auth.failed'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let (summaries, single): (Vec<_>, Vec<_>) = rows
+        .iter()
+        .partition(|(_, result, _)| result == "rate_limited");
+    assert_eq!(single.len(), BURST, "one row per failure within the burst");
+    assert!(
+        !summaries.is_empty() && summaries.len() as u64 <= windows,
+        "{} summary rows for {windows} window(s)",
+        summaries.len()
+    );
+    // Every refused request is accounted for: the summaries' counts add up to the rest.
+    let counted: usize = summaries
+        .iter()
+        .map(|(_, _, detail)| {
+            detail
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("summary detail without a count: {detail}"))
+        })
+        .sum();
+    assert_eq!(counted, FLOOD - BURST);
+    // The metric counts every refused credential, recorded one by one or summarized.
+    for (how, n) in [("event", BURST), ("summarized", FLOOD - BURST)] {
+        let line = format!("localhostd_auth_failures_total{{audit=\"{how}\"}} {n}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("auth_failures"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // The journal: no line per refused request either (neither audit nor request line).
+    let events = d.log_events();
+    let audit_lines = events
+        .iter()
+        .filter(|e| e["message"] == "audit" && e["action"] == "auth.failed")
+        .count();
+    assert_eq!(audit_lines, single.len() + summaries.len());
+    let request_lines = events.iter().filter(|e| e["message"] == "request").count();
+    assert!(
+        request_lines < 2 * BURST,
+        "{request_lines} request log lines for a flood of {FLOOD}"
+    );
+}
+
+/// Over HTTPS (behind the proxy) the session cookie is `__Host-lhd_session` (Secure, Path=/,
+/// no Domain), so a sibling subdomain cannot plant one, and only that name is accepted there;
+/// over plain HTTP it is `lhd_session`, as browsers refuse `__Host-` cookies without TLS.
+#[test]
+fn session_cookie_is_host_prefixed_over_https_and_plain_over_http() {
+    let mut d = Daemon::start();
+    let token = admin_token(&d);
+    let body = format!(r#"{{"token":"{token}"}}"#);
+    let https = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Real-IP", "198.51.100.7"),
+    ];
+    let login = |target: &Target, extra: &[(&str, &str)]| {
+        let mut h = vec![("Content-Type", "application/json")];
+        h.extend_from_slice(extra);
+        let r = http::request(target, "POST", "/api/v1/session", &h, body.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+        let csrf = r.json()["csrf_token"].as_str().unwrap().to_owned();
+        (r.header("set-cookie").unwrap().to_owned(), csrf)
+    };
+    let me = |target: &Target, cookie: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![("Cookie", cookie)];
+        h.extend_from_slice(extra);
+        http::request(target, "GET", "/api/v1/session", &h, b"").status
+    };
+
+    let (set, csrf) = login(&d.unix, &https);
+    let (pair, attrs) = set.split_once(';').unwrap();
+    let value = pair
+        .strip_prefix("__Host-lhd_session=")
+        .unwrap_or_else(|| panic!("{set}"));
+    assert!(
+        attrs.contains("Secure") && attrs.contains("Path=/"),
+        "{set}"
+    );
+    assert!(!attrs.to_ascii_lowercase().contains("domain"), "{set}");
+    assert_eq!(me(&d.unix, pair, &https), 200);
+    // The same session under the unprefixed name, as a sibling subdomain could set it: refused
+    // over HTTPS (it would be accepted over plain HTTP, where no prefix can be had).
+    let planted = format!("lhd_session={value}");
+    assert_eq!(me(&d.unix, &planted, &https), 401);
+    assert_eq!(me(&d.unix, &planted, &[]), 200);
+
+    let (set, _) = login(&d.tcp, &[]);
+    assert!(set.starts_with("lhd_session="), "{set}");
+    assert!(!set.contains("Secure"), "{set}");
+    let pair = set.split(';').next().unwrap();
+    assert_eq!(me(&d.tcp, pair, &[]), 200);
+
+    // Logout over HTTPS clears the prefixed cookie, with the attributes its prefix needs.
+    let https_pair = format!("__Host-lhd_session={value}");
+    let mut h = vec![
+        ("Cookie", https_pair.as_str()),
+        ("Origin", "https://localhost"),
+        ("X-CSRF-Token", csrf.as_str()),
+    ];
+    h.extend_from_slice(&https);
+    let r = http::request(&d.unix, "DELETE", "/api/v1/session", &h, b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let cleared = r.header("set-cookie").unwrap();
+    assert!(
+        cleared.starts_with("__Host-lhd_session=;")
+            && cleared.contains("Max-Age=0")
+            && cleared.contains("Secure")
+            && cleared.contains("Path=/"),
+        "{cleared}"
+    );
+    assert_eq!(me(&d.unix, &https_pair, &https), 401);
+    d.stop();
+}
