@@ -387,10 +387,19 @@ pub struct ServerConfig {
     /// keeps the socket and starts us again on the next connection). Off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_exit_after: Option<HumanDuration>,
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections each HTTP listener serves at once (every listener has its own budget);
+    /// further ones wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Time a client has to send a complete request head (stops slowloris clients).
+    /// Connections the admin socket serves at once for its non-root peers; root is always
+    /// let in beyond it.
+    pub admin_max_connections: usize,
+    /// Time a client has to send a complete request head (stops slowloris clients); a
+    /// connection with no request in flight (HTTP/1 keep-alive, HTTP/2 with no stream, a
+    /// stalled HTTP/2 preface or header block) is closed after this long.
     pub header_timeout: HumanDuration,
+    /// A connection whose peer takes no bytes for this long while the daemon has bytes to
+    /// send (a client that stopped reading a stream) is closed.
+    pub write_timeout: HumanDuration,
     /// Time a non-streaming request may take from head to response.
     pub request_timeout: HumanDuration,
     /// Largest request body accepted by JSON routes.
@@ -614,7 +623,9 @@ impl Default for ServerConfig {
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             idle_exit_after: None,
             max_connections: 1024,
+            admin_max_connections: 64,
             header_timeout: HumanDuration(Duration::from_secs(10)),
+            write_timeout: HumanDuration(Duration::from_secs(30)),
             request_timeout: HumanDuration(Duration::from_secs(60)),
             max_body_size: ByteSize(1 << 20),
             server_names: Vec::new(),
@@ -943,8 +954,17 @@ impl Config {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max-connections", "must be at least 1"));
         }
+        if self.server.admin_max_connections == 0 {
+            return Err(invalid(
+                "server.admin-max-connections",
+                "must be at least 1",
+            ));
+        }
         if self.server.header_timeout.get().is_zero() {
             return Err(invalid("server.header-timeout", "must be longer than zero"));
+        }
+        if self.server.write_timeout.get().is_zero() {
+            return Err(invalid("server.write-timeout", "must be longer than zero"));
         }
         if self.server.request_timeout.get().is_zero() {
             return Err(invalid(
@@ -1233,6 +1253,9 @@ impl Config {
         }
         if self.server.max_connections != new.server.max_connections {
             out.push("server.max-connections");
+        }
+        if self.server.admin_max_connections != new.server.admin_max_connections {
+            out.push("server.admin-max-connections");
         }
         if self.log.format != new.log.format {
             out.push("log.format");

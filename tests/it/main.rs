@@ -64,3 +64,4 @@ mod lifecycle;
 mod metrics;
 mod programs;
 mod sandbox;
+mod streams;
