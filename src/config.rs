@@ -373,6 +373,10 @@ pub struct KvConfig {
     /// Memory for the read cache of hot keys (0 turns it off; values larger than 1/128 of it
     /// are always read from the database). Needs a restart.
     pub cache_size: ByteSize,
+    /// Change streams (`watch=true`) one token may have open at once; one more is 429.
+    pub max_watches_per_token: usize,
+    /// Change streams open at once in all; one more is 503.
+    pub max_watches: usize,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -653,6 +657,8 @@ impl Default for KvConfig {
             history_max_changes: 100_000,
             sweep_interval: HumanDuration(Duration::from_secs(1)),
             cache_size: ByteSize(64 << 20),
+            max_watches_per_token: 16,
+            max_watches: 256,
         }
     }
 }
@@ -1144,6 +1150,15 @@ impl Config {
         }
         if kv.sweep_interval.get() < Duration::from_millis(10) {
             return Err(invalid("kv.sweep-interval", "must be at least 10ms"));
+        }
+        if kv.max_watches_per_token == 0 {
+            return Err(invalid("kv.max-watches-per-token", "must be at least 1"));
+        }
+        if kv.max_watches < kv.max_watches_per_token {
+            return Err(invalid(
+                "kv.max-watches",
+                "must be at least kv.max-watches-per-token",
+            ));
         }
         let m = &self.metrics;
         if m.interval.get() < Duration::from_millis(100)

@@ -11,6 +11,7 @@
 
 mod cache;
 mod log;
+pub mod watches;
 
 pub use log::newest as newest_changes;
 
