@@ -106,21 +106,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json(Some("application/json")));
-        assert!(is_json(Some("application/json; charset=utf-8")));
-        assert!(is_json(Some("Application/JSON")));
-        assert!(is_json(Some("application/merge-patch+json")));
-        assert!(!is_json(Some("text/plain")));
-        assert!(!is_json(None));
-    }
-}
-
 /// A request body that fails once the client has sent nothing for `idle` while the handler
 /// waits for it, so a stalled part of a streamed form (a field that is not a file included,
 /// or the headers of the next part) cannot hold the request open. Time the handler spends
@@ -203,5 +188,20 @@ impl hyper::body::Body for IdleBounded {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("application/json; charset=utf-8")));
+        assert!(is_json(Some("Application/JSON")));
+        assert!(is_json(Some("application/merge-patch+json")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
     }
 }

@@ -277,8 +277,11 @@ fn hpack_block(headers: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Reads one frame: (type, flags, stream, payload); `None` when the peer closed.
-fn h2_read_frame(s: &mut TcpStream) -> std::io::Result<Option<(u8, u8, u32, Vec<u8>)>> {
+/// An HTTP/2 frame: (type, flags, stream, payload).
+type H2Frame = (u8, u8, u32, Vec<u8>);
+
+/// Reads one frame; `None` when the peer closed.
+fn h2_read_frame(s: &mut TcpStream) -> std::io::Result<Option<H2Frame>> {
     let mut head = [0u8; 9];
     match s.read_exact(&mut head) {
         Ok(()) => {}
