@@ -383,6 +383,10 @@ pub struct KvConfig {
     /// Largest total of all values (their JSON text); a write that would pass it is refused
     /// (507). Writes that shrink the store always pass.
     pub max_total_size: ByteSize,
+    /// Change streams (`watch=true`) one token may have open at once; one more is 429.
+    pub max_watches_per_token: usize,
+    /// Change streams open at once in all; one more is 503.
+    pub max_watches: usize,
 }
 
 /// `[server]`: listeners, connection and request limits, shutdown behaviour.
@@ -397,10 +401,19 @@ pub struct ServerConfig {
     /// keeps the socket and starts us again on the next connection). Off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_exit_after: Option<HumanDuration>,
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections each HTTP listener serves at once (every listener has its own budget);
+    /// further ones wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Time a client has to send a complete request head (stops slowloris clients).
+    /// Connections the admin socket serves at once for its non-root peers; root is always
+    /// let in beyond it.
+    pub admin_max_connections: usize,
+    /// Time a client has to send a complete request head (stops slowloris clients); a
+    /// connection with no request in flight (HTTP/1 keep-alive, HTTP/2 with no stream, a
+    /// stalled HTTP/2 preface or header block) is closed after this long.
     pub header_timeout: HumanDuration,
+    /// A connection whose peer takes no bytes for this long while the daemon has bytes to
+    /// send (a client that stopped reading a stream) is closed.
+    pub write_timeout: HumanDuration,
     /// Time a non-streaming request may take from head to response.
     pub request_timeout: HumanDuration,
     /// Largest request body accepted by JSON routes.
@@ -629,7 +642,9 @@ impl Default for ServerConfig {
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             idle_exit_after: None,
             max_connections: 1024,
+            admin_max_connections: 64,
             header_timeout: HumanDuration(Duration::from_secs(10)),
+            write_timeout: HumanDuration(Duration::from_secs(30)),
             request_timeout: HumanDuration(Duration::from_secs(60)),
             max_body_size: ByteSize(1 << 20),
             server_names: Vec::new(),
@@ -659,6 +674,8 @@ impl Default for KvConfig {
             cache_size: ByteSize(64 << 20),
             max_keys: 1_000_000,
             max_total_size: ByteSize(1 << 30),
+            max_watches_per_token: 16,
+            max_watches: 256,
         }
     }
 }
@@ -960,8 +977,17 @@ impl Config {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max-connections", "must be at least 1"));
         }
+        if self.server.admin_max_connections == 0 {
+            return Err(invalid(
+                "server.admin-max-connections",
+                "must be at least 1",
+            ));
+        }
         if self.server.header_timeout.get().is_zero() {
             return Err(invalid("server.header-timeout", "must be longer than zero"));
+        }
+        if self.server.write_timeout.get().is_zero() {
+            return Err(invalid("server.write-timeout", "must be longer than zero"));
         }
         if self.server.request_timeout.get().is_zero() {
             return Err(invalid(
@@ -1161,6 +1187,15 @@ impl Config {
         if kv.sweep_interval.get() < Duration::from_millis(10) {
             return Err(invalid("kv.sweep-interval", "must be at least 10ms"));
         }
+        if kv.max_watches_per_token == 0 {
+            return Err(invalid("kv.max-watches-per-token", "must be at least 1"));
+        }
+        if kv.max_watches < kv.max_watches_per_token {
+            return Err(invalid(
+                "kv.max-watches",
+                "must be at least kv.max-watches-per-token",
+            ));
+        }
         let m = &self.metrics;
         if m.interval.get() < Duration::from_millis(100)
             || m.interval.get() > Duration::from_secs(3600)
@@ -1269,6 +1304,9 @@ impl Config {
         }
         if self.server.max_connections != new.server.max_connections {
             out.push("server.max-connections");
+        }
+        if self.server.admin_max_connections != new.server.admin_max_connections {
+            out.push("server.admin-max-connections");
         }
         if self.log.format != new.log.format {
             out.push("log.format");

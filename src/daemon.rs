@@ -65,6 +65,8 @@ pub struct Services {
     pub exec: Executor,
     /// The key-value store (`/api/v1/data`).
     pub kv: Kv,
+    /// The places for its change streams (`kv.max-watches`, `kv.max-watches-per-token`).
+    pub watches: crate::kv::watches::WatchSlots,
     /// The file store under `$STATE_DIRECTORY/files`.
     pub files: Files,
     /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
@@ -108,6 +110,7 @@ impl AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
             kv: Kv::new(db.clone(), live.get().kv.cache_size.0).with_free_disk_floor(live.clone()),
+            watches: crate::kv::watches::WatchSlots::new(live.clone()),
             db,
             live,
             health,

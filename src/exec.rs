@@ -111,6 +111,9 @@ pub struct ExecResult {
     /// What went wrong building the sandbox (status `sandbox_error`).
     pub message: Option<String>,
     pub started_at: String,
+    /// Output a streaming caller's channel had no room for when it came (the consumer fell
+    /// behind); it is still in `stdout`/`stderr`. Zero when not streamed.
+    pub dropped_bytes: u64,
 }
 
 /// A piece of output, for streaming callers.
@@ -563,6 +566,7 @@ impl Executor {
         };
         tokio::pin!(cancel_wait);
         let mut total: u64 = 0;
+        let mut dropped: u64 = 0;
         let mut exited = None;
         loop {
             if o_done && e_done && exited.is_some() {
@@ -599,8 +603,13 @@ impl Executor {
                 } else {
                     Chunk::Stderr(bytes.to_vec())
                 };
-                // A gone listener does not stop the job; its result is still recorded.
-                let _ = tx.send(c).await;
+                // Never wait for the consumer: this loop is what watches the deadline. A
+                // consumer that falls behind loses output (counted, said in the result); a
+                // gone one does not stop the job, whose result is still recorded.
+                match tx.try_send(c) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => dropped += take as u64,
+                }
             }
             if total > output_limit {
                 overflow = true;
@@ -677,6 +686,7 @@ impl Executor {
             max_rss_kb: report.max_rss_kb,
             message: (status == Status::SandboxError).then(|| report.message.clone()),
             started_at,
+            dropped_bytes: dropped,
         })
     }
 

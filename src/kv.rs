@@ -12,6 +12,7 @@
 mod cache;
 mod log;
 mod quota;
+pub mod watches;
 
 pub use log::newest as newest_changes;
 

@@ -26,6 +26,7 @@ use super::routes::BodyLimit;
 use crate::auth::Actor;
 use crate::daemon::AppState;
 use crate::error::Error;
+use crate::kv::watches::WatchSlot;
 use crate::kv::{self, Change, Cond, Entry, Kv, Op, Origin, Written};
 
 /// How often an idle watch stream sends a progress event (keeps proxies and clients from
@@ -416,12 +417,13 @@ pub struct ListQuery {
 /// with the store revision to watch from. With `watch=true`: the change stream.
 pub async fn list(
     State(state): State<AppState>,
+    Requester { actor, .. }: Requester,
     q: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     if q.watch {
-        return watch(state, q, &headers).await;
+        return watch(state, q, &headers, &actor).await;
     }
     if q.since.is_some() {
         return Err(ApiError::bad_request("since is only for watch=true"));
@@ -471,6 +473,8 @@ fn change_event(c: &Change) -> Event {
 }
 
 struct Watcher {
+    /// This stream's place under the watch caps, given back when the stream is dropped.
+    _slot: WatchSlot,
     kv: Kv,
     prefix: String,
     /// Every change up to here has been sent (or did not match the prefix).
@@ -541,12 +545,20 @@ impl Watcher {
 
 /// `watch=true`: Server-Sent Events from `since` (or `Last-Event-ID`, or now) on. A resume
 /// point older than the kept history answers 410 before the stream starts.
-async fn watch(state: AppState, q: ListQuery, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn watch(
+    state: AppState,
+    q: ListQuery,
+    headers: &HeaderMap,
+    actor: &Actor,
+) -> Result<Response, ApiError> {
     if q.cursor.is_some() || q.limit.is_some() || q.keys_only {
         return Err(ApiError::bad_request(
             "watch=true takes prefix and since only",
         ));
     }
+    // A token's streams count together, whether opened with the token or a session of it.
+    let owner = actor.token_id.as_deref().unwrap_or(&actor.name);
+    let slot = state.watches.acquire(owner)?;
     let since = q.since.as_deref().or_else(|| {
         headers
             .get("last-event-id")
@@ -568,6 +580,7 @@ async fn watch(state: AppState, q: ListQuery, headers: &HeaderMap) -> Result<Res
         None => state.kv.revision().await?,
     };
     let watcher = Watcher {
+        _slot: slot,
         kv: state.kv.clone(),
         prefix: q.prefix,
         last: start,

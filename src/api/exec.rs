@@ -206,9 +206,14 @@ where
         let outcome = run(chunks_tx).await;
         let _ = forward.await;
         let ev = match outcome {
-            Ok(r) => Event::default()
-                .event("result")
-                .data(result_json(&r, false).to_string()),
+            Ok(r) => {
+                let mut v = result_json(&r, false);
+                // Output the stream had to drop because this consumer fell behind.
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("dropped_bytes".into(), r.dropped_bytes.into());
+                }
+                Event::default().event("result").data(v.to_string())
+            }
             Err(e) => {
                 let api = ApiError::from(e);
                 Event::default()

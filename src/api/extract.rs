@@ -106,6 +106,91 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A request body that fails once the client has sent nothing for `idle` while the handler
+/// waits for it, so a stalled part of a streamed form (a field that is not a file included,
+/// or the headers of the next part) cannot hold the request open. Time the handler spends
+/// elsewhere (writing a chunk to disk) does not count.
+pub struct IdleBounded {
+    inner: axum::body::Body,
+    idle: std::time::Duration,
+    /// What the error says, naming the setting.
+    setting: &'static str,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+    /// Set when the bound ended the body, for the handler to answer with a clear message.
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IdleBounded {
+    /// Wraps `req`'s body; the flag turns true if the bound ended it.
+    pub fn wrap(
+        req: Request,
+        idle: std::time::Duration,
+        setting: &'static str,
+    ) -> (Request, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = fired.clone();
+        let req = req.map(|inner| {
+            axum::body::Body::new(IdleBounded {
+                inner,
+                idle,
+                setting,
+                timer: Box::pin(tokio::time::sleep(idle)),
+                waiting: false,
+                fired: flag,
+            })
+        });
+        (req, fired)
+    }
+}
+
+impl hyper::body::Body for IdleBounded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.fired.store(true, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client sent nothing for {} ({})",
+                        this.setting,
+                        humantime::format_duration(this.idle)
+                    ),
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

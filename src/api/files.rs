@@ -3,9 +3,11 @@
 //! `files:usage`. Thin: HTTP headers in, a `files` call, HTTP headers out.
 
 use axum::body::Body;
-use axum::extract::multipart::MultipartRejection;
+use std::sync::atomic::Ordering;
+
+use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,7 +16,7 @@ use serde_json::json;
 
 use super::access::Client;
 use super::error::ApiError;
-use super::extract::Requester;
+use super::extract::{IdleBounded, Requester};
 use crate::auth::Actor;
 use crate::daemon::AppState;
 use crate::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
@@ -221,12 +223,29 @@ pub async fn upload_form(
     Requester { actor, client }: Requester,
     q: Result<Query<FormQuery>, QueryRejection>,
     headers: HeaderMap,
-    form: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let mut form = form.map_err(|r| {
+    // Every read of the form is bounded, not only a file's bytes: the parts that are not
+    // files (skipped here) and the head of each part are read through the same body.
+    let idle = state.live.get().files.upload_idle_timeout.get();
+    let (request, stalled) = IdleBounded::wrap(request, idle, "files.upload-idle-timeout");
+    let mut form = Multipart::from_request(request, &()).await.map_err(|r| {
         ApiError::bad_request(format!("not a multipart/form-data body: {}", r.body_text()))
     })?;
+    let idle_error = || {
+        ApiError::bad_request(format!(
+            "the upload sent nothing for files.upload-idle-timeout ({}); aborted, nothing was stored",
+            humantime::format_duration(idle)
+        ))
+    };
+    let malformed = |e: MultipartError| {
+        if stalled.load(Ordering::Relaxed) {
+            idle_error()
+        } else {
+            ApiError::bad_request(format!("malformed multipart body: {e}"))
+        }
+    };
     let mut prefix = q.prefix.unwrap_or_default();
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
@@ -236,11 +255,7 @@ pub async fn upload_form(
         caller(&actor, &client),
         content_length(&headers),
     )?;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
-    {
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
         // Parts without a filename are form fields, not files: skipped.
         let Some(name) = field.file_name().map(str::to_owned) else {
             continue;
@@ -248,7 +263,14 @@ pub async fn upload_form(
         let expected = expected_digest(field.headers())?;
         batch
             .add(&format!("{prefix}{name}"), field, None, expected)
-            .await?;
+            .await
+            .map_err(|e| {
+                if stalled.load(Ordering::Relaxed) {
+                    idle_error()
+                } else {
+                    ApiError::from(e)
+                }
+            })?;
     }
     if batch.is_empty() {
         return Err(ApiError::bad_request(

@@ -65,3 +65,4 @@ mod metrics;
 mod programs;
 mod quotas;
 mod sandbox;
+mod streams;
