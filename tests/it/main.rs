@@ -56,6 +56,7 @@ mod access;
 mod activation;
 mod backup;
 mod config_cli;
+mod deadline;
 mod durability;
 mod exec;
 mod files;
