@@ -634,10 +634,13 @@ impl Executor {
             }
         }
         // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
-        // left in the job's PID namespace; the answer waits for that, but not past the grace.
-        let report: Report = running
-            .finish(timed_out || overflow || cancelled, due + END_GRACE)
-            .await?;
+        // left in the job's PID namespace, and to its cgroup if it has one; the answer waits
+        // for the namespace to be gone, but not past the grace.
+        let kill = timed_out || overflow || cancelled;
+        if kill && let Some(cg) = &cgroup {
+            cg.kill();
+        }
+        let report: Report = running.finish(kill, due + END_GRACE).await?;
         let wall_ms = start.elapsed().as_millis() as u64;
         if report.exec_mono_ns > spawn_start {
             self.inner

@@ -60,6 +60,7 @@ mod deadline;
 mod durability;
 mod exec;
 mod files;
+mod init_fds;
 mod kv;
 mod lifecycle;
 mod metrics;
