@@ -189,6 +189,11 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("LOGNAME", "sandbox"),
 ];
 
+/// How long after its deadline a job's end may take (the helper, its init and the job's PID
+/// namespace killed and gone, the report read). The answer comes by then whatever the job or
+/// its sandbox does: a correctness bound, not a speed goal.
+const END_GRACE: Duration = Duration::from_secs(1);
+
 fn random_id() -> Result<String> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
@@ -530,6 +535,9 @@ impl Executor {
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
+        // The job's clock starts before its sandbox is asked for: a slow start is the job's
+        // time, and every wait from here to the answer ends by `due + END_GRACE`.
+        let due = tokio::time::Instant::now() + timeout;
         let cgroup = self.inner.cgroups.as_ref().and_then(|cg| {
             let limits = crate::sandbox::CgroupLimits {
                 memory_bytes: policy.limits.data_bytes,
@@ -546,13 +554,31 @@ impl Executor {
         let mut running = match warm {
             Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
             _ => {
-                self.inner
-                    .sandbox
-                    .spawn_in(policy, stdin, cgroup.as_ref())
-                    .await?
+                let spawn = self.inner.sandbox.spawn_in(policy, stdin, cgroup.as_ref());
+                match tokio::time::timeout_at(due, spawn).await {
+                    Ok(running) => running?,
+                    // Not even started by its deadline (the helper asked for is killed when
+                    // it comes).
+                    Err(_) => {
+                        return Ok(ExecResult {
+                            id,
+                            status: Status::Timeout,
+                            exit_code: None,
+                            signal: None,
+                            stdout: Vec::new(),
+                            stderr: Vec::new(),
+                            truncated: false,
+                            wall_ms: start.elapsed().as_millis() as u64,
+                            cpu_ms: 0,
+                            max_rss_kb: 0,
+                            message: None,
+                            started_at,
+                        });
+                    }
+                }
             }
         };
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = tokio::time::sleep_until(due);
         tokio::pin!(deadline);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
@@ -616,16 +642,15 @@ impl Executor {
                 break;
             }
         }
-        if timed_out || overflow || cancelled {
-            // SIGKILL to the helper; its init gets SIGKILL (parent death) and the kernel
-            // ends everything left in the job's PID namespace.
-            running.exit.kill();
-            running.exit.wait_for(Duration::from_secs(10)).await;
-        } else if exited.is_none() {
-            running.exit.wait().await;
+        // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
+        // left in the job's PID namespace, and to its cgroup if it has one; the answer waits
+        // for the namespace to be gone, but not past the grace.
+        let kill = timed_out || overflow || cancelled;
+        if kill && let Some(cg) = &cgroup {
+            cg.kill();
         }
+        let report: Report = running.finish(kill, due + END_GRACE).await?;
         let wall_ms = start.elapsed().as_millis() as u64;
-        let report: Report = running.report().await?;
         if report.exec_mono_ns > spawn_start {
             self.inner
                 .metrics

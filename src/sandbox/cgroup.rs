@@ -126,6 +126,13 @@ impl JobCgroup {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
     }
 
+    /// SIGKILL to every process in this cgroup (`cgroup.kill`, Linux 5.14 and later): the
+    /// job's end reaches whatever of it left the PID namespace (its slirp4netns). Best effort:
+    /// the PID namespace's end does not depend on it.
+    pub fn kill(&self) {
+        let _ = write(&self.dir.join("cgroup.kill"), "1");
+    }
+
     /// How many times the kernel's OOM killer struck in this cgroup.
     pub fn oom_kills(&self) -> u64 {
         std::fs::read_to_string(self.dir.join("memory.events"))

@@ -10,8 +10,16 @@
 //! last, execve. Init reaps; when the job ends init exits, and the kernel kills whatever is
 //! left in the PID namespace.
 //!
+//! Init's first act is its parent-death signal, and then a check that the helper is still
+//! there (the helper can be killed between the fork and that `prctl`, and a signal armed after
+//! its death never comes); then it closes every descriptor it does not need (the report
+//! socket among them: only the helper may hold it, so the daemon's read of it ends with the
+//! helper), and the O_PATH handles on the host's system directories once the root is built.
+//!
 //! File descriptors from the daemon: 0 job stdin, 1 job stdout, 2 job stderr, 3 the policy
-//! (JSON, read to EOF), 4 the report (one JSON line written at the end).
+//! (JSON, read to EOF), 4 the report socket: a pidfd of init (carried by one newline byte)
+//! right after init is forked, then one JSON line at the end. (Any other kind of fd 4 gets
+//! the report line only.)
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -45,6 +53,20 @@ pub struct Report {
 
 const POLICY_FD: RawFd = 3;
 const REPORT_FD: RawFd = 4;
+
+/// Test-only fault point, read from the environment the daemon hands the zygote (debug builds
+/// only; see `fault_helper_dies_after_fork`).
+pub const FAULT_ENV: &str = "LOCALHOSTD_TEST_FAULT";
+
+/// With `LOCALHOSTD_TEST_FAULT=helper-dies-after-fork`, the helper SIGKILLs itself right after
+/// forking init, and init waits before it arms its parent-death signal: the race a kill at the
+/// job's deadline can hit (rarely) made certain, so a test can show the job still ends. Read
+/// before the fork. Release builds (the packages) never read it: there it is always false and
+/// the fault code is optimised out, so nothing in a production environment can turn it on.
+fn fault_helper_dies_after_fork() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os(FAULT_ENV).is_some_and(|v| v == "helper-dies-after-fork")
+}
 
 type R<T> = Result<T, String>;
 
@@ -284,12 +306,32 @@ fn run(warm: bool) -> R<Report> {
 
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    let fault = fault_helper_dies_after_fork();
     // SAFETY: we are single-threaded, so the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
+            if fault {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 200_000_000,
+                };
+                // SAFETY: nanosleep with a valid timespec and no remainder pointer.
+                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+            }
             drop(status_r);
+            // Parent-death signal first. If the helper died since the fork (the daemon kills
+            // it at the job's deadline), the signal will never come, so init ends here instead
+            // of running a job nobody watches. `getppid` cannot tell (it is 0 for a PID
+            // namespace's init, whoever its parent is); the status pipe can: the helper holds
+            // its only read end, and the kernel closes a dying process's descriptors before it
+            // hands its children to a new parent (and signals the armed ones).
+            if set_pdeathsig().is_err() || !has_reader(&status_w) {
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(0) }
+            }
+            let keep = status_w.as_raw_fd();
             let mut w = std::fs::File::from(status_w);
-            let line = match init(&policy, &binds, &prefix, &deny, warm) {
+            let line = match init(&policy, binds, &prefix, &deny, warm, keep) {
                 Ok(line) => line,
                 Err(e) => format!("error {e}"),
             };
@@ -298,6 +340,11 @@ fn run(warm: bool) -> R<Report> {
             unsafe { libc::_exit(0) }
         }
         nix::unistd::ForkResult::Parent { child } => {
+            if fault {
+                // SAFETY: kill of this very process; it does not return.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+            send_init_pidfd(child.as_raw());
             drop(status_w);
             drop(binds);
             quiet_stdio();
@@ -316,6 +363,68 @@ fn run(warm: bool) -> R<Report> {
             Ok(parse_status(&text, cpu_ms, max_rss_kb))
         }
     }
+}
+
+/// Whether the pipe whose write end is `w` still has a reader (the kernel flags a write end
+/// without one with POLLERR).
+fn has_reader(w: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: w.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n >= 0 && pfd.revents & libc::POLLERR == 0
+}
+
+/// Hands the daemon a pidfd of init on the report socket, so that the daemon can end the job's
+/// PID namespace and see it gone even when this helper is gone. Best effort: without it the
+/// parent-death signals still end init.
+fn send_init_pidfd(init: libc::pid_t) {
+    // SAFETY: pidfd_open of our own child, which nothing reaps before the report is written.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the syscall returned a new descriptor, which we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let fds = [fd.as_raw_fd()];
+    let _ = nix::sys::socket::sendmsg::<()>(
+        REPORT_FD,
+        &[std::io::IoSlice::new(b"\n")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+}
+
+/// Closes every descriptor but `keep` (and 0–2).
+fn close_all_but(keep: &[RawFd]) -> R<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.extend([0, 1, 2]);
+    keep.sort_unstable();
+    keep.dedup();
+    let close = |first: u32, last: u32| {
+        check(
+            // SAFETY: close_range with integer arguments; the descriptors closed are owned by
+            // nothing that outlives this call (the callers keep what they still use).
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } as libc::c_int,
+            "close_range",
+        )
+    };
+    let mut next = 0u32;
+    for fd in keep {
+        if fd > next {
+            close(next, fd - 1)?;
+        }
+        next = fd + 1;
+    }
+    close(next, u32::MAX)?;
+    Ok(())
 }
 
 fn tv_ms(tv: libc::timeval) -> u64 {
@@ -722,22 +831,34 @@ fn loopback_up() -> R<()> {
     Ok(())
 }
 
-/// PID 1 of the job's namespace: builds the root, starts the job, reaps, reports.
+/// PID 1 of the job's namespace (its parent-death signal already armed): builds the root,
+/// starts the job, reaps, reports on `status` (the status pipe).
 fn init(
     template: &Policy,
-    binds: &Binds,
+    binds: Binds,
     prefix: &seccompiler::BpfProgram,
     deny: &seccompiler::BpfProgram,
     warm: bool,
+    status: RawFd,
 ) -> R<String> {
-    set_pdeathsig()?;
     // Not dumpable: a job running as the same uid cannot open our /proc/1/mem.
     check(
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "prctl(PR_SET_DUMPABLE)",
     )?;
-    let proc_mounted = build_root(template, binds)?;
+    // Only the job's stdio, the status pipe, the bind sources and (warm) the rest of the
+    // policy stay: the report socket is the helper's alone, and whatever else the helper held
+    // (slirp4netns's exit pipe among them) must not live on in init.
+    let mut keep: Vec<RawFd> = binds.list.iter().map(|b| b.fd.as_raw_fd()).collect();
+    keep.push(status);
+    if warm {
+        keep.push(POLICY_FD);
+    }
+    close_all_but(&keep)?;
+    let proc_mounted = build_root(template, &binds)?;
+    // The root is built: the handles on the host's unmasked /etc, /usr… are not needed again.
+    drop(binds);
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
     loopback_up()?;
     // A warm sandbox is complete here; it waits for its one job.

@@ -7,7 +7,8 @@
 //! 2. a deny-list compiled by seccompiler: EPERM for the mount family (old and new API),
 //!    ptrace and process_vm_*, bpf, keyrings, io_uring, userfaultfd, perf_event_open, kexec,
 //!    modules, unshare/setns, `clone` with namespace flags, TIOCSTI/TIOCLINUX ioctls (compared
-//!    on their low 32 bits, CVE-2019-10063), personality changes, and other host-level knobs.
+//!    on their low 32 bits, CVE-2019-10063), personality changes, `modify_ldt`, sockets of the
+//!    AF_VSOCK and AF_ALG families, and other host-level knobs.
 
 use std::collections::BTreeMap;
 
@@ -110,7 +111,14 @@ pub const DENIED: &[(i64, &str)] = &[
     (libc::SYS_ioperm, "ioperm"),
     (libc::SYS_vhangup, "vhangup"),
     (libc::SYS_fanotify_init, "fanotify_init"),
+    // 16-bit segments for DOS and Wine emulation; a past source of kernel bugs.
+    (libc::SYS_modify_ldt, "modify_ldt"),
 ];
+
+/// Socket families `socket` and `socketpair` refuse: AF_VSOCK reaches the hypervisor and
+/// other VMs past the network namespace; AF_ALG is the kernel's crypto API, kernel attack
+/// surface no job needs.
+const DENIED_FAMILIES: &[u64] = &[libc::AF_VSOCK as u64, libc::AF_ALG as u64];
 
 /// Namespace flags `clone` may not carry.
 const CLONE_NS_FLAGS: &[u64] = &[
@@ -163,6 +171,19 @@ pub fn deny_filter() -> Result<BpfProgram, String> {
         );
     }
     rules.insert(libc::SYS_ioctl, ioctl_rules);
+    for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+        let mut family_rules = Vec::new();
+        for family in DENIED_FAMILIES {
+            family_rules.push(
+                SeccompRule::new(vec![
+                    SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *family)
+                        .map_err(err)?,
+                ])
+                .map_err(err)?,
+            );
+        }
+        rules.insert(nr, family_rules);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

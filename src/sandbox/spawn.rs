@@ -13,13 +13,18 @@
 //! daemon dies (even by SIGKILL): zygote (parent-death signal) → helpers (theirs) → each
 //! helper's init (its own) → the kernel ends the job's whole PID namespace. A zygote that
 //! died is started again on the next job.
+//!
+//! The report comes back over a socket (not a pipe) so that the helper can also hand the
+//! daemon a pidfd of the job's init right after forking it: at the job's end the daemon kills
+//! that init itself and waits until its pidfd turns readable, which the kernel does only once
+//! every process of the job's PID namespace has been killed and reaped. Every wait at the end
+//! of a job has a deadline (`Running::finish`), so no helper, init or job can hold an answer.
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
@@ -28,6 +33,7 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::child::Report;
 use super::policy::Policy;
@@ -36,7 +42,8 @@ use crate::error::{Error, Result};
 
 /// What the spawner thread hands the zygote for one job.
 struct SpawnRequest {
-    /// stdin (read end), stdout, stderr (write ends), policy (read end), report (write end).
+    /// stdin (read end), stdout, stderr (write ends), policy (read end), report (the
+    /// helper's end of a socket pair).
     fds: [OwnedFd; zygote::JOB_FDS],
     cgroup: Option<OwnedFd>,
     warm: bool,
@@ -61,8 +68,12 @@ pub struct Running {
     pub exit: Exit,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
+    /// The daemon's end of the report socket (`finish` reads it).
     report: Option<OwnedFd>,
 }
+
+/// Most a report may be: a JSON line with an error message.
+const MAX_REPORT: usize = 1 << 20;
 
 /// The zygote as the spawner thread holds it.
 struct Zygote {
@@ -96,6 +107,12 @@ impl Zygote {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if cfg!(debug_assertions)
+            && let Some(fault) = std::env::var_os(super::child::FAULT_ENV)
+        {
+            // Test builds only: a fault point the helper reads (`child::FAULT_ENV`).
+            cmd.env(super::child::FAULT_ENV, fault);
+        }
         // SAFETY: between fork and exec this closure calls only dup2, prctl, getppid and
         // _exit, all async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
@@ -239,7 +256,11 @@ fn spawner(binary: PathBuf, rx: std::sync::mpsc::Receiver<SpawnRequest>) {
                 }
             }
         }
-        let _ = req.reply.send(result);
+        // The job's caller gave up waiting (its deadline passed): the helper it asked for is
+        // nobody's, so it ends here rather than waiting on a policy that never comes.
+        if let Err(Ok((_, pidfd))) = req.reply.send(result) {
+            kill_pidfd(&pidfd);
+        }
     }
     // The daemon is shutting down: closing the socket ends the zygote.
     if let Some(Zygote { sock, mut child }) = current {
@@ -315,7 +336,13 @@ impl Sandbox {
         let (stdout_r, stdout_w) = pipe_cloexec()?;
         let (stderr_r, stderr_w) = pipe_cloexec()?;
         let (policy_r, policy_w) = pipe_cloexec()?;
-        let (report_r, report_w) = pipe_cloexec()?;
+        let (report_r, report_w) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(SpawnRequest {
@@ -475,11 +502,6 @@ impl Exit {
         }
         self.exited = true;
     }
-
-    /// `wait` with an upper bound; whether the helper was seen to exit.
-    pub async fn wait_for(&mut self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.wait()).await.is_ok()
-    }
 }
 
 impl Drop for Exit {
@@ -491,25 +513,114 @@ impl Drop for Exit {
 }
 
 impl Running {
-    /// The helper's report, once it has exited (reads its report pipe to EOF).
-    pub async fn report(&mut self) -> Result<Report> {
+    /// Ends the job and collects its report, by `by` at the latest whatever the job does:
+    /// kills the helper when `kill` (the deadline passed, output overflowed, a cancel), waits
+    /// for it to exit, reads the report socket to EOF (the report, and the pidfd of the job's
+    /// init the helper sent after forking it), kills that init and waits until it has exited —
+    /// the kernel signals that only once every process of the job's PID namespace is gone. A
+    /// report missing at `by` counts as a killed helper (it is logged: it should not happen).
+    pub async fn finish(&mut self, kill: bool, by: Instant) -> Result<Report> {
         let Some(fd) = self.report.take() else {
             return Err(Error::Internal("the report was already read".into()));
         };
-        let text = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut s = String::new();
-            std::fs::File::from(fd).read_to_string(&mut s).map(|_| s)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("report reader: {e}")))??;
-        if text.trim().is_empty() {
+        if kill {
+            self.exit.kill();
+        }
+        if tokio::time::timeout_at(by, self.exit.wait()).await.is_err() {
+            tracing::warn!(
+                helper = self.exit.pid,
+                "the sandbox helper did not exit by the job's end"
+            );
+        }
+        let (text, init, complete) = read_report(fd, by).await?;
+        if let Some(init) = init {
+            kill_pidfd(&init);
+            let init = watch(init)?;
+            if tokio::time::timeout_at(by, init.readable()).await.is_err() {
+                tracing::warn!(
+                    helper = self.exit.pid,
+                    "the job's PID namespace was not gone by the job's end"
+                );
+            }
+        }
+        if !complete {
+            tracing::warn!(
+                helper = self.exit.pid,
+                "no complete report from the sandbox helper by the job's end"
+            );
+        }
+        if !complete || text.iter().all(u8::is_ascii_whitespace) {
             return Ok(Report {
                 kind: "killed".into(),
                 ..Report::default()
             });
         }
-        serde_json::from_str(&text)
+        serde_json::from_slice(&text)
             .map_err(|e| Error::Internal(format!("bad report from the sandbox helper: {e}")))
+    }
+}
+
+/// Registers `fd` with the runtime, to wait until it is readable.
+fn watch(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns `fd` for as long as it is registered and never replaces or
+    // closes it while registered (it is closed when the AsyncFd drops).
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::from(e.into_parts().1))
+}
+
+/// Reads the report socket until EOF or `by`: (the bytes, init's pidfd if one came, whether
+/// EOF was reached).
+async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedFd>, bool)> {
+    let fd = watch(fd)?;
+    let mut text = Vec::new();
+    let mut init = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(guard) = tokio::time::timeout_at(by, fd.readable()).await else {
+            return Ok((text, init, false));
+        };
+        let mut guard = guard?;
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let got = match recvmsg::<()>(
+            fd.get_ref().as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(list) = c {
+                            for raw in list {
+                                // SAFETY: the kernel just installed `raw` in our table for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                init.get_or_insert(owned);
+                            }
+                        }
+                    }
+                }
+                msg.bytes
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "reading the sandbox helper's report: {e}"
+                )));
+            }
+        };
+        if got == 0 {
+            return Ok((text, init, true));
+        }
+        if text.len() + got > MAX_REPORT {
+            return Err(Error::Internal(
+                "the sandbox helper's report is too large".into(),
+            ));
+        }
+        text.extend_from_slice(&buf[..got]);
     }
 }

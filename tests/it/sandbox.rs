@@ -301,6 +301,24 @@ fn cases(e: &Env) -> Vec<Case> {
             "OK",
         ),
         case(
+            "vsock socket (the hypervisor, other VMs)",
+            "tryf(lambda: socket.socket(40, socket.SOCK_STREAM))",
+            "E:EPERM",
+            "!E:EPERM",
+        ),
+        case(
+            "AF_ALG socket (the kernel crypto API)",
+            "tryf(lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0))",
+            "E:EPERM",
+            "!E:EPERM",
+        ),
+        case(
+            "modify_ldt (read the LDT)",
+            "b = ctypes.create_string_buffer(16)\nr = libc.syscall(ctypes.c_long(154), ctypes.c_long(0), b, ctypes.c_long(16))\nout(r >= 0, ctypes.get_errno())",
+            "E:EPERM",
+            "OK",
+        ),
+        case(
             "raw packet socket",
             "tryf(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))",
             "E:EPERM",
