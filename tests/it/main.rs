@@ -61,6 +61,7 @@ mod exec;
 mod files;
 mod kv;
 mod lifecycle;
+mod memory;
 mod metrics;
 mod programs;
 mod sandbox;
