@@ -17,7 +17,9 @@ use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::sandbox::{Limits, Policy, Report, SCRATCH, Sandbox, WarmSandbox};
+use crate::sandbox::{
+    Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
+};
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +113,8 @@ pub struct ExecResult {
     /// What went wrong building the sandbox (status `sandbox_error`).
     pub message: Option<String>,
     pub started_at: String,
+    /// What held the job to its memory limit.
+    pub memory_limited_by: MemoryLimitedBy,
 }
 
 /// A piece of output, for streaming callers.
@@ -143,6 +147,8 @@ pub struct Record {
     pub stdout_bytes: i64,
     pub stderr_bytes: i64,
     pub message: String,
+    /// `cgroup` or `rlimit` (empty for runs recorded before it was).
+    pub memory_limited_by: String,
 }
 
 pub struct Page {
@@ -170,7 +176,8 @@ struct Inner {
     /// Warm sandboxes being built now.
     warming: AtomicUsize,
     as_root: bool,
-    /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
+    /// Where per-job memory cgroups are made (a delegated cgroup v2 subtree or the cgroup v1
+    /// memory controller), when there is one; without, rlimits limit memory.
     cgroups: Option<crate::sandbox::Cgroups>,
     /// Executions by status, their duration and the sandbox's spawn latency.
     metrics: crate::metrics::Metrics,
@@ -202,6 +209,7 @@ fn signal_name(sig: i32) -> String {
 struct Bounds {
     output_limit: u64,
     timeout: Duration,
+    memory: MemoryBudget,
 }
 
 /// A uid from `sandbox.uid-range`, given back when dropped.
@@ -327,12 +335,20 @@ impl Executor {
                         .get("default")
                         .cloned()
                         .unwrap_or_default();
+                    // Warm sandboxes serve jobs limited by rlimits (never with cgroups): their
+                    // tmpfs mounts get the size such a job of the profile gets.
+                    let tmpfs_bytes = MemoryBudget {
+                        memory_bytes: profile.memory.bytes(),
+                        tmpfs_bytes: profile.tmpfs_size.bytes(),
+                        headroom_bytes: 0,
+                    }
+                    .rlimit_tmpfs_bytes();
                     let warm = me
                         .inner
                         .sandbox
                         .warm(crate::sandbox::Warm {
                             run_as: lease.uid.map(|u| (u, u)),
-                            tmpfs_bytes: profile.tmpfs_size.bytes(),
+                            tmpfs_bytes,
                             tmpfs_inodes: profile.tmpfs_inodes,
                         })
                         .await?;
@@ -357,7 +373,9 @@ impl Executor {
     }
 
     /// Builds the policy for `req` from its profile, refusing limits above the profile's.
-    fn policy(&self, req: &ExecRequest) -> Result<(Policy, String, u64, Duration)> {
+    /// Its memory limits are fitted to the mechanism jobs get when their cgroup can be made;
+    /// the budget comes back to fit them again when it cannot.
+    fn policy(&self, req: &ExecRequest) -> Result<(Policy, String, u64, Duration, MemoryBudget)> {
         let cfg = self.inner.live.get();
         let name = req.profile.clone().unwrap_or_else(|| "default".into());
         let profile: &SandboxProfile = cfg.sandbox.profiles.get(&name).ok_or_else(|| {
@@ -393,9 +411,17 @@ impl Executor {
         } else {
             output
         };
-        let limits = Limits {
+        let memory = MemoryBudget {
+            memory_bytes: within(l.memory_bytes, profile.memory.bytes(), "memory_bytes")?,
+            tmpfs_bytes: profile.tmpfs_size.bytes(),
+            headroom_bytes: runtime_headroom(&cfg.sandbox, &req.argv)
+                .saturating_add(profile.address_space_headroom.bytes()),
+        };
+        let mut limits = Limits {
             cpu_s: cpu_ms.div_ceil(1000).max(1),
-            data_bytes: within(l.memory_bytes, profile.memory.bytes(), "memory_bytes")?,
+            data_bytes: memory.memory_bytes,
+            address_space_bytes: None,
+            stack_bytes: memory.memory_bytes,
             processes: within(l.processes, profile.processes, "processes")?,
             file_size_bytes: within(
                 l.file_size_bytes,
@@ -406,6 +432,14 @@ impl Executor {
             tmpfs_bytes: profile.tmpfs_size.bytes(),
             tmpfs_inodes: profile.tmpfs_inodes,
         };
+        memory.apply(
+            &mut limits,
+            if self.inner.cgroups.is_some() {
+                MemoryLimitedBy::Cgroup
+            } else {
+                MemoryLimitedBy::Rlimit
+            },
+        );
         let timeout = match req.timeout {
             None => cfg.exec.default_timeout.get(),
             Some(t) if t.is_zero() => {
@@ -439,7 +473,7 @@ impl Executor {
             allow_degraded: cfg.sandbox.allow_degraded,
         };
         policy.validate().map_err(Error::Invalid)?;
-        Ok((policy, name, output, timeout))
+        Ok((policy, name, output, timeout, memory))
     }
 
     /// Runs `req`, waiting for a slot if all are busy (429-style `Busy` when the queue is
@@ -450,7 +484,7 @@ impl Executor {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let (mut policy, profile, output_limit, timeout) = self.policy(&req)?;
+        let (mut policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
         let cfg = self.inner.live.get();
         if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
             >= cfg.exec.max_queue + self.inner.slots.available_permits()
@@ -485,6 +519,7 @@ impl Executor {
                         Bounds {
                             output_limit,
                             timeout,
+                            memory,
                         },
                         stream,
                         req.cancel.clone(),
@@ -522,21 +557,50 @@ impl Executor {
         let Bounds {
             output_limit,
             timeout,
+            memory,
         } = bounds;
         let (warm, stdin) = start;
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
-        let cgroup = self.inner.cgroups.as_ref().and_then(|cg| {
-            let limits = crate::sandbox::CgroupLimits {
-                memory_bytes: policy.limits.data_bytes,
-                pids: policy.limits.processes,
-                cpus: 1.0,
-            };
-            cg.create(&id, limits)
-                .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
-                .ok()
-        });
+        let cgroup = match &self.inner.cgroups {
+            None => None,
+            Some(cg) => {
+                let limits = crate::sandbox::CgroupLimits {
+                    memory_bytes: memory.memory_bytes,
+                    pids: policy.limits.processes,
+                    cpus: 1.0,
+                };
+                match cg.create(&id, limits) {
+                    Ok(job) => Some(job),
+                    Err(e) if self.inner.live.get().sandbox.cgroup_fallback => {
+                        tracing::warn!(execution = %id, error = %e, "cannot create the job's cgroup; it runs limited by rlimits (sandbox.cgroup-fallback)");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(execution = %id, error = %e, "cannot create the job's cgroup; the job is refused (sandbox.cgroup-fallback is off)");
+                        return Err(Error::Unavailable(format!(
+                            "cannot create the job's memory cgroup: {e}"
+                        )));
+                    }
+                }
+            }
+        };
+        let memory_limited_by = if cgroup.is_some() {
+            MemoryLimitedBy::Cgroup
+        } else {
+            MemoryLimitedBy::Rlimit
+        };
+        // The policy was fitted to a cgroup: without one, fit it to rlimits.
+        let refitted;
+        let policy = if cgroup.is_none() && policy.limits.address_space_bytes.is_none() {
+            let mut p = policy.clone();
+            memory.apply(&mut p.limits, MemoryLimitedBy::Rlimit);
+            refitted = p;
+            &refitted
+        } else {
+            policy
+        };
         // Spawn latency is measured to the job's execve (its report carries the time): the
         // same for a warm sandbox and one built on demand.
         let spawn_start = crate::sandbox::child::monotonic_ns();
@@ -677,6 +741,7 @@ impl Executor {
             max_rss_kb: report.max_rss_kb,
             message: (status == Status::SandboxError).then(|| report.message.clone()),
             started_at,
+            memory_limited_by,
         })
     }
 
@@ -696,8 +761,9 @@ impl Executor {
             .write(move |c| {
                 c.execute(
                     "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
-                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message,
+                        memory_limited_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                     rusqlite::params![
                         r.id,
                         req.kind,
@@ -719,6 +785,7 @@ impl Executor {
                         r.stdout.len() as i64,
                         r.stderr.len() as i64,
                         r.message.clone().unwrap_or_default(),
+                        r.memory_limited_by.as_str(),
                     ],
                 )?;
                 // A stored program's counters commit with its history row (one transaction
@@ -775,6 +842,7 @@ impl Executor {
                             stdout_bytes: r.get(18)?,
                             stderr_bytes: r.get(19)?,
                             message: r.get(20)?,
+                            memory_limited_by: r.get(21)?,
                         },
                     ))
                 })?;
@@ -815,6 +883,16 @@ impl Executor {
     }
 }
 
+/// The address space headroom of a job's program (`sandbox.address-space-headroom`, by the
+/// file name of argv[0]).
+fn runtime_headroom(sandbox: &crate::config::SandboxConfig, argv: &[String]) -> u64 {
+    argv.first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| sandbox.address_space_headroom.get(n))
+        .map_or(0, |b| b.bytes())
+}
+
 /// The history listing's SQL: with `program_id`, a walk down `executions_program
 /// (program_id, seq)` from the cursor; without, down the table itself.
 fn history_query(
@@ -833,7 +911,7 @@ fn history_query(
     let sql = format!(
         "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
                 exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
-                stderr_bytes, message
+                stderr_bytes, message, memory_limited_by
          FROM executions {filter} ORDER BY seq DESC LIMIT ?{limit}"
     );
     (sql, args)

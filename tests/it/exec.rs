@@ -662,6 +662,8 @@ fn nothing_allocates_between_fork_and_exec() {
                     limits: localhostd::sandbox::Limits {
                         cpu_s: 10,
                         data_bytes: 1 << 30,
+                        address_space_bytes: None,
+                        stack_bytes: 8 << 20,
                         processes: 64,
                         file_size_bytes: 1 << 20,
                         open_files: 64,

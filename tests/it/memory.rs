@@ -21,12 +21,14 @@ const LIMIT: u64 = 128 << 20;
 
 const SHARED_ANON: &str = r#"
 import mmap
-N = 1024 << 20
-m = mmap.mmap(-1, N, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
-for i in range(0, N, 4096):
-    m[i] = 1
-    if i % (16 << 20) == 0:
-        print("MiB", i >> 20, flush=True)
+maps = []
+# 16 MiB mappings, each touched page by page, up to 1 GiB.
+for n in range(64):
+    m = mmap.mmap(-1, 16 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    for i in range(0, 16 << 20, 4096):
+        m[i] = 1
+    maps.append(m)
+    print("MiB", (n + 1) * 16, flush=True)
 print("ESCAPED", flush=True)
 "#;
 
@@ -252,6 +254,15 @@ fn probes(d: &Daemon, mechanism: &str) -> Vec<String> {
                 "got past its {} MiB limit: reached {reached} MiB (status {status}, stdout tail {:?})",
                 LIMIT >> 20,
                 stdout.lines().last()
+            ));
+        }
+        // Positive control: the probe does take memory up to near its limit (a memfd is
+        // refused outright where rlimits limit the job).
+        let refused = mechanism == "rlimit" && name.starts_with("memfd");
+        if !refused && reached < 16 {
+            fail(format!(
+                "took only {reached} MiB before it ended (status {status}, stderr {:?})",
+                r["stderr"]
             ));
         }
         if drop > 2 * LIMIT {
