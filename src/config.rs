@@ -200,8 +200,8 @@ pub struct SandboxConfig {
     pub allow_degraded: bool,
     /// Sandboxes kept built ahead of their job (namespaces, root, /proc: all but the job's
     /// scratch and the job), each used by one job only, so a command starts without waiting
-    /// for them. Only for jobs without network and binds, and not with per-job cgroups.
-    /// 0 turns it off.
+    /// for them. Only for jobs without network and binds; with per-job cgroups each is built
+    /// in its own. 0 turns it off.
     pub warm_pool: usize,
     /// Named profiles: limits (the maxima a request may ask for) and network access.
     pub profiles: std::collections::BTreeMap<String, SandboxProfile>,

@@ -18,7 +18,7 @@ use crate::config::{LiveConfig, SandboxProfile};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::sandbox::{
-    Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
+    JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
 };
 
 /// Limits a request may ask for, each at most its profile's.
@@ -172,7 +172,7 @@ struct Inner {
     /// uids in use by running jobs and warm sandboxes (daemon as root).
     uids: Arc<Mutex<BTreeSet<u32>>>,
     /// Sandboxes built ahead of their job (`sandbox.warm-pool`), each with its uid.
-    pool: Mutex<Vec<(WarmSandbox, UidLease)>>,
+    pool: Mutex<Vec<Pooled>>,
     /// Warm sandboxes being built now.
     warming: AtomicUsize,
     as_root: bool,
@@ -210,6 +210,14 @@ struct Bounds {
     output_limit: u64,
     timeout: Duration,
     memory: MemoryBudget,
+}
+
+/// A sandbox built ahead of its job, with its uid and, where jobs get cgroups, the cgroup
+/// it was built in (its job's limits are written into it when the job arrives).
+struct Pooled {
+    sandbox: WarmSandbox,
+    lease: UidLease,
+    cgroup: Option<JobCgroup>,
 }
 
 /// A uid from `sandbox.uid-range`, given back when dropped.
@@ -285,21 +293,20 @@ impl Executor {
     }
 
     /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch
-    /// cwd, no per-job cgroup (a warm sandbox's processes exist before its cgroup would).
+    /// cwd.
     fn poolable(&self, policy: &Policy) -> bool {
-        self.inner.cgroups.is_none()
-            && self.inner.live.get().sandbox.warm_pool > 0
+        self.inner.live.get().sandbox.warm_pool > 0
             && !policy.network
             && policy.ro_binds.is_empty()
             && policy.cwd == SCRATCH
     }
 
     /// A live warm sandbox with its uid, if one is ready (dead ones are dropped).
-    fn take_warm(&self) -> Option<(WarmSandbox, UidLease)> {
+    fn take_warm(&self) -> Option<Pooled> {
         let mut pool = self.inner.pool.lock().ok()?;
-        while let Some((warm, lease)) = pool.pop() {
-            if warm.alive() {
-                return Some((warm, lease));
+        while let Some(p) = pool.pop() {
+            if p.sandbox.alive() {
+                return Some(p);
             }
         }
         None
@@ -307,9 +314,6 @@ impl Executor {
 
     /// Builds warm sandboxes in the background until `sandbox.warm-pool` are ready.
     pub fn refill(&self) {
-        if self.inner.cgroups.is_some() {
-            return;
-        }
         let target = self.inner.live.get().sandbox.warm_pool;
         // Counted and claimed under the pool's lock, so concurrent calls never overfill it.
         let missing = match self.inner.pool.lock() {
@@ -335,24 +339,50 @@ impl Executor {
                         .get("default")
                         .cloned()
                         .unwrap_or_default();
-                    // Warm sandboxes serve jobs limited by rlimits (never with cgroups): their
-                    // tmpfs mounts get the size such a job of the profile gets.
-                    let tmpfs_bytes = MemoryBudget {
-                        memory_bytes: profile.memory.bytes(),
-                        tmpfs_bytes: profile.tmpfs_size.bytes(),
-                        headroom_bytes: 0,
-                    }
-                    .rlimit_tmpfs_bytes();
-                    let warm = me
+                    // Built in a cgroup with the profile's limits where jobs get cgroups
+                    // (narrowed to the job's when it arrives), else with the tmpfs sizes a
+                    // job of the profile gets under rlimits.
+                    let cgroup = match &me.inner.cgroups {
+                        Some(cg) => Some(
+                            cg.create(
+                                &random_id()?,
+                                crate::sandbox::CgroupLimits {
+                                    memory_bytes: profile.memory.bytes(),
+                                    pids: profile.processes,
+                                    cpus: 1.0,
+                                },
+                            )
+                            .map_err(Error::Unavailable)?,
+                        ),
+                        None => None,
+                    };
+                    let tmpfs_bytes = if cgroup.is_some() {
+                        profile.tmpfs_size.bytes()
+                    } else {
+                        MemoryBudget {
+                            memory_bytes: profile.memory.bytes(),
+                            tmpfs_bytes: profile.tmpfs_size.bytes(),
+                            headroom_bytes: 0,
+                        }
+                        .rlimit_tmpfs_bytes()
+                    };
+                    let sandbox = me
                         .inner
                         .sandbox
-                        .warm(crate::sandbox::Warm {
-                            run_as: lease.uid.map(|u| (u, u)),
-                            tmpfs_bytes,
-                            tmpfs_inodes: profile.tmpfs_inodes,
-                        })
+                        .warm_in(
+                            crate::sandbox::Warm {
+                                run_as: lease.uid.map(|u| (u, u)),
+                                tmpfs_bytes,
+                                tmpfs_inodes: profile.tmpfs_inodes,
+                            },
+                            cgroup.as_ref(),
+                        )
                         .await?;
-                    Ok::<_, Error>((warm, lease))
+                    Ok::<_, Error>(Pooled {
+                        sandbox,
+                        lease,
+                        cgroup,
+                    })
                 }
                 .await;
                 match built {
@@ -507,7 +537,7 @@ impl Executor {
             None
         };
         let lease = match warm {
-            Some((w, lease)) => Ok((Some(w), lease)),
+            Some(p) => Ok((Some((p.sandbox, p.cgroup)), p.lease)),
             None => self.lease_uid().map(|l| (None, l)),
         };
         let result = match lease {
@@ -552,7 +582,7 @@ impl Executor {
         bounds: Bounds,
         stream: Option<mpsc::Sender<Chunk>>,
         cancel: Option<Arc<tokio::sync::Notify>>,
-        start: (Option<WarmSandbox>, Vec<u8>),
+        start: (Option<(WarmSandbox, Option<JobCgroup>)>, Vec<u8>),
     ) -> Result<ExecResult> {
         let Bounds {
             output_limit,
@@ -563,28 +593,40 @@ impl Executor {
         let id = random_id()?;
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
-        let cgroup = match &self.inner.cgroups {
-            None => None,
-            Some(cg) => {
-                let limits = crate::sandbox::CgroupLimits {
-                    memory_bytes: memory.memory_bytes,
-                    pids: policy.limits.processes,
-                    cpus: 1.0,
-                };
-                match cg.create(&id, limits) {
-                    Ok(job) => Some(job),
-                    Err(e) if self.inner.live.get().sandbox.cgroup_fallback => {
-                        tracing::warn!(execution = %id, error = %e, "cannot create the job's cgroup; it runs limited by rlimits (sandbox.cgroup-fallback)");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::error!(execution = %id, error = %e, "cannot create the job's cgroup; the job is refused (sandbox.cgroup-fallback is off)");
-                        return Err(Error::Unavailable(format!(
-                            "cannot create the job's memory cgroup: {e}"
-                        )));
-                    }
+        let limits = crate::sandbox::CgroupLimits {
+            memory_bytes: memory.memory_bytes,
+            pids: policy.limits.processes,
+            cpus: 1.0,
+        };
+        // A warm sandbox takes the job as it was built: in a cgroup (narrowed to the job's
+        // limits; one that cannot be is dropped for a fresh sandbox) or without one.
+        let (warm, warm_cgroup) = match warm {
+            Some((w, Some(cg))) => match cg.limit(limits) {
+                Ok(()) => (Some(w), Some(cg)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a warm sandbox's cgroup could not take its job's limits");
+                    (None, None)
                 }
-            }
+            },
+            Some((w, None)) if self.inner.cgroups.is_none() => (Some(w), None),
+            _ => (None, None),
+        };
+        let cgroup = match (&self.inner.cgroups, warm_cgroup) {
+            (_, Some(cg)) => Some(cg),
+            (None, None) => None,
+            (Some(cg), None) => match cg.create(&id, limits) {
+                Ok(job) => Some(job),
+                Err(e) if self.inner.live.get().sandbox.cgroup_fallback => {
+                    tracing::warn!(execution = %id, error = %e, "cannot create the job's cgroup; it runs limited by rlimits (sandbox.cgroup-fallback)");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(execution = %id, error = %e, "cannot create the job's cgroup; the job is refused (sandbox.cgroup-fallback is off)");
+                    return Err(Error::Unavailable(format!(
+                        "cannot create the job's memory cgroup: {e}"
+                    )));
+                }
+            },
         };
         let memory_limited_by = if cgroup.is_some() {
             MemoryLimitedBy::Cgroup
@@ -605,7 +647,7 @@ impl Executor {
         // same for a warm sandbox and one built on demand.
         let spawn_start = crate::sandbox::child::monotonic_ns();
         let mut running = match warm {
-            Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
+            Some(w) if w.fits(policy) => w.start(policy, stdin)?,
             _ => {
                 self.inner
                     .sandbox
@@ -689,14 +731,16 @@ impl Executor {
         let cpu_limit_ms = policy.limits.cpu_s * 1000;
         let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
         drop(cgroup);
-        let (status, exit_code, signal) = if report.kind == "error" {
-            (Status::SandboxError, None, None)
-        } else if oom_killed {
+        // An OOM kill in the job's cgroup ends the job whichever of its processes the kernel
+        // chose (the job's init or helper included, whose death ends the job): memory_limit.
+        let (status, exit_code, signal) = if oom_killed {
             (
                 Status::MemoryLimit,
                 None,
                 Some(signal_name(report.signal.max(libc::SIGKILL))),
             )
+        } else if report.kind == "error" {
+            (Status::SandboxError, None, None)
         } else if timed_out {
             (Status::Timeout, None, Some("SIGKILL".to_owned()))
         } else if cancelled {

@@ -44,6 +44,7 @@ pub struct CgroupLimits {
 #[derive(Debug)]
 pub struct JobCgroup {
     dir: PathBuf,
+    kind: Kind,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
@@ -217,35 +218,11 @@ impl Cgroups {
         }
         let dir = self.jobs.join(id);
         std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let job = JobCgroup { dir };
-        match self.kind {
-            Kind::V2 { cpu } => {
-                write(
-                    &job.dir.join("memory.max"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                write(&job.dir.join("memory.swap.max"), "0")?;
-                write(&job.dir.join("pids.max"), &limits.pids.to_string())?;
-                if cpu {
-                    let period: u64 = 100_000;
-                    let quota = ((limits.cpus.max(0.01)) * period as f64).round() as u64;
-                    write(&job.dir.join("cpu.max"), &format!("{quota} {period}"))?;
-                }
-            }
-            Kind::V1 { memsw } => {
-                // memory+swap may never be below memory: memory first.
-                write(
-                    &job.dir.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                if memsw {
-                    write(
-                        &job.dir.join("memory.memsw.limit_in_bytes"),
-                        &limits.memory_bytes.to_string(),
-                    )?;
-                }
-            }
-        }
+        let job = JobCgroup {
+            dir,
+            kind: self.kind,
+        };
+        job.limit(limits)?;
         Ok(job)
     }
 }
@@ -253,6 +230,44 @@ impl Cgroups {
 impl JobCgroup {
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes `limits` (again: a warm sandbox's cgroup is narrowed to its job's limits when
+    /// the job arrives).
+    pub fn limit(&self, limits: CgroupLimits) -> Result<(), String> {
+        match self.kind {
+            Kind::V2 { cpu } => {
+                write(
+                    &self.dir.join("memory.max"),
+                    &limits.memory_bytes.to_string(),
+                )?;
+                write(&self.dir.join("memory.swap.max"), "0")?;
+                write(&self.dir.join("pids.max"), &limits.pids.to_string())?;
+                if cpu {
+                    let period: u64 = 100_000;
+                    let quota = ((limits.cpus.max(0.01)) * period as f64).round() as u64;
+                    write(&self.dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                }
+            }
+            Kind::V1 { memsw } => {
+                let (memory, both) = (
+                    self.dir.join("memory.limit_in_bytes"),
+                    self.dir.join("memory.memsw.limit_in_bytes"),
+                );
+                let value = limits.memory_bytes.to_string();
+                // memory+swap may never be below memory: lowering goes memory first,
+                // raising memory+swap first.
+                if !memsw {
+                    write(&memory, &value)?;
+                } else if write(&memory, &value).is_ok() {
+                    write(&both, &value)?;
+                } else {
+                    write(&both, &value)?;
+                    write(&memory, &value)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves `pid` (the job's helper, before it starts anything) into this cgroup.

@@ -280,7 +280,10 @@ fn probes(d: &Daemon, mechanism: &str) -> Vec<String> {
             ["memory_limit", "nonzero_exit", "killed"].contains(&status)
         };
         if !ended {
-            fail(format!("status {status:?}, stderr {:?}", r["stderr"]));
+            fail(format!(
+                "status {status:?}, stderr {:?}, message {:?}",
+                r["stderr"], r["message"]
+            ));
         }
         if r["memory_limited_by"] != mechanism {
             fail(format!(
@@ -400,4 +403,85 @@ fn memory_limit_holds_on_the_cgroup_path_when_the_daemon_runs_as_root() {
     let failures = probes(&d, "cgroup");
     d.stop();
     assert_none(failures);
+}
+
+/// The directory a root daemon on the cgroup v1 memory controller makes its jobs' cgroups
+/// in (it shares this test's memory cgroup), if this machine has that controller.
+fn v1_jobs_parent(daemon_pid: i32) -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+            .then(|| f[1].to_owned())
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| {
+        let mut p = l.splitn(3, ':');
+        let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+        c.split(',').any(|c| c == "memory").then(|| path.to_owned())
+    })?;
+    let dir = std::path::Path::new(&mount)
+        .join(rel.trim_start_matches('/'))
+        .join(format!("localhostd-{daemon_pid}"));
+    dir.is_dir().then_some(dir)
+}
+
+/// A job whose cgroup cannot be created is refused (503, logged), never run silently on
+/// rlimits; with `sandbox.cgroup-fallback` it runs on rlimits, logged and recorded so.
+#[test]
+fn a_job_whose_cgroup_cannot_be_made_is_refused_or_runs_on_rlimits_as_configured() {
+    if !need_root() {
+        return;
+    }
+    for fallback in [false, true] {
+        let mut d = start(
+            &format!("[sandbox]\nwarm-pool = 0\ncgroup-fallback = {fallback}\n"),
+            None,
+        );
+        let Some(parent) = v1_jobs_parent(d.pid()) else {
+            eprintln!(
+                "SKIPPED: no cgroup v1 memory controller here to make a job's cgroup fail in"
+            );
+            d.stop();
+            return;
+        };
+        let token = token(&d);
+        let auth = format!("Bearer {token}");
+        let run = |d: &Daemon| {
+            http::request(
+                &d.tcp,
+                "POST",
+                "/api/v1/exec",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                json!({"argv": ["true"]}).to_string().as_bytes(),
+            )
+        };
+        // Control: with its parent there, a job gets its cgroup.
+        let r = run(&d);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["memory_limited_by"], "cgroup", "{}", r.text());
+        // Without it (no job runs now, so it is empty), creating the job's cgroup fails.
+        std::fs::remove_dir(&parent).unwrap();
+        let r = run(&d);
+        let logs = d.logs();
+        if fallback {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["memory_limited_by"], "rlimit", "{}", r.text());
+            assert!(
+                logs.contains("it runs limited by rlimits"),
+                "no warning logged: {logs}"
+            );
+        } else {
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert!(r.text().contains("cgroup"), "{}", r.text());
+            assert!(
+                logs.contains("the job is refused"),
+                "no error logged: {logs}"
+            );
+        }
+        d.stop();
+    }
 }
