@@ -269,7 +269,7 @@ fn probes(d: &Daemon, mechanism: &str) -> Vec<String> {
             fail(format!(
                 "MemAvailable dropped by {} MiB (at most {} MiB allowed)",
                 drop >> 20,
-                2 * LIMIT >> 20
+                (2 * LIMIT) >> 20
             ));
         }
         // The job ends at its limit: the cgroup's OOM kill is `memory_limit`; on the rlimit
@@ -483,5 +483,54 @@ fn a_job_whose_cgroup_cannot_be_made_is_refused_or_runs_on_rlimits_as_configured
             );
         }
         d.stop();
+    }
+}
+
+/// On the rlimit path Node (V8 reserves far more address space than it touches) runs within
+/// a small memory limit thanks to its built-in address space headroom, and fails without it.
+#[test]
+fn node_runs_on_the_rlimit_path_with_its_address_space_headroom_and_not_without() {
+    if !need_root() {
+        return;
+    }
+    if !Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("SKIPPED: node is not installed");
+        return;
+    }
+    let body = json!({
+        "argv": ["node", "-e", "console.log('node ' + Buffer.alloc(16 << 20).length)"],
+        "limits": {"memory_bytes": 256u64 << 20},
+        // Without headroom Node hangs or aborts: the timeout ends it either way.
+        "timeout_ms": 15_000,
+    });
+    for (config, works) in [
+        ("[sandbox]\njob-cgroups = \"off\"\n", true),
+        (
+            "[sandbox]\njob-cgroups = \"off\"\n[sandbox.address-space-headroom]\n",
+            false,
+        ),
+    ] {
+        let mut d = start(config, None);
+        let token = token(&d);
+        let r = call(
+            &d,
+            &token,
+            "POST",
+            "/api/v1/exec",
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+        d.stop();
+        assert_eq!(r["memory_limited_by"], "rlimit", "{r}");
+        if works {
+            assert_eq!(r["status"], "ok", "{r}");
+            assert_eq!(r["stdout"], "node 16777216\n", "{r}");
+        } else {
+            assert_ne!(r["status"], "ok", "node ran without headroom: {r}");
+        }
     }
 }
