@@ -205,11 +205,43 @@ pub struct SandboxConfig {
     pub allow_degraded: bool,
     /// Sandboxes kept built ahead of their job (namespaces, root, /proc: all but the job's
     /// scratch and the job), each used by one job only, so a command starts without waiting
-    /// for them. Only for jobs without network and binds, and not with per-job cgroups.
-    /// 0 turns it off.
+    /// for them. Only for jobs without network and binds; with per-job cgroups each is built
+    /// in its own. 0 turns it off.
     pub warm_pool: usize,
     /// Named profiles: limits (the maxima a request may ask for) and network access.
     pub profiles: std::collections::BTreeMap<String, SandboxProfile>,
+    /// Per-job memory cgroups: `auto` uses a delegated cgroup v2 subtree, else (daemon as
+    /// root) the cgroup v1 memory controller, else rlimits; `off` always uses rlimits.
+    pub job_cgroups: JobCgroups,
+    /// When creating a job's cgroup fails: off (default), the job is refused (503); on, it
+    /// runs limited by rlimits, logged as a warning and recorded as `rlimit`.
+    pub cgroup_fallback: bool,
+    /// Address space allowed above a job's memory limit where rlimits limit it, by the file
+    /// name of the job's program (argv[0]): runtimes that reserve large virtual ranges they
+    /// never touch abort under a tight RLIMIT_AS. Only shared and read-only mappings can use
+    /// it (private memory stays within the limit). Replaces the built-in table when set.
+    pub address_space_headroom: std::collections::BTreeMap<String, ByteSize>,
+}
+
+/// `sandbox.job-cgroups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobCgroups {
+    Auto,
+    Off,
+}
+
+/// The built-in `sandbox.address-space-headroom`: Node (V8's reservations) and the JVM
+/// (heap, compressed class space and code cache reserved up front).
+fn default_headroom() -> std::collections::BTreeMap<String, ByteSize> {
+    [
+        ("node", ByteSize(1 << 30)),
+        ("nodejs", ByteSize(1 << 30)),
+        ("java", ByteSize(4 << 30)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// `[sandbox.profiles.NAME]`.
@@ -220,7 +252,8 @@ pub struct SandboxProfile {
     /// link-local addresses); otherwise loopback only.
     pub network: bool,
     pub cpu_time: HumanDuration,
-    /// Data segment (heap): RLIMIT_DATA.
+    /// Memory of a job (`memory_bytes`): its memory cgroup's limit, or without one what its
+    /// data segment, stack, address space and tmpfs mounts share.
     pub memory: ByteSize,
     pub processes: u64,
     pub file_size: ByteSize,
@@ -228,6 +261,10 @@ pub struct SandboxProfile {
     /// Size of each tmpfs (scratch, /tmp, /dev/shm).
     pub tmpfs_size: ByteSize,
     pub tmpfs_inodes: u64,
+    /// Address space allowed above the memory limit for every job of this profile where
+    /// rlimits limit it (e.g. a profile for Go programs), on top of the program's own
+    /// `sandbox.address-space-headroom`.
+    pub address_space_headroom: ByteSize,
 }
 
 impl Default for SandboxProfile {
@@ -241,6 +278,7 @@ impl Default for SandboxProfile {
             open_files: 1024,
             tmpfs_size: ByteSize(256 << 20),
             tmpfs_inodes: 65_536,
+            address_space_headroom: ByteSize(0),
         }
     }
 }
@@ -264,6 +302,9 @@ impl Default for SandboxConfig {
             allow_degraded: false,
             warm_pool: 2,
             profiles,
+            job_cgroups: JobCgroups::Auto,
+            cgroup_fallback: false,
+            address_space_headroom: default_headroom(),
         }
     }
 }
@@ -1094,6 +1135,14 @@ impl Config {
                 ));
             }
         }
+        for name in self.sandbox.address_space_headroom.keys() {
+            if name.is_empty() || name.contains('/') || name.contains('\0') {
+                return Err(invalid(
+                    "sandbox.address-space-headroom",
+                    &format!("{name:?}: a program's file name, without /"),
+                ));
+            }
+        }
         if !self.server.admin_socket.is_absolute() {
             return Err(invalid("server.admin-socket", "must be an absolute path"));
         }
@@ -1325,6 +1374,9 @@ impl Config {
         }
         if self.sandbox.uid_range != new.sandbox.uid_range {
             out.push("sandbox.uid-range");
+        }
+        if self.sandbox.job_cgroups != new.sandbox.job_cgroups {
+            out.push("sandbox.job-cgroups");
         }
         if self.kv.cache_size != new.kv.cache_size {
             out.push("kv.cache-size");

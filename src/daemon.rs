@@ -236,18 +236,30 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let described: Vec<String> = listeners.iter().map(NamedListener::describe).collect();
 
-    // Per-job cgroup limits where systemd delegated a subtree (Delegate=yes); optional.
-    let (cgroups, cgroup_detail) = match crate::sandbox::Cgroups::detect_system() {
-        Ok(cg) => (
-            Some(cg),
-            "delegated: jobs get memory.max, pids.max and cpu.max".to_owned(),
-        ),
-        Err(e) => (
+    // Per-job memory cgroups: a subtree systemd delegated (Delegate=yes), else (as root) the
+    // cgroup v1 memory controller; without either, rlimits hold jobs to their memory limit.
+    let (cgroups, cgroup_detail) = match config.sandbox.job_cgroups {
+        crate::config::JobCgroups::Off => (
             None,
-            format!("not available ({e}); jobs are limited by rlimits only"),
+            "off (sandbox.job-cgroups): jobs are limited by rlimits".to_owned(),
         ),
+        crate::config::JobCgroups::Auto => match crate::sandbox::Cgroups::detect_system() {
+            Ok(cg) => {
+                let d = cg.describe();
+                (Some(cg), d)
+            }
+            Err(e) => (
+                None,
+                format!("not available ({e}); jobs are limited by rlimits"),
+            ),
+        },
     };
-    tracing::info!(cgroups = %cgroup_detail, "job cgroups");
+    let memory_limited_by = if cgroups.is_some() {
+        crate::sandbox::MemoryLimitedBy::Cgroup
+    } else {
+        crate::sandbox::MemoryLimitedBy::Rlimit
+    };
+    tracing::info!(cgroups = %cgroup_detail, memory_limited_by = memory_limited_by.as_str(), "job cgroups");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let live = Arc::new(LiveConfig::new(config));
@@ -260,6 +272,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         listeners: http_count,
         socket_activated,
         job_cgroups: cgroup_detail,
+        cgroups_delegated: cgroups.as_ref().is_some_and(|c| c.delegated()),
+        memory_limited_by,
         shutting_down: shutdown_rx.clone(),
     });
     // Jobs are forked by a zygote: the running binary (even if an upgrade replaced the file)

@@ -233,6 +233,8 @@ const MIGRATIONS: &[&str] = &[
         coalesce((SELECT value FROM kv_log_a WHERE id = kv.change),
                  (SELECT value FROM kv_log_b WHERE id = kv.change),
                  (SELECT value FROM kv_kept WHERE id = kv.change)) AS BLOB)), 0);",
+    // 12: what held each run to its memory limit (`cgroup` or `rlimit`; empty before).
+    "ALTER TABLE executions ADD COLUMN memory_limited_by TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
@@ -315,7 +317,8 @@ const SCHEMA: &str = "
         truncated    INTEGER NOT NULL,
         stdout_bytes INTEGER NOT NULL,
         stderr_bytes INTEGER NOT NULL,
-        message      TEXT NOT NULL
+        message      TEXT NOT NULL,
+        memory_limited_by TEXT NOT NULL DEFAULT ''
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);

@@ -17,7 +17,9 @@ use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::sandbox::{Limits, Policy, Report, SCRATCH, Sandbox, WarmSandbox};
+use crate::sandbox::{
+    JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
+};
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +116,8 @@ pub struct ExecResult {
     /// Output a streaming caller's channel had no room for when it came (the consumer fell
     /// behind); it is still in `stdout`/`stderr`. Zero when not streamed.
     pub dropped_bytes: u64,
+    /// What held the job to its memory limit.
+    pub memory_limited_by: MemoryLimitedBy,
 }
 
 /// A piece of output, for streaming callers.
@@ -146,6 +150,8 @@ pub struct Record {
     pub stdout_bytes: i64,
     pub stderr_bytes: i64,
     pub message: String,
+    /// `cgroup` or `rlimit` (empty for runs recorded before it was).
+    pub memory_limited_by: String,
 }
 
 pub struct Page {
@@ -169,11 +175,12 @@ struct Inner {
     /// uids in use by running jobs and warm sandboxes (daemon as root).
     uids: Arc<Mutex<BTreeSet<u32>>>,
     /// Sandboxes built ahead of their job (`sandbox.warm-pool`), each with its uid.
-    pool: Mutex<Vec<(WarmSandbox, UidLease)>>,
+    pool: Mutex<Vec<Pooled>>,
     /// Warm sandboxes being built now.
     warming: AtomicUsize,
     as_root: bool,
-    /// A delegated cgroup v2 subtree for per-job memory/pids/cpu limits, when there is one.
+    /// Where per-job memory cgroups are made (a delegated cgroup v2 subtree or the cgroup v1
+    /// memory controller), when there is one; without, rlimits limit memory.
     cgroups: Option<crate::sandbox::Cgroups>,
     /// Executions by status, their duration and the sandbox's spawn latency.
     metrics: crate::metrics::Metrics,
@@ -210,6 +217,15 @@ fn signal_name(sig: i32) -> String {
 struct Bounds {
     output_limit: u64,
     timeout: Duration,
+    memory: MemoryBudget,
+}
+
+/// A sandbox built ahead of its job, with its uid and, where jobs get cgroups, the cgroup
+/// it was built in (its job's limits are written into it when the job arrives).
+struct Pooled {
+    sandbox: WarmSandbox,
+    lease: UidLease,
+    cgroup: Option<JobCgroup>,
 }
 
 /// A uid from `sandbox.uid-range`, given back when dropped.
@@ -285,21 +301,20 @@ impl Executor {
     }
 
     /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch
-    /// cwd, no per-job cgroup (a warm sandbox's processes exist before its cgroup would).
+    /// cwd.
     fn poolable(&self, policy: &Policy) -> bool {
-        self.inner.cgroups.is_none()
-            && self.inner.live.get().sandbox.warm_pool > 0
+        self.inner.live.get().sandbox.warm_pool > 0
             && !policy.network
             && policy.ro_binds.is_empty()
             && policy.cwd == SCRATCH
     }
 
     /// A live warm sandbox with its uid, if one is ready (dead ones are dropped).
-    fn take_warm(&self) -> Option<(WarmSandbox, UidLease)> {
+    fn take_warm(&self) -> Option<Pooled> {
         let mut pool = self.inner.pool.lock().ok()?;
-        while let Some((warm, lease)) = pool.pop() {
-            if warm.alive() {
-                return Some((warm, lease));
+        while let Some(p) = pool.pop() {
+            if p.sandbox.alive() {
+                return Some(p);
             }
         }
         None
@@ -307,9 +322,6 @@ impl Executor {
 
     /// Builds warm sandboxes in the background until `sandbox.warm-pool` are ready.
     pub fn refill(&self) {
-        if self.inner.cgroups.is_some() {
-            return;
-        }
         let target = self.inner.live.get().sandbox.warm_pool;
         // Counted and claimed under the pool's lock, so concurrent calls never overfill it.
         let missing = match self.inner.pool.lock() {
@@ -335,16 +347,50 @@ impl Executor {
                         .get("default")
                         .cloned()
                         .unwrap_or_default();
-                    let warm = me
+                    // Built in a cgroup with the profile's limits where jobs get cgroups
+                    // (narrowed to the job's when it arrives), else with the tmpfs sizes a
+                    // job of the profile gets under rlimits.
+                    let cgroup = match &me.inner.cgroups {
+                        Some(cg) => Some(
+                            cg.create(
+                                &random_id()?,
+                                crate::sandbox::CgroupLimits {
+                                    memory_bytes: profile.memory.bytes(),
+                                    pids: profile.processes,
+                                    cpus: 1.0,
+                                },
+                            )
+                            .map_err(Error::Unavailable)?,
+                        ),
+                        None => None,
+                    };
+                    let tmpfs_bytes = if cgroup.is_some() {
+                        profile.tmpfs_size.bytes()
+                    } else {
+                        MemoryBudget {
+                            memory_bytes: profile.memory.bytes(),
+                            tmpfs_bytes: profile.tmpfs_size.bytes(),
+                            headroom_bytes: 0,
+                        }
+                        .rlimit_tmpfs_bytes()
+                    };
+                    let sandbox = me
                         .inner
                         .sandbox
-                        .warm(crate::sandbox::Warm {
-                            run_as: lease.uid.map(|u| (u, u)),
-                            tmpfs_bytes: profile.tmpfs_size.bytes(),
-                            tmpfs_inodes: profile.tmpfs_inodes,
-                        })
+                        .warm_in(
+                            crate::sandbox::Warm {
+                                run_as: lease.uid.map(|u| (u, u)),
+                                tmpfs_bytes,
+                                tmpfs_inodes: profile.tmpfs_inodes,
+                            },
+                            cgroup.as_ref(),
+                        )
                         .await?;
-                    Ok::<_, Error>((warm, lease))
+                    Ok::<_, Error>(Pooled {
+                        sandbox,
+                        lease,
+                        cgroup,
+                    })
                 }
                 .await;
                 match built {
@@ -365,7 +411,9 @@ impl Executor {
     }
 
     /// Builds the policy for `req` from its profile, refusing limits above the profile's.
-    fn policy(&self, req: &ExecRequest) -> Result<(Policy, String, u64, Duration)> {
+    /// Its memory limits are fitted to the mechanism jobs get when their cgroup can be made;
+    /// the budget comes back to fit them again when it cannot.
+    fn policy(&self, req: &ExecRequest) -> Result<(Policy, String, u64, Duration, MemoryBudget)> {
         let cfg = self.inner.live.get();
         let name = req.profile.clone().unwrap_or_else(|| "default".into());
         let profile: &SandboxProfile = cfg.sandbox.profiles.get(&name).ok_or_else(|| {
@@ -401,9 +449,17 @@ impl Executor {
         } else {
             output
         };
-        let limits = Limits {
+        let memory = MemoryBudget {
+            memory_bytes: within(l.memory_bytes, profile.memory.bytes(), "memory_bytes")?,
+            tmpfs_bytes: profile.tmpfs_size.bytes(),
+            headroom_bytes: runtime_headroom(&cfg.sandbox, &req.argv)
+                .saturating_add(profile.address_space_headroom.bytes()),
+        };
+        let mut limits = Limits {
             cpu_s: cpu_ms.div_ceil(1000).max(1),
-            data_bytes: within(l.memory_bytes, profile.memory.bytes(), "memory_bytes")?,
+            data_bytes: memory.memory_bytes,
+            address_space_bytes: None,
+            stack_bytes: memory.memory_bytes,
             processes: within(l.processes, profile.processes, "processes")?,
             file_size_bytes: within(
                 l.file_size_bytes,
@@ -414,6 +470,14 @@ impl Executor {
             tmpfs_bytes: profile.tmpfs_size.bytes(),
             tmpfs_inodes: profile.tmpfs_inodes,
         };
+        memory.apply(
+            &mut limits,
+            if self.inner.cgroups.is_some() {
+                MemoryLimitedBy::Cgroup
+            } else {
+                MemoryLimitedBy::Rlimit
+            },
+        );
         let timeout = match req.timeout {
             None => cfg.exec.default_timeout.get(),
             Some(t) if t.is_zero() => {
@@ -447,7 +511,7 @@ impl Executor {
             allow_degraded: cfg.sandbox.allow_degraded,
         };
         policy.validate().map_err(Error::Invalid)?;
-        Ok((policy, name, output, timeout))
+        Ok((policy, name, output, timeout, memory))
     }
 
     /// Runs `req`, waiting for a slot if all are busy (429-style `Busy` when the queue is
@@ -458,7 +522,7 @@ impl Executor {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let (mut policy, profile, output_limit, timeout) = self.policy(&req)?;
+        let (mut policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
         let cfg = self.inner.live.get();
         if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
             >= cfg.exec.max_queue + self.inner.slots.available_permits()
@@ -481,7 +545,7 @@ impl Executor {
             None
         };
         let lease = match warm {
-            Some((w, lease)) => Ok((Some(w), lease)),
+            Some(p) => Ok((Some((p.sandbox, p.cgroup)), p.lease)),
             None => self.lease_uid().map(|l| (None, l)),
         };
         let result = match lease {
@@ -493,6 +557,7 @@ impl Executor {
                         Bounds {
                             output_limit,
                             timeout,
+                            memory,
                         },
                         stream,
                         req.cancel.clone(),
@@ -525,11 +590,12 @@ impl Executor {
         bounds: Bounds,
         stream: Option<mpsc::Sender<Chunk>>,
         cancel: Option<Arc<tokio::sync::Notify>>,
-        start: (Option<WarmSandbox>, Vec<u8>),
+        start: (Option<(WarmSandbox, Option<JobCgroup>)>, Vec<u8>),
     ) -> Result<ExecResult> {
         let Bounds {
             output_limit,
             timeout,
+            memory,
         } = bounds;
         let (warm, stdin) = start;
         let id = random_id()?;
@@ -538,21 +604,61 @@ impl Executor {
         // The job's clock starts before its sandbox is asked for: a slow start is the job's
         // time, and every wait from here to the answer ends by `due + END_GRACE`.
         let due = tokio::time::Instant::now() + timeout;
-        let cgroup = self.inner.cgroups.as_ref().and_then(|cg| {
-            let limits = crate::sandbox::CgroupLimits {
-                memory_bytes: policy.limits.data_bytes,
-                pids: policy.limits.processes,
-                cpus: 1.0,
-            };
-            cg.create(&id, limits)
-                .map_err(|e| tracing::warn!(error = %e, "no cgroup for this job; rlimits only"))
-                .ok()
-        });
+        let limits = crate::sandbox::CgroupLimits {
+            memory_bytes: memory.memory_bytes,
+            pids: policy.limits.processes,
+            cpus: 1.0,
+        };
+        // A warm sandbox takes the job as it was built: in a cgroup (narrowed to the job's
+        // limits; one that cannot be is dropped for a fresh sandbox) or without one.
+        let (warm, warm_cgroup) = match warm {
+            Some((w, Some(cg))) => match cg.limit(limits) {
+                Ok(()) => (Some(w), Some(cg)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a warm sandbox's cgroup could not take its job's limits");
+                    (None, None)
+                }
+            },
+            Some((w, None)) if self.inner.cgroups.is_none() => (Some(w), None),
+            _ => (None, None),
+        };
+        let cgroup = match (&self.inner.cgroups, warm_cgroup) {
+            (_, Some(cg)) => Some(cg),
+            (None, None) => None,
+            (Some(cg), None) => match cg.create(&id, limits) {
+                Ok(job) => Some(job),
+                Err(e) if self.inner.live.get().sandbox.cgroup_fallback => {
+                    tracing::warn!(execution = %id, error = %e, "cannot create the job's cgroup; it runs limited by rlimits (sandbox.cgroup-fallback)");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(execution = %id, error = %e, "cannot create the job's cgroup; the job is refused (sandbox.cgroup-fallback is off)");
+                    return Err(Error::Unavailable(format!(
+                        "cannot create the job's memory cgroup: {e}"
+                    )));
+                }
+            },
+        };
+        let memory_limited_by = if cgroup.is_some() {
+            MemoryLimitedBy::Cgroup
+        } else {
+            MemoryLimitedBy::Rlimit
+        };
+        // The policy was fitted to a cgroup: without one, fit it to rlimits.
+        let refitted;
+        let policy = if cgroup.is_none() && policy.limits.address_space_bytes.is_none() {
+            let mut p = policy.clone();
+            memory.apply(&mut p.limits, MemoryLimitedBy::Rlimit);
+            refitted = p;
+            &refitted
+        } else {
+            policy
+        };
         // Spawn latency is measured to the job's execve (its report carries the time): the
         // same for a warm sandbox and one built on demand.
         let spawn_start = crate::sandbox::child::monotonic_ns();
         let mut running = match warm {
-            Some(w) if cgroup.is_none() && w.fits(policy) => w.start(policy, stdin)?,
+            Some(w) if w.fits(policy) => w.start(policy, stdin)?,
             _ => {
                 let spawn = self.inner.sandbox.spawn_in(policy, stdin, cgroup.as_ref());
                 match tokio::time::timeout_at(due, spawn).await {
@@ -573,6 +679,8 @@ impl Executor {
                             max_rss_kb: 0,
                             message: None,
                             started_at,
+                            dropped_bytes: 0,
+                            memory_limited_by,
                         });
                     }
                 }
@@ -659,14 +767,16 @@ impl Executor {
         let cpu_limit_ms = policy.limits.cpu_s * 1000;
         let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
         drop(cgroup);
-        let (status, exit_code, signal) = if report.kind == "error" {
-            (Status::SandboxError, None, None)
-        } else if oom_killed {
+        // An OOM kill in the job's cgroup ends the job whichever of its processes the kernel
+        // chose (the job's init or helper included, whose death ends the job): memory_limit.
+        let (status, exit_code, signal) = if oom_killed {
             (
                 Status::MemoryLimit,
                 None,
                 Some(signal_name(report.signal.max(libc::SIGKILL))),
             )
+        } else if report.kind == "error" {
+            (Status::SandboxError, None, None)
         } else if timed_out {
             (Status::Timeout, None, Some("SIGKILL".to_owned()))
         } else if cancelled {
@@ -712,6 +822,7 @@ impl Executor {
             message: (status == Status::SandboxError).then(|| report.message.clone()),
             started_at,
             dropped_bytes: dropped,
+            memory_limited_by,
         })
     }
 
@@ -736,8 +847,9 @@ impl Executor {
             .write(move |c| {
                 c.execute(
                     "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
-                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message,
+                        memory_limited_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                     rusqlite::params![
                         r.id,
                         req.kind,
@@ -759,6 +871,7 @@ impl Executor {
                         r.stdout.len() as i64,
                         r.stderr.len() as i64,
                         r.message.clone().unwrap_or_default(),
+                        r.memory_limited_by.as_str(),
                     ],
                 )?;
                 // A stored program's counters commit with its history row (one transaction
@@ -815,6 +928,7 @@ impl Executor {
                             stdout_bytes: r.get(18)?,
                             stderr_bytes: r.get(19)?,
                             message: r.get(20)?,
+                            memory_limited_by: r.get(21)?,
                         },
                     ))
                 })?;
@@ -855,6 +969,16 @@ impl Executor {
     }
 }
 
+/// The address space headroom of a job's program (`sandbox.address-space-headroom`, by the
+/// file name of argv[0]).
+fn runtime_headroom(sandbox: &crate::config::SandboxConfig, argv: &[String]) -> u64 {
+    argv.first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| sandbox.address_space_headroom.get(n))
+        .map_or(0, |b| b.bytes())
+}
+
 /// The history listing's SQL: with `program_id`, a walk down `executions_program
 /// (program_id, seq)` from the cursor; without, down the table itself.
 fn history_query(
@@ -873,7 +997,7 @@ fn history_query(
     let sql = format!(
         "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
                 exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
-                stderr_bytes, message
+                stderr_bytes, message, memory_limited_by
          FROM executions {filter} ORDER BY seq DESC LIMIT ?{limit}"
     );
     (sql, args)

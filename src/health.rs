@@ -26,6 +26,11 @@ pub struct Health {
     pub socket_activated: bool,
     /// Whether jobs get cgroup limits, and why not.
     pub job_cgroups: String,
+    /// Whether a delegated cgroup v2 subtree limits jobs (else the v1 memory controller or
+    /// rlimits).
+    pub cgroups_delegated: bool,
+    /// What holds jobs to their memory limit: a memory cgroup or rlimits.
+    pub memory_limited_by: crate::sandbox::MemoryLimitedBy,
     /// Turns true when shutdown starts: from then on we are not ready.
     pub shutting_down: watch::Receiver<bool>,
 }
@@ -197,9 +202,10 @@ impl Health {
             facts: l,
         });
         let mut cg = serde_json::Map::new();
+        cg.insert("delegated".into(), self.cgroups_delegated.into());
         cg.insert(
-            "delegated".into(),
-            self.job_cgroups.starts_with("delegated").into(),
+            "memory_limited_by".into(),
+            self.memory_limited_by.as_str().into(),
         );
         cg.insert("detail".into(), self.job_cgroups.clone().into());
         components.push(Component {

@@ -93,6 +93,7 @@ pub fn result_json(r: &ExecResult, with_output: bool) -> Value {
         "cpu_ms": r.cpu_ms,
         "max_rss_kb": r.max_rss_kb,
         "started_at": r.started_at,
+        "memory_limited_by": r.memory_limited_by,
     });
     if let Some(obj) = v.as_object_mut() {
         if with_output {

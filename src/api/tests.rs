@@ -32,6 +32,8 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         listeners: 1,
         socket_activated: false,
         job_cgroups: "not available (tests)".into(),
+        cgroups_delegated: false,
+        memory_limited_by: crate::sandbox::MemoryLimitedBy::Rlimit,
         shutting_down: rx,
     });
     let sandbox = crate::sandbox::Sandbox::start(

@@ -171,6 +171,8 @@ pub struct Warm {
 const WARM_LIMITS: super::policy::Limits = super::policy::Limits {
     cpu_s: 1,
     data_bytes: 1 << 20,
+    address_space_bytes: None,
+    stack_bytes: 1 << 20,
     processes: 1,
     file_size_bytes: 1,
     open_files: 1,
@@ -1049,6 +1051,15 @@ fn exec_job(
         "RLIMIT_NOFILE",
     )?;
     set_rlimit(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")?;
+    set_rlimit(
+        libc::RLIMIT_STACK,
+        l.stack_soft_bytes(),
+        l.stack_bytes,
+        "RLIMIT_STACK",
+    )?;
+    if let Some(a) = l.address_space_bytes {
+        set_rlimit(libc::RLIMIT_AS, a, a, "RLIMIT_AS")?;
+    }
     let program = find_program(&policy.argv[0], &policy.env)?;
     let path = cstr(&program)?;
     let argv: Vec<CString> = policy.argv.iter().map(|a| cstr(a)).collect::<R<_>>()?;
@@ -1096,6 +1107,11 @@ fn exec_job(
         .map_err(|e| format!("clear permitted capabilities: {e}"))?;
     seccompiler::apply_filter(prefix).map_err(|e| format!("seccomp (prefix): {e}"))?;
     seccompiler::apply_filter(deny).map_err(|e| format!("seccomp (deny-list): {e}"))?;
+    // Without a memory cgroup nothing would count memfd or System V shared memory.
+    if l.address_space_bytes.is_some() {
+        seccompiler::apply_filter(&seccomp::unbounded_memory_filter())
+            .map_err(|e| format!("seccomp (unbounded memory): {e}"))?;
+    }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();

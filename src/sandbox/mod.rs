@@ -21,5 +21,5 @@ pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, Warm};
-pub use policy::{Limits, Policy, SCRATCH};
+pub use policy::{Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH};
 pub use spawn::{Exit, Running, Sandbox, WarmSandbox};

@@ -8,9 +8,13 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// CPU seconds (RLIMIT_CPU; SIGXCPU at the limit, SIGKILL a second later).
     pub cpu_s: u64,
-    /// Data segment in bytes (RLIMIT_DATA: heap and private mappings; RLIMIT_AS would break
-    /// JIT runtimes).
+    /// Data segment in bytes (RLIMIT_DATA: heap and private writable mappings).
     pub data_bytes: u64,
+    /// Address space in bytes (RLIMIT_AS), set where no memory cgroup limits the job: it is
+    /// what bounds shared mappings and the stack there. `None` with a cgroup.
+    pub address_space_bytes: Option<u64>,
+    /// Hard limit of the stack (RLIMIT_STACK); the soft limit starts at 8 MiB or this.
+    pub stack_bytes: u64,
     /// Processes and threads of the job (RLIMIT_NPROC, counted in the job's user namespace).
     pub processes: u64,
     /// Largest file the job may write (RLIMIT_FSIZE).
@@ -21,6 +25,85 @@ pub struct Limits {
     pub tmpfs_bytes: u64,
     /// Inodes on each tmpfs.
     pub tmpfs_inodes: u64,
+}
+
+/// What holds a job to its memory limit: a memory cgroup (every page it charges, tmpfs and
+/// memfd included) or, without one, rlimits with the tmpfs mounts counted inside the limit
+/// and memfd and System V shared memory refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryLimitedBy {
+    Cgroup,
+    Rlimit,
+}
+
+impl MemoryLimitedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryLimitedBy::Cgroup => "cgroup",
+            MemoryLimitedBy::Rlimit => "rlimit",
+        }
+    }
+}
+
+/// The stack's soft limit at the job's start (the usual default), below its hard limit.
+const STACK_SOFT: u64 = 8 << 20;
+const PAGE: u64 = 4096;
+
+/// A job's memory before it is fitted to the mechanism that enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// The job's `memory_bytes`.
+    pub memory_bytes: u64,
+    /// The profile's size of each tmpfs (scratch, /tmp, /dev/shm).
+    pub tmpfs_bytes: u64,
+    /// Address space allowed above the limit for runtimes that reserve large virtual ranges
+    /// they never touch (V8, the JVM, Go): `sandbox.address-space-headroom` for the program,
+    /// plus the profile's `address-space-headroom`.
+    pub headroom_bytes: u64,
+}
+
+impl MemoryBudget {
+    /// The size of each of the three tmpfs mounts where rlimits limit the job: together at
+    /// most half of the limit.
+    pub fn rlimit_tmpfs_bytes(&self) -> u64 {
+        (self.tmpfs_bytes.min(self.memory_bytes / 6) / PAGE * PAGE).max(PAGE)
+    }
+
+    /// Writes the memory limits of `by` into `limits`.
+    ///
+    /// With a cgroup every page the job charges counts (heap, shared memory, memfd, stack,
+    /// tmpfs), so the tmpfs mounts keep the profile's size and the rlimits only back it up.
+    /// Without one, the three tmpfs mounts together get at most half of the limit, and the
+    /// rest bounds the data segment, the stack and the address space (plus the headroom,
+    /// which only shared and read-only mappings can use: private memory stays within the
+    /// data limit).
+    pub fn apply(&self, limits: &mut Limits, by: MemoryLimitedBy) {
+        let m = self.memory_bytes;
+        match by {
+            MemoryLimitedBy::Cgroup => {
+                limits.tmpfs_bytes = self.tmpfs_bytes;
+                limits.data_bytes = m;
+                limits.address_space_bytes = None;
+                limits.stack_bytes = m;
+            }
+            MemoryLimitedBy::Rlimit => {
+                let tmpfs = self.rlimit_tmpfs_bytes();
+                let room = m.saturating_sub(3 * tmpfs).max(PAGE);
+                limits.tmpfs_bytes = tmpfs;
+                limits.data_bytes = room;
+                limits.address_space_bytes = Some(room.saturating_add(self.headroom_bytes));
+                limits.stack_bytes = room;
+            }
+        }
+    }
+}
+
+impl Limits {
+    /// The stack's soft limit at the start of the job.
+    pub fn stack_soft_bytes(&self) -> u64 {
+        STACK_SOFT.min(self.stack_bytes)
+    }
 }
 
 /// Everything the helper needs to build the sandbox and start the job.
@@ -93,6 +176,8 @@ mod tests {
             limits: Limits {
                 cpu_s: 10,
                 data_bytes: 1 << 30,
+                address_space_bytes: None,
+                stack_bytes: 1 << 30,
                 processes: 64,
                 file_size_bytes: 1 << 26,
                 open_files: 256,
@@ -104,6 +189,49 @@ mod tests {
             ro_binds: vec![],
             allow_degraded: false,
         }
+    }
+
+    #[test]
+    fn without_a_cgroup_tmpfs_data_stack_and_address_space_share_the_limit() {
+        let budget = MemoryBudget {
+            memory_bytes: 128 << 20,
+            tmpfs_bytes: 256 << 20,
+            headroom_bytes: 0,
+        };
+        let mut l = sample().limits;
+        budget.apply(&mut l, MemoryLimitedBy::Rlimit);
+        let tmpfs_total = 3 * l.tmpfs_bytes;
+        assert!(tmpfs_total <= 64 << 20, "{l:?}");
+        assert_eq!(l.data_bytes + tmpfs_total, budget.memory_bytes);
+        assert_eq!(l.address_space_bytes, Some(l.data_bytes));
+        assert_eq!(l.stack_bytes, l.data_bytes);
+        assert_eq!(l.stack_soft_bytes(), 8 << 20);
+        // A small profile tmpfs is kept as it is; headroom widens the address space only.
+        let mut l = sample().limits;
+        MemoryBudget {
+            memory_bytes: 1 << 30,
+            tmpfs_bytes: 16 << 20,
+            headroom_bytes: 1 << 30,
+        }
+        .apply(&mut l, MemoryLimitedBy::Rlimit);
+        assert_eq!(l.tmpfs_bytes, 16 << 20);
+        assert_eq!(l.data_bytes, (1 << 30) - (48 << 20));
+        assert_eq!(l.address_space_bytes, Some(l.data_bytes + (1 << 30)));
+    }
+
+    #[test]
+    fn with_a_cgroup_the_tmpfs_keeps_its_size_and_no_address_space_limit_is_set() {
+        let mut l = sample().limits;
+        MemoryBudget {
+            memory_bytes: 64 << 20,
+            tmpfs_bytes: 256 << 20,
+            headroom_bytes: 1 << 30,
+        }
+        .apply(&mut l, MemoryLimitedBy::Cgroup);
+        assert_eq!(l.tmpfs_bytes, 256 << 20);
+        assert_eq!(l.address_space_bytes, None);
+        assert_eq!((l.data_bytes, l.stack_bytes), (64 << 20, 64 << 20));
+        assert_eq!(MemoryLimitedBy::Cgroup.as_str(), "cgroup");
     }
 
     #[test]

@@ -194,6 +194,20 @@ pub fn deny_filter() -> Result<BpfProgram, String> {
     BpfProgram::try_from(filter).map_err(err)
 }
 
+/// Filter 3, for jobs limited by rlimits only (no memory cgroup): `memfd_create` and
+/// `shmget` answer ENOSYS. Their memory is in no rlimit (a memfd filled with `write()` is
+/// never mapped; a System V segment outlives its mappings), and ENOSYS makes runtimes fall
+/// back to files in /dev/shm or the scratch, whose tmpfs sizes are counted in the limit.
+pub fn unbounded_memory_filter() -> BpfProgram {
+    vec![
+        stmt(BPF_LD_W_ABS, OFF_NR),
+        jump(BPF_JEQ_K, libc::SYS_memfd_create as u32, 1, 0),
+        jump(BPF_JEQ_K, libc::SYS_shmget as u32, 0, 1),
+        stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(BPF_RET_K, SECCOMP_RET_ALLOW),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +222,13 @@ mod tests {
             );
         }
         assert_eq!(p.last().unwrap().k, SECCOMP_RET_ALLOW);
+        let m = unbounded_memory_filter();
+        for (i, ins) in m.iter().enumerate() {
+            assert!(
+                i + 1 + (ins.jt.max(ins.jf) as usize) < m.len() || ins.code == BPF_RET_K,
+                "jump out of range at {i}"
+            );
+        }
         let d = deny_filter().unwrap();
         assert!(d.len() > DENIED.len() * 2, "{} instructions", d.len());
     }

@@ -297,18 +297,7 @@ impl Sandbox {
         policy.validate().map_err(Error::Invalid)?;
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
-        let cgroup_dir = match cgroup {
-            Some(cg) => Some(OwnedFd::from(std::fs::File::open(cg.path()).map_err(
-                |e| {
-                    Error::Internal(format!(
-                        "cannot open the job's cgroup {}: {e}",
-                        cg.path().display()
-                    ))
-                },
-            )?)),
-            None => None,
-        };
-        let (running, feed) = self.launch(cgroup_dir, false).await?;
+        let (running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
         feed.send(payload, stdin)?;
         Ok(running)
     }
@@ -317,10 +306,20 @@ impl Sandbox {
     /// scratch cwd): everything but the job's own scratch mounts and the job itself. It
     /// serves exactly one job (`WarmSandbox::start`); dropping it unused kills it.
     pub async fn warm(&self, warm: super::child::Warm) -> Result<WarmSandbox> {
+        self.warm_in(warm, None).await
+    }
+
+    /// Like `warm`, the helper joining `cgroup` first (its job's limits are written into the
+    /// cgroup when the job arrives).
+    pub async fn warm_in(
+        &self,
+        warm: super::child::Warm,
+        cgroup: Option<&super::JobCgroup>,
+    ) -> Result<WarmSandbox> {
         let run_as = warm.run_as;
         let line =
             serde_json::to_vec(&warm).map_err(|e| Error::Internal(format!("warm line: {e}")))?;
-        let (running, mut feed) = self.launch(None, true).await?;
+        let (running, mut feed) = self.launch(open_cgroup(cgroup)?, true).await?;
         feed.policy.write_all(&line)?;
         feed.policy.write_all(b"\n")?;
         Ok(WarmSandbox {
@@ -382,6 +381,21 @@ impl Sandbox {
             stdin: stdin_w,
         };
         Ok((running, feed))
+    }
+}
+
+/// The directory of `cgroup`, to hand to the zygote.
+fn open_cgroup(cgroup: Option<&super::JobCgroup>) -> Result<Option<OwnedFd>> {
+    match cgroup {
+        Some(cg) => Ok(Some(OwnedFd::from(
+            std::fs::File::open(cg.path()).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot open the job's cgroup {}: {e}",
+                    cg.path().display()
+                ))
+            })?,
+        ))),
+        None => Ok(None),
     }
 }
 

@@ -662,6 +662,8 @@ fn nothing_allocates_between_fork_and_exec() {
                     limits: localhostd::sandbox::Limits {
                         cpu_s: 10,
                         data_bytes: 1 << 30,
+                        address_space_bytes: None,
+                        stack_bytes: 8 << 20,
                         processes: 64,
                         file_size_bytes: 1 << 20,
                         open_files: 64,
@@ -707,15 +709,15 @@ fn nothing_allocates_between_fork_and_exec() {
 /// Warm sandboxes (`sandbox.warm-pool`) are built ahead but serve one job each: consecutive
 /// commands (more than the pool holds, so some come from the pool and some are built while
 /// others wait) each find a fresh PID namespace (the job's shell is PID 2, right after its
-/// init), an IPC namespace without the shared-memory segment the job before created, and an
-/// empty scratch. (Namespace inode numbers cannot show this: the kernel reuses them once a
+/// init), an IPC namespace without the message queue the job before created (System V
+/// shared memory is refused where rlimits limit a job's memory), and an empty scratch. (Namespace inode numbers cannot show this: the kernel reuses them once a
 /// namespace is gone.)
 #[test]
 fn every_job_gets_namespaces_no_other_job_had() {
     let (mut d, token) = start_daemon(None);
     // The job's cwd is its scratch.
-    let script = "echo $$; ipcs -m | grep -c '^0x'; ls -A . | wc -l; \
-                  ipcmk -M 4096 >/dev/null && touch mark && echo marked";
+    let script = "echo $$; ipcs -q | grep -c '^0x'; ls -A . | wc -l; \
+                  ipcmk -Q >/dev/null && touch mark && echo marked";
     for i in 0..8 {
         let r = post(&d, &token, &json!({"command": script})).json();
         assert_eq!(r["status"], "ok", "{r}");
@@ -754,8 +756,21 @@ fn warm_sandboxes_take_the_jobs_tmpfs_sizes() {
             })
             .collect()
     };
+    // Without a memory cgroup the three tmpfs mounts share at most half of the profile's
+    // memory (1 GiB): a sixth each, whole pages.
+    let health = http::get(&d.tcp, "/api/v1/health").json();
+    let by_rlimit = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "job_cgroups" && c["memory_limited_by"] == "rlimit");
+    let default_size = if by_rlimit {
+        (1u64 << 30) / 6 / 4096 * 4096
+    } else {
+        256 << 20
+    };
     for _ in 0..3 {
         assert_eq!(sizes("small"), vec![(2 << 20, 100); 3]);
-        assert_eq!(sizes("default"), vec![(256 << 20, 65536); 3]);
+        assert_eq!(sizes("default"), vec![(default_size, 65536); 3]);
     }
 }

@@ -63,6 +63,7 @@ mod files;
 mod init_fds;
 mod kv;
 mod lifecycle;
+mod memory;
 mod metrics;
 mod programs;
 mod quotas;
