@@ -211,9 +211,13 @@ pub struct SandboxConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SandboxProfile {
-    /// A network namespace with egress through slirp4netns (never to the host's loopback or
-    /// link-local addresses); otherwise loopback only.
+    /// A network namespace with egress through slirp4netns to public IPv4 addresses only
+    /// (never the host's own, loopback, link-local, private, shared or reserved ones);
+    /// otherwise loopback only.
     pub network: bool,
+    /// With `network`: IPv4 networks the job may reach although they are not public (a LAN,
+    /// the host's own address), e.g. ["192.168.1.0/24"]. Empty: public addresses only.
+    pub net_allow: Vec<crate::sandbox::Cidr>,
     pub cpu_time: HumanDuration,
     /// Data segment (heap): RLIMIT_DATA.
     pub memory: ByteSize,
@@ -229,6 +233,7 @@ impl Default for SandboxProfile {
     fn default() -> Self {
         SandboxProfile {
             network: false,
+            net_allow: Vec::new(),
             cpu_time: HumanDuration(Duration::from_secs(60)),
             memory: ByteSize(1 << 30),
             processes: 128,
@@ -1048,6 +1053,23 @@ impl Config {
                 return Err(invalid(
                     "sandbox.profiles",
                     &format!("profile {name:?}: limits too small to start a program"),
+                ));
+            }
+            if !p.net_allow.is_empty() && !p.network {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!("profile {name:?}: net-allow needs network = true"),
+                ));
+            }
+            if let Some(c) = p.net_allow.iter().find(|c| {
+                crate::sandbox::Cidr::new([127, 0, 0, 0], 8).contains(c)
+                    || crate::sandbox::Cidr::new([10, 0, 2, 0], 24).contains(c)
+            }) {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!(
+                        "profile {name:?}: net-allow {c} lies inside the job's own loopback or slirp4netns network (127.0.0.0/8, 10.0.2.0/24)"
+                    ),
                 ));
             }
         }

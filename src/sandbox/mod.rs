@@ -21,5 +21,5 @@ pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, Warm};
-pub use policy::{Limits, Policy, SCRATCH};
+pub use policy::{Cidr, Limits, Policy, SCRATCH};
 pub use spawn::{Exit, Running, Sandbox, WarmSandbox};

@@ -389,7 +389,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
         (
             "linklocal6",
             "AF_INET6",
-            t("('fe80::2', 80, 0, socket.if_nametoindex('tap0'))"),
+            t("('fe80::2', 80, 0, dict((n, i) for i, n in socket.if_nameindex()).get('tap0', 0))"),
             "tcp",
         ),
     ]);
@@ -859,6 +859,7 @@ fn nothing_allocates_between_fork_and_exec() {
                     run_as,
                     ro_binds: vec![],
                     allow_degraded: false,
+                    net_allow: vec![],
                 };
                 let mut running = sandbox.spawn(&policy, Vec::new()).await.unwrap();
                 let mut out = String::new();
