@@ -133,10 +133,13 @@ fn host_addresses() -> R<Vec<std::net::Ipv4Addr>> {
     while !cur.is_null() {
         // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr, when set, points to a sockaddr whose family says its type.
-        if !ifa.ifa_addr.is_null()
-            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET
-        {
+        let family = if ifa.ifa_addr.is_null() {
+            None
+        } else {
+            // SAFETY: ifa_addr, when set, points to a sockaddr whose family says its type.
+            Some(i32::from(unsafe { (*ifa.ifa_addr).sa_family }))
+        };
+        if family == Some(libc::AF_INET) {
             // SAFETY: an AF_INET address is a sockaddr_in.
             let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
             out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
