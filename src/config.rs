@@ -1359,6 +1359,35 @@ mod tests {
     }
 
     #[test]
+    fn net_allow_takes_ipv4_networks_of_network_profiles_only() {
+        let base = "[sandbox.profiles.default]\n[sandbox.profiles.net]\n";
+        let c = parse(&format!(
+            "{base}network = true\nnet-allow = [\"192.168.1.0/24\", \"192.0.2.2\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sandbox.profiles["net"].net_allow,
+            vec![
+                crate::sandbox::Cidr::new([192, 168, 1, 0], 24),
+                crate::sandbox::Cidr::new([192, 0, 2, 2], 32)
+            ]
+        );
+        for bad in [
+            "network = true\nnet-allow = [\"192.168.1.5/24\"]",
+            "network = true\nnet-allow = [\"fd00::/8\"]",
+            "network = true\nnet-allow = [\"10.0.2.0/25\"]",
+            "network = true\nnet-allow = [\"127.0.0.1\"]",
+            "network = false\nnet-allow = [\"192.168.1.0/24\"]",
+        ] {
+            let e = parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                e.contains("sandbox.profiles") || e.contains("net-allow"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
     }
