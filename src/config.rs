@@ -248,9 +248,13 @@ fn default_headroom() -> std::collections::BTreeMap<String, ByteSize> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SandboxProfile {
-    /// A network namespace with egress through slirp4netns (never to the host's loopback or
-    /// link-local addresses); otherwise loopback only.
+    /// A network namespace with egress through slirp4netns to public IPv4 addresses only
+    /// (never the host's own, loopback, link-local, private, shared or reserved ones);
+    /// otherwise loopback only.
     pub network: bool,
+    /// With `network`: IPv4 networks the job may reach although they are not public (a LAN,
+    /// the host's own address), e.g. ["192.168.1.0/24"]. Empty: public addresses only.
+    pub net_allow: Vec<crate::sandbox::Cidr>,
     pub cpu_time: HumanDuration,
     /// Memory of a job (`memory_bytes`): its memory cgroup's limit, or without one what its
     /// data segment, stack, address space and tmpfs mounts share.
@@ -271,6 +275,7 @@ impl Default for SandboxProfile {
     fn default() -> Self {
         SandboxProfile {
             network: false,
+            net_allow: Vec::new(),
             cpu_time: HumanDuration(Duration::from_secs(60)),
             memory: ByteSize(1 << 30),
             processes: 128,
@@ -1134,6 +1139,23 @@ impl Config {
                     &format!("profile {name:?}: limits too small to start a program"),
                 ));
             }
+            if !p.net_allow.is_empty() && !p.network {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!("profile {name:?}: net-allow needs network = true"),
+                ));
+            }
+            if let Some(c) = p.net_allow.iter().find(|c| {
+                crate::sandbox::Cidr::new([127, 0, 0, 0], 8).contains(c)
+                    || crate::sandbox::Cidr::new([10, 0, 2, 0], 24).contains(c)
+            }) {
+                return Err(invalid(
+                    "sandbox.profiles",
+                    &format!(
+                        "profile {name:?}: net-allow {c} lies inside the job's own loopback or slirp4netns network (127.0.0.0/8, 10.0.2.0/24)"
+                    ),
+                ));
+            }
         }
         for name in self.sandbox.address_space_headroom.keys() {
             if name.is_empty() || name.contains('/') || name.contains('\0') {
@@ -1460,6 +1482,35 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("/etc/localhostd/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn net_allow_takes_ipv4_networks_of_network_profiles_only() {
+        let base = "[sandbox.profiles.default]\n[sandbox.profiles.net]\n";
+        let c = parse(&format!(
+            "{base}network = true\nnet-allow = [\"192.168.1.0/24\", \"192.0.2.2\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sandbox.profiles["net"].net_allow,
+            vec![
+                crate::sandbox::Cidr::new([192, 168, 1, 0], 24),
+                crate::sandbox::Cidr::new([192, 0, 2, 2], 32)
+            ]
+        );
+        for bad in [
+            "network = true\nnet-allow = [\"192.168.1.5/24\"]",
+            "network = true\nnet-allow = [\"fd00::/8\"]",
+            "network = true\nnet-allow = [\"10.0.2.0/25\"]",
+            "network = true\nnet-allow = [\"127.0.0.1\"]",
+            "network = false\nnet-allow = [\"192.168.1.0/24\"]",
+        ] {
+            let e = parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                e.contains("sandbox.profiles") || e.contains("net-allow"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -509,6 +509,7 @@ impl Executor {
             run_as: None,
             ro_binds: req.ro_binds.clone(),
             allow_degraded: cfg.sandbox.allow_degraded,
+            net_allow: profile.net_allow.clone(),
         };
         policy.validate().map_err(Error::Invalid)?;
         Ok((policy, name, output, timeout, memory))

@@ -212,6 +212,7 @@ fn read_warm() -> R<Policy> {
         run_as: w.run_as,
         ro_binds: Vec::new(),
         allow_degraded: false,
+        net_allow: Vec::new(),
     })
 }
 
@@ -270,7 +271,7 @@ fn run(warm: bool) -> R<Report> {
     // The network profile's egress runs outside the job's namespaces: its starter is forked
     // now, before unshare.
     let egress = if policy.network {
-        Some(super::net::prepare()?)
+        Some(super::net::prepare(&policy.net_allow)?)
     } else {
         None
     };

@@ -4,7 +4,8 @@
 //!
 //! - `policy`: what a job may do, as plain data.
 //! - `seccomp`: the filters, built as data.
-//! - `net`: the `net` profile's egress (slirp4netns outside the job's network namespace).
+//! - `net`: the `net` profile's egress (slirp4netns outside the job's network namespace) and its
+//!   reach (public IPv4 only, routes in the job's namespace).
 //! - `cgroup`: per-job cgroup v2 limits where a subtree is delegated (optional).
 //! - `spawn`: the daemon's side (asks the zygote for a helper per job, watches it by pidfd).
 //! - `zygote`: a small single-threaded process started once that forks a helper per job.
@@ -21,5 +22,5 @@ pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, Warm};
-pub use policy::{Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH};
+pub use policy::{Cidr, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH};
 pub use spawn::{Exit, Running, Sandbox, WarmSandbox};

@@ -124,6 +124,79 @@ pub struct Policy {
     pub ro_binds: Vec<(String, String)>,
     /// Run without landlock when the kernel lacks it (config `sandbox.allow-degraded`).
     pub allow_degraded: bool,
+    /// With `network`: the non-public IPv4 networks the job may reach all the same (the
+    /// profile's `net-allow`).
+    #[serde(default)]
+    pub net_allow: Vec<Cidr>,
+}
+
+/// An IPv4 network, written "A.B.C.D/N" (or a bare address for /32), with no host bits set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub const fn new(a: [u8; 4], prefix: u8) -> Cidr {
+        Cidr {
+            addr: std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+            prefix,
+        }
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+    }
+
+    /// Whether every address of `other` is in `self`.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        self.prefix <= other.prefix
+            && u32::from(other.addr) & Self::mask(self.prefix) == u32::from(self.addr)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: std::net::Ipv4Addr = a.trim().parse().map_err(|_| {
+            format!("expected an IPv4 network such as \"192.168.1.0/24\" (IPv6 egress is not offered), got {s:?}")
+        })?;
+        let prefix: u8 = p
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to 32"))?;
+        let net = u32::from(addr) & Self::mask(prefix);
+        if net != u32::from(addr) {
+            return Err(format!(
+                "{s:?} has host bits set (did you mean \"{}/{prefix}\"?)",
+                std::net::Ipv4Addr::from(net)
+            ));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The uid and gid the job has inside its user namespace.
@@ -188,6 +261,7 @@ mod tests {
             run_as: None,
             ro_binds: vec![],
             allow_degraded: false,
+            net_allow: vec![],
         }
     }
 
@@ -232,6 +306,19 @@ mod tests {
         assert_eq!(l.address_space_bytes, None);
         assert_eq!((l.data_bytes, l.stack_bytes), (64 << 20, 64 << 20));
         assert_eq!(MemoryLimitedBy::Cgroup.as_str(), "cgroup");
+    }
+
+    #[test]
+    fn cidrs_parse_canonical_ipv4_networks_only() {
+        let c: Cidr = "192.168.1.0/24".parse().unwrap();
+        assert_eq!(c, Cidr::new([192, 168, 1, 0], 24));
+        assert_eq!("10.1.2.3".parse::<Cidr>().unwrap().prefix, 32);
+        assert!("192.168.1.5/24".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("fd00::/8".parse::<Cidr>().is_err());
+        assert!(c.contains(&Cidr::new([192, 168, 1, 7], 32)));
+        assert!(!c.contains(&Cidr::new([192, 168, 0, 0], 16)));
+        assert!(Cidr::new([0, 0, 0, 0], 0).contains(&c));
     }
 
     #[test]

@@ -232,6 +232,19 @@ fn bad_requests_are_refused_and_run_nothing() {
     d.stop();
 }
 
+/// A global IPv6 address of this host (unique-local counts: `ip` calls it global), if any.
+fn host_address6() -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-6", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|cidr| Some(cidr.split('/').next()?.to_owned()))
+}
+
 /// A global IPv4 address of this host (not loopback, not link-local), if it has one.
 fn host_address() -> Option<std::net::Ipv4Addr> {
     let out = Command::new("ip")
@@ -245,14 +258,9 @@ fn host_address() -> Option<std::net::Ipv4Addr> {
         .and_then(|cidr| cidr.split('/').next()?.parse().ok())
 }
 
-/// The `net` profile: the job has its own network namespace with egress through slirp4netns.
-/// It reaches a listener on the host's own global address (the positive control: the same
-/// connect from a default-profile job is refused), but not the host's loopback through the
-/// gateway (10.0.2.2 is not mapped to it), nor link-local addresses (cloud metadata), and its
-/// resolver is slirp4netns's forwarder.
-#[test]
-fn net_profile_reaches_out_but_not_the_hosts_loopback_or_link_local() {
-    let reasons: Vec<String> = [
+/// Why the `net` profile's tests cannot run here, if they cannot.
+fn net_profile_skip_reasons() -> Vec<String> {
+    [
         (!std::path::Path::new("/usr/bin/slirp4netns").exists())
             .then(|| "slirp4netns is not installed (apt-get install slirp4netns)".to_owned()),
         std::fs::metadata("/dev/net/tun")
@@ -271,7 +279,49 @@ fn net_profile_reaches_out_but_not_the_hosts_loopback_or_link_local() {
     ]
     .into_iter()
     .flatten()
-    .collect();
+    .collect()
+}
+
+/// A python probe: connects to each (name, family, address, kind) in order and prints
+/// `name E errno` or `name OK`. It stops at the first connect that is not refused, so that a
+/// sandbox that lets one through never sends anything to the addresses after it (the first
+/// target is always on this host). Each connect is bounded by a short timeout: a refusal is
+/// immediate, a timeout is printed as `name E timeout`.
+fn net_probe(targets: &[(&str, &str, String, &str)]) -> String {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|(name, fam, addr, kind)| format!("('{name}', socket.{fam}, {addr}, '{kind}')"))
+        .collect();
+    format!(
+        "import socket\n\
+         for name, fam, a, kind in [{}]:\n\
+         \x20   s = socket.socket(fam, socket.SOCK_STREAM if kind == 'tcp' else socket.SOCK_DGRAM)\n\
+         \x20   s.settimeout(2)\n\
+         \x20   try:\n\
+         \x20       s.connect(a)\n\
+         \x20   except socket.timeout:\n\
+         \x20       print(name, 'E timeout'); continue\n\
+         \x20   except OSError as e:\n\
+         \x20       print(name, 'E', e.errno); continue\n\
+         \x20   print(name, 'OK'); break\n\
+         print('dns', open('/etc/resolv.conf').read().strip())\n",
+        list.join(", ")
+    )
+}
+
+/// The `net` profile reaches the public internet only. From a `net` job, by default, the
+/// host's own global address, private networks (RFC 1918, RFC 6598 with 100.100.100.200,
+/// another cloud's metadata address), link-local (169.254.169.254), the host's loopback
+/// through the gateway, and every IPv6 destination (the host's own ULA address, fc00::/7,
+/// link-local) are refused inside the job's network namespace, over TCP and UDP, with the
+/// refusal errno (a prohibit route: EACCES), not a timeout. Positive control: once the host's
+/// address is on the profile's `net-allow` list, the same job reaches it. Runs against a root
+/// daemon (per-job uids) and an unprivileged one. No packet is sent to an address that is
+/// not on this host: the probe stops at the first connect that is not refused, and its first
+/// target is the host's own address.
+#[test]
+fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() {
+    let reasons = net_profile_skip_reasons();
     if !reasons.is_empty() {
         eprintln!("SKIPPED: {}", reasons.join("; "));
         return;
@@ -281,46 +331,183 @@ fn net_profile_reaches_out_but_not_the_hosts_loopback_or_link_local() {
     let public_port = public.local_addr().unwrap().port();
     let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let private_port = private.local_addr().unwrap().port();
-    let (mut d, token) = start_daemon(None);
-    let probe = format!(
-        "import socket\n\
-         for name, a in [('host', ('{addr}', {public_port})), ('gateway', ('10.0.2.2', {private_port})), \
-                         ('metadata', ('169.254.169.254', 80))]:\n\
-         \x20   s = socket.socket(); s.settimeout(3)\n\
-         \x20   try:\n\
-         \x20       s.connect(a); print(name, 'OK')\n\
-         \x20   except OSError as e:\n\
-         \x20       print(name, 'E', e.errno)\n\
-         print('dns', open('/etc/resolv.conf').read().strip())\n"
-    );
-    let net = post(
-        &d,
-        &token,
-        &json!({"argv": ["python3", "-c", probe], "profile": "net"}),
-    )
-    .json();
-    assert_eq!(net["status"], "ok", "{net}");
-    let out = net["stdout"].as_str().unwrap();
-    assert!(out.contains("host OK"), "the host's global address: {out}");
-    assert!(
-        out.contains(&format!("gateway E {}", libc::ENETUNREACH))
-            || out.contains(&format!("gateway E {}", libc::ECONNREFUSED)),
-        "the host's loopback through the gateway: {out}"
-    );
-    assert!(
-        out.contains(&format!("metadata E {}", libc::EHOSTUNREACH)),
-        "link-local: {out}"
-    );
-    assert!(out.contains("dns nameserver 10.0.2.3"), "{out}");
-    // Control: without the profile the same connect to the host's address fails.
-    let off = post(&d, &token, &json!({"argv": ["python3", "-c", probe]})).json();
-    let out = off["stdout"].as_str().unwrap();
-    assert!(
-        out.contains(&format!("host E {}", libc::ENETUNREACH)),
-        "{off}"
-    );
-    drop((public, private));
-    d.stop();
+    let v6 = std::net::TcpListener::bind("[::]:0").unwrap();
+    let v6_port = v6.local_addr().unwrap().port();
+    // The host's own IPv6 address when it has one (else a unique-local one: the job has no
+    // IPv6 route at all, so nothing is sent either way).
+    let host6 = host_address6().unwrap_or_else(|| "fd00::2".to_owned());
+    let t = |s: &str| s.to_owned();
+    let refused = net_probe(&[
+        (
+            "host-tcp",
+            "AF_INET",
+            format!("('{addr}', {public_port})"),
+            "tcp",
+        ),
+        (
+            "host-udp",
+            "AF_INET",
+            format!("('{addr}', {public_port})"),
+            "udp",
+        ),
+        ("rfc1918-10", "AF_INET", t("('10.20.30.40', 80)"), "tcp"),
+        ("rfc1918-172", "AF_INET", t("('172.16.5.5', 80)"), "tcp"),
+        ("rfc1918-192", "AF_INET", t("('192.168.77.1', 53)"), "udp"),
+        ("shared", "AF_INET", t("('100.64.0.1', 80)"), "tcp"),
+        (
+            "metadata-alibaba",
+            "AF_INET",
+            t("('100.100.100.200', 80)"),
+            "tcp",
+        ),
+        (
+            "metadata-alibaba-udp",
+            "AF_INET",
+            t("('100.100.100.200', 80)"),
+            "udp",
+        ),
+        ("metadata", "AF_INET", t("('169.254.169.254', 80)"), "tcp"),
+        (
+            "gateway",
+            "AF_INET",
+            format!("('10.0.2.2', {private_port})"),
+            "tcp",
+        ),
+        (
+            "host6-tcp",
+            "AF_INET6",
+            format!("('{host6}', {v6_port})"),
+            "tcp",
+        ),
+        (
+            "host6-udp",
+            "AF_INET6",
+            format!("('{host6}', {v6_port})"),
+            "udp",
+        ),
+        ("ula6", "AF_INET6", t("('fd12:3456::1', 80)"), "tcp"),
+        (
+            "linklocal6",
+            "AF_INET6",
+            t("('fe80::2', 80, 0, dict((n, i) for i, n in socket.if_nameindex()).get('tap0', 0))"),
+            "tcp",
+        ),
+    ]);
+    let eacces = libc::EACCES.to_string();
+    for user in [None, Some(crate::sandbox::test_user())] {
+        let (mut d, token) = start_daemon(user);
+        let net = post(
+            &d,
+            &token,
+            &json!({"argv": ["python3", "-c", refused], "profile": "net"}),
+        )
+        .json();
+        assert_eq!(net["status"], "ok", "daemon as {user:?}: {net}");
+        let out = net["stdout"].as_str().unwrap();
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("daemon as {user:?}: no line for {name}: {out}"))
+                .to_owned()
+        };
+        for name in [
+            "host-tcp",
+            "host-udp",
+            "rfc1918-10",
+            "rfc1918-172",
+            "rfc1918-192",
+            "shared",
+            "metadata-alibaba",
+            "metadata-alibaba-udp",
+            "metadata",
+            "host6-tcp",
+            "host6-udp",
+            "ula6",
+        ] {
+            assert_eq!(
+                line(name),
+                format!("{name} E {eacces}"),
+                "daemon as {user:?}: {name} must be refused with EACCES: {out}"
+            );
+        }
+        // The host's loopback through slirp4netns's gateway: slirp refuses it
+        // (`--disable-host-loopback`).
+        let gw = line("gateway");
+        assert!(
+            gw == format!("gateway E {}", libc::ENETUNREACH)
+                || gw == format!("gateway E {}", libc::ECONNREFUSED),
+            "daemon as {user:?}: the host's loopback through the gateway: {out}"
+        );
+        // IPv6 link-local on the job's interface: the interface has no IPv6.
+        let ll = line("linklocal6");
+        assert!(
+            [libc::ENETUNREACH, libc::EACCES, libc::EADDRNOTAVAIL]
+                .iter()
+                .any(|e| ll == format!("linklocal6 E {e}")),
+            "daemon as {user:?}: IPv6 link-local: {out}"
+        );
+        assert!(out.contains("dns nameserver 10.0.2.3"), "{out}");
+        // Control: without the profile the same connect to the host's address fails too,
+        // for want of any route.
+        let off = post(&d, &token, &json!({"argv": ["python3", "-c", refused]})).json();
+        let out = off["stdout"].as_str().unwrap();
+        assert!(
+            out.contains(&format!("host-tcp E {}", libc::ENETUNREACH)),
+            "{off}"
+        );
+        d.stop();
+    }
+    // Positive control: the host's address on the allow-list is reached (root daemon and
+    // unprivileged one), and what is not on it is still refused.
+    let allowed = net_probe(&[
+        (
+            "host-tcp",
+            "AF_INET",
+            format!("('{addr}', {public_port})"),
+            "tcp",
+        ),
+        ("rfc1918-10", "AF_INET", t("('10.20.30.40', 80)"), "tcp"),
+    ]);
+    for user in [None, Some(crate::sandbox::test_user())] {
+        let mut d = Daemon::start_with(Options {
+            config: format!(
+                "[rate-limit]\nenabled = false\n\
+                 [sandbox.profiles.default]\n\
+                 [sandbox.profiles.net]\nnetwork = true\nnet-allow = [\"{addr}/32\"]\n"
+            ),
+            user,
+            ..Options::default()
+        });
+        let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        // The refusal first (so nothing private is probed if the allow-list leaked).
+        let r = post(
+            &d,
+            &token,
+            &json!({"argv": ["python3", "-c", net_probe(&[("rfc1918-10", "AF_INET", t("('10.20.30.40', 80)"), "tcp")])], "profile": "net"}),
+        )
+        .json();
+        assert_eq!(
+            r["stdout"].as_str().unwrap_or("").lines().next(),
+            Some(format!("rfc1918-10 E {eacces}").as_str()),
+            "daemon as {user:?}, allow-list: {r}"
+        );
+        let r = post(
+            &d,
+            &token,
+            &json!({"argv": ["python3", "-c", allowed], "profile": "net"}),
+        )
+        .json();
+        let out = r["stdout"].as_str().unwrap_or("");
+        assert!(
+            out.contains("host-tcp OK"),
+            "daemon as {user:?}: the allowed host address must be reached: {r}"
+        );
+        d.stop();
+    }
+    drop((public, private, v6));
 }
 
 #[test]
@@ -674,6 +861,7 @@ fn nothing_allocates_between_fork_and_exec() {
                     run_as,
                     ro_binds: vec![],
                     allow_degraded: false,
+                    net_allow: vec![],
                 };
                 let mut running = sandbox.spawn(&policy, Vec::new()).await.unwrap();
                 let mut out = String::new();
