@@ -329,8 +329,26 @@ impl Auth {
         }
     }
 
-    /// Makes a token; its secret is returned once and stored only as a hash.
+    /// Makes a token; its secret is returned once and stored only as a hash. Refused (507)
+    /// below the free-disk floor, before anything is written.
     pub async fn create_token(
+        &self,
+        name: &str,
+        scopes: Scopes,
+        expires_in: Option<Duration>,
+    ) -> Result<NewToken> {
+        // Before the row: its audit row must fit too, or neither is written.
+        self.db.ensure_free(0)?;
+        self.make_token(name, scopes, expires_in).await
+    }
+
+    /// The first start's admin token: made whatever the free disk, since without it nobody
+    /// can get in to free space (a daemon on a full disk still starts, reporting not ready).
+    pub async fn create_initial_token(&self, name: &str, scopes: Scopes) -> Result<NewToken> {
+        self.make_token(name, scopes, None).await
+    }
+
+    async fn make_token(
         &self,
         name: &str,
         scopes: Scopes,
@@ -340,8 +358,6 @@ impl Auth {
         if scopes == Scopes::default() {
             return Err(Error::Invalid("at least one scope is needed".into()));
         }
-        // Before the row: its audit row must fit too, or neither is written.
-        self.db.ensure_free(0)?;
         let id = random_hex(8)?;
         let secret = random_hex(32)?;
         let token = format!("{TOKEN_PREFIX}{id}_{secret}");

@@ -434,7 +434,7 @@ async fn ensure_initial_admin_token(state: &AppState, state_dir: &Path) -> anyho
     }
     let token = state
         .auth
-        .create_token("initial-admin", Scopes::of(&[Scope::Admin]), None)
+        .create_initial_token("initial-admin", Scopes::of(&[Scope::Admin]))
         .await?;
     let path = state_dir.join(INITIAL_TOKEN_FILE);
     let tmp = state_dir.join(format!(".{INITIAL_TOKEN_FILE}.tmp"));
