@@ -36,10 +36,7 @@ fn start(fault: bool) -> (Daemon, String) {
         env,
         ..Options::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     (d, token)
 }
 

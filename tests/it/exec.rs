@@ -478,10 +478,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
             user,
             ..Options::default()
         });
-        let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let token = d.admin_token();
         // The refusal first (so nothing private is probed if the allow-list leaked).
         let r = post(
             &d,
@@ -926,10 +923,7 @@ fn warm_sandboxes_take_the_jobs_tmpfs_sizes() {
             .into(),
         ..Options::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     let df = "for m in /work /tmp /dev/shm; do stat -f -c '%b %S %c' $m; done";
     let sizes = |profile: &str| -> Vec<(u64, u64)> {
         let r = post(&d, &token, &json!({"command": df, "profile": profile})).json();

@@ -177,6 +177,14 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// The admin token the daemon wrote on its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("initial-admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }

@@ -151,10 +151,7 @@ fn call(d: &Daemon, token: &str, method: &str, path: &str, ct: &str, body: &[u8]
 }
 
 fn token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    d.admin_token()
 }
 
 /// The largest "MiB n" progress line of a job's output.

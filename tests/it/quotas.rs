@@ -17,10 +17,7 @@ fn start(extra: &str) -> D {
         config: format!("[rate-limit]\nenabled = false\n{extra}"),
         ..Options::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     D {
         d,
         bearer: format!("Bearer {token}"),

@@ -19,10 +19,7 @@ use crate::http::{self, Target};
 const GRACE: Duration = Duration::from_millis(1500);
 
 fn token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    d.admin_token()
 }
 
 fn tcp_addr(d: &Daemon) -> SocketAddr {
