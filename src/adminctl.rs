@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::audit::{Audit, Event};
-use crate::auth::{Auth, Scopes, parse_expiry};
-use crate::backup::{self, BackupError};
 use crate::cli::{BackupAction, TokenAction};
 use crate::config::Config;
 use crate::daemon::{DB_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
-use crate::db::Db;
+use crate::ops::backup::{self, BackupError};
+use crate::store::audit::{Audit, Event};
+use crate::store::auth::{Auth, Scopes, parse_expiry};
+use crate::store::db::Db;
 
 /// What went wrong, for the user.
 pub type CliResult<T> = Result<T, String>;
@@ -471,7 +471,7 @@ fn audit_offline<T, E: std::fmt::Display>(
             .and_then(|c| {
                 c.busy_timeout(Duration::from_secs(5))
                     .map_err(|e| e.to_string())?;
-                crate::audit::insert(&c, &ev).map_err(|e| e.to_string())
+                crate::store::audit::insert(&c, &ev).map_err(|e| e.to_string())
             });
     if let Err(e) = stored {
         eprintln!(

@@ -17,20 +17,20 @@ use tokio::sync::watch;
 
 use crate::api::access::Client;
 use crate::api::ratelimit::RateLimits;
-use crate::audit::{Audit, Event};
-use crate::auth::{Actor, Auth, Scope, Scopes};
-use crate::backup::{Backups, BlobPins};
+use crate::api::server::{self, Activity};
 use crate::config::{Config, ConfigSource, LiveConfig};
-use crate::db::Db;
-use crate::exec::Executor;
-use crate::files::Files;
-use crate::health::Health;
-use crate::kv::Kv;
+use crate::jobs::exec::Executor;
+use crate::jobs::sandbox::Sandbox;
 use crate::logging::LogHandle;
-use crate::metrics::Metrics;
-use crate::programs::Programs;
-use crate::sandbox::Sandbox;
-use crate::server::{self, Activity};
+use crate::ops::backup::{Backups, BlobPins};
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::store::audit::{Audit, Event};
+use crate::store::auth::{Actor, Auth, Scope, Scopes};
+use crate::store::db::Db;
+use crate::store::files::Files;
+use crate::store::kv::Kv;
+use crate::store::programs::Programs;
 use crate::systemd::{self, NamedListener};
 
 /// What every request handler can reach: one shared `Services`. Cloning is one reference
@@ -66,7 +66,7 @@ pub struct Services {
     /// The key-value store (`/api/v1/data`).
     pub kv: Kv,
     /// The places for its change streams (`kv.max-watches`, `kv.max-watches-per-token`).
-    pub watches: crate::kv::watches::WatchSlots,
+    pub watches: crate::store::kv::watches::WatchSlots,
     /// The file store under `$STATE_DIRECTORY/files`.
     pub files: Files,
     /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
@@ -85,7 +85,7 @@ impl AppState {
         live: Arc<LiveConfig>,
         health: Arc<Health>,
         sandbox: Sandbox,
-        cgroups: Option<crate::sandbox::Cgroups>,
+        cgroups: Option<crate::jobs::sandbox::Cgroups>,
     ) -> crate::error::Result<AppState> {
         db.set_min_free_disk(live.get().storage.min_free_disk);
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
@@ -110,7 +110,7 @@ impl AppState {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
             kv: Kv::new(db.clone(), live.get().kv.cache_size.0).with_free_disk_floor(live.clone()),
-            watches: crate::kv::watches::WatchSlots::new(live.clone()),
+            watches: crate::store::kv::watches::WatchSlots::new(live.clone()),
             db,
             live,
             health,
@@ -193,7 +193,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     prepare_state_dir(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
     // A restore a crash cut in its swap is finished before anything reads the state.
-    match crate::backup::recover_restore(&state_dir) {
+    match crate::ops::backup::recover_restore(&state_dir) {
         Ok(None) => {}
         Ok(Some(tag)) => {
             tracing::warn!(
@@ -201,7 +201,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 "finished a backup restore that a crash had interrupted"
             )
         }
-        Err(e @ crate::backup::BackupError::Conflict(_)) => {
+        Err(e @ crate::ops::backup::BackupError::Conflict(_)) => {
             tracing::error!(error = %e, "state set aside by an earlier restore needs a look")
         }
         Err(e) => {
@@ -243,7 +243,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             None,
             "off (sandbox.job-cgroups): jobs are limited by rlimits".to_owned(),
         ),
-        crate::config::JobCgroups::Auto => match crate::sandbox::Cgroups::detect_system() {
+        crate::config::JobCgroups::Auto => match crate::jobs::sandbox::Cgroups::detect_system() {
             Ok(cg) => {
                 let d = cg.describe();
                 (Some(cg), d)
@@ -255,9 +255,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     };
     let memory_limited_by = if cgroups.is_some() {
-        crate::sandbox::MemoryLimitedBy::Cgroup
+        crate::jobs::sandbox::MemoryLimitedBy::Cgroup
     } else {
-        crate::sandbox::MemoryLimitedBy::Rlimit
+        crate::jobs::sandbox::MemoryLimitedBy::Rlimit
     };
     tracing::info!(cgroups = %cgroup_detail, memory_limited_by = memory_limited_by.as_str(), "job cgroups");
 
@@ -328,10 +328,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // The sampler writes its last history slot when shutdown starts; the database is closed
     // only after it finished.
     if live.get().metrics.enabled {
-        crate::metrics::load_history(&metrics).await;
+        crate::ops::metrics::load_history(&metrics).await;
     }
     let sampler = live.get().metrics.enabled.then(|| {
-        tokio::spawn(crate::metrics::run_sampler(
+        tokio::spawn(crate::ops::metrics::run_sampler(
             metrics.clone(),
             shutdown_rx.clone(),
         ))
@@ -571,7 +571,7 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// How often the audit events recorded since are moved into the indexed trail
-/// ([`Audit::seal`](crate::audit::Audit::seal)).
+/// ([`Audit::seal`](crate::store::audit::Audit::seal)).
 const AUDIT_SEAL_EVERY: Duration = Duration::from_secs(1);
 
 /// Every `AUDIT_SEAL_EVERY`: the new audit events go into the indexed trail, in one job.

@@ -21,22 +21,12 @@
 
 pub mod adminctl;
 pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod db;
 pub mod error;
-pub mod exec;
-pub mod files;
-pub mod health;
-pub mod kv;
+pub mod jobs;
 pub mod logging;
-pub mod metrics;
-pub mod programs;
-pub mod sandbox;
-pub mod server;
-pub mod stored;
+pub mod ops;
+pub mod store;
 pub mod systemd;

@@ -18,8 +18,8 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Token { config, action } => token(config, action),
         Command::Backup { config, action } => backup(config, action),
-        Command::SandboxHelper => localhostd::sandbox::child::main(),
-        Command::SandboxZygote => localhostd::sandbox::zygote::main(),
+        Command::SandboxHelper => localhostd::jobs::sandbox::child::main(),
+        Command::SandboxZygote => localhostd::jobs::sandbox::zygote::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::ratelimit::{Class, Decision};
 use super::request_id;
-use crate::audit::Event;
-use crate::auth::{Actor, Refusal, Scope};
+use crate::api::server::{ConnInfo, Remote};
 use crate::config::{Config, ProxySpec};
 use crate::daemon::AppState;
-use crate::server::{ConnInfo, Remote};
+use crate::store::audit::Event;
+use crate::store::auth::{Actor, Refusal, Scope};
 
 /// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "lhd_session";
@@ -265,7 +265,7 @@ fn check_csrf(
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or("missing X-CSRF-Token header (the csrf_token from POST /api/v1/session)")?;
-    if !crate::auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+    if !crate::store::auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err("X-CSRF-Token does not match this session".into());
     }
     Ok(())

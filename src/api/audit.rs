@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::audit::Filter;
 use crate::daemon::AppState;
+use crate::store::audit::Filter;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

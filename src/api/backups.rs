@@ -14,7 +14,7 @@ use crate::daemon::AppState;
 
 /// The audit trail takes the domain error; a backup error is recorded by its message alone
 /// (a message-only variant, so the row reads "error: <message>").
-fn for_audit<T>(r: &Result<T, crate::backup::BackupError>) -> crate::error::Result<()> {
+fn for_audit<T>(r: &Result<T, crate::ops::backup::BackupError>) -> crate::error::Result<()> {
     match r {
         Ok(_) => Ok(()),
         Err(e) => Err(crate::error::Error::Invalid(e.to_string())),

@@ -1,5 +1,5 @@
 //! `/api/v1/data`: the key-value store over HTTP: get, put, delete, list, batch, and watch as
-//! Server-Sent Events. Thin: read the request, call [`crate::kv`], shape the response. A
+//! Server-Sent Events. Thin: read the request, call [`crate::store::kv`], shape the response. A
 //! version travels as a quoted ETag (`"7"`) and as a string in bodies.
 
 use std::collections::VecDeque;
@@ -23,11 +23,11 @@ use super::extract::Json;
 use super::extract::Requester;
 use super::request_id;
 use super::routes::BodyLimit;
-use crate::auth::Actor;
 use crate::daemon::AppState;
 use crate::error::Error;
-use crate::kv::watches::WatchSlot;
-use crate::kv::{self, Change, Cond, Entry, Kv, Op, Origin, Written};
+use crate::store::auth::Actor;
+use crate::store::kv::watches::WatchSlot;
+use crate::store::kv::{self, Change, Cond, Entry, Kv, Op, Origin, Written};
 
 /// How often an idle watch stream sends a progress event (keeps proxies and clients from
 /// timing out, and moves the client's Last-Event-ID forward).

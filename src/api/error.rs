@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::request_id;
-use crate::backup::BackupError;
 use crate::error::Error;
+use crate::ops::backup::BackupError;
 
 /// Marks a response whose body is already our error shape, so the normalizing middleware
 /// leaves it alone.

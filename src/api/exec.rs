@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
 use crate::daemon::AppState;
-use crate::exec::{Caller, Chunk, ExecRequest, ExecResult, RequestLimits};
+use crate::jobs::exec::{Caller, Chunk, ExecRequest, ExecResult, RequestLimits};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

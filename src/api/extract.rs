@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::access::Client;
 use super::error::ApiError;
-use crate::auth::Actor;
+use crate::store::auth::Actor;
 
 /// A JSON request body, deserialized into `T`.
 pub struct Json<T>(pub T);

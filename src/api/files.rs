@@ -17,9 +17,9 @@ use serde_json::json;
 use super::access::Client;
 use super::error::ApiError;
 use super::extract::{IdleBounded, Requester};
-use crate::auth::Actor;
 use crate::daemon::AppState;
-use crate::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
+use crate::store::auth::Actor;
+use crate::store::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
 
 fn caller(actor: &Actor, client: &Client) -> Caller {
     Caller {

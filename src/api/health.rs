@@ -66,7 +66,7 @@ pub async fn report(State(state): State<AppState>) -> Response {
     let missing = state.files.missing().len();
     let mut facts = serde_json::Map::new();
     facts.insert("missing_blobs".into(), missing.into());
-    report.components.push(crate::health::Component {
+    report.components.push(crate::ops::health::Component {
         name: "files",
         status: if missing == 0 { "ok" } else { "degraded" },
         facts,

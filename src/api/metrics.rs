@@ -1,5 +1,5 @@
 //! `/metrics` (Prometheus text format), `/api/v1/dashboard`, `/api/v1/metrics/history` and
-//! `/api/v1/alerts`: thin handlers over `crate::metrics`.
+//! `/api/v1/alerts`: thin handlers over `crate::ops::metrics`.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::daemon::AppState;
-use crate::metrics::history;
+use crate::ops::metrics::history;
 
 /// The exposition format's content type (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

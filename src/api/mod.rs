@@ -16,6 +16,7 @@ mod programs;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
+pub mod server;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -32,8 +33,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use tower::Layer;
 
+use crate::api::server::ConnInfo;
 use crate::daemon::AppState;
-use crate::server::ConnInfo;
 use error::{ApiError, ErrorBody};
 
 /// The whole HTTP API as one service: [`Api`], behind CORS when `auth.cors-origins` lists

@@ -1,7 +1,7 @@
 //! `/api/v1/programs`: upload (a single file as the raw body with `?name=` or as
 //! `multipart/form-data`, or a ZIP project),
 //! list, get, choose the main file, run (JSON result or Server-Sent Events, as
-//! `/api/v1/exec`), run history, delete. Thin: the rules live in `crate::programs`.
+//! `/api/v1/exec`), run history, delete. Thin: the rules live in `crate::store::programs`.
 
 use std::time::Duration;
 
@@ -20,10 +20,10 @@ use super::error::ApiError;
 use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
 use super::extract::Json;
 use super::extract::Requester;
-use crate::auth::Actor;
 use crate::daemon::AppState;
-use crate::exec::Caller;
-use crate::programs::{RunRequest, UploadMeta};
+use crate::jobs::exec::Caller;
+use crate::store::auth::Actor;
+use crate::store::programs::{RunRequest, UploadMeta};
 
 fn caller(actor: &Actor, client: &Client) -> Caller {
     Caller {
@@ -114,7 +114,7 @@ async fn upload_multipart(
         }
     };
     let mut main = q.main;
-    let mut stored: Option<(crate::programs::Staging, String, bool)> = None;
+    let mut stored: Option<(crate::store::programs::Staging, String, bool)> = None;
     while let Some(mut field) = form.next_field().await.map_err(part_error)? {
         match field.name() {
             Some("main") => {

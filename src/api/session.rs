@@ -12,8 +12,8 @@ use super::access::{self, Client, session_cookie_name};
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use crate::auth::{Actor, Via};
 use crate::daemon::AppState;
+use crate::store::auth::{Actor, Via};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,11 +12,11 @@ use tower::ServiceExt;
 
 use super::access::Access;
 use super::routes;
-use crate::auth::{Scope, Scopes};
 use crate::config::{Config, LiveConfig};
 use crate::daemon::AppState;
-use crate::db::Db;
-use crate::health::Health;
+use crate::ops::health::Health;
+use crate::store::auth::{Scope, Scopes};
+use crate::store::db::Db;
 
 async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
@@ -33,10 +33,10 @@ async fn state_with(cfg: Config) -> (tempfile::TempDir, AppState) {
         socket_activated: false,
         job_cgroups: "not available (tests)".into(),
         cgroups_delegated: false,
-        memory_limited_by: crate::sandbox::MemoryLimitedBy::Rlimit,
+        memory_limited_by: crate::jobs::sandbox::MemoryLimitedBy::Rlimit,
         shutting_down: rx,
     });
-    let sandbox = crate::sandbox::Sandbox::start(
+    let sandbox = crate::jobs::sandbox::Sandbox::start(
         // No job runs in these tests (the binary is not built for unit tests).
         std::path::PathBuf::from("/nonexistent/localhostd"),
     )
@@ -265,7 +265,7 @@ async fn revoked_and_expired_tokens_are_refused() {
     // Both refusals are in the audit trail.
     let page = state
         .audit
-        .list(crate::audit::Filter {
+        .list(crate::store::audit::Filter {
             limit: 10,
             action: Some("auth.failed".into()),
             ..Default::default()
@@ -645,7 +645,7 @@ async fn writes_below_the_free_disk_floor_answer_507_and_store_nothing() {
     let rows = |state: AppState| async move {
         state
             .audit
-            .list(crate::audit::Filter {
+            .list(crate::store::audit::Filter {
                 limit: 1000,
                 ..Default::default()
             })

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use crate::auth::{Scope, Scopes, parse_expiry};
 use crate::daemon::AppState;
+use crate::store::auth::{Scope, Scopes, parse_expiry};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

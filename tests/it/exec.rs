@@ -820,7 +820,7 @@ fn nothing_allocates_between_fork_and_exec() {
         // single-threaded process): one sandbox, so one zygote, per 4 jobs makes this test
         // process fork 50 times while the other threads allocate.
         let sandboxes: Vec<_> = (0..50)
-            .map(|_| localhostd::sandbox::Sandbox::start(BIN.into()).unwrap())
+            .map(|_| localhostd::jobs::sandbox::Sandbox::start(BIN.into()).unwrap())
             .collect();
         // Other threads allocate hard the whole time.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -839,11 +839,11 @@ fn nothing_allocates_between_fork_and_exec() {
         for i in 0..200 {
             let sandbox = sandboxes[i / 4].clone();
             tasks.push(tokio::spawn(async move {
-                let policy = localhostd::sandbox::Policy {
+                let policy = localhostd::jobs::sandbox::Policy {
                     argv: vec!["/bin/sh".into(), "-c".into(), format!("echo {i}")],
                     env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-                    cwd: localhostd::sandbox::SCRATCH.into(),
-                    limits: localhostd::sandbox::Limits {
+                    cwd: localhostd::jobs::sandbox::SCRATCH.into(),
+                    limits: localhostd::jobs::sandbox::Limits {
                         cpu_s: 10,
                         data_bytes: 1 << 30,
                         address_space_bytes: None,

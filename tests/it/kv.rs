@@ -163,7 +163,7 @@ fn acknowledged_writes_survive_kill_9_mid_storm() {
 /// makes evictions (and so refused stale fills) happen all the time; deletes are mixed in.
 /// This shows the wiring under load (a write not recorded in the cache, or recorded after its
 /// answer, fails it at once); the ordering rules for racing fills, whose windows are a few
-/// microseconds wide, are shown deterministically by the unit tests in src/kv/cache.rs.
+/// microseconds wide, are shown deterministically by the unit tests in src/store/kv/cache.rs.
 #[test]
 fn reads_never_go_back_in_time_through_the_cache() {
     use std::sync::atomic::AtomicU64;

@@ -24,12 +24,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::audit::{self, Event};
-use crate::backup::BlobPins;
 use crate::config::{Config, LiveConfig};
-use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::stored::{BlobId, open_beneath};
+use crate::ops::backup::BlobPins;
+use crate::store::audit::{self, Event};
+use crate::store::db::Db;
+use crate::store::stored::{BlobId, open_beneath};
 
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
@@ -168,7 +168,7 @@ fn get_meta(c: &rusqlite::Connection, path: &str) -> Result<Option<FileMeta>> {
 }
 
 /// Who asked (the audit trail's caller).
-pub use crate::audit::Caller;
+pub use crate::store::audit::Caller;
 
 /// Conditions on the file currently at the path.
 #[derive(Debug, Clone, Default)]
@@ -765,7 +765,7 @@ impl Files {
             })
             .await?;
         let cfg = self.inner.live.get();
-        let free = crate::health::free_bytes(self.free_probe()).unwrap_or(0);
+        let free = crate::ops::health::free_bytes(self.free_probe()).unwrap_or(0);
         Ok(Usage {
             used_bytes: u64::try_from(used).unwrap_or(0),
             file_count: u64::try_from(count).unwrap_or(0),
@@ -813,7 +813,7 @@ fn check_disk(root: &Path, cfg: &Config, more: u64) -> Result<()> {
     } else {
         root.parent().unwrap_or(root)
     };
-    crate::health::ensure_free(probe, cfg.storage.min_free_disk, more)
+    crate::ops::health::ensure_free(probe, cfg.storage.min_free_disk, more)
 }
 
 fn encode_cursor(m: &FileMeta, sort: Sort) -> String {
@@ -838,10 +838,10 @@ fn list_query(
     after: Option<(i64, String)>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    let mut w = crate::db::Conditions::default();
+    let mut w = crate::store::db::Conditions::default();
     if !prefix.is_empty() {
         w.add("path >=", prefix.to_owned());
-        if let Some(upper) = crate::db::prefix_upper(prefix) {
+        if let Some(upper) = crate::store::db::prefix_upper(prefix) {
             w.add("path <", upper);
         }
     }
@@ -1227,7 +1227,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let plan = |sort: Sort, prefix: &'static str, after: Option<(i64, String)>| {
             let (sql, args) = list_query(prefix, sort, after, 101);
-            db.write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
+            db.write(move |c| Ok(crate::store::db::query_plan(c, &sql, args)?))
         };
         let cursor = Some((0, "docs/m.txt".to_owned()));
         let by_name = plan(Sort::Name, "docs/", cursor).await.unwrap();

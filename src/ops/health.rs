@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::LiveConfig;
-use crate::db::{self, Db};
+use crate::store::db::{self, Db};
 
 /// How long a readiness probe waits for the database before calling it failed.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +30,7 @@ pub struct Health {
     /// rlimits).
     pub cgroups_delegated: bool,
     /// What holds jobs to their memory limit: a memory cgroup or rlimits.
-    pub memory_limited_by: crate::sandbox::MemoryLimitedBy,
+    pub memory_limited_by: crate::jobs::sandbox::MemoryLimitedBy,
     /// Turns true when shutdown starts: from then on we are not ready.
     pub shutting_down: watch::Receiver<bool>,
 }

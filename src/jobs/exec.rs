@@ -12,14 +12,14 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::audit;
-use crate::auth::{now_unix, rfc3339};
 use crate::config::{LiveConfig, SandboxProfile};
-use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::sandbox::{
+use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
 };
+use crate::store::audit;
+use crate::store::auth::{now_unix, rfc3339};
+use crate::store::db::Db;
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +54,7 @@ pub struct ExecRequest {
 }
 
 /// Who asked (the audit trail's caller).
-pub use crate::audit::Caller;
+pub use crate::store::audit::Caller;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,9 +181,9 @@ struct Inner {
     as_root: bool,
     /// Where per-job memory cgroups are made (a delegated cgroup v2 subtree or the cgroup v1
     /// memory controller), when there is one; without, rlimits limit memory.
-    cgroups: Option<crate::sandbox::Cgroups>,
+    cgroups: Option<crate::jobs::sandbox::Cgroups>,
     /// Executions by status, their duration and the sandbox's spawn latency.
-    metrics: crate::metrics::Metrics,
+    metrics: crate::ops::metrics::Metrics,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -247,8 +247,8 @@ impl Executor {
         sandbox: Sandbox,
         db: Db,
         live: Arc<LiveConfig>,
-        cgroups: Option<crate::sandbox::Cgroups>,
-        metrics: crate::metrics::Metrics,
+        cgroups: Option<crate::jobs::sandbox::Cgroups>,
+        metrics: crate::ops::metrics::Metrics,
     ) -> Executor {
         let max = live.get().exec.max_concurrent;
         Executor {
@@ -354,7 +354,7 @@ impl Executor {
                         Some(cg) => Some(
                             cg.create(
                                 &random_id()?,
-                                crate::sandbox::CgroupLimits {
+                                crate::jobs::sandbox::CgroupLimits {
                                     memory_bytes: profile.memory.bytes(),
                                     pids: profile.processes,
                                     cpus: 1.0,
@@ -378,7 +378,7 @@ impl Executor {
                         .inner
                         .sandbox
                         .warm_in(
-                            crate::sandbox::Warm {
+                            crate::jobs::sandbox::Warm {
                                 run_as: lease.uid.map(|u| (u, u)),
                                 tmpfs_bytes,
                                 tmpfs_inodes: profile.tmpfs_inodes,
@@ -605,7 +605,7 @@ impl Executor {
         // The job's clock starts before its sandbox is asked for: a slow start is the job's
         // time, and every wait from here to the answer ends by `due + END_GRACE`.
         let due = tokio::time::Instant::now() + timeout;
-        let limits = crate::sandbox::CgroupLimits {
+        let limits = crate::jobs::sandbox::CgroupLimits {
             memory_bytes: memory.memory_bytes,
             pids: policy.limits.processes,
             cpus: 1.0,
@@ -657,7 +657,7 @@ impl Executor {
         };
         // Spawn latency is measured to the job's execve (its report carries the time): the
         // same for a warm sandbox and one built on demand.
-        let spawn_start = crate::sandbox::child::monotonic_ns();
+        let spawn_start = crate::jobs::sandbox::child::monotonic_ns();
         let mut running = match warm {
             Some(w) if w.fits(policy) => w.start(policy, stdin)?,
             _ => {
@@ -898,7 +898,7 @@ impl Executor {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page> {
-        let before = crate::db::seq_cursor(cursor.as_deref(), 'e')?;
+        let before = crate::store::db::seq_cursor(cursor.as_deref(), 'e')?;
         self.inner
             .db
             .read(move |c| {
@@ -987,7 +987,7 @@ fn history_query(
     before: Option<i64>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    let mut w = crate::db::Conditions::default();
+    let mut w = crate::store::db::Conditions::default();
     if let Some(p) = program_id {
         w.add("program_id =", p);
     }
@@ -1065,7 +1065,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let (sql, args) = history_query(Some("p1".into()), Some(40), 101);
         let plan = db
-            .write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
+            .write(move |c| Ok(crate::store::db::query_plan(c, &sql, args)?))
             .await
             .unwrap();
         assert!(

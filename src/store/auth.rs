@@ -12,8 +12,8 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::store::db::Db;
 
 /// What a credential allows. `admin` implies every other scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

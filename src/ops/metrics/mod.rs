@@ -27,8 +27,8 @@ use prometheus::{
 };
 
 use crate::config::LiveConfig;
-use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::store::db::Db;
 
 pub use sampler::{Sample, load_history, run as run_sampler};
 
@@ -340,7 +340,7 @@ impl Metrics {
         for how in ["event", "summarized"] {
             auth_failures.with_label_values(&[how]).reset();
         }
-        for status in crate::exec::Status::ALL {
+        for status in crate::jobs::exec::Status::ALL {
             executions.with_label_values(&[status.as_str()]).reset();
         }
         Ok(Metrics {
@@ -501,7 +501,7 @@ impl Metrics {
 
     /// The history of `series` (indexes into [`history::SERIES`]) over the last `range_s`.
     pub fn history(&self, series: &[usize], range_s: i64) -> dashboard::HistoryView {
-        let now = crate::auth::now_unix();
+        let now = crate::store::auth::now_unix();
         let (res, points) = match self.inner.history.lock() {
             Ok(h) => h.range(now, range_s),
             Err(p) => p.into_inner().range(now, range_s),

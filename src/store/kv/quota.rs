@@ -103,7 +103,7 @@ impl DiskFloor {
             return Ok(());
         }
         let floor = self.live.get().storage.min_free_disk;
-        let free = crate::health::free_bytes(&self.dir).map_err(Error::Io)?;
+        let free = crate::ops::health::free_bytes(&self.dir).map_err(Error::Io)?;
         let Some(room) = free
             .checked_sub(floor.bytes())
             .and_then(|r| r.checked_sub(more))

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::auth::{now_unix, rfc3339};
-use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::store::auth::{now_unix, rfc3339};
+use crate::store::db::Db;
 
 /// One event to record.
 #[derive(Debug, Clone, Default)]
@@ -210,7 +210,7 @@ fn list_query(
     before: Option<i64>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    let mut w = crate::db::Conditions::default();
+    let mut w = crate::store::db::Conditions::default();
     if let Some(a) = actor {
         w.add("actor =", a.to_owned());
     }
@@ -333,7 +333,7 @@ impl Audit {
             .as_deref()
             .map(|s| parse_time(s, "until"))
             .transpose()?;
-        let before = crate::db::seq_cursor(f.cursor.as_deref(), 'a')?;
+        let before = crate::store::db::seq_cursor(f.cursor.as_deref(), 'a')?;
         let limit = f.limit;
         let (actor, action) = (f.actor, f.action);
         self.db
@@ -466,7 +466,7 @@ mod tests {
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
         let plan = |actor: Option<&'static str>, action: Option<&'static str>| {
             let (sql, args) = list_query(actor, action, None, None, Some(10), 101);
-            db.write(move |c| Ok(crate::db::query_plan(c, &sql, args)?))
+            db.write(move |c| Ok(crate::store::db::query_plan(c, &sql, args)?))
         };
         // Each filter walks its index in audit_log and the recent table by id, both newest
         // first, merged: no sort step.
@@ -835,7 +835,7 @@ mod tests {
     async fn migration_10_keeps_the_trail() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
-        crate::db::database_at_schema(
+        crate::store::db::database_at_schema(
             &p,
             9,
             "INSERT INTO audit(id, at, actor, action, target, result, client, request_id, detail)

@@ -25,7 +25,7 @@ pub struct HistoryView {
 }
 
 fn rfc3339(unix: i64) -> String {
-    crate::auth::rfc3339(unix)
+    crate::store::auth::rfc3339(unix)
 }
 
 fn rfc3339_ms(ms: i64) -> String {
@@ -164,7 +164,7 @@ fn recent(c: &rusqlite::Connection) -> Result<Activity> {
             })
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let kv_changes = crate::kv::newest_changes(c, RECENT)?
+    let kv_changes = crate::store::kv::newest_changes(c, RECENT)?
         .into_iter()
         .map(|(revision, op, key, at)| RecentChange {
             revision,
@@ -208,7 +208,7 @@ impl Metrics {
             database_bytes: u64::try_from(self.inner.db_bytes.get()).unwrap_or(0),
         };
         Ok(Dashboard {
-            generated_at: rfc3339(crate::auth::now_unix()),
+            generated_at: rfc3339(crate::store::auth::now_unix()),
             sampled_at: sample
                 .as_ref()
                 .map(|s| humantime::format_rfc3339_seconds(s.at).to_string()),

@@ -254,7 +254,7 @@ pub struct SandboxProfile {
     pub network: bool,
     /// With `network`: IPv4 networks the job may reach although they are not public (a LAN,
     /// the host's own address), e.g. ["192.168.1.0/24"]. Empty: public addresses only.
-    pub net_allow: Vec<crate::sandbox::Cidr>,
+    pub net_allow: Vec<crate::jobs::sandbox::Cidr>,
     pub cpu_time: HumanDuration,
     /// Memory of a job (`memory_bytes`): its memory cgroup's limit, or without one what its
     /// data segment, stack, address space and tmpfs mounts share.
@@ -1146,8 +1146,8 @@ impl Config {
                 ));
             }
             if let Some(c) = p.net_allow.iter().find(|c| {
-                crate::sandbox::Cidr::new([127, 0, 0, 0], 8).contains(c)
-                    || crate::sandbox::Cidr::new([10, 0, 2, 0], 24).contains(c)
+                crate::jobs::sandbox::Cidr::new([127, 0, 0, 0], 8).contains(c)
+                    || crate::jobs::sandbox::Cidr::new([10, 0, 2, 0], 24).contains(c)
             }) {
                 return Err(invalid(
                     "sandbox.profiles",
@@ -1494,8 +1494,8 @@ mod tests {
         assert_eq!(
             c.sandbox.profiles["net"].net_allow,
             vec![
-                crate::sandbox::Cidr::new([192, 168, 1, 0], 24),
-                crate::sandbox::Cidr::new([192, 0, 2, 2], 32)
+                crate::jobs::sandbox::Cidr::new([192, 168, 1, 0], 24),
+                crate::jobs::sandbox::Cidr::new([192, 0, 2, 2], 32)
             ]
         );
         for bad in [

@@ -23,10 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
-use crate::audit::{self, Event};
 use crate::config::{KvConfig, LiveConfig};
-use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::store::audit::{self, Event};
+use crate::store::db::Db;
 
 /// Longest key, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -679,7 +679,7 @@ impl Kv {
     ) -> Result<Page> {
         let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
         let prefix = prefix.to_owned();
-        let upper = crate::db::prefix_upper(&prefix);
+        let upper = crate::store::db::prefix_upper(&prefix);
         self.db
             .read(move |c| {
                 let tx = c.unchecked_transaction()?;
@@ -878,7 +878,7 @@ mod tests {
 
     #[test]
     fn prefix_ranges_cover_exactly_the_prefix() {
-        use crate::db::prefix_upper;
+        use crate::store::db::prefix_upper;
         assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
         assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));

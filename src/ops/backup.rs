@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{BackupConfig, LiveConfig};
-use crate::stored::{BlobId, ProgramId, ProgramPath};
+use crate::store::stored::{BlobId, ProgramId, ProgramPath};
 
 /// The archive layout this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -603,7 +603,7 @@ pub fn create(
     let mut data_files = 0u64;
     for (path, blob) in &blobs {
         // Beneath `blobs/`, never through a symlink.
-        match crate::stored::open_beneath(&src.blobs, blob.as_str()) {
+        match crate::store::stored::open_beneath(&src.blobs, blob.as_str()) {
             Ok(f) => {
                 add(&mut tar, &format!("files/blobs/{blob}"), f, 0o600)?;
                 data_files += 1;
@@ -1116,11 +1116,11 @@ pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored
 
     // 1. Extract and check every entry against the manifest.
     let (manifest, bytes) = walk_archive(archive, label, true, Some(&staging))?;
-    if manifest.schema_version > crate::db::SCHEMA_VERSION {
+    if manifest.schema_version > crate::store::db::SCHEMA_VERSION {
         return Err(BackupError::Unsupported(format!(
             "{label}: its database has schema version {}, this localhostd knows up to {}: restore it with a newer release",
             manifest.schema_version,
-            crate::db::SCHEMA_VERSION
+            crate::store::db::SCHEMA_VERSION
         )));
     }
     // 2. The database itself, and what it refers to.
@@ -1373,8 +1373,8 @@ fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (id, files, main) in rows {
             let pid = ProgramId::parse(&id).map_err(|e| bad(format!("names {e}: refused")))?;
-            let files: Vec<crate::programs::FileEntry> =
-                serde_json::from_str(&files).map_err(|e| {
+            let files: Vec<crate::store::programs::FileEntry> = serde_json::from_str(&files)
+                .map_err(|e| {
                     bad(format!(
                         "has a file list for program {pid} that is not one ({e}): refused"
                     ))

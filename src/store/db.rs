@@ -496,7 +496,7 @@ impl Db {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        crate::health::ensure_free(dir, crate::config::ByteSize(floor), more)
+        crate::ops::health::ensure_free(dir, crate::config::ByteSize(floor), more)
     }
 
     /// Runs `f` in the writer's transaction. Returns once the transaction holding this change
@@ -1419,7 +1419,7 @@ mod tests {
                 ("trimmed".into(), 2, 2, "\"old\"".into(), 0),
             ]
         );
-        let kv = crate::kv::Kv::new(db.clone(), 0);
+        let kv = crate::store::kv::Kv::new(db.clone(), 0);
         let e = kv.get("trimmed").await.unwrap().unwrap();
         assert_eq!((e.value.as_deref(), e.version), (Some("\"old\""), 2));
         let revs: Vec<u64> = kv
@@ -1536,7 +1536,9 @@ mod tests {
             vec![("a".into(), 7), ("b".into(), 4), ("kept".into(), 4)]
         );
         assert_eq!(
-            db.read(crate::kv::key_count_and_bytes).await.unwrap(),
+            db.read(crate::store::kv::key_count_and_bytes)
+                .await
+                .unwrap(),
             (3, 15)
         );
         db.close();

@@ -17,14 +17,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 
-use crate::audit;
-use crate::auth::{now_unix, rfc3339};
-use crate::backup::BlobPins;
 use crate::config::{LiveConfig, ProgramsConfig};
-use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::exec::{Caller, Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
-use crate::stored::{ProgramId, ProgramPath, open_beneath};
+use crate::jobs::exec::{Caller, Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
+use crate::ops::backup::BlobPins;
+use crate::store::audit;
+use crate::store::auth::{now_unix, rfc3339};
+use crate::store::db::Db;
+use crate::store::stored::{ProgramId, ProgramPath, open_beneath};
 
 /// Where a program's files appear inside its job.
 pub const INSIDE: &str = "/program";
@@ -208,7 +208,7 @@ impl Staging {
         }
         if self.size - self.checked_at >= DISK_CHECK_EVERY {
             self.checked_at = self.size;
-            crate::health::ensure_free(&self.root, self.floor, DISK_CHECK_EVERY)?;
+            crate::ops::health::ensure_free(&self.root, self.floor, DISK_CHECK_EVERY)?;
         }
         self.hasher.update(chunk);
         self.file.write_all(chunk).await?;
@@ -375,7 +375,7 @@ fn extract_zip(
         .filter_map(|i| archive.by_index_raw(i).ok().map(|e| e.size()))
         .fold(0u64, u64::saturating_add)
         .min(max_total);
-    crate::health::ensure_free(dest, floor, declared)?;
+    crate::ops::health::ensure_free(dest, floor, declared)?;
     let mut total: u64 = 0;
     let mut seen: HashSet<String> = HashSet::new();
     let mut files = Vec::new();
@@ -659,7 +659,7 @@ impl Programs {
     /// Starts an upload: a temp file in the store.
     pub async fn begin_upload(&self) -> Result<Staging> {
         let floor = self.inner.live.get().storage.min_free_disk;
-        crate::health::ensure_free(&self.inner.root, floor, 0)?;
+        crate::ops::health::ensure_free(&self.inner.root, floor, 0)?;
         let path = self.inner.root.join(format!(".upload-{}", random_hex(8)?));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -833,7 +833,7 @@ impl Programs {
         self.inner
             .db
             .read(move |c| {
-                let mut w = crate::db::Conditions::default();
+                let mut w = crate::store::db::Conditions::default();
                 if let Some(b) = before {
                     w.add("rowid <", b);
                 }
@@ -952,7 +952,7 @@ impl Programs {
             limits: req.limits,
             profile: req.profile,
             ro_binds: vec![(dir.display().to_string(), INSIDE.to_owned())],
-            cwd: Some(crate::sandbox::SCRATCH.to_owned()),
+            cwd: Some(crate::jobs::sandbox::SCRATCH.to_owned()),
             label: p.name.chars().take(512).collect(),
             kind: "program",
             program_id: Some(id.to_owned()),
@@ -969,7 +969,7 @@ impl Programs {
         id: &str,
         limit: usize,
         cursor: Option<String>,
-    ) -> Result<crate::exec::Page> {
+    ) -> Result<crate::jobs::exec::Page> {
         self.get(id).await?;
         self.inner
             .exec
@@ -1200,7 +1200,7 @@ mod tests {
         std::fs::write(&zp, &bytes).unwrap();
         let dest = t.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let free = crate::health::free_bytes(&dest).unwrap();
+        let free = crate::ops::health::free_bytes(&dest).unwrap();
         // Half a GiB below what is free: 1 GiB declared crosses it, whatever else the machine
         // writes or deletes meanwhile.
         let floor = crate::config::ByteSize(free.saturating_sub(512 << 20));
