@@ -15,147 +15,17 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::api::access::Client;
-use crate::api::ratelimit::RateLimits;
 use crate::api::server::{self, Activity};
+use crate::api::state::AppState;
 use crate::config::{Config, ConfigSource, LiveConfig};
-use crate::jobs::exec::Executor;
 use crate::jobs::sandbox::Sandbox;
 use crate::logging::LogHandle;
-use crate::ops::backup::{Backups, BlobPins};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::store::audit::{Audit, Event};
-use crate::store::auth::{Actor, Auth, Scope, Scopes};
+use crate::store::audit::Event;
+use crate::store::auth::{Scope, Scopes};
 use crate::store::db::Db;
-use crate::store::files::Files;
-use crate::store::kv::Kv;
-use crate::store::programs::Programs;
 use crate::systemd::{self, NamedListener};
-
-/// What every request handler can reach: one shared `Services`. Cloning is one reference
-/// count (handlers and middleware clone it several times per request; cloning the services
-/// one by one was ~2 % of a GET's CPU).
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// The daemon's services, shared by every request through `AppState`.
-pub struct Services {
-    /// The state database (writer + readers).
-    pub db: Db,
-    /// The config in force; a SIGHUP swaps it.
-    pub live: Arc<LiveConfig>,
-    /// Readiness and the health report.
-    pub health: Arc<Health>,
-    /// Tokens and sessions.
-    pub auth: Auth,
-    /// The audit trail.
-    pub audit: Audit,
-    /// Rate-limit buckets.
-    pub limits: Arc<RateLimits>,
-    /// Runs jobs in the sandbox.
-    pub exec: Executor,
-    /// The key-value store (`/api/v1/data`).
-    pub kv: Kv,
-    /// The places for its change streams (`kv.max-watches`, `kv.max-watches-per-token`).
-    pub watches: crate::store::kv::watches::WatchSlots,
-    /// The file store under `$STATE_DIRECTORY/files`.
-    pub files: Files,
-    /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
-    pub programs: Programs,
-    /// Host and application metrics, history and alerts (`/metrics`, the dashboard).
-    pub metrics: Metrics,
-    /// Backups (`/api/v1/backups`); shares its blob pins with `files` and `programs`.
-    pub backups: Backups,
-}
-
-impl AppState {
-    /// Builds the state every handler sees around an open database (and opens the program
-    /// store under `health.state_dir`).
-    pub fn new(
-        db: Db,
-        live: Arc<LiveConfig>,
-        health: Arc<Health>,
-        sandbox: Sandbox,
-        cgroups: Option<crate::jobs::sandbox::Cgroups>,
-    ) -> crate::error::Result<AppState> {
-        db.set_min_free_disk(live.get().storage.min_free_disk);
-        let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
-        let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
-        let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
-        let pins = Arc::new(BlobPins::default());
-        let files = Files::new(
-            db.clone(),
-            live.clone(),
-            health.state_dir.join(FILES_DIR),
-            pins.clone(),
-        );
-        let programs = Programs::open(
-            db.clone(),
-            live.clone(),
-            &health.state_dir,
-            exec.clone(),
-            pins.clone(),
-        )?;
-        let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
-        Ok(AppState(Arc::new(Services {
-            auth: Auth::new(db.clone()),
-            audit: Audit::new(db.clone()),
-            kv: Kv::new(db.clone(), live.get().kv.cache_size.0).with_free_disk_floor(live.clone()),
-            watches: crate::store::kv::watches::WatchSlots::new(live.clone()),
-            db,
-            live,
-            health,
-            limits,
-            exec,
-            files,
-            programs,
-            metrics,
-            backups,
-        })))
-    }
-
-    /// Records an audit event; a failure to store it is logged (the event is in the log anyway).
-    pub async fn audit_event(&self, ev: Event) {
-        if let Err(e) = self.audit.record(ev).await {
-            tracing::error!(error = %e, "cannot store an audit event");
-        }
-    }
-
-    /// Records a change made by `actor`, with the outcome of `result`.
-    pub async fn audit_change<T>(
-        &self,
-        actor: &Actor,
-        client: &Client,
-        action: &str,
-        target: &str,
-        result: &crate::error::Result<T>,
-        detail: &str,
-    ) {
-        let outcome = match result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("error: {e}"),
-        };
-        self.audit_event(Event {
-            actor: actor.name.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            result: outcome,
-            client: client.addr.clone(),
-            request_id: crate::api::request_id::current().unwrap_or_default(),
-            detail: detail.to_owned(),
-        })
-        .await;
-    }
-}
 
 /// Everything `run` needs from the outside, so tests and systemd plug in the same way.
 pub struct RunOptions {

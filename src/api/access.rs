@@ -13,8 +13,8 @@ use super::error::ApiError;
 use super::ratelimit::{Class, Decision};
 use super::request_id;
 use crate::api::server::{ConnInfo, Remote};
+use crate::api::state::AppState;
 use crate::config::{Config, ProxySpec};
-use crate::daemon::AppState;
 use crate::store::audit::Event;
 use crate::store::auth::{Actor, Refusal, Scope};
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::store::audit::Filter;
 
 #[derive(Deserialize)]

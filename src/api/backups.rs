@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::Requester;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 
 /// The audit trail takes the domain error; a backup error is recorded by its message alone
 /// (a message-only variant, so the row reads "error: <message>").

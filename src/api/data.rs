@@ -23,7 +23,7 @@ use super::extract::Json;
 use super::extract::Requester;
 use super::request_id;
 use super::routes::BodyLimit;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::error::Error;
 use crate::store::auth::Actor;
 use crate::store::kv::watches::WatchSlot;

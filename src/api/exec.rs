@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::jobs::exec::{Caller, Chunk, ExecRequest, ExecResult, RequestLimits};
 
 #[derive(Deserialize, Default)]

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::access::Client;
 use super::error::ApiError;
 use super::extract::{IdleBounded, Requester};
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::store::auth::Actor;
 use crate::store::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 
 /// Liveness: the process serves HTTP. Touches nothing else.
 pub async fn live() -> Response {

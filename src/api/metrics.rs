@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::ops::metrics::history;
 
 /// The exposition format's content type (text format 0.0.4).

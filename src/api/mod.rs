@@ -18,6 +18,7 @@ pub mod request_id;
 pub mod routes;
 pub mod server;
 mod session;
+pub mod state;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -34,7 +35,7 @@ use axum::routing::MethodRouter;
 use tower::Layer;
 
 use crate::api::server::ConnInfo;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use error::{ApiError, ErrorBody};
 
 /// The whole HTTP API as one service: [`Api`], behind CORS when `auth.cors-origins` lists

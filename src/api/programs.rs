@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
 use super::extract::Json;
 use super::extract::Requester;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::jobs::exec::Caller;
 use crate::store::auth::Actor;
 use crate::store::programs::{RunRequest, UploadMeta};

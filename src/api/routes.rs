@@ -8,8 +8,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use super::access::Access;
 use super::ratelimit::Class;
 use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
+use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
-use crate::daemon::AppState;
 use crate::store::auth::Scope;
 
 /// Body content types a JSON route accepts.

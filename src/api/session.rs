@@ -12,7 +12,7 @@ use super::access::{self, Client, session_cookie_name};
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::store::auth::{Actor, Via};
 
 #[derive(Deserialize)]

@@ -12,8 +12,8 @@ use tower::ServiceExt;
 
 use super::access::Access;
 use super::routes;
+use crate::api::state::AppState;
 use crate::config::{Config, LiveConfig};
-use crate::daemon::AppState;
 use crate::ops::health::Health;
 use crate::store::auth::{Scope, Scopes};
 use crate::store::db::Db;

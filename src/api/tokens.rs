@@ -9,7 +9,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use crate::daemon::AppState;
+use crate::api::state::AppState;
 use crate::store::auth::{Scope, Scopes, parse_expiry};
 
 #[derive(Deserialize)]
