@@ -8,9 +8,13 @@
 # seconds, then reads VmRSS / RssAnon / RssFile from /proc/PID/status and PSS from
 # /proc/PID/smaps_rollup, and stops it. nginx (master + workers, each and summed) is measured
 # the same way in the same run; rounds alternate which one goes first. Medians over ROUNDS.
+# With LOCALHOSTD_BASELINE_BIN (benches/lib.sh) an earlier build of ours is measured the same
+# way in every round too (the three in an order rotated every round), and a second table gives
+# after ÷ baseline per measure beside the run's own spread.
 #
 #   benches/idle-rss.sh                        # 3 rounds, about 80 s
 #   ROUNDS=1 BENCH_RECORD=0 benches/idle-rss.sh
+#   LOCALHOSTD_BASELINE_BIN=/path/localhostd-old LOCALHOSTD_BASELINE_REV=01fe5f3 benches/idle-rss.sh
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +27,7 @@ bench_init idle-rss "ROUNDS=$ROUNDS REQUESTS=$REQUESTS IDLE=$IDLE"
 
 bench_need_tools curl:curl "nginx:nginx-light|nginx" awk:gawk
 bench_build
+bench_baseline
 
 PATHS=(/health /ready /api/v1/health)
 
@@ -68,10 +73,20 @@ thread_names() {
 declare -A M # M[who,field] = "v1 v2 …" over rounds
 add() { M[$1,$2]+="$3 "; }
 
+CONTENDERS=(ours nginx)
+[[ $BENCH_BASELINE == 1 ]] && CONTENDERS=(ours base nginx)
 for r in $(seq 1 "$ROUNDS"); do
-    if ((r % 2)); then order="ours nginx"; else order="nginx ours"; fi
-    for t in $order; do
-        if [[ $t == ours ]]; then
+    for t in $(bench_rotate "$r" "${CONTENDERS[@]}"); do
+        if [[ $t == base ]]; then
+            ours_start "base-$r" "$LOCALHOSTD_BASELINE_BIN"
+            send_requests "$OURS_PORT"
+            sleep "$IDLE"
+            out="$(bench_mem "$OURS_PID")"
+            read -r rss anon file pss thr <<<"$out"
+            for f in rss anon file pss thr; do add base "$f" "${!f}"; done
+            bench_log "round $r baseline: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            bench_stop "$OURS_PID"
+        elif [[ $t == ours ]]; then
             ours_start "ours-$r"
             send_requests "$OURS_PORT"
             sleep "$IDLE"
@@ -135,11 +150,23 @@ entry="$BENCH_TMP/entry.md"
     echo "| process | VmRSS | RssAnon | RssFile | PSS | threads / processes |"
     echo "|---|---:|---:|---:|---:|---|"
     row "**localhostd**" ours "$(med ours thr | cut -d. -f1) threads"
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        row "localhostd baseline \`$BASELINE_NAME\`" base "$(med base thr | cut -d. -f1) threads"
+    fi
     row "nginx master" master "1 process"
     row "nginx workers (sum)" workers "$workers processes"
     row "**nginx total**" nginx "$(med nginx procs | cut -d. -f1) processes, 1 thread each"
     echo
     echo "- acceptance: idle VmRSS $(bench_kb "$ours_rss") is **$verdict** ${LIMIT_MB} MB"
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        echo
+        bench_compare_head
+        for f in rss:VmRSS anon:RssAnon file:RssFile pss:PSS; do
+            bench_compare_row "${f#*:}" lower bench_kb "${M[ours,${f%%:*}]}" "${M[base,${f%%:*}]}"
+        done
+        bench_compare_row threads lower bench_int "${M[ours,thr]}" "${M[base,thr]}"
+        echo
+    fi
     echo "- localhostd threads (last round): $THREADS"
     echo "- localhostd smaps_rollup (last round): $ROLLUP"
     echo "- localhostd RSS by mapping (last round; kB RSS / of it anonymous):"
