@@ -77,23 +77,22 @@ CONTENDERS=(ours nginx)
 [[ $BENCH_BASELINE == 1 ]] && CONTENDERS=(ours base nginx)
 for r in $(seq 1 "$ROUNDS"); do
     for t in $(bench_rotate "$r" "${CONTENDERS[@]}"); do
-        if [[ $t == base ]]; then
-            ours_start "base-$r" "$LOCALHOSTD_BASELINE_BIN"
+        if [[ $t == ours || $t == base ]]; then
+            if [[ $t == base ]]; then
+                ours_start "base-$r" "$LOCALHOSTD_BASELINE_BIN"
+            else
+                ours_start "ours-$r"
+            fi
             send_requests "$OURS_PORT"
             sleep "$IDLE"
             out="$(bench_mem "$OURS_PID")"
             read -r rss anon file pss thr <<<"$out"
-            for f in rss anon file pss thr; do add base "$f" "${!f}"; done
-            bench_log "round $r baseline: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
-            bench_stop "$OURS_PID"
-        elif [[ $t == ours ]]; then
-            ours_start "ours-$r"
-            send_requests "$OURS_PORT"
-            sleep "$IDLE"
-            out="$(bench_mem "$OURS_PID")"
-            read -r rss anon file pss thr <<<"$out"
-            for f in rss anon file pss thr; do add ours "$f" "${!f}"; done
-            bench_log "round $r ours: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            for f in rss anon file pss thr; do add "$t" "$f" "${!f}"; done
+            bench_log "round $r $t: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            if [[ $t == base ]]; then
+                bench_stop "$OURS_PID"
+                continue
+            fi
             # Keep the picture of the last round for the notes.
             BREAKDOWN="$(rss_breakdown "$OURS_PID")"
             THREADS="$(thread_names "$OURS_PID")"
@@ -158,6 +157,12 @@ entry="$BENCH_TMP/entry.md"
     row "**nginx total**" nginx "$(med nginx procs | cut -d. -f1) processes, 1 thread each"
     echo
     echo "- acceptance: idle VmRSS $(bench_kb "$ours_rss") is **$verdict** ${LIMIT_MB} MB"
+    echo "- localhostd threads (last round): $THREADS"
+    echo "- localhostd smaps_rollup (last round): $ROLLUP"
+    echo "- localhostd RSS by mapping (last round; kB RSS / of it anonymous):"
+    while IFS=$'\t' read -r k a g; do
+        echo "  - $k / $a kB — $g"
+    done <<<"$BREAKDOWN"
     if [[ $BENCH_BASELINE == 1 ]]; then
         echo
         bench_compare_head
@@ -165,14 +170,7 @@ entry="$BENCH_TMP/entry.md"
             bench_compare_row "${f#*:}" lower bench_kb "${M[ours,${f%%:*}]}" "${M[base,${f%%:*}]}"
         done
         bench_compare_row threads lower bench_int "${M[ours,thr]}" "${M[base,thr]}"
-        echo
     fi
-    echo "- localhostd threads (last round): $THREADS"
-    echo "- localhostd smaps_rollup (last round): $ROLLUP"
-    echo "- localhostd RSS by mapping (last round; kB RSS / of it anonymous):"
-    while IFS=$'\t' read -r k a g; do
-        echo "  - $k / $a kB — $g"
-    done <<<"$BREAKDOWN"
 } >"$entry"
 
 echo
