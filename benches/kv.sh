@@ -267,11 +267,11 @@ entry="$TMP/entry.md"
             done
         done
         echo
-        printf -- '- errors of the baseline:'
+        errs=""
         for op in put get; do
-            for c in $CONNS; do printf ' %s c=%s %s;' "$op" "$c" "${ERR[base,$op,$c]}"; done
+            for c in $CONNS; do errs+="${errs:+, }$op c=$c ${ERR[base,$op,$c]}"; done
         done
-        echo
+        echo "- errors of the baseline: $errs"
     fi
 } >"$entry"
 cat "$entry"

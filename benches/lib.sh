@@ -369,7 +369,8 @@ bench_compare_head() {
         "round. *after* and *baseline* are medians over rounds; *per-round ratios*: min–max of" \
         "after ÷ baseline within each round; *spread*: how far each one moved from round to round:" \
         "(max − min) ÷ median. The ratio is *within* the run's own spread when |ratio − 1| is at" \
-        "most the larger of the two spreads; with one round there is no spread to judge by (–)."
+        "most the larger of the two spreads, or when the per-round ratios lie on both sides of 1 (the" \
+        "rounds disagree on which is faster); with one round there is no spread to judge by (–)."
     echo
     echo "| measure | better | after | baseline | after ÷ baseline | per-round ratios | spread after / baseline | within |"
     echo "|---|:-:|---:|---:|---:|---:|---:|:-:|"
@@ -409,7 +410,7 @@ bench_compare_row() {
             if (n >= 2 && mb != 0) {
                 lim = pa > pb ? pa : pb
                 d = ratio - 1; if (d < 0) d = -d
-                within = d <= lim ? "yes" : "**no**"
+                within = (d <= lim || (k >= 2 && rlo <= 1 && rhi >= 1)) ? "yes" : "**no**"
             }
             printf "%s %s %s %s %s %s %s\n", ma, mb, (mb != 0 ? sprintf("%.3f", ratio) : "–"), rr,
                 (n >= 2 ? sprintf("%.1f%%", 100 * pa) : "–"),
