@@ -48,6 +48,13 @@
 # spawn ms of part 1, the ceiling a server that runs one bwrap per request could reach on one
 # core. It is derived, not measured over HTTP.
 #
+# With LOCALHOSTD_BASELINE_BIN (benches/lib.sh) an earlier build is a further contender in
+# both parts: in part 1 its ours, ours-warm, helper-reexec and helper-floor run in the same
+# loop as further variants (named *-base, taking turns sample by sample with the rest); in
+# part 2 its daemon (same config) answers the same wrk runs, each beside ours, the order of
+# the two rotated every round. A further table gives after ÷ baseline per measure beside the
+# run's own spread (per-round medians in part 1, per-round figures in part 2).
+#
 # BENCH_NOTE=text adds a line to the recorded entry (e.g. which tree the binary was built from).
 #
 # The machine's load average is recorded before each part and at the end: a shared 2-core
@@ -55,6 +62,7 @@
 #
 #   benches/exec.sh                                        # 5 × 200 spawns, 3 × 10 s × 2 × 2
 #   ROUNDS=2 SPAWNS=50 E2E_ROUNDS=1 DURATION=3 BENCH_RECORD=0 benches/exec.sh   # quick look
+#   LOCALHOSTD_BASELINE_BIN=/path/localhostd-old LOCALHOSTD_BASELINE_REV=01fe5f3 benches/exec.sh
 # Backquotes in single quotes are markdown here, not command substitutions.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -71,6 +79,7 @@ bench_init exec "ROUNDS=$ROUNDS SPAWNS=$SPAWNS E2E_ROUNDS=$E2E_ROUNDS DURATION=$
 
 bench_need_tools curl:curl wrk:wrk bwrap:bubblewrap python3:python3 unshare:util-linux awk:gawk
 bench_build
+bench_baseline
 
 load_avg() { awk '{ print $1, $2, $3 }' /proc/loadavg; }
 LOAD_START="$(load_avg)"
@@ -101,7 +110,7 @@ install -m 0755 "$BENCH_TMP/stamp" "$STAMP"
 trap 'rm -f "$STAMP"; bench_cleanup' EXIT
 POLICY="$BENCH_TMP/policy.json"
 cat >"$POLICY" <<EOF
-{"argv":["$STAMP"],"env":[["PATH","/usr/bin:/bin"]],"cwd":"/work","limits":{"cpu_s":10,"data_bytes":1073741824,"processes":64,"file_size_bytes":67108864,"open_files":256,"tmpfs_bytes":67108864,"tmpfs_inodes":4096},"network":false,"run_as":$run_as,"ro_binds":[],"allow_degraded":false}
+{"argv":["$STAMP"],"env":[["PATH","/usr/bin:/bin"]],"cwd":"/work","limits":{"cpu_s":10,"data_bytes":1073741824,"stack_bytes":1073741824,"processes":64,"file_size_bytes":67108864,"open_files":256,"tmpfs_bytes":67108864,"tmpfs_inodes":4096},"network":false,"run_as":$run_as,"ro_binds":[],"allow_degraded":false}
 EOF
 : >"$BENCH_TMP/empty.json"
 
@@ -111,17 +120,32 @@ BWRAP=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/b
 [[ -e /usr/lib64 ]] && BWRAP+=(--symlink usr/lib64 /lib64)
 BWRAP+=(--proc /proc --dev /dev --tmpfs /tmp "$STAMP")
 
-# One JSON spec for the loop: name, argv, policy file for fd 3.
+# One JSON spec for the loop: name, argv, policy file for fd 3. The baseline's variants (our
+# binary's ones again, from the other build) come right after their after-twins.
+MAIN_NAMES=(plain bwrap ours ours-warm)
+STAGE_NAMES=(helper-reexec helper-floor unshare-7ns unshare-6ns)
+MAIN_BASE="" STAGES_BASE=""
+if [[ $BENCH_BASELINE == 1 ]]; then
+    B="$LOCALHOSTD_BASELINE_BIN"
+    MAIN_BASE=",
+  [\"ours-base\", [\"@zygote\", \"$B\"], \"$POLICY\"],
+  [\"ours-warm-base\", [\"@zygote-warm\", \"$B\"], \"$POLICY\"]"
+    STAGES_BASE="
+  [\"helper-reexec-base\", [\"$B\", \"sandbox-helper\"], \"$POLICY\"],
+  [\"helper-floor-base\", [\"$B\", \"sandbox-helper\"], \"$BENCH_TMP/empty.json\"],"
+    MAIN_NAMES+=(ours-base ours-warm-base)
+    STAGE_NAMES+=(helper-reexec-base helper-floor-base)
+fi
 cat >"$BENCH_TMP/variants.json" <<EOF
 {"main": [
   ["plain", ["$STAMP"], "$POLICY"],
   ["bwrap", $(printf '%s\n' "${BWRAP[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))'), "$POLICY"],
   ["ours", ["@zygote", "$LOCALHOSTD_BIN"], "$POLICY"],
-  ["ours-warm", ["@zygote-warm", "$LOCALHOSTD_BIN"], "$POLICY"]
+  ["ours-warm", ["@zygote-warm", "$LOCALHOSTD_BIN"], "$POLICY"]$MAIN_BASE
 ],
 "stages": [
   ["helper-reexec", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$POLICY"],
-  ["helper-floor", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$BENCH_TMP/empty.json"],
+  ["helper-floor", ["$LOCALHOSTD_BIN", "sandbox-helper"], "$BENCH_TMP/empty.json"],$STAGES_BASE
   ["unshare-7ns", ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--cgroup", "/bin/true"], "$POLICY"],
   ["unshare-6ns", ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--ipc", "--uts", "--cgroup", "/bin/true"], "$POLICY"]
 ]}
@@ -131,7 +155,8 @@ EOF
 # One checked run of each first: a benchmark of a failing spawn measures nothing.
 check_report() {
     local file="$1" want="$2" got
-    got="$(grep -o '"kind":"exit","code":0,' "$file" | wc -l)"
+    # grep finds nothing when every job failed: that must reach the message below, not set -e.
+    got="$( (grep -o '"kind":"exit","code":0,' "$file" || true) | wc -l)"
     [[ "$got" == "$want" ]] || {
         head -c 600 "$file" >&2
         bench_die "the helper reported $got successful jobs of $want (report above)"
@@ -144,25 +169,31 @@ unshare --user --map-root-user --mount --pid --fork --net --ipc --uts --cgroup /
 "$LOCALHOSTD_BIN" sandbox-helper 3<"$POLICY" 4>"$BENCH_TMP/report.check" </dev/null >/dev/null
 check_report "$BENCH_TMP/report.check" 1
 bench_log "ours reports: $(cat "$BENCH_TMP/report.check")"
+if [[ $BENCH_BASELINE == 1 ]]; then
+    "$LOCALHOSTD_BASELINE_BIN" sandbox-helper 3<"$POLICY" 4>"$BENCH_TMP/report.check" </dev/null >/dev/null
+    check_report "$BENCH_TMP/report.check" 1
+    bench_log "the baseline reports: $(cat "$BENCH_TMP/report.check")"
+fi
 
-declare -A MED P90 SMED SP90 CPU RMED FAIL
+declare -A MED P90 SMED SP90 CPU RMED FAIL WRMED
 run_loop() {
-    local group="$1" n="$2" name med p90 smed sp90 cpu rmed fail
-    while read -r name med p90 smed sp90 cpu rmed fail; do
+    local group="$1" n="$2" name med p90 smed sp90 cpu rmed fail wrmed
+    while read -r name med p90 smed sp90 cpu rmed fail wrmed; do
         MED[$name]="$med" P90[$name]="$p90" SMED[$name]="$smed" SP90[$name]="$sp90"
-        CPU[$name]="$cpu" RMED[$name]="$rmed" FAIL[$name]="$fail"
+        CPU[$name]="$cpu" RMED[$name]="$rmed" FAIL[$name]="$fail" WRMED[$name]="$wrmed"
         bench_log "$name: spawn+reap median ${med}µs p90 ${p90}µs; request→main median ${smed}µs p90 ${sp90}µs (round medians $rmed); cpu ${cpu}µs; failures $fail"
     done < <(python3 "$(dirname "$0")/spawnloop.py" "$BENCH_TMP/variants.json" "$group" "$ROUNDS" "$n" \
         "$BENCH_TMP/report.$group")
 }
 LOAD_SPAWN="$(load_avg)"
-bench_log "spawns: $ROUNDS rounds × $SPAWNS × plain/bwrap/ours/ours-warm, interleaved"
+ZYGOTE_VARIANTS=$((BENCH_BASELINE == 1 ? 4 : 2)) # ours, ours-warm (and their -base twins)
+bench_log "spawns: $ROUNDS rounds × $SPAWNS × $(IFS=/; echo "${MAIN_NAMES[*]}"), interleaved"
 run_loop main "$SPAWNS"
-check_report "$BENCH_TMP/report.main" "$((2 * ROUNDS * SPAWNS))"
+check_report "$BENCH_TMP/report.main" "$((ZYGOTE_VARIANTS * ROUNDS * SPAWNS))"
 STAGE_N=$(((SPAWNS + 1) / 2))
-bench_log "stage references: $ROUNDS rounds × $STAGE_N × helper-reexec/helper-floor/unshare-7ns/unshare-6ns"
+bench_log "stage references: $ROUNDS rounds × $STAGE_N × $(IFS=/; echo "${STAGE_NAMES[*]}")"
 run_loop stages "$STAGE_N"
-for n in plain bwrap ours ours-warm helper-reexec helper-floor unshare-7ns unshare-6ns; do
+for n in "${MAIN_NAMES[@]}" "${STAGE_NAMES[@]}"; do
     [[ "${FAIL[$n]}" == 0 ]] || bench_die "$n failed ${FAIL[$n]} times"
 done
 
@@ -173,19 +204,34 @@ enabled = false
 [exec]
 max-concurrent = 16
 max-queue = 256'
+# The daemons: ours and, with a baseline, the baseline's (same config), by name.
+DAEMONS=(ours)
+declare -A D_PID D_TOKEN D_URL
 ours_start ours
-TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")"
-EXEC_URL="http://127.0.0.1:$OURS_PORT/api/v1/exec"
+D_PID[ours]="$OURS_PID"
+D_TOKEN[ours]="$(cat "$OURS_DIR/state/initial-admin-token")"
+D_URL[ours]="http://127.0.0.1:$OURS_PORT/api/v1/exec"
+if [[ $BENCH_BASELINE == 1 ]]; then
+    ours_start base "$LOCALHOSTD_BASELINE_BIN"
+    D_PID[base]="$OURS_PID"
+    D_TOKEN[base]="$(cat "$OURS_DIR/state/initial-admin-token")"
+    D_URL[base]="http://127.0.0.1:$OURS_PORT/api/v1/exec"
+    DAEMONS+=(base)
+fi
 declare -A BODY=([argv]='{"argv":["/bin/true"]}' [command]='{"command":"echo hi"}')
+# key DAEMON BODY CONNS: the key of a cell in the result arrays (ours' keys are "BODY,CONNS").
+key() { if [[ $1 == ours ]]; then echo "$2,$3"; else echo "$1,$2,$3"; fi; }
 
-for b in argv command; do
-    resp="$(curl -fsS --max-time 10 -H "Authorization: Bearer $TOKEN" \
-        -H 'Content-Type: application/json' -d "${BODY[$b]}" "$EXEC_URL")" \
-        || bench_die "POST /api/v1/exec ${BODY[$b]} failed"
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); want={"argv":"","command":"hi\n"}[sys.argv[2]]
+for d in "${DAEMONS[@]}"; do
+    for b in argv command; do
+        resp="$(curl -fsS --max-time 10 -H "Authorization: Bearer ${D_TOKEN[$d]}" \
+            -H 'Content-Type: application/json' -d "${BODY[$b]}" "${D_URL[$d]}")" \
+            || bench_die "POST /api/v1/exec ${BODY[$b]} to $d failed"
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); want={"argv":"","command":"hi\n"}[sys.argv[2]]
 sys.exit(0 if r["status"] == "ok" and r["exit_code"] == 0 and r["stdout"] == want else 1)' \
-        "$resp" "$b" || bench_die "unexpected answer to ${BODY[$b]}: $resp"
-    bench_log "sample $b: $resp"
+            "$resp" "$b" || bench_die "unexpected answer of $d to ${BODY[$b]}: $resp"
+        bench_log "sample $d $b: $resp"
+    done
 done
 
 cat >"$BENCH_TMP/exec.lua" <<'EOF'
@@ -201,15 +247,15 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status, summary.requests))
 end
 EOF
-# exec_wrk BODY CONNS SECONDS: "rps p50_us p99_us socket_errors status_ge_400 requests".
+# exec_wrk DAEMON BODY CONNS SECONDS: "rps p50_us p99_us socket_errors status_ge_400 requests".
 exec_wrk() {
-    local body="$1" conns="$2" secs="$3" threads cores
+    local d="$1" body="$2" conns="$3" secs="$4" threads cores
     cores="$(nproc)"
     threads=$((conns < cores ? conns : cores))
     {
-        echo "== wrk -t$threads -c$conns -d${secs}s POST $EXEC_URL $body"
-        EXEC_BODY="$body" EXEC_TOKEN="$TOKEN" wrk --latency -t"$threads" -c"$conns" \
-            -d"${secs}s" --timeout 5s -s "$BENCH_TMP/exec.lua" "$EXEC_URL"
+        echo "== $d: wrk -t$threads -c$conns -d${secs}s POST ${D_URL[$d]} $body"
+        EXEC_BODY="$body" EXEC_TOKEN="${D_TOKEN[$d]}" wrk --latency -t"$threads" -c"$conns" \
+            -d"${secs}s" --timeout 5s -s "$BENCH_TMP/exec.lua" "${D_URL[$d]}"
     } >>"$BENCH_TMP/wrk.log" 2>&1 || bench_die "wrk failed: see $BENCH_TMP/wrk.log"
     tail -n 1 "$BENCH_TMP/wrk.log" | awk '$1 == "BENCH" { print $2, $3, $4, $5, $6, $7; ok = 1 }
         END { if (!ok) exit 1 }' || bench_die "no result from wrk"
@@ -217,7 +263,7 @@ exec_wrk() {
 
 LOAD_E2E="$(load_avg)"
 bench_log "warm-up (${WARMUP}s, 16 connections)"
-exec_wrk "${BODY[argv]}" 16 "$WARMUP" >/dev/null
+for d in "${DAEMONS[@]}"; do exec_wrk "$d" "${BODY[argv]}" 16 "$WARMUP" >/dev/null; done
 # tree_cpu PID: "own_ticks job_ticks" from /proc/PID/stat (utime+stime) and, for the jobs, the
 # daemon's reaped children plus its sandbox zygote (own + reaped children: the helpers and
 # their sandboxes).
@@ -237,28 +283,38 @@ for c in $CONNS; do
     for r in $(seq 1 "$E2E_ROUNDS"); do
         if ((r % 2)); then order="argv command"; else order="command argv"; fi
         for b in $order; do
-            read -r cpu0 kids0 <<<"$(tree_cpu "$OURS_PID")"
-            read -r rps p50 p99 sock st reqs <<<"$(exec_wrk "${BODY[$b]}" "$c" "$DURATION")"
-            read -r cpu1 kids1 <<<"$(tree_cpu "$OURS_PID")"
-            DCPU[$b,$c]=$((${DCPU[$b,$c]:-0} + cpu1 - cpu0))
-            KCPU[$b,$c]=$((${KCPU[$b,$c]:-0} + kids1 - kids0))
-            bench_log "c=$c round $r $b: $rps req/s p50 ${p50}µs p99 ${p99}µs socket errors $sock status≥400 $st of $reqs"
-            RPS[$b,$c]+="$rps " EP50[$b,$c]+="$p50 " EP99[$b,$c]+="$p99 "
-            SOCK[$b,$c]=$((${SOCK[$b,$c]:-0} + sock))
-            NON2XX[$b,$c]=$((${NON2XX[$b,$c]:-0} + st))
-            REQS[$b,$c]=$((${REQS[$b,$c]:-0} + reqs))
+            # With a baseline, each body runs on both daemons back to back, which one first
+            # rotated every round.
+            for d in $(bench_rotate "$r" "${DAEMONS[@]}"); do
+                k="$(key "$d" "$b" "$c")"
+                read -r cpu0 kids0 <<<"$(tree_cpu "${D_PID[$d]}")"
+                read -r rps p50 p99 sock st reqs <<<"$(exec_wrk "$d" "${BODY[$b]}" "$c" "$DURATION")"
+                read -r cpu1 kids1 <<<"$(tree_cpu "${D_PID[$d]}")"
+                DCPU[$k]=$((${DCPU[$k]:-0} + cpu1 - cpu0))
+                KCPU[$k]=$((${KCPU[$k]:-0} + kids1 - kids0))
+                tag=""
+                [[ $d == base ]] && tag=" (baseline)"
+                bench_log "c=$c round $r $b$tag: $rps req/s p50 ${p50}µs p99 ${p99}µs socket errors $sock status≥400 $st of $reqs"
+                RPS[$k]+="$rps " EP50[$k]+="$p50 " EP99[$k]+="$p99 "
+                SOCK[$k]=$((${SOCK[$k]:-0} + sock))
+                NON2XX[$k]=$((${NON2XX[$k]:-0} + st))
+                REQS[$k]=$((${REQS[$k]:-0} + reqs))
+            done
         done
     done
 done
-after="$(curl -fsS --max-time 10 -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -d "${BODY[argv]}" "$EXEC_URL")"
-[[ "$after" == *'"status":"ok"'* ]] || bench_die "after the load, /api/v1/exec answered $after"
+for d in "${DAEMONS[@]}"; do
+    after="$(curl -fsS --max-time 10 -H "Authorization: Bearer ${D_TOKEN[$d]}" \
+        -H 'Content-Type: application/json' -d "${BODY[argv]}" "${D_URL[$d]}")"
+    [[ "$after" == *'"status":"ok"'* ]] || bench_die "after the load, /api/v1/exec of $d answered $after"
+done
 LOAD_END="$(load_avg)"
 
 # ---------------------------------------------------------------- table
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
 spread() { tr ',' '\n' <<<"$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
     END { printf "%.2f–%.2f", lo / 1000, hi / 1000 }'; }
+ms_unit() { echo "$(ms "$1") ms"; }
 yes_no() { if awk "BEGIN { exit !($1) }"; then echo "**yes**"; else echo "**no**"; fi; }
 
 declare -A WHAT=(
@@ -271,6 +327,14 @@ declare -A WHAT=(
     [unshare-7ns]='stage: `unshare` user+mount+pid+net+ipc+uts+cgroup, `--fork`, no mounts'
     [unshare-6ns]='stage: the same without `--net`'
 )
+ROWS=(plain bwrap ours ours-warm helper-reexec helper-floor unshare-7ns unshare-6ns)
+if [[ $BENCH_BASELINE == 1 ]]; then
+    for n in ours ours-warm helper-reexec helper-floor; do
+        WHAT[$n-base]="baseline \`$BASELINE_NAME\`: the same as the row above"
+    done
+    ROWS=(plain bwrap ours ours-base ours-warm ours-warm-base helper-reexec helper-reexec-base
+        helper-floor helper-floor-base unshare-7ns unshare-6ns)
+fi
 bw_ceiling="$(awk -v m="${MED[bwrap]}" 'BEGIN { printf "%.0f", 1e6 / m }')"
 ours_ceiling="$(awk -v m="${MED[ours]}" 'BEGIN { printf "%.0f", 1e6 / m }')"
 best_rps=0
@@ -286,7 +350,7 @@ entry="$BENCH_TMP/entry.md"
         "zygote, a poll of the helper's pidfd, its report read to EOF), no shell; the job everywhere is a" \
         "static probe printing CLOCK_MONOTONIC in main(); $ROUNDS rounds × $SPAWNS samples each (stage" \
         "rows: × $STAGE_N), variants taking turns sample by sample, order rotated per round; all" \
-        "$((2 * ROUNDS * SPAWNS)) helper reports of ours checked: \`{\"kind\":\"exit\",\"code\":0,…}\`"
+        "$((ZYGOTE_VARIANTS * ROUNDS * SPAWNS)) helper reports of ours checked: \`{\"kind\":\"exit\",\"code\":0,…}\`"
     echo
     echo "Starts of the probe (ms). *request → main*: from the request to the probe's first reading of" \
         "the clock. *spawn + reap*: until the variant has ended and been reaped (bwrap exits without" \
@@ -295,7 +359,7 @@ entry="$BENCH_TMP/entry.md"
     echo
     echo "| variant | request → main: median | p90 | round medians | spawn + reap: median | p90 | CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for n in plain bwrap ours ours-warm helper-reexec helper-floor unshare-7ns unshare-6ns; do
+    for n in "${ROWS[@]}"; do
         if [[ "${SMED[$n]}" == - ]]; then
             printf '| %s | – | – | – | %s | %s | %s |\n' "${WHAT[$n]}" "$(ms "${MED[$n]}")" \
                 "$(ms "${P90[$n]}")" "$(ms "${CPU[$n]}")"
@@ -313,22 +377,27 @@ entry="$BENCH_TMP/entry.md"
     echo
     echo "| body | connections | req/s | p50 | p99 | status ≥ 400 | socket errors | CPU per request: daemon + helpers |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    for b in argv command; do
-        for c in $CONNS; do
-            # shellcheck disable=SC2086
-            {
-                rps="$(bench_median ${RPS[$b,$c]})"
-                if [[ $b == argv ]] && awk "BEGIN { exit !($rps > $best_rps) }"; then best_rps="$rps"; fi
-                printf '| `%s` | %s | %.0f (%s) | %s | %s | %s of %s (%s %%) | %s | %s + %s ms |\n' "${BODY[$b]}" "$c" \
-                    "$rps" "$(bench_minmax ${RPS[$b,$c]} | awk -F– '{ printf "%.0f–%.0f", $1, $2 }')" \
-                    "$(bench_us "$(bench_median ${EP50[$b,$c]})")" \
-                    "$(bench_us "$(bench_median ${EP99[$b,$c]})")" \
-                    "${NON2XX[$b,$c]}" "${REQS[$b,$c]}" \
-                    "$(awk -v a="${NON2XX[$b,$c]}" -v n="${REQS[$b,$c]}" 'BEGIN { printf "%.2f", n ? 100 * a / n : 0 }')" \
-                    "${SOCK[$b,$c]}" \
-                    "$(awk -v t="${DCPU[$b,$c]}" -v n="${REQS[$b,$c]}" -v hz="$TCK" 'BEGIN { printf "%.2f", n ? 1000 * t / hz / n : 0 }')" \
-                    "$(awk -v t="${KCPU[$b,$c]}" -v n="${REQS[$b,$c]}" -v hz="$TCK" 'BEGIN { printf "%.2f", n ? 1000 * t / hz / n : 0 }')"
-            }
+    for d in "${DAEMONS[@]}"; do
+        label=""
+        [[ $d == base ]] && label="baseline \`$BASELINE_NAME\`: "
+        for b in argv command; do
+            for c in $CONNS; do
+                k="$(key "$d" "$b" "$c")"
+                # shellcheck disable=SC2086
+                {
+                    rps="$(bench_median ${RPS[$k]})"
+                    if [[ $d == ours && $b == argv ]] && awk "BEGIN { exit !($rps > $best_rps) }"; then best_rps="$rps"; fi
+                    printf '| %s`%s` | %s | %.0f (%s) | %s | %s | %s of %s (%s %%) | %s | %s + %s ms |\n' "$label" "${BODY[$b]}" "$c" \
+                        "$rps" "$(bench_minmax ${RPS[$k]} | awk -F– '{ printf "%.0f–%.0f", $1, $2 }')" \
+                        "$(bench_us "$(bench_median ${EP50[$k]})")" \
+                        "$(bench_us "$(bench_median ${EP99[$k]})")" \
+                        "${NON2XX[$k]}" "${REQS[$k]}" \
+                        "$(awk -v a="${NON2XX[$k]}" -v n="${REQS[$k]}" 'BEGIN { printf "%.2f", n ? 100 * a / n : 0 }')" \
+                        "${SOCK[$k]}" \
+                        "$(awk -v t="${DCPU[$k]}" -v n="${REQS[$k]}" -v hz="$TCK" 'BEGIN { printf "%.2f", n ? 1000 * t / hz / n : 0 }')" \
+                        "$(awk -v t="${KCPU[$k]}" -v n="${REQS[$k]}" -v hz="$TCK" 'BEGIN { printf "%.2f", n ? 1000 * t / hz / n : 0 }')"
+                }
+            done
         done
     done
     printf '| peer: bwrap per request (**derived**: 1000 / median bwrap spawn ms, one core; not measured over HTTP) | – | %s | – | – | – | – | %s ms (bwrap, undercounted: see above) |\n' "$bw_ceiling" "$(ms "${CPU[bwrap]}")"
@@ -342,8 +411,36 @@ entry="$BENCH_TMP/entry.md"
     echo "| confined spawn faster than bwrap in the same run (request → main) | warm $(ms "${SMED[ours-warm]}") ms, on demand $(ms "${SMED[ours]}") ms vs bwrap $(ms "${SMED[bwrap]}") ms | warm $(yes_no "${SMED[ours-warm]} < ${SMED[bwrap]}"), on demand $(yes_no "${SMED[ours]} < ${SMED[bwrap]}") |"
     echo "| ≥ 300 exec requests/s end to end (\`argv\`, best connection count) | $(printf '%.0f' "$best_rps") req/s | $(yes_no "$best_rps >= 300") |"
     nz=0
-    for k in "${!NON2XX[@]}"; do nz=$((nz + NON2XX[$k] + SOCK[$k])); done
+    for k in "${!NON2XX[@]}"; do
+        [[ $k == base,* ]] && continue # the goal is ours; the baseline's errors are in its rows
+        nz=$((nz + NON2XX[$k] + SOCK[$k]))
+    done
     echo "| no error responses under load | $nz errors (status ≥ 400 + socket) | $(yes_no "$nz == 0") |"
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        echo
+        bench_compare_head
+        # Part 1 by the medians of each round (the loop's rounds); CPU is one mean per run.
+        for n in ours ours-warm; do
+            what="on demand"
+            [[ $n == ours-warm ]] && what="warm"
+            bench_compare_row "start, $what: request → main" lower ms_unit "${RMED[$n]//,/ }" "${RMED[$n-base]//,/ }"
+            bench_compare_row "start, $what: spawn + reap" lower ms_unit "${WRMED[$n]//,/ }" "${WRMED[$n-base]//,/ }"
+            bench_compare_row "start, $what: CPU (mean of the run)" lower ms_unit "${CPU[$n]}" "${CPU[$n-base]}"
+        done
+        for n in helper-reexec helper-floor; do
+            bench_compare_row "stage $n: spawn + reap" lower ms_unit "${WRMED[$n]//,/ }" "${WRMED[$n-base]//,/ }"
+        done
+        for b in argv command; do
+            for c in $CONNS; do
+                bench_compare_row "HTTP \`$b\` c=$c req/s" higher bench_int "${RPS[$b,$c]}" "${RPS[base,$b,$c]}"
+                bench_compare_row "HTTP \`$b\` c=$c p50" lower bench_us "${EP50[$b,$c]}" "${EP50[base,$b,$c]}"
+                bench_compare_row "HTTP \`$b\` c=$c p99" lower bench_us "${EP99[$b,$c]}" "${EP99[base,$b,$c]}"
+            done
+        done
+        echo
+        echo "(in the start rows, *after* and *baseline* are medians of the round medians, which may" \
+            "differ a little from the median of all samples in the first table)"
+    fi
 } >"$entry"
 
 echo

@@ -8,9 +8,13 @@
 # seconds, then reads VmRSS / RssAnon / RssFile from /proc/PID/status and PSS from
 # /proc/PID/smaps_rollup, and stops it. nginx (master + workers, each and summed) is measured
 # the same way in the same run; rounds alternate which one goes first. Medians over ROUNDS.
+# With LOCALHOSTD_BASELINE_BIN (benches/lib.sh) an earlier build of ours is measured the same
+# way in every round too (the three in an order rotated every round), and a second table gives
+# after ÷ baseline per measure beside the run's own spread.
 #
 #   benches/idle-rss.sh                        # 3 rounds, about 80 s
 #   ROUNDS=1 BENCH_RECORD=0 benches/idle-rss.sh
+#   LOCALHOSTD_BASELINE_BIN=/path/localhostd-old LOCALHOSTD_BASELINE_REV=01fe5f3 benches/idle-rss.sh
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +27,7 @@ bench_init idle-rss "ROUNDS=$ROUNDS REQUESTS=$REQUESTS IDLE=$IDLE"
 
 bench_need_tools curl:curl "nginx:nginx-light|nginx" awk:gawk
 bench_build
+bench_baseline
 
 PATHS=(/health /ready /api/v1/health)
 
@@ -68,17 +73,26 @@ thread_names() {
 declare -A M # M[who,field] = "v1 v2 …" over rounds
 add() { M[$1,$2]+="$3 "; }
 
+CONTENDERS=(ours nginx)
+[[ $BENCH_BASELINE == 1 ]] && CONTENDERS=(ours base nginx)
 for r in $(seq 1 "$ROUNDS"); do
-    if ((r % 2)); then order="ours nginx"; else order="nginx ours"; fi
-    for t in $order; do
-        if [[ $t == ours ]]; then
-            ours_start "ours-$r"
+    for t in $(bench_rotate "$r" "${CONTENDERS[@]}"); do
+        if [[ $t == ours || $t == base ]]; then
+            if [[ $t == base ]]; then
+                ours_start "base-$r" "$LOCALHOSTD_BASELINE_BIN"
+            else
+                ours_start "ours-$r"
+            fi
             send_requests "$OURS_PORT"
             sleep "$IDLE"
             out="$(bench_mem "$OURS_PID")"
             read -r rss anon file pss thr <<<"$out"
-            for f in rss anon file pss thr; do add ours "$f" "${!f}"; done
-            bench_log "round $r ours: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            for f in rss anon file pss thr; do add "$t" "$f" "${!f}"; done
+            bench_log "round $r $t: VmRSS ${rss} kB (anon $anon, file $file) PSS $pss kB, $thr threads"
+            if [[ $t == base ]]; then
+                bench_stop "$OURS_PID"
+                continue
+            fi
             # Keep the picture of the last round for the notes.
             BREAKDOWN="$(rss_breakdown "$OURS_PID")"
             THREADS="$(thread_names "$OURS_PID")"
@@ -135,6 +149,9 @@ entry="$BENCH_TMP/entry.md"
     echo "| process | VmRSS | RssAnon | RssFile | PSS | threads / processes |"
     echo "|---|---:|---:|---:|---:|---|"
     row "**localhostd**" ours "$(med ours thr | cut -d. -f1) threads"
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        row "localhostd baseline \`$BASELINE_NAME\`" base "$(med base thr | cut -d. -f1) threads"
+    fi
     row "nginx master" master "1 process"
     row "nginx workers (sum)" workers "$workers processes"
     row "**nginx total**" nginx "$(med nginx procs | cut -d. -f1) processes, 1 thread each"
@@ -146,6 +163,14 @@ entry="$BENCH_TMP/entry.md"
     while IFS=$'\t' read -r k a g; do
         echo "  - $k / $a kB — $g"
     done <<<"$BREAKDOWN"
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        echo
+        bench_compare_head
+        for f in rss:VmRSS anon:RssAnon file:RssFile pss:PSS; do
+            bench_compare_row "${f#*:}" lower bench_kb "${M[ours,${f%%:*}]}" "${M[base,${f%%:*}]}"
+        done
+        bench_compare_row threads lower bench_int "${M[ours,thr]}" "${M[base,thr]}"
+    fi
 } >"$entry"
 
 echo

@@ -8,6 +8,11 @@
 # swapped every round), prints a markdown table and records it with machine, date, commit and
 # load average in the kv section of docs/benchmarks.md.
 #
+# With LOCALHOSTD_BASELINE_BIN (benches/lib.sh) an earlier build of ours runs beside them as a
+# further contender (its own daemon and state, the same config), in every round and every
+# cell, the order rotated every round; a second table gives after ÷ baseline per measure
+# beside the run's own spread.
+#
 # The issue's reference figures for this machine ("measured here for reference") are measured
 # in the same run too, at 64 connections, from benches/kv_reference.rs (an example of this
 # crate): a bare axum handler returning 1 KiB, a naive rusqlite GET through spawn_blocking, and
@@ -17,7 +22,8 @@
 #
 # Knobs: ROUNDS (3), DURATION seconds per run (10), CONNS ("1 16 64"), BENCH_RECORD=0 (print
 # only), LOCALHOSTD_BIN=path (skip the build), KV_REFERENCE_BIN=path (the reference server;
-# built when not given), BENCH_KEEP_TMP=1.
+# built when not given), BENCH_KEEP_TMP=1, LOCALHOSTD_BASELINE_BIN=path and
+# LOCALHOSTD_BASELINE_REV=rev (the baseline, above).
 #
 # Ours runs with rate-limit.enabled = false (the default limits would throttle a benchmark)
 # and --log-level warn (no per-request log line), like benches/health.sh. etcd runs with its
@@ -40,6 +46,7 @@ us() { bench_us "$1"; }
 
 bench_need_tools wrk:wrk etcd:etcd-server curl:curl
 bench_build
+bench_baseline
 if [[ -z "${KV_REFERENCE_BIN:-}" ]]; then
     log "cargo build --release --locked --example kv-reference"
     (cd "$BENCH_REPO" && cargo build --release --locked --example kv-reference >&2)
@@ -54,6 +61,14 @@ OURS_CONFIG_EXTRA='[rate-limit]
 enabled = false'
 ours_start ours
 TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")"
+if [[ $BENCH_BASELINE == 1 ]]; then
+    # ours_start sets OURS_*: take the baseline's, then put ours' back.
+    after=("$OURS_PID" "$OURS_PORT" "$OURS_DIR")
+    ours_start base "$LOCALHOSTD_BASELINE_BIN"
+    BASE_PORT="$OURS_PORT"
+    BASE_TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")"
+    OURS_PID="${after[0]}" OURS_PORT="${after[1]}" OURS_DIR="${after[2]}"
+fi
 
 # --- etcd
 bench_free_port ETCD_PORT
@@ -148,16 +163,21 @@ EOF
 
 # run MODE CONNS SECONDS -> "rps p50_us p99_us errors"
 run() {
-    local mode="$1" conns="$2" secs="$3" port threads
+    local who="$1" mode="$1" conns="$2" secs="$3" port threads token="$TOKEN"
     case "$mode" in
+        # The baseline is ours from another build: the same requests, its own port and token.
+        base-*)
+            port="$BASE_PORT" token="$BASE_TOKEN"
+            mode="ours-${mode#base-}"
+            ;;
         ours-*) port="$OURS_PORT" ;;
         ref-* | bare-*) port="$REF_PORT" ;;
         *) port="$ETCD_PORT" ;;
     esac
     threads=$((conns < $(nproc) ? conns : $(nproc)))
     {
-        echo "== $mode wrk -t$threads -c$conns -d${secs}s"
-        KV_MODE="$mode" KV_TOKEN="$TOKEN" wrk --latency -t"$threads" -c"$conns" -d"${secs}s" \
+        echo "== $who wrk -t$threads -c$conns -d${secs}s"
+        KV_MODE="$mode" KV_TOKEN="$token" wrk --latency -t"$threads" -c"$conns" -d"${secs}s" \
             --timeout 5s -s "$TMP/kv.lua" "http://127.0.0.1:$port/"
     } >>"$TMP/wrk.log" 2>&1 || die "wrk failed: $(tail -n 5 "$TMP/wrk.log")"
     tail -n 1 "$TMP/wrk.log" | awk '$1 == "BENCH" { print $2, $3, $4, $5; ok = 1 } END { if (!ok) exit 1 }' \
@@ -166,6 +186,7 @@ run() {
 
 log "preloading keys (2 s of PUTs each)"
 run ours-put 16 2 >/dev/null
+[[ $BENCH_BASELINE == 1 ]] && run base-put 16 2 >/dev/null
 run etcd-put 16 2 >/dev/null
 run ref-put 16 2 >/dev/null
 
@@ -174,15 +195,13 @@ for op in put get; do
     for c in $CONNS; do
         for r in $(seq 1 "$ROUNDS"); do
             who_all=(ours etcd)
+            [[ $BENCH_BASELINE == 1 ]] && who_all=(ours base etcd)
             if [[ "$c" == "$REF_CONNS" ]]; then
                 who_all+=(ref)
                 [[ "$op" == get ]] && who_all+=(bare)
             fi
             # Each round starts one further along the list.
-            n=${#who_all[@]}
-            order=()
-            for i in $(seq 0 $((n - 1))); do order+=("${who_all[$(((i + r - 1) % n))]}"); done
-            for who in "${order[@]}"; do
+            for who in $(bench_rotate "$r" "${who_all[@]}"); do
                 read -r rps p50 p99 err < <(run "$who-$op" "$c" "$DURATION")
                 log "$who $op c=$c round $r: $rps req/s p50 $(us "$p50") p99 $(us "$p99") errors $err"
                 RPS[$who,$op,$c]+="$rps "
@@ -236,6 +255,23 @@ entry="$TMP/entry.md"
             printf '| %s | %s | %.0f | %s | %s |\n' "$what" "$ref" "$(median ${RPS[$who,$op,$c]})" \
                 "$(us "$(median ${P50[$who,$op,$c]})")" "$(us "$(median ${P99[$who,$op,$c]})")"
         done
+    fi
+    if [[ $BENCH_BASELINE == 1 ]]; then
+        echo
+        bench_compare_head
+        for op in put get; do
+            for c in $CONNS; do
+                bench_compare_row "$op c=$c req/s" higher bench_int "${RPS[ours,$op,$c]}" "${RPS[base,$op,$c]}"
+                bench_compare_row "$op c=$c p50" lower bench_us "${P50[ours,$op,$c]}" "${P50[base,$op,$c]}"
+                bench_compare_row "$op c=$c p99" lower bench_us "${P99[ours,$op,$c]}" "${P99[base,$op,$c]}"
+            done
+        done
+        echo
+        errs=""
+        for op in put get; do
+            for c in $CONNS; do errs+="${errs:+, }$op c=$c ${ERR[base,$op,$c]}"; done
+        done
+        echo "- errors of the baseline: $errs"
     fi
 } >"$entry"
 cat "$entry"

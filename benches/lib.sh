@@ -4,11 +4,14 @@
 # What every benchmark gets from here (see benches/README.md for the convention):
 #   bench_need_tools   install missing tools with apt-get (apt-get update once, first)
 #   bench_build        cargo build --release --locked, once; sets LOCALHOSTD_BIN
+#   bench_baseline     LOCALHOSTD_BASELINE_BIN: an earlier build as a further contender
+#   bench_rotate       a round's order of the contenders (rotated one further every round)
 #   ours_start NAME    our daemon on a free loopback port in a temp dir, waited for on /health
 #   nginx_start NAME   nginx as the peer, temp config/pid/logs, its own free loopback port
 #   bench_stop PID     SIGTERM one process we started (and its children), wait for it
 #   bench_wrk          one bounded wrk run against loopback; prints "rps p50_us p99_us errors"
 #   bench_median       median of numbers
+#   bench_compare_*    the after ÷ baseline table (ratio per measure beside the run's spread)
 #   bench_record       write the run's dated entry (date, commit, machine, command) into the
 #                      benchmark's section of docs/benchmarks.md, replacing the entry there
 #                      (everything from the section's marker to the next "## " heading)
@@ -17,7 +20,8 @@
 # except the entry in docs/benchmarks.md (skip it with BENCH_RECORD=0).
 #
 # Knobs (environment): BENCH_RECORD=0 (print only), LOCALHOSTD_BIN=path (skip the build),
-# BENCH_KEEP_TMP=1 (keep the temp dir for inspection).
+# BENCH_KEEP_TMP=1 (keep the temp dir for inspection), LOCALHOSTD_BASELINE_BIN=path and
+# LOCALHOSTD_BASELINE_REV=rev (the scripts that call bench_baseline: kv, exec, idle-rss).
 
 set -euo pipefail
 
@@ -28,6 +32,8 @@ BENCH_PORTS=()
 BENCH_TMP=""
 BENCH_NAME=""
 BENCH_APT_UPDATED=0
+BENCH_BASELINE=0
+BASELINE_NAME=""
 
 bench_log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%T)" "$*" >&2; }
 bench_die() {
@@ -120,6 +126,41 @@ bench_build() {
     LOCALHOSTD_BIN="$BENCH_REPO/target/release/localhostd"
 }
 
+# bench_baseline: when LOCALHOSTD_BASELINE_BIN is set (a release binary built from an earlier
+# commit), checks it, sets BENCH_BASELINE=1 and BASELINE_NAME, and adds both knobs to the
+# recorded command line; the script then runs that binary as one more contender in every
+# round, so a change is judged by after ÷ before measured side by side on the same machine
+# state, not by figures of two runs hours apart. BASELINE_NAME is `git describe --always` of
+# LOCALHOSTD_BASELINE_REV (the rev as given when this repository does not know it); without a
+# rev, the binary's file name. Unset, BENCH_BASELINE stays 0 and nothing changes.
+bench_baseline() {
+    [[ -n "${LOCALHOSTD_BASELINE_BIN:-}" ]] || return 0
+    [[ -x "$LOCALHOSTD_BASELINE_BIN" ]] \
+        || bench_die "LOCALHOSTD_BASELINE_BIN=$LOCALHOSTD_BASELINE_BIN is not executable"
+    local rev="${LOCALHOSTD_BASELINE_REV:-}"
+    if [[ -n "$rev" ]]; then
+        BASELINE_NAME="$(git -C "$BENCH_REPO" describe --always "$rev^{commit}" 2>/dev/null || echo "$rev")"
+    else
+        BASELINE_NAME="$(basename "$LOCALHOSTD_BASELINE_BIN")"
+        bench_log "LOCALHOSTD_BASELINE_REV unset: the baseline is named by its file, $BASELINE_NAME"
+    fi
+    BENCH_BASELINE=1
+    BENCH_CMDLINE="LOCALHOSTD_BASELINE_BIN=$LOCALHOSTD_BASELINE_BIN${rev:+ LOCALHOSTD_BASELINE_REV=$rev} $BENCH_CMDLINE"
+    bench_log "baseline: $BASELINE_NAME ($LOCALHOSTD_BASELINE_BIN)"
+}
+
+# bench_rotate ROUND ITEM...: the items on one line, starting ROUND - 1 further along the list
+# (round 1 as given): the README's rule 5 for any number of contenders, so each one goes first
+# (and follows each other) equally often. For two it is the old swap every round.
+bench_rotate() {
+    local r="$1" n i
+    shift
+    n=$#
+    local items=("$@") rotated=()
+    for ((i = 0; i < n; i++)); do rotated+=("${items[$(((i + r - 1) % n))]}"); done
+    echo "${rotated[*]}"
+}
+
 # bench_free_port VAR: a loopback TCP port nobody uses now (per /proc/net/tcp{,6}) and that this
 # run has not handed out yet.
 bench_free_port() {
@@ -209,10 +250,11 @@ bench_stop() {
     wait "$pid" 2>/dev/null || true
 }
 
-# ours_start NAME: start our daemon in $BENCH_TMP/NAME. Sets OURS_PID, OURS_PORT, OURS_DIR.
-# OURS_CONFIG_EXTRA (TOML, appended after [server]) lets a benchmark set more keys.
+# ours_start NAME [BINARY]: start our daemon (LOCALHOSTD_BIN, or BINARY: the baseline) in
+# $BENCH_TMP/NAME. Sets OURS_PID, OURS_PORT, OURS_DIR. OURS_CONFIG_EXTRA (TOML, appended
+# after [server]) lets a benchmark set more keys.
 ours_start() {
-    local name="$1"
+    local name="$1" bin="${2:-$LOCALHOSTD_BIN}"
     OURS_DIR="$BENCH_TMP/$name"
     mkdir -p "$OURS_DIR"
     bench_free_port OURS_PORT
@@ -223,7 +265,7 @@ listen = ["127.0.0.1:$OURS_PORT"]
 ${OURS_CONFIG_EXTRA:-}
 EOF
     bench_spawn OURS_PID "$OURS_DIR/stderr.log" \
-        "$LOCALHOSTD_BIN" serve --config "$OURS_DIR/config.toml" --log-level warn
+        "$bin" serve --config "$OURS_DIR/config.toml" --log-level warn
     # shellcheck disable=SC2153 # set by bench_spawn through its name
     bench_wait_http "http://127.0.0.1:$OURS_PORT/health" "$OURS_PID" "$OURS_DIR/stderr.log"
     bench_log "localhostd pid $OURS_PID on 127.0.0.1:$OURS_PORT"
@@ -314,6 +356,75 @@ bench_minmax() {
     printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'
 }
 
+# bench_int NUMBER: rounded to a whole number (a bench_compare_row FORMAT for rates).
+bench_int() {
+    awk -v n="$1" 'BEGIN { printf "%.0f", n }'
+}
+
+# bench_compare_head: what the after ÷ baseline table shows, and its header. Print it, then one
+# bench_compare_row per measure, into the entry after the usual table (BENCH_BASELINE=1 only).
+bench_compare_head() {
+    echo "After ÷ baseline: this tree's binary (after, commit \`$(bench_commit)\`) against the" \
+        "baseline \`$BASELINE_NAME\`, both in every round beside the peer, the order rotated every" \
+        "round. *after* and *baseline* are medians over rounds; *per-round ratios*: min–max of" \
+        "after ÷ baseline within each round; *spread*: how far each one moved from round to round:" \
+        "(max − min) ÷ median. The ratio is *within* the run's own spread when |ratio − 1| is at" \
+        "most the larger of the two spreads, or when the per-round ratios lie on both sides of 1 (the" \
+        "rounds disagree on which is faster); with one round there is no spread to judge by (–)."
+    echo
+    echo "| measure | better | after | baseline | after ÷ baseline | per-round ratios | spread after / baseline | within |"
+    echo "|---|:-:|---:|---:|---:|---:|---:|:-:|"
+}
+
+# bench_compare_row MEASURE higher|lower FORMAT "AFTER_VALUES" "BASELINE_VALUES": one row of
+# that table. The values are per round, in round order (the i-th of each list from the same
+# round); FORMAT is a command that prints one value (bench_int, bench_us, bench_kb, …).
+bench_compare_row() {
+    local what="$1" better="$2" fmt="$3" after="$4" base="$5" ma mb ratio rr sa sb within
+    read -r ma mb ratio rr sa sb within < <(awk -v a="$after" -v b="$base" '
+        function med(v, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) {
+                t = v[j]; v[j] = v[j - 1]; v[j - 1] = t
+            }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        function spread(v, n, m,   i, lo, hi) {
+            lo = hi = v[1]
+            for (i = 2; i <= n; i++) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] }
+            return m != 0 ? (hi - lo) / m : 0
+        }
+        BEGIN {
+            na = split(a, va, " "); nb = split(b, vb, " ")
+            if (na == 0 || nb == 0) { print "- - - - - - -"; exit }
+            n = na < nb ? na : nb
+            for (i = 1; i <= n; i++) if (vb[i] != 0) {
+                r = va[i] / vb[i]; k++
+                if (k == 1 || r < rlo) rlo = r
+                if (k == 1 || r > rhi) rhi = r
+            }
+            ma = med(va, na); mb = med(vb, nb)
+            pa = spread(va, na, ma); pb = spread(vb, nb, mb)
+            ratio = mb != 0 ? ma / mb : 0
+            rr = k >= 2 ? sprintf("%.2f–%.2f", rlo, rhi) : "–"
+            within = "–"
+            if (n >= 2 && mb != 0) {
+                lim = pa > pb ? pa : pb
+                d = ratio - 1; if (d < 0) d = -d
+                within = (d <= lim || (k >= 2 && rlo <= 1 && rhi >= 1)) ? "yes" : "**no**"
+            }
+            printf "%s %s %s %s %s %s %s\n", ma, mb, (mb != 0 ? sprintf("%.3f", ratio) : "–"), rr,
+                (n >= 2 ? sprintf("%.1f%%", 100 * pa) : "–"),
+                (n >= 2 ? sprintf("%.1f%%", 100 * pb) : "–"), within
+        }')
+    if [[ "$ma" == - ]]; then
+        printf '| %s | – | – | – | – | – | – | – |\n' "$what"
+        return 0
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s / %s | %s |\n' "$what" \
+        "$(if [[ $better == higher ]]; then echo ↑; else echo ↓; fi)" \
+        "$("$fmt" "$ma")" "$("$fmt" "$mb")" "$ratio" "$rr" "$sa" "$sb" "$within"
+}
+
 # bench_us MICROSECONDS: human latency (µs below 1 ms, else ms with 2 decimals).
 bench_us() {
     awk -v u="$1" 'BEGIN { if (u < 1000) printf "%d µs", u; else printf "%.2f ms", u / 1000 }'
@@ -338,13 +449,13 @@ bench_commit() {
     echo "$c"
 }
 
-# bench_binary: which build was measured (version, size, build time), since "+dirty" alone
-# does not say which working tree it was built from.
+# bench_binary [PATH]: which build was measured (version, size, build time), since "+dirty"
+# alone does not say which working tree it was built from. PATH defaults to LOCALHOSTD_BIN.
 bench_binary() {
-    local v
-    v="$("$LOCALHOSTD_BIN" --version 2>/dev/null | head -n 1 || true)"
-    echo "${v:-localhostd}, $(stat -c %s "$LOCALHOSTD_BIN") bytes, built" \
-        "$(date -u -r "$LOCALHOSTD_BIN" +'%Y-%m-%d %H:%M UTC')"
+    local bin="${1:-$LOCALHOSTD_BIN}" v
+    v="$("$bin" --version 2>/dev/null | head -n 1 || true)"
+    echo "${v:-localhostd}, $(stat -c %s "$bin") bytes, built" \
+        "$(date -u -r "$bin" +'%Y-%m-%d %H:%M UTC')"
 }
 
 # bench_record SECTION_TITLE ENTRY_FILE: write the entry (a markdown fragment: table + notes),
@@ -366,6 +477,9 @@ bench_record() {
         echo "- machine: $(bench_machine)"
         echo "- command: \`$BENCH_CMDLINE\`"
         echo "- binary: $(bench_binary)"
+        if [[ $BENCH_BASELINE == 1 ]]; then
+            echo "- baseline: \`$BASELINE_NAME\`, $(bench_binary "$LOCALHOSTD_BASELINE_BIN")"
+        fi
         cat "$entry"
     } >"$block"
     [[ -f "$BENCH_DOC" ]] || bench_die "$BENCH_DOC is missing"

@@ -4,11 +4,14 @@ spawnloop.py VARIANTS.json GROUP ROUNDS SPAWNS REPORT_FILE
 
 Prints one line per variant:
   name wall_median_us wall_p90_us start_median_us start_p90_us cpu_us start_round_medians failures
+       wall_round_medians
 
 - wall: from the request to the variant having exited and been reaped (for ours: the
   helper's pidfd turned readable and its report was read to EOF).
 - start: from the request to the job's main() - the job is the static probe STAMP, which
   prints CLOCK_MONOTONIC first thing; "-" when the variant's job is not the probe.
+- *_round_medians: the median of each round, comma-separated, in round order (what
+  benches/exec.sh pairs round by round to compare two builds); "-" when there is none.
 - cpu: user+sys of what the variant reaps (median per sample); for ours, the zygote's own
   and reaped children's CPU over the run divided by the samples (a mean, warm builds
   included).
@@ -180,6 +183,7 @@ wall = {n: [] for n in names}
 start = {n: [] for n in names}
 cpu = {n: [] for n in names}
 rmed = {n: [] for n in names}
+wrmed = {n: [] for n in names}
 fail = {n: 0 for n in names}
 for v in variants:  # warm-up (page cache, binaries), not counted
     for _ in range(10):
@@ -192,12 +196,14 @@ ticks0 = {n: z.ticks() for n, z in zygotes.items()}
 for r in range(rounds):
     order = variants[r % len(variants):] + variants[:r % len(variants)]
     this = {n: [] for n in names}
+    this_wall = {n: [] for n in names}
     for _ in range(spawns):
         for v in order:
             w, s, c, ok = spawn(*v)
             if not ok:
                 fail[v[0]] += 1
             wall[v[0]].append(w)
+            this_wall[v[0]].append(w)
             cpu[v[0]].append(c)
             if s is not None:
                 start[v[0]].append(s)
@@ -205,6 +211,8 @@ for r in range(rounds):
     for n in names:
         if this[n]:
             rmed[n].append(median(this[n]))
+        if this_wall[n]:
+            wrmed[n].append(median(this_wall[n]))
 time.sleep(0.6)  # the zygote reaps its exited helpers every 200 ms when idle
 hz = os.sysconf("SC_CLK_TCK")
 for n, z in zygotes.items():
@@ -217,4 +225,5 @@ for n in names:
     print(n, round(median(wall[n])), round(pct(wall[n], 90)),
           round(median(st)) if st else "-", round(pct(st, 90)) if st else "-",
           round(median(cpu[n])),
-          ",".join(str(round(x)) for x in rmed[n]) or "-", fail[n])
+          ",".join(str(round(x)) for x in rmed[n]) or "-", fail[n],
+          ",".join(str(round(x)) for x in wrmed[n]) or "-")
