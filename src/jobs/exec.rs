@@ -3,6 +3,7 @@
 //! capture with a cap, the wall-clock timeout that ends the whole tree, and the history of
 //! every run. No HTTP here.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::error::{Error, Result};
 use crate::jobs::sandbox::{
-    JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, SCRATCH, Sandbox, WarmSandbox,
+    JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
+    Sandbox, WarmSandbox,
 };
 use crate::store::audit;
 use crate::store::auth::{now_unix, rfc3339};
@@ -584,7 +586,10 @@ impl Executor {
         Ok(result)
     }
 
-    /// `start`: the warm sandbox to use, if any, and the job's stdin.
+    /// `start`: the warm sandbox to use, if any, and the job's stdin. The steps, in order: the
+    /// job's cgroup and the policy fitted to what limits its memory, the sandbox started (with
+    /// the job's stdin), the output collected up to the deadline and the limits, the job ended
+    /// and its report read, the spawn latency recorded, the result classified.
     async fn run_confined(
         &self,
         policy: &Policy,
@@ -605,13 +610,85 @@ impl Executor {
         // The job's clock starts before its sandbox is asked for: a slow start is the job's
         // time, and every wait from here to the answer ends by `due + END_GRACE`.
         let due = tokio::time::Instant::now() + timeout;
+        let (warm, cgroup) = self.job_cgroup(&id, policy, memory, warm)?;
+        let memory_limited_by = if cgroup.is_some() {
+            MemoryLimitedBy::Cgroup
+        } else {
+            MemoryLimitedBy::Rlimit
+        };
+        let policy = fit_policy(policy, memory, cgroup.is_some());
+        // Spawn latency is measured to the job's execve (its report carries the time): the
+        // same for a warm sandbox and one built on demand.
+        let spawn_start = crate::jobs::sandbox::child::monotonic_ns();
+        let Some(mut running) = self
+            .spawn(&policy, stdin, warm, cgroup.as_ref(), due)
+            .await?
+        else {
+            return Ok(ExecResult {
+                id,
+                status: Status::Timeout,
+                exit_code: None,
+                signal: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                truncated: false,
+                wall_ms: start.elapsed().as_millis() as u64,
+                cpu_ms: 0,
+                max_rss_kb: 0,
+                message: None,
+                started_at,
+                dropped_bytes: 0,
+                memory_limited_by,
+            });
+        };
+        let output = collect_output(&mut running, output_limit, due, stream, cancel).await;
+        // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
+        // left in the job's PID namespace, and to its cgroup if it has one; the answer waits
+        // for the namespace to be gone, but not past the grace.
+        let kill = output.timed_out || output.overflow || output.cancelled;
+        if kill && let Some(cg) = &cgroup {
+            cg.kill();
+        }
+        let report: Report = running.finish(kill, due + END_GRACE).await?;
+        let wall_ms = start.elapsed().as_millis() as u64;
+        self.record_spawn_latency(&report, spawn_start);
+        let cpu_limit_ms = policy.limits.cpu_s * 1000;
+        let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
+        drop(cgroup);
+        let (status, exit_code, signal) = classify(&report, &output, oom_killed, cpu_limit_ms);
+        Ok(ExecResult {
+            id,
+            status,
+            exit_code,
+            signal,
+            stdout: output.out,
+            stderr: output.err,
+            truncated: output.overflow,
+            wall_ms,
+            cpu_ms: report.cpu_ms,
+            max_rss_kb: report.max_rss_kb,
+            message: (status == Status::SandboxError).then(|| report.message.clone()),
+            started_at,
+            dropped_bytes: output.dropped,
+            memory_limited_by,
+        })
+    }
+
+    /// The warm sandbox the job may still use and the job's cgroup, if it gets one. A warm
+    /// sandbox takes the job as it was built: in a cgroup (narrowed to the job's limits; one
+    /// that cannot be is dropped for a fresh sandbox) or without one.
+    fn job_cgroup(
+        &self,
+        id: &str,
+        policy: &Policy,
+        memory: MemoryBudget,
+        warm: Option<(WarmSandbox, Option<JobCgroup>)>,
+    ) -> Result<(Option<WarmSandbox>, Option<JobCgroup>)> {
         let limits = crate::jobs::sandbox::CgroupLimits {
             memory_bytes: memory.memory_bytes,
             pids: policy.limits.processes,
             cpus: 1.0,
         };
-        // A warm sandbox takes the job as it was built: in a cgroup (narrowed to the job's
-        // limits; one that cannot be is dropped for a fresh sandbox) or without one.
         let (warm, warm_cgroup) = match warm {
             Some((w, Some(cg))) => match cg.limit(limits) {
                 Ok(()) => (Some(w), Some(cg)),
@@ -626,7 +703,7 @@ impl Executor {
         let cgroup = match (&self.inner.cgroups, warm_cgroup) {
             (_, Some(cg)) => Some(cg),
             (None, None) => None,
-            (Some(cg), None) => match cg.create(&id, limits) {
+            (Some(cg), None) => match cg.create(id, limits) {
                 Ok(job) => Some(job),
                 Err(e) if self.inner.live.get().sandbox.cgroup_fallback => {
                     tracing::warn!(execution = %id, error = %e, "cannot create the job's cgroup; it runs limited by rlimits (sandbox.cgroup-fallback)");
@@ -640,191 +717,39 @@ impl Executor {
                 }
             },
         };
-        let memory_limited_by = if cgroup.is_some() {
-            MemoryLimitedBy::Cgroup
-        } else {
-            MemoryLimitedBy::Rlimit
-        };
-        // The policy was fitted to a cgroup: without one, fit it to rlimits.
-        let refitted;
-        let policy = if cgroup.is_none() && policy.limits.address_space_bytes.is_none() {
-            let mut p = policy.clone();
-            memory.apply(&mut p.limits, MemoryLimitedBy::Rlimit);
-            refitted = p;
-            &refitted
-        } else {
-            policy
-        };
-        // Spawn latency is measured to the job's execve (its report carries the time): the
-        // same for a warm sandbox and one built on demand.
-        let spawn_start = crate::jobs::sandbox::child::monotonic_ns();
-        let mut running = match warm {
+        Ok((warm, cgroup))
+    }
+
+    /// Starts the job (its stdin handed over) in the warm sandbox when it fits, else in one
+    /// built now. `None`: not even started by its deadline (the helper asked for is killed
+    /// when it comes).
+    async fn spawn(
+        &self,
+        policy: &Policy,
+        stdin: Vec<u8>,
+        warm: Option<WarmSandbox>,
+        cgroup: Option<&JobCgroup>,
+        due: tokio::time::Instant,
+    ) -> Result<Option<Running>> {
+        Ok(Some(match warm {
             Some(w) if w.fits(policy) => w.start(policy, stdin)?,
             _ => {
-                let spawn = self.inner.sandbox.spawn_in(policy, stdin, cgroup.as_ref());
+                let spawn = self.inner.sandbox.spawn_in(policy, stdin, cgroup);
                 match tokio::time::timeout_at(due, spawn).await {
                     Ok(running) => running?,
-                    // Not even started by its deadline (the helper asked for is killed when
-                    // it comes).
-                    Err(_) => {
-                        return Ok(ExecResult {
-                            id,
-                            status: Status::Timeout,
-                            exit_code: None,
-                            signal: None,
-                            stdout: Vec::new(),
-                            stderr: Vec::new(),
-                            truncated: false,
-                            wall_ms: start.elapsed().as_millis() as u64,
-                            cpu_ms: 0,
-                            max_rss_kb: 0,
-                            message: None,
-                            started_at,
-                            dropped_bytes: 0,
-                            memory_limited_by,
-                        });
-                    }
+                    Err(_) => return Ok(None),
                 }
             }
-        };
-        let deadline = tokio::time::sleep_until(due);
-        tokio::pin!(deadline);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-        let (mut o_done, mut e_done) = (false, false);
-        let (mut timed_out, mut overflow, mut cancelled) = (false, false, false);
-        let cancel_wait = async {
-            match &cancel {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(cancel_wait);
-        let mut total: u64 = 0;
-        let mut dropped: u64 = 0;
-        let mut exited = None;
-        loop {
-            if o_done && e_done && exited.is_some() {
-                break;
-            }
-            let chunk = tokio::select! {
-                r = running.stdout.read(&mut ob), if !o_done => match r {
-                    Ok(0) | Err(_) => { o_done = true; None }
-                    Ok(n) => Some((true, n)),
-                },
-                r = running.stderr.read(&mut eb), if !e_done => match r {
-                    Ok(0) | Err(_) => { e_done = true; None }
-                    Ok(n) => Some((false, n)),
-                },
-                _ = running.exit.wait(), if exited.is_none() => { exited = Some(()); None },
-                _ = &mut deadline => { timed_out = true; break; }
-                _ = &mut cancel_wait => { cancelled = true; break; }
-            };
-            let Some((is_out, n)) = chunk else { continue };
-            let room = output_limit.saturating_sub(total) as usize;
-            let take = n.min(room);
-            let bytes = if is_out { &ob[..take] } else { &eb[..take] };
-            if is_out {
-                out.extend_from_slice(bytes)
-            } else {
-                err.extend_from_slice(bytes)
-            }
-            total += n as u64;
-            if let Some(tx) = &stream
-                && take > 0
-            {
-                let c = if is_out {
-                    Chunk::Stdout(bytes.to_vec())
-                } else {
-                    Chunk::Stderr(bytes.to_vec())
-                };
-                // Never wait for the consumer: this loop is what watches the deadline. A
-                // consumer that falls behind loses output (counted, said in the result); a
-                // gone one does not stop the job, whose result is still recorded.
-                match tx.try_send(c) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => dropped += take as u64,
-                }
-            }
-            if total > output_limit {
-                overflow = true;
-                break;
-            }
-        }
-        // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
-        // left in the job's PID namespace, and to its cgroup if it has one; the answer waits
-        // for the namespace to be gone, but not past the grace.
-        let kill = timed_out || overflow || cancelled;
-        if kill && let Some(cg) = &cgroup {
-            cg.kill();
-        }
-        let report: Report = running.finish(kill, due + END_GRACE).await?;
-        let wall_ms = start.elapsed().as_millis() as u64;
+        }))
+    }
+
+    /// The sandbox's spawn latency, when the report says when the job called execve.
+    fn record_spawn_latency(&self, report: &Report, spawn_start: u64) {
         if report.exec_mono_ns > spawn_start {
             self.inner
                 .metrics
                 .sandbox_spawned(Duration::from_nanos(report.exec_mono_ns - spawn_start));
         }
-        let cpu_limit_ms = policy.limits.cpu_s * 1000;
-        let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
-        drop(cgroup);
-        // An OOM kill in the job's cgroup ends the job whichever of its processes the kernel
-        // chose (the job's init or helper included, whose death ends the job): memory_limit.
-        let (status, exit_code, signal) = if oom_killed {
-            (
-                Status::MemoryLimit,
-                None,
-                Some(signal_name(report.signal.max(libc::SIGKILL))),
-            )
-        } else if report.kind == "error" {
-            (Status::SandboxError, None, None)
-        } else if timed_out {
-            (Status::Timeout, None, Some("SIGKILL".to_owned()))
-        } else if cancelled {
-            (Status::Killed, None, Some("SIGKILL".to_owned()))
-        } else if overflow {
-            (Status::OutputLimit, None, Some("SIGKILL".to_owned()))
-        } else if report.kind == "signal" {
-            let cpu = report.signal == libc::SIGXCPU
-                || (report.signal == libc::SIGKILL && report.cpu_ms + 50 >= cpu_limit_ms);
-            (
-                if cpu {
-                    Status::CpuLimit
-                } else {
-                    Status::Killed
-                },
-                None,
-                Some(signal_name(report.signal)),
-            )
-        } else if report.kind == "exit" {
-            (
-                if report.code == 0 {
-                    Status::Ok
-                } else {
-                    Status::NonzeroExit
-                },
-                Some(report.code),
-                None,
-            )
-        } else {
-            (Status::Killed, None, None)
-        };
-        Ok(ExecResult {
-            id,
-            status,
-            exit_code,
-            signal,
-            stdout: out,
-            stderr: err,
-            truncated: overflow,
-            wall_ms,
-            cpu_ms: report.cpu_ms,
-            max_rss_kb: report.max_rss_kb,
-            message: (status == Status::SandboxError).then(|| report.message.clone()),
-            started_at,
-            dropped_bytes: dropped,
-            memory_limited_by,
-        })
     }
 
     async fn record(
@@ -967,6 +892,161 @@ impl Executor {
                 )?)
             })
             .await
+    }
+}
+
+/// The policy fitted to rlimits when the job has no cgroup: it was fitted to a cgroup.
+fn fit_policy(policy: &Policy, memory: MemoryBudget, in_cgroup: bool) -> Cow<'_, Policy> {
+    if !in_cgroup && policy.limits.address_space_bytes.is_none() {
+        let mut p = policy.clone();
+        memory.apply(&mut p.limits, MemoryLimitedBy::Rlimit);
+        Cow::Owned(p)
+    } else {
+        Cow::Borrowed(policy)
+    }
+}
+
+/// A job's output as collected, and why the collection ended early, if it did.
+struct Output {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    /// Bytes a streaming caller's channel had no room for.
+    dropped: u64,
+    timed_out: bool,
+    overflow: bool,
+    cancelled: bool,
+}
+
+/// Reads the job's stdout and stderr (streamed to `stream` as they come) until both end and
+/// the helper exits, or until the deadline, a cancel or more output than `output_limit`.
+async fn collect_output(
+    running: &mut Running,
+    output_limit: u64,
+    due: tokio::time::Instant,
+    stream: Option<mpsc::Sender<Chunk>>,
+    cancel: Option<Arc<tokio::sync::Notify>>,
+) -> Output {
+    let deadline = tokio::time::sleep_until(due);
+    tokio::pin!(deadline);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut o_done, mut e_done) = (false, false);
+    let (mut timed_out, mut overflow, mut cancelled) = (false, false, false);
+    let cancel_wait = async {
+        match &cancel {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancel_wait);
+    let mut total: u64 = 0;
+    let mut dropped: u64 = 0;
+    let mut exited = None;
+    loop {
+        if o_done && e_done && exited.is_some() {
+            break;
+        }
+        let chunk = tokio::select! {
+            r = running.stdout.read(&mut ob), if !o_done => match r {
+                Ok(0) | Err(_) => { o_done = true; None }
+                Ok(n) => Some((true, n)),
+            },
+            r = running.stderr.read(&mut eb), if !e_done => match r {
+                Ok(0) | Err(_) => { e_done = true; None }
+                Ok(n) => Some((false, n)),
+            },
+            _ = running.exit.wait(), if exited.is_none() => { exited = Some(()); None },
+            _ = &mut deadline => { timed_out = true; break; }
+            _ = &mut cancel_wait => { cancelled = true; break; }
+        };
+        let Some((is_out, n)) = chunk else { continue };
+        let room = output_limit.saturating_sub(total) as usize;
+        let take = n.min(room);
+        let bytes = if is_out { &ob[..take] } else { &eb[..take] };
+        if is_out {
+            out.extend_from_slice(bytes)
+        } else {
+            err.extend_from_slice(bytes)
+        }
+        total += n as u64;
+        if let Some(tx) = &stream
+            && take > 0
+        {
+            let c = if is_out {
+                Chunk::Stdout(bytes.to_vec())
+            } else {
+                Chunk::Stderr(bytes.to_vec())
+            };
+            // Never wait for the consumer: this loop is what watches the deadline. A
+            // consumer that falls behind loses output (counted, said in the result); a
+            // gone one does not stop the job, whose result is still recorded.
+            match tx.try_send(c) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => dropped += take as u64,
+            }
+        }
+        if total > output_limit {
+            overflow = true;
+            break;
+        }
+    }
+    Output {
+        out,
+        err,
+        dropped,
+        timed_out,
+        overflow,
+        cancelled,
+    }
+}
+
+/// The job's status, exit code and signal, from its report and how its output ended.
+fn classify(
+    report: &Report,
+    output: &Output,
+    oom_killed: bool,
+    cpu_limit_ms: u64,
+) -> (Status, Option<i32>, Option<String>) {
+    // An OOM kill in the job's cgroup ends the job whichever of its processes the kernel
+    // chose (the job's init or helper included, whose death ends the job): memory_limit.
+    if oom_killed {
+        (
+            Status::MemoryLimit,
+            None,
+            Some(signal_name(report.signal.max(libc::SIGKILL))),
+        )
+    } else if report.kind == ReportKind::Error {
+        (Status::SandboxError, None, None)
+    } else if output.timed_out {
+        (Status::Timeout, None, Some("SIGKILL".to_owned()))
+    } else if output.cancelled {
+        (Status::Killed, None, Some("SIGKILL".to_owned()))
+    } else if output.overflow {
+        (Status::OutputLimit, None, Some("SIGKILL".to_owned()))
+    } else if report.kind == ReportKind::Signal {
+        let cpu = report.signal == libc::SIGXCPU
+            || (report.signal == libc::SIGKILL && report.cpu_ms + 50 >= cpu_limit_ms);
+        (
+            if cpu {
+                Status::CpuLimit
+            } else {
+                Status::Killed
+            },
+            None,
+            Some(signal_name(report.signal)),
+        )
+    } else if report.kind == ReportKind::Exit {
+        (
+            if report.code == 0 {
+                Status::Ok
+            } else {
+                Status::NonzeroExit
+            },
+            Some(report.code),
+            None,
+        )
+    } else {
+        (Status::Killed, None, None)
     }
 }
 

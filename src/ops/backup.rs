@@ -852,35 +852,110 @@ fn walk_archive(
     hash: bool,
     extract_to: Option<&Path>,
 ) -> Result<(Manifest, u64)> {
-    let corrupt = |entry: &str, reason: String| BackupError::Corrupt {
-        archive: label.to_owned(),
-        entry: entry.to_owned(),
-        reason,
-    };
     let file = File::open(path).map_err(io_ctx(format!("cannot open {}", path.display())))?;
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(IO_BUF, file));
     let mut archive = tar::Archive::new(gz);
-    let mut seen: Vec<(String, u64, Option<String>)> = Vec::new();
-    let mut names: HashSet<String> = HashSet::new();
-    let mut manifest: Option<Manifest> = None;
-    let after = |seen: &Vec<(String, u64, Option<String>)>, m: bool| match (seen.last(), m) {
-        (_, true) => format!("(after {MANIFEST})"),
-        (Some((p, _, _)), false) => format!("(after {p})"),
-        (None, false) => "(the first entry)".to_owned(),
+    let mut walk = Walk {
+        label,
+        hash,
+        extract_to,
+        seen: Vec::new(),
+        names: HashSet::new(),
+        manifest: None,
     };
     let entries = archive
         .entries()
-        .map_err(|e| corrupt("(the first entry)", e.to_string()))?;
+        .map_err(|e| walk.corrupt("(the first entry)", e.to_string()))?;
     let mut buf = vec![0u8; IO_BUF];
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| corrupt(&after(&seen, manifest.is_some()), describe(&e)))?;
-        let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| {
-            corrupt(
-                &after(&seen, manifest.is_some()),
-                "the entry's path is not UTF-8".into(),
-            )
-        })?;
+        let (entry, name) = walk.read_entry(entry)?;
+        let (class, size) = walk.classify_entry(&entry, &name)?;
+        if class == EntryKind::Manifest {
+            walk.manifest = Some(walk.read_manifest(entry, &name, size)?);
+            continue;
+        }
+        let seen = walk.copy_entry(entry, name, size, &mut buf)?;
+        walk.seen.push(seen);
+    }
+    drop(buf);
+    // The rest of the gzip stream: its CRC-32 and length are checked when it ends.
+    // A bad checksum is reported after the entries' hashes, which name the entry.
+    let mut rest = archive.into_inner();
+    let trailer = io::copy(&mut rest, &mut io::sink()).map_err(|e| {
+        walk.corrupt(
+            &format!("(gzip trailer after {})", walk.after()),
+            describe(&e),
+        )
+    });
+    let Some(manifest) = walk.manifest.take() else {
+        trailer?;
+        return Err(walk.corrupt(
+            MANIFEST,
+            "is missing: the archive is incomplete (truncated, or not a localhostd backup)".into(),
+        ));
+    };
+    walk.check_against(&manifest)?;
+    trailer?;
+    if !walk.names.contains(DB_ENTRY) {
+        return Err(walk.corrupt(DB_ENTRY, "is missing from the archive".into()));
+    }
+    let bytes = walk.seen.iter().map(|(_, s, _)| s).sum();
+    Ok((manifest, bytes))
+}
+
+/// The decompressed stream an archive's entries are read from.
+type Gz = flate2::read::GzDecoder<BufReader<File>>;
+
+/// A regular entry as walked: its path, its size and (when hashed) its SHA-256.
+type Seen = (String, u64, Option<String>);
+
+/// One walk through an archive: how it treats entries and what it has seen so far (which
+/// also names the place of an error that has no entry name).
+struct Walk<'a> {
+    label: &'a str,
+    hash: bool,
+    extract_to: Option<&'a Path>,
+    seen: Vec<Seen>,
+    names: HashSet<String>,
+    manifest: Option<Manifest>,
+}
+
+impl Walk<'_> {
+    fn corrupt(&self, entry: &str, reason: String) -> BackupError {
+        BackupError::Corrupt {
+            archive: self.label.to_owned(),
+            entry: entry.to_owned(),
+            reason,
+        }
+    }
+
+    /// Where the walk is, for an error before an entry's name is known.
+    fn after(&self) -> String {
+        match (self.seen.last(), self.manifest.is_some()) {
+            (_, true) => format!("(after {MANIFEST})"),
+            (Some((p, _, _)), false) => format!("(after {p})"),
+            (None, false) => "(the first entry)".to_owned(),
+        }
+    }
+
+    /// The next entry and its path.
+    fn read_entry<'e>(
+        &self,
+        entry: io::Result<tar::Entry<'e, Gz>>,
+    ) -> Result<(tar::Entry<'e, Gz>, String)> {
+        let entry = entry.map_err(|e| self.corrupt(&self.after(), describe(&e)))?;
+        let name = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| self.corrupt(&self.after(), "the entry's path is not UTF-8".into()))?;
+        Ok((entry, name))
+    }
+
+    /// What the entry is by its path, and its size: only regular files on the layout's paths,
+    /// none after the manifest, none twice.
+    fn classify_entry(
+        &mut self,
+        entry: &tar::Entry<'_, Gz>,
+        name: &str,
+    ) -> Result<(EntryKind, u64)> {
         let kind = entry.header().entry_type();
         if kind != tar::EntryType::Regular {
             let what = match kind {
@@ -891,37 +966,54 @@ fn walk_archive(
                 tar::EntryType::Fifo => "a FIFO".to_owned(),
                 other => format!("of type {:?}", other.as_byte() as char),
             };
-            return Err(corrupt(
-                &name,
+            return Err(self.corrupt(
+                name,
                 format!("is {what}; a backup holds only regular files: refused"),
             ));
         }
-        let class = classify(&name).map_err(|r| corrupt(&name, r))?;
-        if manifest.is_some() {
-            return Err(corrupt(&name, format!("comes after {MANIFEST}: refused")));
+        let class = classify(name).map_err(|r| self.corrupt(name, r))?;
+        if self.manifest.is_some() {
+            return Err(self.corrupt(name, format!("comes after {MANIFEST}: refused")));
         }
-        if !names.insert(name.clone()) {
-            return Err(corrupt(&name, "appears twice: refused".into()));
+        if !self.names.insert(name.to_owned()) {
+            return Err(self.corrupt(name, "appears twice: refused".into()));
         }
         let size = entry
             .header()
             .size()
-            .map_err(|e| corrupt(&name, format!("bad size in its header: {e}")))?;
-        if class == EntryKind::Manifest {
-            if size > MAX_MANIFEST {
-                return Err(corrupt(&name, format!("is {size} bytes: too large")));
-            }
-            let mut json = Vec::with_capacity(size as usize);
-            (&mut entry)
-                .take(MAX_MANIFEST)
-                .read_to_end(&mut json)
-                .map_err(|e| corrupt(&name, describe(&e)))?;
-            let m: Manifest = serde_json::from_slice(&json)
-                .map_err(|e| corrupt(&name, format!("is not a valid manifest: {e}")))?;
-            manifest = Some(m);
-            continue;
+            .map_err(|e| self.corrupt(name, format!("bad size in its header: {e}")))?;
+        Ok((class, size))
+    }
+
+    /// The manifest entry, parsed (at most `MAX_MANIFEST` bytes).
+    fn read_manifest(
+        &self,
+        mut entry: tar::Entry<'_, Gz>,
+        name: &str,
+        size: u64,
+    ) -> Result<Manifest> {
+        if size > MAX_MANIFEST {
+            return Err(self.corrupt(name, format!("is {size} bytes: too large")));
         }
-        let mut out = match extract_to {
+        let mut json = Vec::with_capacity(size as usize);
+        (&mut entry)
+            .take(MAX_MANIFEST)
+            .read_to_end(&mut json)
+            .map_err(|e| self.corrupt(name, describe(&e)))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| self.corrupt(name, format!("is not a valid manifest: {e}")))
+    }
+
+    /// Reads a data entry's bytes through: hashed when the walk hashes, written to its file
+    /// when it extracts (then synced), else discarded; its length checked against its header.
+    fn copy_entry(
+        &self,
+        mut entry: tar::Entry<'_, Gz>,
+        name: String,
+        size: u64,
+        buf: &mut [u8],
+    ) -> Result<Seen> {
+        let mut out = match self.extract_to {
             Some(root) => Some(
                 create_extracted(root, &name, entry.header().mode().unwrap_or(0o600)).map_err(
                     |e| match e {
@@ -935,14 +1027,14 @@ fn walk_archive(
             ),
             None => None,
         };
-        let mut hasher = hash.then(Sha256::new);
+        let mut hasher = self.hash.then(Sha256::new);
         let mut n: u64 = 0;
         loop {
-            let k = match entry.read(&mut buf) {
+            let k = match entry.read(buf) {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(corrupt(&name, describe(&e))),
+                Err(e) => return Err(self.corrupt(&name, describe(&e))),
             };
             n += k as u64;
             if let Some(h) = &mut hasher {
@@ -954,7 +1046,7 @@ fn walk_archive(
             }
         }
         if n != size {
-            return Err(corrupt(
+            return Err(self.corrupt(
                 &name,
                 format!("holds {n} bytes, its header says {size} (truncated?)"),
             ));
@@ -966,69 +1058,52 @@ fn walk_archive(
             f.sync_all()
                 .map_err(io_ctx(format!("cannot sync the restored {name}")))?;
         }
-        seen.push((name, n, hasher.map(|h| hex::encode(h.finalize()))));
+        Ok((name, n, hasher.map(|h| hex::encode(h.finalize()))))
     }
-    drop(buf);
-    // The rest of the gzip stream: its CRC-32 and length are checked when it ends.
-    // A bad checksum is reported after the entries' hashes, which name the entry.
-    let mut rest = archive.into_inner();
-    let trailer = io::copy(&mut rest, &mut io::sink()).map_err(|e| {
-        corrupt(
-            &format!("(gzip trailer after {})", after(&seen, manifest.is_some())),
-            describe(&e),
-        )
-    });
-    let Some(manifest) = manifest else {
-        trailer?;
-        return Err(corrupt(
-            MANIFEST,
-            "is missing: the archive is incomplete (truncated, or not a localhostd backup)".into(),
-        ));
-    };
-    if manifest.format != FORMAT_VERSION {
-        return Err(BackupError::Unsupported(format!(
-            "{label}: archive format {} is not the format {FORMAT_VERSION} this localhostd reads",
-            manifest.format
-        )));
-    }
-    let listed: BTreeMap<&str, &ManifestEntry> = manifest
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    for (name, size, sha) in &seen {
-        let Some(m) = listed.get(name.as_str()) else {
-            return Err(corrupt(name, format!("is not listed in {MANIFEST}")));
-        };
-        if m.size != *size {
-            return Err(corrupt(
-                name,
-                format!("holds {size} bytes, the manifest says {}", m.size),
-            ));
+
+    /// The manifest against what was seen: its format, every entry listed with its size and
+    /// (when hashed) its SHA-256, every listed entry present.
+    fn check_against(&self, manifest: &Manifest) -> Result<()> {
+        if manifest.format != FORMAT_VERSION {
+            return Err(BackupError::Unsupported(format!(
+                "{}: archive format {} is not the format {FORMAT_VERSION} this localhostd reads",
+                self.label, manifest.format
+            )));
         }
-        if let Some(sha) = sha
-            && !sha.eq_ignore_ascii_case(&m.sha256)
-        {
-            return Err(corrupt(
-                name,
-                format!("SHA-256 is {sha}, the manifest says {}", m.sha256),
-            ));
+        let listed: BTreeMap<&str, &ManifestEntry> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        for (name, size, sha) in &self.seen {
+            let Some(m) = listed.get(name.as_str()) else {
+                return Err(self.corrupt(name, format!("is not listed in {MANIFEST}")));
+            };
+            if m.size != *size {
+                return Err(self.corrupt(
+                    name,
+                    format!("holds {size} bytes, the manifest says {}", m.size),
+                ));
+            }
+            if let Some(sha) = sha
+                && !sha.eq_ignore_ascii_case(&m.sha256)
+            {
+                return Err(self.corrupt(
+                    name,
+                    format!("SHA-256 is {sha}, the manifest says {}", m.sha256),
+                ));
+            }
         }
-    }
-    for m in &manifest.entries {
-        if !names.contains(&m.path) {
-            return Err(corrupt(
-                &m.path,
-                format!("is listed in {MANIFEST} but missing from the archive"),
-            ));
+        for m in &manifest.entries {
+            if !self.names.contains(&m.path) {
+                return Err(self.corrupt(
+                    &m.path,
+                    format!("is listed in {MANIFEST} but missing from the archive"),
+                ));
+            }
         }
+        Ok(())
     }
-    trailer?;
-    if !names.contains(DB_ENTRY) {
-        return Err(corrupt(DB_ENTRY, "is missing from the archive".into()));
-    }
-    let bytes = seen.iter().map(|(_, s, _)| s).sum();
-    Ok((manifest, bytes))
 }
 
 fn describe(e: &io::Error) -> String {

@@ -31,11 +31,47 @@ use serde::{Deserialize, Serialize};
 use super::policy::{INSIDE_ID, Policy};
 use super::seccomp;
 
+/// How a job ended: the `kind` of a [`Report`]. On the wire (the JSON line on the report
+/// socket) each is its lower-case name, as it was when the kind was a string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    /// The job exited (`code`).
+    Exit,
+    /// A signal ended the job (`signal`).
+    Signal,
+    /// The sandbox could not be built (`message`).
+    Error,
+    /// No complete report came: the daemon's own verdict, never written by the helper. A kind
+    /// the daemon does not know reads as this too, as any unknown kind string always did.
+    #[default]
+    #[serde(other)]
+    Killed,
+}
+
+impl ReportKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Exit => "exit",
+            ReportKind::Signal => "signal",
+            ReportKind::Error => "error",
+            ReportKind::Killed => "killed",
+        }
+    }
+}
+
+/// Compares with a wire name.
+impl PartialEq<&str> for ReportKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// How the job ended, as the helper saw it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
-    /// `exit`, `signal` or `error` (the sandbox could not be built).
-    pub kind: String,
+    pub kind: ReportKind,
     pub code: i32,
     pub signal: i32,
     pub cpu_ms: u64,
@@ -116,7 +152,7 @@ fn finish(result: R<Report>) -> ! {
     let report = match result {
         Ok(r) => r,
         Err(message) => Report {
-            kind: "error".into(),
+            kind: ReportKind::Error,
             message,
             ..Report::default()
         },
@@ -450,19 +486,20 @@ fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
             r.landlock = f.next().unwrap_or("").to_owned();
             r.proc_mounted = f.next() == Some("proc");
             r.exec_mono_ns = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            r.kind = kind.to_owned();
             if kind == "exit" {
+                r.kind = ReportKind::Exit;
                 r.code = n
             } else {
+                r.kind = ReportKind::Signal;
                 r.signal = n
             }
         }
         "error" => {
-            r.kind = "error".into();
+            r.kind = ReportKind::Error;
             r.message = rest.to_owned();
         }
         _ => {
-            r.kind = "error".into();
+            r.kind = ReportKind::Error;
             r.message = "the sandbox's init ended without a report".into();
         }
     }
@@ -1145,5 +1182,26 @@ mod tests {
             ("error", "mount x: EPERM")
         );
         assert_eq!(parse_status("", 0, 0).kind, "error");
+    }
+
+    #[test]
+    fn report_kinds_keep_their_wire_names() {
+        for (kind, wire) in [
+            (ReportKind::Exit, "\"exit\""),
+            (ReportKind::Signal, "\"signal\""),
+            (ReportKind::Error, "\"error\""),
+            (ReportKind::Killed, "\"killed\""),
+        ] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), wire);
+            assert_eq!(serde_json::from_str::<ReportKind>(wire).unwrap(), kind);
+        }
+        // A kind the daemon does not know ends the job as killed, as before.
+        assert_eq!(
+            serde_json::from_str::<ReportKind>("\"vanished\"").unwrap(),
+            ReportKind::Killed
+        );
+        let line = r#"{"kind":"exit","code":3,"signal":0,"cpu_ms":1,"max_rss_kb":2,"message":"","landlock":"full","proc_mounted":true}"#;
+        let r: Report = serde_json::from_str(line).unwrap();
+        assert_eq!((r.kind, r.code), (ReportKind::Exit, 3));
     }
 }

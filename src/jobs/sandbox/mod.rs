@@ -21,6 +21,6 @@ mod spawn;
 pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
-pub use child::{Report, Warm};
+pub use child::{Report, ReportKind, Warm};
 pub use policy::{Cidr, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH};
 pub use spawn::{Exit, Running, Sandbox, WarmSandbox};

@@ -35,7 +35,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::child::Report;
+use super::child::{Report, ReportKind};
 use super::policy::Policy;
 use super::zygote;
 use crate::error::{Error, Result};
@@ -565,7 +565,7 @@ impl Running {
         }
         if !complete || text.iter().all(u8::is_ascii_whitespace) {
             return Ok(Report {
-                kind: "killed".into(),
+                kind: ReportKind::Killed,
                 ..Report::default()
             });
         }

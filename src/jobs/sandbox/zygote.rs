@@ -237,7 +237,7 @@ fn join_cgroup(dir: &OwnedFd) -> Result<(), String> {
 /// Writes an error report (fd 4) and exits: the daemon reports a sandbox error.
 fn fail(message: &str) -> ! {
     let report = super::child::Report {
-        kind: "error".into(),
+        kind: super::child::ReportKind::Error,
         message: message.into(),
         ..Default::default()
     };
