@@ -144,11 +144,7 @@ fn body_of(state: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Bytes, 
     b.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let (_, what) = BodyLimit::KvValue.resolve(&state.live.get());
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {what}"),
-            )
+            ApiError::payload_too_large(format!("request body is larger than {what}"))
         } else {
             ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
         }
@@ -159,15 +155,11 @@ fn value_of(body: &[u8]) -> Result<Arc<str>, ApiError> {
     serde_json::from_slice::<&RawValue>(body)
         .map(|raw| Arc::from(raw.get()))
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!(
-                    "the value is not JSON (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            ApiError::invalid_json(format!(
+                "the value is not JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ))
         })
 }
 

@@ -87,39 +87,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .get::<super::access::BodyLimitNote>()
             .map(|n| n.0);
         if !is_json(ct) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "expected Content-Type: application/json, got {}",
-                    ct.unwrap_or("none")
-                ),
-            ));
+            return Err(ApiError::unsupported_media_type(format!(
+                "expected Content-Type: application/json, got {}",
+                ct.unwrap_or("none")
+            )));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    match limit {
-                        Some(l) => format!("request body is larger than {l}"),
-                        None => "request body is larger than server.max-body-size".to_owned(),
-                    },
-                )
+                ApiError::payload_too_large(match limit {
+                    Some(l) => format!("request body is larger than {l}"),
+                    None => "request body is larger than server.max-body-size".to_owned(),
+                })
             } else {
                 ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
             }
         })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!(
-                    "invalid JSON body at line {}, column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            ApiError::invalid_json(format!(
+                "invalid JSON body at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
         })
     }
 }

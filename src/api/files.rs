@@ -22,11 +22,10 @@ use crate::store::files::{self, Conditions, FileMeta, RangeSpec, Sort, Stored};
 fn path_arg(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match p {
         Ok(Path(p)) => Ok(p),
-        Err(r) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            format!("the file path is not valid: {}", r.body_text()),
-        )),
+        Err(r) => Err(ApiError::invalid_path(format!(
+            "the file path is not valid: {}",
+            r.body_text()
+        ))),
     }
 }
 

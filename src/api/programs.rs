@@ -65,11 +65,7 @@ fn too_large(limit: &Option<Extension<BodyLimitNote>>) -> ApiError {
         .as_ref()
         .map(|Extension(n)| n.0.to_string())
         .unwrap_or_else(|| "programs.max-upload-size".into());
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the upload is larger than {what}"),
-    )
+    ApiError::payload_too_large(format!("the upload is larger than {what}"))
 }
 
 fn is_multipart(headers: &HeaderMap) -> bool {
