@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -380,12 +380,7 @@ pub async fn refuse_credential(
             detail: format!("{what} refused: {}", refusal.as_str()),
         })
         .await;
-    let mut resp = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "invalid, revoked or expired credential",
-    )
-    .into_response();
+    let mut resp = ApiError::unauthorized("invalid, revoked or expired credential").into_response();
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
@@ -394,12 +389,7 @@ pub async fn refuse_credential(
 pub fn too_many(limit: u32, retry_after: std::time::Duration, why: &str) -> Response {
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let secs = secs.max(1);
-    let mut resp = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("{why}; retry after {secs} s"),
-    )
-    .into_response();
+    let mut resp = ApiError::rate_limited(format!("{why}; retry after {secs} s")).into_response();
     let h = resp.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     h.insert("ratelimit-limit", HeaderValue::from(limit));
@@ -477,11 +467,9 @@ where
     if let Some(len) = declared
         && len > max
     {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body of {len} bytes is larger than {what}"),
-        )
+        return ApiError::payload_too_large(format!(
+            "request body of {len} bytes is larger than {what}"
+        ))
         .into_response();
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
@@ -517,9 +505,7 @@ where
             let actor = match authenticate(state, &cfg, method, headers, &client).await {
                 Ok(a) => a,
                 Err(AuthError::Missing) => {
-                    let mut resp = ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
+                    let mut resp = ApiError::unauthorized(
                         "authentication required: send Authorization: Bearer <token>, or log in with POST /api/v1/session",
                     )
                     .into_response();
@@ -542,7 +528,7 @@ where
                             detail: msg.clone(),
                         })
                         .await;
-                    return ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg).into_response();
+                    return ApiError::forbidden(msg).into_response();
                 }
             };
             if let Access::Scope(needed) = access
@@ -559,14 +545,10 @@ where
                         detail: format!("needs scope {needed}, has {}", actor.scopes),
                     })
                     .await;
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
-                        "this route needs the `{needed}` scope; this credential has: {}",
-                        actor.scopes
-                    ),
-                )
+                return ApiError::forbidden(format!(
+                    "this route needs the `{needed}` scope; this credential has: {}",
+                    actor.scopes
+                ))
                 .into_response();
             }
             let key = match &actor.token_id {
@@ -587,14 +569,10 @@ where
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
-        return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "this route takes Content-Type: {}, got {got}",
-                g.accepts.join(" or ")
-            ),
-        )
+        return ApiError::unsupported_media_type(format!(
+            "this route takes Content-Type: {}, got {got}",
+            g.accepts.join(" or ")
+        ))
         .into_response();
     }
     let decision = state.limits.check(&cfg.rate_limit, g.class, &limit_key);
@@ -609,11 +587,9 @@ where
         match tokio::time::timeout(timeout.get(), run(req)).await {
             Ok(r) => r,
             Err(_) => {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("the request did not finish within server.request-timeout ({timeout})"),
-                )
+                return ApiError::unavailable(format!(
+                    "the request did not finish within server.request-timeout ({timeout})"
+                ))
                 .into_response();
             }
         }

@@ -23,7 +23,7 @@ fn for_audit<T>(r: &Result<T, crate::ops::backup::BackupError>) -> crate::error:
 
 pub async fn create(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
 ) -> Result<Response, ApiError> {
     let result = state.backups.create().await;
     let detail = match &result {
@@ -36,8 +36,7 @@ pub async fn create(
     let target = result.as_ref().map(|c| c.id.clone()).unwrap_or_default();
     state
         .audit_change(
-            &actor,
-            &client,
+            &caller,
             "backup.create",
             &target,
             &for_audit(&result),
@@ -76,26 +75,19 @@ pub async fn verify(
 
 pub async fn restore(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let result = state.backups.restore(&id).await;
     state
-        .audit_change(
-            &actor,
-            &client,
-            "backup.restore",
-            &id,
-            &for_audit(&result),
-            "",
-        )
+        .audit_change(&caller, "backup.restore", &id, &for_audit(&result), "")
         .await;
     Ok(axum::Json(result?).into_response())
 }
 
 pub async fn prune(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
 ) -> Result<Response, ApiError> {
     let result = state.backups.prune().await;
     let detail = match &result {
@@ -107,14 +99,7 @@ pub async fn prune(
         Err(_) => String::new(),
     };
     state
-        .audit_change(
-            &actor,
-            &client,
-            "backup.prune",
-            "",
-            &for_audit(&result),
-            &detail,
-        )
+        .audit_change(&caller, "backup.prune", "", &for_audit(&result), &detail)
         .await;
     let removed = result?;
     Ok(axum::Json(json!({"removed": removed})).into_response())

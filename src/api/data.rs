@@ -17,17 +17,16 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::access::Client;
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
-use super::request_id;
 use super::routes::BodyLimit;
 use crate::api::state::AppState;
 use crate::error::Error;
+use crate::store::audit::Caller;
 use crate::store::auth::Actor;
 use crate::store::kv::watches::WatchSlot;
-use crate::store::kv::{self, Change, Cond, Entry, Kv, Op, Origin, Written};
+use crate::store::kv::{self, Change, Cond, Entry, Kv, Op, Written};
 
 /// How often an idle watch stream sends a progress event (keeps proxies and clients from
 /// timing out, and moves the client's Last-Event-ID forward).
@@ -41,14 +40,6 @@ fn key_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
             e.body_text()
         ))
         .into()),
-    }
-}
-
-fn origin(actor: Actor, client: Client) -> Origin {
-    Origin {
-        actor: actor.name,
-        client: client.addr,
-        request_id: request_id::current().unwrap_or_default(),
     }
 }
 
@@ -153,11 +144,7 @@ fn body_of(state: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Bytes, 
     b.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let (_, what) = BodyLimit::KvValue.resolve(&state.live.get());
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {what}"),
-            )
+            ApiError::payload_too_large(format!("request body is larger than {what}"))
         } else {
             ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
         }
@@ -168,15 +155,11 @@ fn value_of(body: &[u8]) -> Result<Arc<str>, ApiError> {
     serde_json::from_slice::<&RawValue>(body)
         .map(|raw| Arc::from(raw.get()))
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!(
-                    "the value is not JSON (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            ApiError::invalid_json(format!(
+                "the value is not JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ))
         })
 }
 
@@ -185,17 +168,9 @@ fn ttl_of(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
 }
 
 /// Applies one op and answers with its result.
-async fn apply_one(
-    state: &AppState,
-    op: Op,
-    actor: Actor,
-    client: Client,
-) -> Result<Response, ApiError> {
+async fn apply_one(state: &AppState, op: Op, caller: Caller) -> Result<Response, ApiError> {
     let cfg = state.live.get();
-    let applied = state
-        .kv
-        .apply(vec![op], origin(actor, client), &cfg.kv)
-        .await?;
+    let applied = state.kv.apply(vec![op], caller, &cfg.kv).await?;
     let w = applied
         .written
         .first()
@@ -243,7 +218,7 @@ pub struct PutQuery {
 /// `If-None-Match: *` create-only; `?ttl=60s` makes the key expire.
 pub async fn put(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     key: Result<Path<String>, PathRejection>,
     q: Result<Query<PutQuery>, QueryRejection>,
     req: Request,
@@ -261,13 +236,13 @@ pub async fn put(
         cond,
         ttl,
     };
-    apply_one(&state, op, actor, client).await
+    apply_one(&state, op, caller).await
 }
 
 /// `DELETE /api/v1/data/{*key}`; `If-Match` makes it conditional.
 pub async fn delete(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -279,7 +254,7 @@ pub async fn delete(
         cond,
         ttl: None,
     };
-    let mut resp = apply_one(&state, op, actor, client).await?;
+    let mut resp = apply_one(&state, op, caller).await?;
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
 }
@@ -301,7 +276,7 @@ pub struct PostBody {
 /// `POST /api/v1/data` with `{"key":…,"value":…}`, as the old clients send it.
 pub async fn post(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     headers: HeaderMap,
     Json(body): Json<PostBody>,
 ) -> Result<Response, ApiError> {
@@ -311,7 +286,7 @@ pub async fn post(
         cond: cond_of(&headers)?,
         ttl: ttl_of(body.ttl.as_deref())?,
     };
-    apply_one(&state, op, actor, client).await
+    apply_one(&state, op, caller).await
 }
 
 #[derive(Deserialize)]
@@ -349,7 +324,7 @@ pub struct BatchOp {
 /// whose condition failed).
 pub async fn batch(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     Json(body): Json<BatchBody>,
 ) -> Result<Response, ApiError> {
     let mut ops = Vec::with_capacity(body.ops.len());
@@ -387,7 +362,7 @@ pub async fn batch(
         });
     }
     let cfg = state.live.get();
-    let applied = state.kv.apply(ops, origin(actor, client), &cfg.kv).await?;
+    let applied = state.kv.apply(ops, caller, &cfg.kv).await?;
     let results: Vec<String> = applied.written.iter().map(written_json).collect();
     Ok(json_response(
         StatusCode::OK,

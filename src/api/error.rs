@@ -28,8 +28,10 @@ pub struct ApiError {
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
+/// One constructor per `code` a client can branch on, so a status and its code are paired
+/// here alone. The message is the only part a caller chooses.
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -38,8 +40,115 @@ impl ApiError {
             headers: Vec::new(),
         }
     }
+    /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// 400 `invalid_json`: a body or value that does not parse.
+    pub fn invalid_json(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+    /// 400 `invalid_key`.
+    pub fn invalid_key(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", message)
+    }
+    /// 400 `invalid_path`.
+    pub fn invalid_path(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", message)
+    }
+    /// 401 `unauthorized` (the caller adds WWW-Authenticate).
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    /// 403 `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 405 `method_not_allowed` (the caller adds Allow).
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    /// 410 `gone`.
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::GONE, "gone", message)
+    }
+    /// 412 `precondition_failed`.
+    pub fn precondition_failed(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            message,
+        )
+    }
+    /// 413 `payload_too_large`: the message names the limit, as the client can change its
+    /// request (or an admin the setting) only knowing which one it passed.
+    pub fn payload_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+    /// 415 `unsupported_media_type`.
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+    /// 416 `range_not_satisfiable`, with the Content-Range that tells the client the size.
+    pub fn range_not_satisfiable(size: u64) -> ApiError {
+        let mut a = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the Range asks for bytes outside the file, which is {size} bytes long"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+            a.headers.push((header::CONTENT_RANGE, v));
+        }
+        a
+    }
+    /// 422 `unprocessable`.
+    pub fn unprocessable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+    }
+    /// 429 `rate_limited` (Retry-After is added on the way out).
+    pub fn rate_limited(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    }
+    /// 503 `unavailable` (Retry-After is added on the way out).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    /// 507 `insufficient_storage`.
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            message,
+        )
+    }
+    /// 507 `quota_exceeded`: a configured quota, not the disk, is full.
+    pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", message)
+    }
+    /// 500 `internal`: only through `internal`, which logs what the client is not told.
+    fn server_error(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    /// An error status made outside our handlers (axum's own), with the code
+    /// [`code_for_status`] gives it.
+    pub fn for_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, code_for_status(status), message)
     }
     pub fn with_extra(mut self, extra: serde_json::Value) -> ApiError {
         self.extra = Some(extra);
@@ -74,38 +183,21 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        use StatusCode as S;
         match e {
-            Error::Invalid(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
-            Error::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
-            Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
-            Error::InvalidKey(m) => ApiError::new(S::BAD_REQUEST, "invalid_key", m),
-            Error::PreconditionFailed(m) => {
-                ApiError::new(S::PRECONDITION_FAILED, "precondition_failed", m)
-            }
-            Error::Gone(m) => ApiError::new(S::GONE, "gone", m),
-            Error::TooLarge(m) => ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", m),
-            Error::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
-            Error::Unprocessable(m) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", m),
-            Error::Busy(m) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", m),
-            Error::InsufficientStorage(m) => {
-                ApiError::new(S::INSUFFICIENT_STORAGE, "insufficient_storage", m)
-            }
-            Error::QuotaExceeded(m) => ApiError::new(S::INSUFFICIENT_STORAGE, "quota_exceeded", m),
-            Error::InvalidPath(m) => ApiError::new(S::BAD_REQUEST, "invalid_path", m),
-            Error::RangeNotSatisfiable { size } => {
-                let mut a = ApiError::new(
-                    S::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    format!(
-                        "the Range asks for bytes outside the file, which is {size} bytes long"
-                    ),
-                );
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    a.headers.push((header::CONTENT_RANGE, v));
-                }
-                a
-            }
+            Error::Invalid(m) => ApiError::bad_request(m),
+            Error::NotFound(m) => ApiError::not_found(m),
+            Error::Conflict(m) => ApiError::conflict(m),
+            Error::InvalidKey(m) => ApiError::invalid_key(m),
+            Error::PreconditionFailed(m) => ApiError::precondition_failed(m),
+            Error::Gone(m) => ApiError::gone(m),
+            Error::TooLarge(m) => ApiError::payload_too_large(m),
+            Error::Unavailable(m) => ApiError::unavailable(m),
+            Error::Unprocessable(m) => ApiError::unprocessable(m),
+            Error::Busy(m) => ApiError::rate_limited(m),
+            Error::InsufficientStorage(m) => ApiError::insufficient_storage(m),
+            Error::QuotaExceeded(m) => ApiError::quota_exceeded(m),
+            Error::InvalidPath(m) => ApiError::invalid_path(m),
+            Error::RangeNotSatisfiable { size } => ApiError::range_not_satisfiable(size),
             Error::Db(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(
                     f.code,
@@ -113,8 +205,7 @@ impl From<Error> for ApiError {
                 ) =>
             {
                 internal(
-                    S::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ApiError::unavailable,
                     &e,
                     "the database is busy; retry shortly",
                 )
@@ -123,14 +214,13 @@ impl From<Error> for ApiError {
                 if f.code == rusqlite::ErrorCode::DiskFull =>
             {
                 internal(
-                    S::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
+                    ApiError::insufficient_storage,
                     &e,
                     "the state directory's disk is full",
                 )
             }
             Error::SchemaTooNew { .. } | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
-                internal(S::INTERNAL_SERVER_ERROR, "internal", &e, "internal error")
+                internal(ApiError::server_error, &e, "internal error")
             }
         }
     }
@@ -138,23 +228,17 @@ impl From<Error> for ApiError {
 
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> ApiError {
-        use StatusCode as S;
         match e {
-            BackupError::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
-            BackupError::Invalid(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
-            BackupError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            BackupError::NotFound(m) => ApiError::not_found(m),
+            BackupError::Invalid(m) => ApiError::bad_request(m),
+            BackupError::Conflict(m) => ApiError::conflict(m),
             // The backup is damaged or hostile: the message names the first bad entry.
-            e @ BackupError::Corrupt { .. } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", e.to_string())
-            }
-            BackupError::Unsupported(m) => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "unprocessable", m)
-            }
+            e @ BackupError::Corrupt { .. } => ApiError::unprocessable(e.to_string()),
+            BackupError::Unsupported(m) => ApiError::unprocessable(m),
             BackupError::NoSpace(m) => {
                 let e = Error::Internal(m);
                 internal(
-                    S::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
+                    ApiError::insufficient_storage,
                     &e,
                     "the backup directory's disk is full",
                 )
@@ -168,8 +252,7 @@ impl From<BackupError> for ApiError {
                     source = s.source();
                 }
                 internal(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ApiError::server_error,
                     &Error::Internal(chain),
                     "internal error",
                 )
@@ -178,8 +261,9 @@ impl From<BackupError> for ApiError {
     }
 }
 
-/// Logs the whole error with the request id and returns an opaque one for the client.
-fn internal(status: StatusCode, code: &'static str, e: &Error, public: &str) -> ApiError {
+/// Logs the whole error with the request id and returns an opaque one for the client, made by
+/// `answer` (the constructor of the status it gets).
+fn internal(answer: fn(String) -> ApiError, e: &Error, public: &str) -> ApiError {
     let rid = request_id::current().unwrap_or_default();
     let mut chain = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -189,11 +273,9 @@ fn internal(status: StatusCode, code: &'static str, e: &Error, public: &str) -> 
         source = s.source();
     }
     tracing::error!(request_id = %rid, error = %chain, "request failed");
-    ApiError::new(
-        status,
-        code,
-        format!("{public}; the server log has details under request id {rid}"),
-    )
+    answer(format!(
+        "{public}; the server log has details under request id {rid}"
+    ))
 }
 
 impl IntoResponse for ApiError {

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
 use crate::api::state::AppState;
-use crate::jobs::exec::{Caller, Chunk, ExecRequest, ExecResult, RequestLimits};
+use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, RequestLimits};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -158,16 +158,11 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
 
 pub async fn run(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     headers: HeaderMap,
     Json(body): Json<ExecBody>,
 ) -> Result<Response, ApiError> {
     let req = build_request(body)?;
-    let caller = Caller {
-        actor: actor.name.clone(),
-        client: client.addr.clone(),
-        request_id: super::request_id::current().unwrap_or_default(),
-    };
     if wants_stream(&headers) {
         let rid = caller.request_id.clone();
         return Ok(stream_job(rid, move |tx| async move {

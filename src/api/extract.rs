@@ -9,16 +9,30 @@ use serde::de::DeserializeOwned;
 
 use super::access::Client;
 use super::error::ApiError;
+use crate::store::audit::Caller;
 use crate::store::auth::Actor;
 
 /// A JSON request body, deserialized into `T`.
 pub struct Json<T>(pub T);
 
-/// Who is calling: the actor the route's guard authenticated and the client `context` found.
-/// Taken out of the request (the guard put them there), not cloned.
+/// Who is calling: the actor the route's guard authenticated, the client `context` found,
+/// and the [`Caller`] the domain records for them. Actor and client are taken out of the
+/// request (the guard put them there), not cloned.
 pub struct Requester {
     pub actor: Actor,
     pub client: Client,
+    /// Who is acting, for the audit trail and the execution history.
+    pub caller: Caller,
+}
+
+/// The caller `actor`, calling from `client`, in the request being served: the one place the
+/// api turns its view of a request into the domain's.
+pub fn caller_of(actor: &Actor, client: &Client) -> Caller {
+    Caller {
+        actor: actor.name.clone(),
+        client: client.addr.clone(),
+        request_id: super::request_id::current().unwrap_or_default(),
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Requester {
@@ -28,7 +42,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Requester {
         let actor = parts.extensions.remove::<Actor>();
         let client = parts.extensions.remove::<Client>();
         match (actor, client) {
-            (Some(actor), Some(client)) => Ok(Requester { actor, client }),
+            (Some(actor), Some(client)) => Ok(Requester {
+                caller: caller_of(&actor, &client),
+                actor,
+                client,
+            }),
             _ => Err(crate::error::Error::Internal(
                 "the route's guard did not identify the caller".into(),
             )
@@ -69,39 +87,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .get::<super::access::BodyLimitNote>()
             .map(|n| n.0);
         if !is_json(ct) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "expected Content-Type: application/json, got {}",
-                    ct.unwrap_or("none")
-                ),
-            ));
+            return Err(ApiError::unsupported_media_type(format!(
+                "expected Content-Type: application/json, got {}",
+                ct.unwrap_or("none")
+            )));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    match limit {
-                        Some(l) => format!("request body is larger than {l}"),
-                        None => "request body is larger than server.max-body-size".to_owned(),
-                    },
-                )
+                ApiError::payload_too_large(match limit {
+                    Some(l) => format!("request body is larger than {l}"),
+                    None => "request body is larger than server.max-body-size".to_owned(),
+                })
             } else {
                 ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
             }
         })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!(
-                    "invalid JSON body at line {}, column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            ApiError::invalid_json(format!(
+                "invalid JSON body at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
         })
     }
 }

@@ -14,29 +14,18 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::Client;
 use super::error::ApiError;
 use super::extract::{IdleBounded, Requester};
 use crate::api::state::AppState;
-use crate::store::auth::Actor;
-use crate::store::files::{self, Caller, Conditions, FileMeta, RangeSpec, Sort, Stored};
-
-fn caller(actor: &Actor, client: &Client) -> Caller {
-    Caller {
-        actor: actor.name.clone(),
-        client: client.addr.clone(),
-        request_id: super::request_id::current().unwrap_or_default(),
-    }
-}
+use crate::store::files::{self, Conditions, FileMeta, RangeSpec, Sort, Stored};
 
 fn path_arg(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match p {
         Ok(Path(p)) => Ok(p),
-        Err(r) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            format!("the file path is not valid: {}", r.body_text()),
-        )),
+        Err(r) => Err(ApiError::invalid_path(format!(
+            "the file path is not valid: {}",
+            r.body_text()
+        ))),
     }
 }
 
@@ -187,7 +176,7 @@ fn stored_response(s: &Stored) -> Response {
 /// `PUT /api/v1/files/{path}`: the body is the file.
 pub async fn upload(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -203,7 +192,7 @@ pub async fn upload(
             content_length(&headers),
             expected,
             cond,
-            caller(&actor, &client),
+            caller,
         )
         .await?;
     Ok(stored_response(&stored))
@@ -220,7 +209,7 @@ pub struct FormQuery {
 /// at `prefix` + filename; all of them commit together, or none.
 pub async fn upload_form(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     q: Result<Query<FormQuery>, QueryRejection>,
     headers: HeaderMap,
     request: Request,
@@ -250,11 +239,9 @@ pub async fn upload_form(
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let mut batch = state.files.batch(
-        conditions(&headers)?,
-        caller(&actor, &client),
-        content_length(&headers),
-    )?;
+    let mut batch = state
+        .files
+        .batch(conditions(&headers)?, caller, content_length(&headers))?;
     while let Some(field) = form.next_field().await.map_err(malformed)? {
         // Parts without a filename are form fields, not files: skipped.
         let Some(name) = field.file_name().map(str::to_owned) else {
@@ -454,11 +441,11 @@ pub async fn download(
 /// `DELETE /api/v1/files/{path}`.
 pub async fn delete(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_arg(path)?;
-    state.files.delete(&path, caller(&actor, &client)).await?;
+    state.files.delete(&path, caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

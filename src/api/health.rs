@@ -1,7 +1,6 @@
 //! `/health` (liveness), `/ready` (readiness) and `/api/v1/health` (the JSON report).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -32,13 +31,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .filter(|c| !c.ok)
         .map(|c| format!("{}: {}", c.name, c.detail))
         .collect();
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("not ready: {}", reasons.join("; ")),
-    )
-    .with_extra(json!({"status": "not_ready", "checks": checks}))
-    .into_response()
+    ApiError::unavailable(format!("not ready: {}", reasons.join("; ")))
+        .with_extra(json!({"status": "not_ready", "checks": checks}))
+        .into_response()
 }
 
 /// What is wrong with the file store, if anything: metadata whose blob is gone.

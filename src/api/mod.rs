@@ -238,11 +238,7 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 fn not_found(method: &Method, path: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route for {method} {path}"),
-    )
+    ApiError::not_found(format!("no route for {method} {path}"))
 }
 
 /// Outermost: request id (accepted or made, echoed), the client (peer or trusted proxy's
@@ -331,15 +327,11 @@ async fn dispatch(api: &ApiInner, matched: Option<&PathGuards>, req: Request) ->
         return not_found(req.method(), req.uri().path()).into_response();
     };
     let Some(guard) = path.get(req.method()) else {
-        let mut resp = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!(
-                "method {} is not allowed on {}; the Allow header lists the allowed methods",
-                req.method(),
-                req.uri().path()
-            ),
-        )
+        let mut resp = ApiError::method_not_allowed(format!(
+            "method {} is not allowed on {}; the Allow header lists the allowed methods",
+            req.method(),
+            req.uri().path()
+        ))
         .into_response();
         if let Ok(v) = HeaderValue::from_str(&path.allow()) {
             resp.headers_mut().insert(header::ALLOW, v);
@@ -389,7 +381,7 @@ fn normalize_error(resp: Response, method: &axum::http::Method, path: &str) -> R
         s => format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or("error")),
     };
     let (parts, _) = resp.into_parts();
-    let mut fresh = ApiError::new(status, error::code_for_status(status), message).into_response();
+    let mut fresh = ApiError::for_status(status, message).into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             fresh.headers_mut().insert(name.clone(), value.clone());

@@ -15,23 +15,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::{BodyLimitNote, Client};
+use super::access::BodyLimitNote;
 use super::error::ApiError;
 use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
 use super::extract::Json;
 use super::extract::Requester;
 use crate::api::state::AppState;
-use crate::jobs::exec::Caller;
-use crate::store::auth::Actor;
+use crate::store::audit::Caller;
 use crate::store::programs::{RunRequest, UploadMeta};
-
-fn caller(actor: &Actor, client: &Client) -> Caller {
-    Caller {
-        actor: actor.name.clone(),
-        client: client.addr.clone(),
-        request_id: super::request_id::current().unwrap_or_default(),
-    }
-}
 
 fn id_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(id)| id)
@@ -74,11 +65,7 @@ fn too_large(limit: &Option<Extension<BodyLimitNote>>) -> ApiError {
         .as_ref()
         .map(|Extension(n)| n.0.to_string())
         .unwrap_or_else(|| "programs.max-upload-size".into());
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the upload is larger than {what}"),
-    )
+    ApiError::payload_too_large(format!("the upload is larger than {what}"))
 }
 
 fn is_multipart(headers: &HeaderMap) -> bool {
@@ -184,7 +171,7 @@ async fn small_field(
 
 pub async fn upload(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     headers: HeaderMap,
     q: Result<Query<UploadQuery>, QueryRejection>,
     limit: Option<Extension<BodyLimitNote>>,
@@ -192,7 +179,7 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     if is_multipart(&headers) {
-        return upload_multipart(&state, caller(&actor, &client), q, limit, request).await;
+        return upload_multipart(&state, caller, q, limit, request).await;
     }
     let body: Body = request.into_body();
     let zip = is_zip(&headers, q.name.as_deref());
@@ -222,10 +209,7 @@ pub async fn upload(
         zip,
         main: q.main,
     };
-    let program = state
-        .programs
-        .finish_upload(staging, meta, &caller(&actor, &client))
-        .await?;
+    let program = state.programs.finish_upload(staging, meta, &caller).await?;
     Ok((StatusCode::CREATED, axum::Json(program)).into_response())
 }
 
@@ -262,7 +246,7 @@ pub struct DeleteQuery {
 
 pub async fn delete(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -270,7 +254,7 @@ pub async fn delete(
     let Query(q) = q?;
     state
         .programs
-        .delete(&id, q.force.unwrap_or(false), &caller(&actor, &client))
+        .delete(&id, q.force.unwrap_or(false), &caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -283,15 +267,12 @@ pub struct MainBody {
 
 pub async fn set_main(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     Json(body): Json<MainBody>,
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
-    let p = state
-        .programs
-        .set_main(&id, &body.main, &caller(&actor, &client))
-        .await?;
+    let p = state.programs.set_main(&id, &body.main, &caller).await?;
     Ok(axum::Json(p).into_response())
 }
 
@@ -309,7 +290,7 @@ pub struct RunBody {
 
 pub async fn run(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request: axum::extract::Request,
@@ -330,7 +311,6 @@ pub async fn run(
         limits: body.limits.unwrap_or_default().into(),
         profile: body.profile,
     };
-    let caller = caller(&actor, &client);
     if wants_stream(&headers) {
         // Refuse an unknown program before the stream starts.
         state.programs.get(&id).await?;

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::access::{self, Client, session_cookie_name};
 use super::error::ApiError;
 use super::extract::Json;
-use super::extract::Requester;
+use super::extract::{Requester, caller_of};
 use crate::api::state::AppState;
 use crate::store::auth::{Actor, Via};
 
@@ -43,8 +43,7 @@ pub async fn create(
     let ok: Result<(), crate::error::Error> = Ok(());
     state
         .audit_change(
-            &session.actor,
-            &client,
+            &caller_of(&session.actor, &client),
             "session.create",
             &actor.name,
             &ok,
@@ -84,7 +83,11 @@ pub async fn get(Extension(actor): Extension<Actor>) -> Response {
 
 pub async fn delete(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester {
+        actor,
+        client,
+        caller,
+    }: Requester,
 ) -> Result<Response, ApiError> {
     let (Via::Session, Some(id)) = (actor.via, actor.session_id.as_deref()) else {
         return Err(ApiError::bad_request(
@@ -93,7 +96,7 @@ pub async fn delete(
     };
     let result = state.auth.revoke_session(id).await;
     state
-        .audit_change(&actor, &client, "session.end", id, &result, "")
+        .audit_change(&caller, "session.end", id, &result, "")
         .await;
     result?;
     let secure = if client.secure { "; Secure" } else { "" };

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::api::access::Client;
 use crate::api::ratelimit::RateLimits;
 use crate::config::LiveConfig;
 use crate::jobs::exec::Executor;
@@ -11,8 +10,8 @@ use crate::jobs::sandbox::Sandbox;
 use crate::ops::backup::{Backups, BlobPins};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::store::audit::{Audit, Event};
-use crate::store::auth::{Actor, Auth};
+use crate::store::audit::{Audit, Caller, Event};
+use crate::store::auth::Auth;
 use crate::store::db::Db;
 use crate::store::files::Files;
 use crate::store::kv::Kv;
@@ -115,11 +114,10 @@ impl AppState {
         }
     }
 
-    /// Records a change made by `actor`, with the outcome of `result`.
+    /// Records a change made by `caller`, with the outcome of `result`.
     pub async fn audit_change<T>(
         &self,
-        actor: &Actor,
-        client: &Client,
+        caller: &Caller,
         action: &str,
         target: &str,
         result: &crate::error::Result<T>,
@@ -129,15 +127,7 @@ impl AppState {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("error: {e}"),
         };
-        self.audit_event(Event {
-            actor: actor.name.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            result: outcome,
-            client: client.addr.clone(),
-            request_id: crate::api::request_id::current().unwrap_or_default(),
-            detail: detail.to_owned(),
-        })
-        .await;
+        self.audit_event(caller.event(action, target, &outcome, detail.to_owned()))
+            .await;
     }
 }

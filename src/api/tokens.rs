@@ -23,7 +23,7 @@ pub struct CreateToken {
 
 pub async fn create(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     Json(body): Json<CreateToken>,
 ) -> Result<Response, ApiError> {
     let scopes = body
@@ -36,8 +36,7 @@ pub async fn create(
     let result = state.auth.create_token(&body.name, scopes, expires).await;
     state
         .audit_change(
-            &actor,
-            &client,
+            &caller,
             "token.create",
             &body.name,
             &result,
@@ -55,12 +54,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Requester { actor, client }: Requester,
+    Requester { caller, .. }: Requester,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let result = state.auth.revoke_token(&id).await;
     state
-        .audit_change(&actor, &client, "token.revoke", &id, &result, "")
+        .audit_change(&caller, "token.revoke", &id, &result, "")
         .await;
     Ok(axum::Json(result?).into_response())
 }

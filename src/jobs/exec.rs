@@ -19,7 +19,7 @@ use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
     Sandbox, WarmSandbox,
 };
-use crate::store::audit;
+use crate::store::audit::{self, Caller};
 use crate::store::auth::{now_unix, rfc3339};
 use crate::store::db::Db;
 
@@ -54,9 +54,6 @@ pub struct ExecRequest {
     /// Ends the job early (status `killed`) when notified, e.g. a program deleted with force.
     pub cancel: Option<Arc<tokio::sync::Notify>>,
 }
-
-/// Who asked (the audit trail's caller).
-pub use crate::store::audit::Caller;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -39,11 +39,16 @@ pub struct Event {
     pub detail: String,
 }
 
-/// Who asked, for the audit trail (and the execution history).
+/// Who is acting, as every change records it: the audit trail, the key-value store's audit
+/// rows and the execution history. One type for all of them, made once per request by the
+/// layer that authenticated the caller, so each store records the same three facts.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
+    /// The actor's name: a token's name, or `local:uid=N` for the admin socket.
     pub actor: String,
+    /// The client's address (or `unix`), as the access checks saw it.
     pub client: String,
+    /// The request's id, so an event can be found beside the request's log lines.
     pub request_id: String,
 }
 

@@ -27,7 +27,7 @@ use tokio_stream::{Stream, StreamExt};
 use crate::config::{Config, LiveConfig};
 use crate::error::{Error, Result};
 use crate::ops::backup::BlobPins;
-use crate::store::audit::{self, Event};
+use crate::store::audit::{self, Caller, Event};
 use crate::store::db::Db;
 use crate::store::stored::{BlobId, open_beneath};
 
@@ -166,9 +166,6 @@ fn get_meta(c: &rusqlite::Connection, path: &str) -> Result<Option<FileMeta>> {
     )
     .optional()?)
 }
-
-/// Who asked (the audit trail's caller).
-pub use crate::store::audit::Caller;
 
 /// Conditions on the file currently at the path.
 #[derive(Debug, Clone, Default)]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::{KvConfig, LiveConfig};
 use crate::error::{Error, Result};
-use crate::store::audit::{self, Event};
+use crate::store::audit::{self, Caller, Event};
 use crate::store::db::Db;
 
 /// Longest key, in bytes of UTF-8.
@@ -123,14 +123,6 @@ pub struct Op {
     pub cond: Cond,
     /// The key expires this long after the change (puts only).
     pub ttl: Option<Duration>,
-}
-
-/// Who asked for a change, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub actor: String,
-    pub client: String,
-    pub request_id: String,
 }
 
 /// The result of one applied op.
@@ -301,7 +293,7 @@ pub fn key_count_and_bytes(c: &Connection) -> Result<(i64, i64)> {
 fn apply_in(
     c: &Connection,
     ops: &[Op],
-    origin: &Origin,
+    caller: &Caller,
     cfg: &KvConfig,
     usage: &quota::Usage,
 ) -> Result<Applied> {
@@ -395,15 +387,7 @@ fn apply_in(
         };
         audit::insert(
             c,
-            &Event {
-                actor: origin.actor.clone(),
-                action: action.into(),
-                target: op.key.clone(),
-                result: "ok".into(),
-                client: origin.client.clone(),
-                request_id: origin.request_id.clone(),
-                detail: format!("version {revision}"),
-            },
+            &caller.event(action, &op.key, "ok", format!("version {revision}")),
         )?;
         written.push(Written {
             key: op.key.clone(),
@@ -737,7 +721,7 @@ impl Kv {
 
     /// Applies `ops` atomically at one new revision: all or none. The first op whose condition
     /// fails names its key in the error, and nothing is changed.
-    pub async fn apply(&self, ops: Vec<Op>, origin: Origin, cfg: &KvConfig) -> Result<Applied> {
+    pub async fn apply(&self, ops: Vec<Op>, caller: Caller, cfg: &KvConfig) -> Result<Applied> {
         if ops.is_empty() {
             return Err(Error::Invalid("a batch needs at least one op".into()));
         }
@@ -776,7 +760,7 @@ impl Kv {
         let applied = self
             .db
             .write_prechecked_then(
-                move |c| apply_in(c, &ours, &origin, &cfg, &usage),
+                move |c| apply_in(c, &ours, &caller, &cfg, &usage),
                 // On the writer thread, after the commit, before anyone is answered.
                 move |applied: &Applied| {
                     for (op, w) in ops.iter().zip(&applied.written) {
@@ -905,7 +889,7 @@ mod tests {
         let (_d, kv) = open();
         let cfg = KvConfig::default();
         // Positive control: the same put with no floor is stored.
-        kv.apply(vec![put("a", "1")], Origin::default(), &cfg)
+        kv.apply(vec![put("a", "1")], Caller::default(), &cfg)
             .await
             .unwrap();
         let before = kv.revision().await.unwrap();
@@ -913,7 +897,7 @@ mod tests {
         floor.storage.min_free_disk = crate::config::ByteSize(u64::MAX);
         let kv = kv.with_free_disk_floor(Arc::new(crate::config::LiveConfig::new(floor)));
         let e = kv
-            .apply(vec![put("a", "2"), put("b", "3")], Origin::default(), &cfg)
+            .apply(vec![put("a", "2"), put("b", "3")], Caller::default(), &cfg)
             .await
             .unwrap_err();
         assert!(
@@ -943,7 +927,7 @@ mod tests {
             value: None,
             ..put("a", "null")
         };
-        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
+        kv.apply(vec![del], Caller::default(), &cfg).await.unwrap();
         assert!(kv.get("a").await.unwrap().is_none());
     }
 
@@ -952,11 +936,11 @@ mod tests {
         let (_d, kv) = open();
         let cfg = KvConfig::default();
         let a = kv
-            .apply(vec![put("a", "1")], Origin::default(), &cfg)
+            .apply(vec![put("a", "1")], Caller::default(), &cfg)
             .await
             .unwrap();
         let b = kv
-            .apply(vec![put("b", "2"), put("c", "3")], Origin::default(), &cfg)
+            .apply(vec![put("b", "2"), put("c", "3")], Caller::default(), &cfg)
             .await
             .unwrap();
         assert!(b.revision > a.revision);
@@ -974,7 +958,7 @@ mod tests {
                         ..put("a", "5")
                     },
                 ],
-                Origin::default(),
+                Caller::default(),
                 &cfg,
             )
             .await;
@@ -985,7 +969,7 @@ mod tests {
         assert!(kv.get("d").await.unwrap().is_none(), "nothing of the batch");
         assert_eq!(kv.revision().await.unwrap(), b.revision, "no revision used");
         let c = kv
-            .apply(vec![put("a", "6")], Origin::default(), &cfg)
+            .apply(vec![put("a", "6")], Caller::default(), &cfg)
             .await
             .unwrap();
         assert_eq!(c.revision, b.revision + 1);
@@ -1009,7 +993,7 @@ mod tests {
             ..KvConfig::default()
         };
         for i in 0..6 {
-            kv.apply(vec![put(&format!("k{i}"), "1")], Origin::default(), &cfg)
+            kv.apply(vec![put(&format!("k{i}"), "1")], Caller::default(), &cfg)
                 .await
                 .unwrap();
         }
@@ -1030,19 +1014,19 @@ mod tests {
         };
         // Revisions 1..=3 hold one change each, 4 holds three, 5..=7 one each: 9 rows.
         for i in 0..3 {
-            kv.apply(vec![put(&format!("a{i}"), "1")], Origin::default(), &cfg)
+            kv.apply(vec![put(&format!("a{i}"), "1")], Caller::default(), &cfg)
                 .await
                 .unwrap();
         }
         kv.apply(
             vec![put("b0", "1"), put("b1", "1"), put("b2", "1")],
-            Origin::default(),
+            Caller::default(),
             &cfg,
         )
         .await
         .unwrap();
         for i in 0..3 {
-            kv.apply(vec![put(&format!("c{i}"), "1")], Origin::default(), &cfg)
+            kv.apply(vec![put(&format!("c{i}"), "1")], Caller::default(), &cfg)
                 .await
                 .unwrap();
         }
@@ -1113,7 +1097,7 @@ mod tests {
             history_max_changes: 1,
             ..KvConfig::default()
         };
-        let o = Origin::default;
+        let o = Caller::default;
         kv.apply(vec![put("old", "\"first\"")], o(), &cfg)
             .await
             .unwrap(); // 1
@@ -1232,7 +1216,7 @@ mod tests {
                 _ => vec![put(&key, &format!("\"v{step}\""))],
             };
             let applied = kv
-                .apply(ops.clone(), Origin::default(), &cfg)
+                .apply(ops.clone(), Caller::default(), &cfg)
                 .await
                 .unwrap();
             for op in &ops {
@@ -1299,7 +1283,7 @@ mod tests {
             .map(|i| {
                 let (kv, cfg) = (kv.clone(), cfg.clone());
                 tokio::spawn(async move {
-                    kv.apply(vec![put(&format!("k{i}"), "1")], Origin::default(), &cfg)
+                    kv.apply(vec![put(&format!("k{i}"), "1")], Caller::default(), &cfg)
                         .await
                 })
             })
@@ -1326,15 +1310,15 @@ mod tests {
             key: first.clone(),
             ..del
         };
-        kv.apply(vec![del], Origin::default(), &cfg).await.unwrap();
-        kv.apply(vec![put("new", "1")], Origin::default(), &cfg)
+        kv.apply(vec![del], Caller::default(), &cfg).await.unwrap();
+        kv.apply(vec![put("new", "1")], Caller::default(), &cfg)
             .await
             .unwrap();
-        kv.apply(vec![put("new", "22")], Origin::default(), &cfg)
+        kv.apply(vec![put("new", "22")], Caller::default(), &cfg)
             .await
             .unwrap();
         assert!(matches!(
-            kv.apply(vec![put(&first, "1")], Origin::default(), &cfg)
+            kv.apply(vec![put(&first, "1")], Caller::default(), &cfg)
                 .await,
             Err(Error::QuotaExceeded(_))
         ));
