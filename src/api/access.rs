@@ -450,15 +450,66 @@ pub async fn guard<S>(state: &AppState, g: &Guard, req: Request, next: S) -> Res
 where
     S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
 {
-    let run = |req| async move {
-        match tower::ServiceExt::oneshot(next, req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+    let cfg = state.live.get();
+    let (req, decision) = match admit(state, &cfg, g, req).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let mut resp = match run_bounded(&cfg, g, next, req).await {
+        Ok(resp) => resp,
+        Err(timed_out) => return timed_out,
+    };
+    rate_limit_headers(&mut resp, decision);
+    resp
+}
+
+/// The checks a request passes before its handler runs, in order: the body limit, the
+/// client's access (authentication, CSRF and the route's scope), the content type, the rate
+/// limit. The first that fails answers the request; on success the request carries its
+/// client (and actor) for the handler, with the rate-limit decision for the response.
+async fn admit(
+    state: &AppState,
+    cfg: &Config,
+    g: &Guard,
+    req: Request,
+) -> Result<(Request, Decision), Response> {
+    let mut req = limit_body(cfg, g, req).map_err(IntoResponse::into_response)?;
+    // Taken out (not cloned) for the checks; back in before the handler runs.
+    let client = req
+        .extensions_mut()
+        .remove::<Client>()
+        .unwrap_or_else(Client::unknown);
+    let access = effective_access(cfg, g.access, &client);
+    let limit_key = match access {
+        Access::Public | Access::Metrics => bucket(cfg, g, format_args!("ip:{}", client.addr)),
+        Access::Authenticated | Access::Scope(_) => {
+            // Parts are Sync (the body is not), so they can be borrowed across the await.
+            let (parts, body) = req.into_parts();
+            let actor = authenticate_request(state, cfg, g, &parts, &client).await?;
+            authorise(state, g, access, &actor, &parts.method, &client).await?;
+            let key = match &actor.token_id {
+                Some(id) => bucket(cfg, g, format_args!("token:{id}")),
+                None => bucket(cfg, g, format_args!("local:{}", actor.name)),
+            };
+            req = Request::from_parts(parts, body);
+            req.extensions_mut().insert(actor);
+            key
         }
     };
-    let cfg = state.live.get();
-    // The body limit first: refused from Content-Length alone, before anything waits on it.
-    let (max, what) = g.body_limit.resolve(&cfg);
+    check_content_type(&req, g).map_err(IntoResponse::into_response)?;
+    let decision = state.limits.check(&cfg.rate_limit, g.class, &limit_key);
+    req.extensions_mut().insert(client);
+    if let Decision::Limited { limit, retry_after } = decision {
+        return Err(too_many(limit, retry_after, "rate limit reached"));
+    }
+    Ok((req, decision))
+}
+
+/// Refuses a body the request declares larger than the route takes (from Content-Length
+/// alone, before anything waits on the body), and bounds the body it does read, so a client
+/// that declares nothing, or lies, cannot send more either.
+fn limit_body(cfg: &Config, g: &Guard, req: Request) -> Result<Request, ApiError> {
+    let (max, what) = g.body_limit.resolve(cfg);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -467,139 +518,182 @@ where
     if let Some(len) = declared
         && len > max
     {
-        return ApiError::payload_too_large(format!(
+        return Err(ApiError::payload_too_large(format!(
             "request body of {len} bytes is larger than {what}"
-        ))
-        .into_response();
+        )));
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
     req.extensions_mut().insert(BodyLimitNote(what));
-    // Taken out (not cloned) for the checks; back in before the handler runs.
-    let client = req
-        .extensions_mut()
-        .remove::<Client>()
-        .unwrap_or_else(Client::unknown);
-    // The bucket's name is only made when a limit applies.
-    let limited = cfg.rate_limit.enabled && g.class != Class::None;
-    let bucket = |name: std::fmt::Arguments| {
-        if limited {
-            name.to_string()
-        } else {
-            String::new()
-        }
-    };
-    let access = match g.access {
-        Access::Metrics if cfg.metrics.public_on_loopback && client_is_loopback(&client) => {
+    Ok(req)
+}
+
+/// The access this request needs: `/metrics` is public to a loopback client when
+/// `metrics.public-on-loopback` says so, and otherwise needs the `metrics` scope like any
+/// scoped route.
+fn effective_access(cfg: &Config, access: Access, client: &Client) -> Access {
+    match access {
+        Access::Metrics if cfg.metrics.public_on_loopback && client_is_loopback(client) => {
             Access::Public
         }
         Access::Metrics => Access::Scope(Scope::Metrics),
         a => a,
-    };
-    let limit_key = match access {
-        Access::Public | Access::Metrics => bucket(format_args!("ip:{}", client.addr)),
-        Access::Authenticated | Access::Scope(_) => {
-            // Parts are Sync (the body is not), so they can be borrowed across the await.
-            let (parts, body) = req.into_parts();
-            let (method, headers) = (&parts.method, &parts.headers);
-            let actor = match authenticate(state, &cfg, method, headers, &client).await {
-                Ok(a) => a,
-                Err(AuthError::Missing) => {
-                    let mut resp = ApiError::unauthorized(
-                        "authentication required: send Authorization: Bearer <token>, or log in with POST /api/v1/session",
-                    )
-                    .into_response();
-                    resp.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return resp;
-                }
-                Err(AuthError::Refused(r, what)) => {
-                    return refuse_credential(state, &client, what, r, g.route).await;
-                }
-                Err(AuthError::Csrf(msg)) => {
-                    state
-                        .audit_event(Event {
-                            actor: "anonymous".into(),
-                            action: "auth.csrf_refused".into(),
-                            target: g.route.into(),
-                            result: "refused".into(),
-                            client: client.addr.clone(),
-                            request_id: request_id::current().unwrap_or_default(),
-                            detail: msg.clone(),
-                        })
-                        .await;
-                    return ApiError::forbidden(msg).into_response();
-                }
-            };
-            if let Access::Scope(needed) = access
-                && !actor.scopes.allows(needed)
-            {
-                state
-                    .audit_event(Event {
-                        actor: actor.name.clone(),
-                        action: "auth.forbidden".into(),
-                        target: format!("{method} {}", g.route),
-                        result: "refused".into(),
-                        client: client.addr.clone(),
-                        request_id: request_id::current().unwrap_or_default(),
-                        detail: format!("needs scope {needed}, has {}", actor.scopes),
-                    })
-                    .await;
-                return ApiError::forbidden(format!(
-                    "this route needs the `{needed}` scope; this credential has: {}",
-                    actor.scopes
-                ))
-                .into_response();
-            }
-            let key = match &actor.token_id {
-                Some(id) => bucket(format_args!("token:{id}")),
-                None => bucket(format_args!("local:{}", actor.name)),
-            };
-            req = Request::from_parts(parts, body);
-            req.extensions_mut().insert(actor);
-            key
-        }
-    };
-    if !safe_method(req.method())
-        && has_body(req.headers())
-        && !content_type_ok(req.headers(), g.accepts)
-    {
-        let got = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        return ApiError::unsupported_media_type(format!(
-            "this route takes Content-Type: {}, got {got}",
-            g.accepts.join(" or ")
-        ))
-        .into_response();
     }
-    let decision = state.limits.check(&cfg.rate_limit, g.class, &limit_key);
-    req.extensions_mut().insert(client);
-    if let Decision::Limited { limit, retry_after } = decision {
-        return too_many(limit, retry_after, "rate limit reached");
-    }
-    let mut resp = if g.own_timeout {
-        run(req).await
+}
+
+/// The name of the rate-limit bucket a request counts against; made only when a limit
+/// applies to the route, so unlimited routes build no string for it.
+fn bucket(cfg: &Config, g: &Guard, name: std::fmt::Arguments) -> String {
+    if cfg.rate_limit.enabled && g.class != Class::None {
+        name.to_string()
     } else {
-        let timeout = cfg.server.request_timeout;
-        match tokio::time::timeout(timeout.get(), run(req)).await {
+        String::new()
+    }
+}
+
+/// Who sent the request (the local admin, a bearer token or a session, with its CSRF check
+/// for a change), or the refusal the client gets: 401 asking for a credential when none was
+/// sent, the refused-credential answer (audited, or summarized under a flood), 403 for a
+/// failed CSRF check.
+async fn authenticate_request(
+    state: &AppState,
+    cfg: &Config,
+    g: &Guard,
+    parts: &axum::http::request::Parts,
+    client: &Client,
+) -> Result<Actor, Response> {
+    match authenticate(state, cfg, &parts.method, &parts.headers, client).await {
+        Ok(actor) => Ok(actor),
+        Err(AuthError::Missing) => Err(authentication_required()),
+        Err(AuthError::Refused(r, what)) => {
+            Err(refuse_credential(state, client, what, r, g.route).await)
+        }
+        Err(AuthError::Csrf(msg)) => Err(refuse_csrf(state, client, g.route, msg).await),
+    }
+}
+
+/// 401 for a request without any credential: not audited (it is what every first request of
+/// a client looks like), and it says how to get one.
+fn authentication_required() -> Response {
+    let mut resp = ApiError::unauthorized(
+        "authentication required: send Authorization: Bearer <token>, or log in with POST /api/v1/session",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// 403 for a cookie-authenticated change that failed the CSRF check, audited: it may be a
+/// cross-site attack through a logged-in browser.
+async fn refuse_csrf(state: &AppState, client: &Client, route: &str, msg: String) -> Response {
+    state
+        .audit_event(Event {
+            actor: "anonymous".into(),
+            action: "auth.csrf_refused".into(),
+            target: route.into(),
+            result: "refused".into(),
+            client: client.addr.clone(),
+            request_id: request_id::current().unwrap_or_default(),
+            detail: msg.clone(),
+        })
+        .await;
+    ApiError::forbidden(msg).into_response()
+}
+
+/// Whether the actor's scopes allow the route; a refusal is audited (a valid credential
+/// reaching past its scopes) and answered 403 naming the scope needed.
+async fn authorise(
+    state: &AppState,
+    g: &Guard,
+    access: Access,
+    actor: &Actor,
+    method: &Method,
+    client: &Client,
+) -> Result<(), Response> {
+    let Access::Scope(needed) = access else {
+        return Ok(());
+    };
+    if actor.scopes.allows(needed) {
+        return Ok(());
+    }
+    state
+        .audit_event(Event {
+            actor: actor.name.clone(),
+            action: "auth.forbidden".into(),
+            target: format!("{method} {}", g.route),
+            result: "refused".into(),
+            client: client.addr.clone(),
+            request_id: request_id::current().unwrap_or_default(),
+            detail: format!("needs scope {needed}, has {}", actor.scopes),
+        })
+        .await;
+    Err(ApiError::forbidden(format!(
+        "this route needs the `{needed}` scope; this credential has: {}",
+        actor.scopes
+    ))
+    .into_response())
+}
+
+/// Refuses a change whose body has a Content-Type the route does not take (415), so a
+/// handler never parses a body as something it was not sent as (and a cross-site form post,
+/// which cannot send JSON, never reaches a JSON route).
+fn check_content_type(req: &Request, g: &Guard) -> Result<(), ApiError> {
+    if safe_method(req.method())
+        || !has_body(req.headers())
+        || content_type_ok(req.headers(), g.accepts)
+    {
+        return Ok(());
+    }
+    let got = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    Err(ApiError::unsupported_media_type(format!(
+        "this route takes Content-Type: {}, got {got}",
+        g.accepts.join(" or ")
+    )))
+}
+
+/// Runs the handler, bounded by `server.request-timeout` unless the route bounds its own
+/// duration: a handler stuck on something must not hold the connection and its resources
+/// for ever. The error is the 503 a request that ran out of time gets.
+async fn run_bounded<S>(
+    cfg: &Config,
+    g: &Guard,
+    next: S,
+    req: Request,
+) -> Result<Response, Response>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    let run = async move {
+        match tower::ServiceExt::oneshot(next, req).await {
             Ok(r) => r,
-            Err(_) => {
-                return ApiError::unavailable(format!(
-                    "the request did not finish within server.request-timeout ({timeout})"
-                ))
-                .into_response();
-            }
+            Err(never) => match never {},
         }
     };
+    if g.own_timeout {
+        return Ok(run.await);
+    }
+    let timeout = cfg.server.request_timeout;
+    tokio::time::timeout(timeout.get(), run).await.map_err(|_| {
+        ApiError::unavailable(format!(
+            "the request did not finish within server.request-timeout ({timeout})"
+        ))
+        .into_response()
+    })
+}
+
+/// Tells the client what is left of its rate limit (RateLimit headers), so a well-behaved
+/// client can slow down before it is refused.
+fn rate_limit_headers(resp: &mut Response, decision: Decision) {
     if let Decision::Allowed { limit, remaining } = decision {
         let h = resp.headers_mut();
         h.insert("ratelimit-limit", HeaderValue::from(limit));
         h.insert("ratelimit-remaining", HeaderValue::from(remaining));
     }
-    resp
 }
 
 #[cfg(test)]

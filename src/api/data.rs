@@ -2,7 +2,6 @@
 //! Server-Sent Events. Thin: read the request, call [`crate::store::kv`], shape the response. A
 //! version travels as a quoted ETag (`"7"`) and as a string in bodies.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::extract::Json;
@@ -25,8 +23,8 @@ use crate::api::state::AppState;
 use crate::error::Error;
 use crate::store::audit::Caller;
 use crate::store::auth::Actor;
-use crate::store::kv::watches::WatchSlot;
-use crate::store::kv::{self, Change, Cond, Entry, Kv, Op, Written};
+use crate::store::kv::follow::{Watch, WatchItem};
+use crate::store::kv::{self, Change, Cond, Entry, Op, Written};
 
 /// How often an idle watch stream sends a progress event (keeps proxies and clients from
 /// timing out, and moves the client's Last-Event-ID forward).
@@ -447,73 +445,31 @@ fn change_event(c: &Change) -> Event {
     }
 }
 
-struct Watcher {
-    /// This stream's place under the watch caps, given back when the stream is dropped.
-    _slot: WatchSlot,
-    kv: Kv,
-    prefix: String,
-    /// Every change up to here has been sent (or did not match the prefix).
-    last: u64,
-    wake: watch::Receiver<u64>,
-    stopping: watch::Receiver<bool>,
-    queued: VecDeque<Event>,
-    done: bool,
-}
-
-impl Watcher {
-    /// The next event to send, waiting for changes as long as needed; `None` ends the stream.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(ev) = self.queued.pop_front() {
-                return Some(ev);
-            }
-            if self.done {
-                return None;
-            }
-            // Mark the wake-up seen before reading, so a commit after the read wakes us.
-            self.wake.borrow_and_update();
-            match self.kv.changes(self.last, &self.prefix).await {
-                Ok(page) => {
-                    self.queued.extend(page.changes.iter().map(change_event));
-                    let moved = page.upto > self.last;
-                    self.last = page.upto;
-                    if moved {
-                        continue;
-                    }
+/// The SSE event of one item of a change stream: a change, a progress mark (a resume point,
+/// so the client's Last-Event-ID moves on while nothing changes) or the error that ends it.
+fn watch_event(item: WatchItem) -> Event {
+    match item {
+        WatchItem::Change(c) => change_event(&c),
+        WatchItem::Progress(revision) => {
+            let data = format!("{{\"revision\":\"{revision}\"}}");
+            Event::default()
+                .event("progress")
+                .id(revision.to_string())
+                .data(data)
+        }
+        WatchItem::Failed(e) => {
+            let (code, message) = match &e {
+                Error::Gone(m) => ("gone", m.clone()),
+                other => {
+                    tracing::warn!(error = %other, "watch stream ends on an error");
+                    (
+                        "unavailable",
+                        "the change log cannot be read now".to_owned(),
+                    )
                 }
-                Err(e) => {
-                    let (code, message) = match &e {
-                        Error::Gone(m) => ("gone", m.clone()),
-                        other => {
-                            tracing::warn!(error = %other, "watch stream ends on an error");
-                            (
-                                "unavailable",
-                                "the change log cannot be read now".to_owned(),
-                            )
-                        }
-                    };
-                    self.done = true;
-                    let data = serde_json::json!({"error": {"code": code, "message": message}});
-                    return Some(Event::default().event("error").data(data.to_string()));
-                }
-            }
-            tokio::select! {
-                changed = self.wake.changed() => {
-                    if changed.is_err() {
-                        return None;
-                    }
-                }
-                _ = self.stopping.wait_for(|s| *s) => return None,
-                _ = tokio::time::sleep(PROGRESS_EVERY) => {
-                    let data = format!("{{\"revision\":\"{}\"}}", self.last);
-                    return Some(
-                        Event::default()
-                            .event("progress")
-                            .id(self.last.to_string())
-                            .data(data),
-                    );
-                }
-            }
+            };
+            let data = serde_json::json!({"error": {"code": code, "message": message}});
+            Event::default().event("error").data(data.to_string())
         }
     }
 }
@@ -540,32 +496,27 @@ async fn watch(
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
     });
-    let wake = state.kv.subscribe();
-    let start = match since {
-        Some(s) => {
-            let n = s.trim().parse::<u64>().map_err(|_| {
+    let since = since
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!(
                     "since must be a revision (a non-negative integer), got {s:?}"
                 ))
-            })?;
-            // Refuses (410) a resume point whose changes are no longer kept, before streaming.
-            state.kv.changes(n, &q.prefix).await?;
-            n
-        }
-        None => state.kv.revision().await?,
-    };
-    let watcher = Watcher {
-        _slot: slot,
-        kv: state.kv.clone(),
-        prefix: q.prefix,
-        last: start,
-        wake,
-        stopping: state.health.shutting_down.clone(),
-        queued: VecDeque::new(),
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(watcher, |mut w| async move {
-        w.next().await.map(|ev| (Ok::<_, Infallible>(ev), w))
+            })
+        })
+        .transpose()?;
+    // Refuses (410) a resume point whose changes are no longer kept, before streaming.
+    let watch = Watch::open(
+        &state.kv,
+        slot,
+        q.prefix,
+        since,
+        state.health.shutting_down.clone(),
+        PROGRESS_EVERY,
+    )
+    .await?;
+    let stream = futures_util::StreamExt::map(watch.into_stream(), |item| {
+        Ok::<_, Infallible>(watch_event(item))
     });
     let mut resp = Sse::new(stream).into_response();
     // nginx passes the stream on as it comes instead of buffering it.

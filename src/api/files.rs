@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -346,6 +347,93 @@ fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
     }
 }
 
+/// The validators every download answer carries, 304 included: the ETag and Last-Modified a
+/// client revalidates with, how caches may keep it, and that ranges are served.
+fn validator_headers(etag: &str, last_modified: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    set(&mut out, header::ETAG, etag);
+    set(&mut out, header::LAST_MODIFIED, last_modified);
+    // Authenticated content: caches may keep it only for this user, and must revalidate.
+    set(&mut out, header::CACHE_CONTROL, "private, no-cache");
+    set(&mut out, header::ACCEPT_RANGES, "bytes");
+    out
+}
+
+/// Whether a conditional GET is answered 304: the client's copy (named by `If-None-Match`,
+/// or else dated by `If-Modified-Since`) is the stored version, whose content hash is
+/// `sha256` and which was last modified at `modified`. If-None-Match wins over
+/// If-Modified-Since (RFC 9110 13.2.2).
+fn not_modified(headers: &HeaderMap, sha256: &str, modified: SystemTime) -> bool {
+    if let Some(v) = headers.get(header::IF_NONE_MATCH) {
+        let v = v.to_str().unwrap_or("");
+        v.trim() == "*" || etags(v).iter().any(|t| t == sha256)
+    } else if let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        // HTTP dates have whole seconds.
+        httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since)
+    } else {
+        false
+    }
+}
+
+/// The single range the client asked for, if it holds: `If-Range` makes a range hold only for
+/// the version the client has (by its ETag or Last-Modified), else the whole file is sent.
+fn requested_range(headers: &HeaderMap, etag: &str, last_modified: &str) -> Option<RangeSpec> {
+    let range_applies = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(v) => v.trim() == etag || v.trim() == last_modified,
+    };
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range)
+        .filter(|_| range_applies)
+}
+
+/// The status, first byte and length of what is sent of a file of `size` bytes: the range
+/// (206, with its Content-Range in `out`; 416 when it lies past the end) or the whole file.
+fn span(
+    range: Option<RangeSpec>,
+    size: u64,
+    out: &mut HeaderMap,
+) -> Result<(StatusCode, u64, u64), ApiError> {
+    Ok(match range {
+        Some(spec) => {
+            let (first, last) = files::resolve_range(spec, size)?;
+            set(
+                out,
+                header::CONTENT_RANGE,
+                &format!("bytes {first}-{last}/{size}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
+        }
+        None => (StatusCode::OK, 0, size),
+    })
+}
+
+/// The headers that describe the content sent: its type and length, the policy that keeps a
+/// browser from running it, and with `attachment` (`?download=1`) the name to save it as.
+fn content_headers(out: &mut HeaderMap, meta: &FileMeta, len: u64, attachment: bool) {
+    set(out, header::CONTENT_TYPE, &meta.content_type);
+    set(out, header::CONTENT_LENGTH, &len.to_string());
+    // Stored content is the user's, not ours: never let a browser run it in our origin.
+    set(
+        out,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox; frame-ancestors 'none'",
+    );
+    if attachment {
+        set(
+            out,
+            header::CONTENT_DISPOSITION,
+            &content_disposition(&meta.path),
+        );
+    }
+}
+
 /// `GET`/`HEAD /api/v1/files/{path}`: the content (or `?meta=1`: the metadata).
 pub async fn download(
     State(state): State<AppState>,
@@ -364,70 +452,15 @@ pub async fn download(
     let etag = etag_of(&meta);
     let modified = meta.modified_time();
     let last_modified = httpdate::fmt_http_date(modified);
-    let mut out = HeaderMap::new();
-    set(&mut out, header::ETAG, &etag);
-    set(&mut out, header::LAST_MODIFIED, &last_modified);
-    // Authenticated content: caches may keep it only for this user, and must revalidate.
-    set(&mut out, header::CACHE_CONTROL, "private, no-cache");
-    set(&mut out, header::ACCEPT_RANGES, "bytes");
-
-    // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-    let not_modified = if let Some(v) = headers.get(header::IF_NONE_MATCH) {
-        let v = v.to_str().unwrap_or("");
-        v.trim() == "*" || etags(v).contains(&meta.sha256)
-    } else if let Some(since) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
-        // HTTP dates have whole seconds.
-        httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since)
-    } else {
-        false
-    };
-    if not_modified {
+    let mut out = validator_headers(&etag, &last_modified);
+    if not_modified(&headers, &meta.sha256, modified) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         resp.headers_mut().extend(out);
         return Ok(resp);
     }
-
-    // If-Range: the range only holds for the version the client has.
-    let range_applies = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(v) => v.trim() == etag || v.trim() == last_modified,
-    };
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_range)
-        .filter(|_| range_applies);
-    let (status, first, len) = match range {
-        Some(spec) => {
-            let (first, last) = files::resolve_range(spec, meta.size)?;
-            set(
-                &mut out,
-                header::CONTENT_RANGE,
-                &format!("bytes {first}-{last}/{}", meta.size),
-            );
-            (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
-        }
-        None => (StatusCode::OK, 0, meta.size),
-    };
-    set(&mut out, header::CONTENT_TYPE, &meta.content_type);
-    set(&mut out, header::CONTENT_LENGTH, &len.to_string());
-    // Stored content is the user's, not ours: never let a browser run it in our origin.
-    set(
-        &mut out,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; sandbox; frame-ancestors 'none'",
-    );
-    if attachment {
-        set(
-            &mut out,
-            header::CONTENT_DISPOSITION,
-            &content_disposition(&meta.path),
-        );
-    }
+    let range = requested_range(&headers, &etag, &last_modified);
+    let (status, first, len) = span(range, meta.size, &mut out)?;
+    content_headers(&mut out, &meta, len, attachment);
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
@@ -498,6 +531,91 @@ mod tests {
         assert_eq!(parse_range("items=0-1"), None);
         assert_eq!(parse_range("bytes=x-1"), None);
         assert_eq!(parse_range("bytes=-"), None);
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_matching_entity_tag_or_a_date_not_before_the_change_is_not_modified() {
+        let sha = "abc";
+        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_000_500);
+        let date = |secs: u64| {
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        };
+        let inm = header::IF_NONE_MATCH;
+        let ims = header::IF_MODIFIED_SINCE;
+        assert!(not_modified(
+            &headers(&[(inm.clone(), "\"x\", W/\"abc\"")]),
+            sha,
+            modified
+        ));
+        assert!(not_modified(
+            &headers(&[(inm.clone(), " * ")]),
+            sha,
+            modified
+        ));
+        // Control: another version's tag is modified.
+        assert!(!not_modified(
+            &headers(&[(inm.clone(), "\"abd\"")]),
+            sha,
+            modified
+        ));
+        // HTTP dates have whole seconds: the same second is not modified, the one before is.
+        assert!(not_modified(
+            &headers(&[(ims.clone(), &date(1000))]),
+            sha,
+            modified
+        ));
+        assert!(!not_modified(
+            &headers(&[(ims.clone(), &date(999))]),
+            sha,
+            modified
+        ));
+        assert!(!not_modified(
+            &headers(&[(ims.clone(), "yesterday")]),
+            sha,
+            modified
+        ));
+        // If-None-Match wins: a stale tag is modified whatever the date says.
+        let both = headers(&[(inm, "\"old\""), (ims, &date(5000))]);
+        assert!(!not_modified(&both, sha, modified));
+        assert!(!not_modified(&HeaderMap::new(), sha, modified));
+    }
+
+    #[test]
+    fn a_range_holds_only_for_the_version_if_range_names() {
+        let (etag, lm) = ("\"abc\"", "Thu, 01 Jan 1970 00:16:40 GMT");
+        let range = (header::RANGE, "bytes=2-");
+        let want = Some(RangeSpec::From(2));
+        assert_eq!(
+            requested_range(&headers(std::slice::from_ref(&range)), etag, lm),
+            want
+        );
+        for current in [etag, lm] {
+            let h = headers(&[range.clone(), (header::IF_RANGE, current)]);
+            assert_eq!(requested_range(&h, etag, lm), want, "{current}");
+        }
+        let stale = headers(&[range, (header::IF_RANGE, "\"old\"")]);
+        assert_eq!(requested_range(&stale, etag, lm), None);
+        assert_eq!(requested_range(&HeaderMap::new(), etag, lm), None);
+    }
+
+    #[test]
+    fn a_range_is_sent_as_206_with_its_content_range_and_past_the_end_is_refused() {
+        let mut out = HeaderMap::new();
+        let got = span(Some(RangeSpec::FromTo(2, 99)), 10, &mut out).unwrap();
+        assert_eq!(got, (StatusCode::PARTIAL_CONTENT, 2, 8));
+        assert_eq!(out[header::CONTENT_RANGE], "bytes 2-9/10");
+        let mut out = HeaderMap::new();
+        assert_eq!(span(None, 10, &mut out).unwrap(), (StatusCode::OK, 0, 10));
+        assert!(out.get(header::CONTENT_RANGE).is_none());
+        assert!(span(Some(RangeSpec::From(10)), 10, &mut out).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! acknowledging tasks are scheduled.
 
 mod cache;
+pub mod follow;
 mod log;
 mod quota;
 pub mod watches;
