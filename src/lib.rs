@@ -3,18 +3,26 @@
 //!
 //! # Layout
 //!
-//! Dependencies point inward: [`api`] → domain modules → [`db`].
+//! Three layers under a composition root; dependencies point down only (nothing below
+//! [`api`] imports it, no module imports a layer above its own, no cycle within a layer;
+//! `tests/it/layers.rs` checks it). docs/architecture.md has the full map.
 //!
-//! - `main.rs` parses the command line, loads [`config`], starts [`logging`], builds the
-//!   runtime and calls [`daemon::run`].
-//! - [`daemon`] owns the startup and shutdown order and the task tree; [`systemd`] owns what
-//!   systemd hands us (sockets) and what we tell it (sd_notify); [`server`] owns accepting and
-//!   serving connections with hyper.
-//! - [`api`] is the HTTP surface: router, middleware, thin handlers, the one error mapping.
-//! - [`health`], [`exec`], [`kv`], [`files`], [`programs`], [`metrics`], [`backup`] and later
-//!   domain modules own one area each and know nothing of HTTP.
-//! - [`db`] owns the SQLite file: migrations, the group-committing writer, the readers;
-//!   [`stored`] owns the names read back from it that become paths, and opening what they name.
+//! - Composition root: `main.rs` parses the command line ([`cli`]), loads [`config`],
+//!   starts [`logging`], builds the runtime and calls [`daemon::run`]; [`daemon`] owns the
+//!   startup and shutdown order and the task tree and builds the services; [`adminctl`] is
+//!   the CLI's admin side (over the admin socket, or offline under the state lock).
+//! - [`api`]: the HTTP surface: [`api::state`] (the shared request state), [`api::server`]
+//!   (accepting and serving connections with hyper), the route table, access guard, rate
+//!   limits and request ids, thin handlers one file per area, [`api::error`] (the one
+//!   Error → HTTP mapping), [`api::extract`], and `api::openapi` (the OpenAPI document).
+//! - Domain, no HTTP: [`store`]'s [`store::kv`], [`store::files`], [`store::programs`],
+//!   [`store::auth`] and [`store::audit`]; [`jobs::exec`] (queue, limits, history of jobs);
+//!   [`ops`]'s [`ops::metrics`], [`ops::backup`] and [`ops::health`].
+//! - Infrastructure: `util` (time, fs durability, free disk, keyset paging, the state dir
+//!   layout), [`config`], [`logging`], [`error`] (the domain error), [`systemd`] (sockets
+//!   handed to us, sd_notify), [`store::db`] (the SQLite file: migrations, the
+//!   group-committing writer, the readers), [`store::stored`] (names read back from the
+//!   database that become paths) and [`jobs::sandbox`] (the confinement every job runs in).
 
 // Tests may panic on a broken expectation; production code may not (lints in Cargo.toml).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -33,12 +33,12 @@ fn main() -> ExitCode {
 /// glibc gives freed memory back as soon as an arena's top passes 128 KiB (madvise or brk),
 /// and each give-back flushes the TLB of every CPU running one of our threads (IPIs). The
 /// database writer frees a whole group commit's allocations at once, so under a write load
-/// this was ~10% of its time (perf: madvise → flush_tlb_mm_range). Fixed thresholds keep up
-/// to 2 MiB of freed memory per arena for reuse and serve blocks below 4 MiB from the arenas
-/// (fixing them also stops glibc's dynamic threshold, which would otherwise move them); at
-/// most 4 arenas, so what the arenas keep after a burst stays bounded (benches/files.sh
-/// measures the RSS). Environment variables (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_,
-/// MALLOC_ARENA_MAX) still override.
+/// it kept giving memory back only to ask for it again (madvise → flush_tlb_mm_range in a
+/// profile). Fixed thresholds keep up to 2 MiB of freed memory per arena for reuse and serve
+/// blocks below 4 MiB from the arenas (fixing them also stops glibc's dynamic threshold,
+/// which would otherwise move them); at most 4 arenas, so what the arenas keep after a burst
+/// stays bounded (benches/files.sh measures the RSS). Environment variables
+/// (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_ARENA_MAX) still override.
 fn tune_malloc() {
     let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     // SAFETY: mallopt with integer arguments, before any other thread exists.

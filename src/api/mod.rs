@@ -59,8 +59,8 @@ pub fn router(state: AppState) -> App {
 /// reaches the router only through a route-table entry (path and method) and that entry's
 /// guard, so a handler cannot be reached unguarded; a path no route has is answered 404, a
 /// method its path does not have 405, both here. (As per-route axum middleware, the two
-/// layers and their boxed services cost ~25 heap allocations per request, measured with a
-/// uprobe on malloc; this way it is one boxed future, and the router's own.)
+/// layers and their boxed services allocated on every request; this way it is one boxed
+/// future, and the router's own.)
 #[derive(Clone)]
 pub struct Api(Arc<ApiInner>);
 
@@ -172,7 +172,7 @@ impl tower::Service<Request> for Api {
 impl Api {
     /// Serves one request. Unlike `Service::call` its future is not boxed: hyper keeps the
     /// future of a connection's request in one allocation it reuses (for the whole API that
-    /// state is ~7 KiB, a large-chunk malloc and free per request otherwise).
+    /// state is large, so a boxed one would be a large-chunk malloc and free per request).
     pub async fn serve(self, req: Request) -> Result<Response, std::convert::Infallible> {
         Ok(context(self.0, req).await)
     }

@@ -18,8 +18,8 @@ use crate::store::kv::Kv;
 use crate::store::programs::Programs;
 
 /// What every request handler can reach: one shared `Services`. Cloning is one reference
-/// count (handlers and middleware clone it several times per request; cloning the services
-/// one by one was ~2 % of a GET's CPU).
+/// count, because handlers and middleware clone it several times per request and cloning the
+/// services one by one would be a reference count per service each time.
 #[derive(Clone)]
 pub struct AppState(Arc<Services>);
 

@@ -1,6 +1,6 @@
 //! Work run on the host's behalf: [`exec`] queues, limits and records jobs; [`sandbox`] is the
-//! confinement every job runs in (policy as data, spawn, the zygote, the helper that holds the
-//! `unsafe` code, seccomp, network, cgroups).
+//! confinement every job runs in (policy as data, spawn, the zygote, the helper that builds
+//! it, seccomp, network, cgroups).
 
 pub mod exec;
 pub mod sandbox;

@@ -5,10 +5,11 @@
 //! In the database an event lands in `audit_recent`, which has no index but its ids, and
 //! [`Audit::seal`] (every second, `daemon.rs`) moves what is there into `audit_log`, which
 //! has the indexes the listing filters walk (time, actor, action), in write jobs of at most
-//! `SEAL_CHUNK` events, so the writes queued behind one wait a few ms at most. Indexed one event at a time,
-//! inside the commits of the changes they record, those indexes were a third of the pages a
-//! commit of data writes added to the WAL; moved in bulk, each index page is written about
-//! once. Listings read both tables; the view `audit` is the whole trail for SQL readers.
+//! `SEAL_CHUNK` events, so the writes queued behind one are not held up for long. Indexed one
+//! event at a time, inside the commits of the changes they record, those indexes added pages
+//! to every commit of data writes (an append splits an index b-tree every few commits); moved
+//! in bulk, each index page is written about once. Listings read both tables; the view
+//! `audit` is the whole trail for SQL readers.
 //!
 //! Refused credentials from a client that is over its failed-authentication limit are not
 //! recorded one by one (a flood would fill the table and the journal): [`Audit::tally_refusal`]
@@ -425,9 +426,10 @@ impl Audit {
     }
 }
 
-/// Most events one seal job moves. Moving one costs the writer ~1.5 µs (a row and three index
-/// entries), so the writes queued behind such a job wait ~2 ms more; one job for all of a busy
-/// second (25,000 events of a PUT load) held them 30–40 ms, the worst of the store's latency.
+/// Most events one seal job moves. Moving one costs the writer a row and three index entries,
+/// and the writes queued behind a seal job wait for all of it: one job for all of a busy
+/// second's events held them up longer than anything else the store does, so a busy second
+/// is moved in several jobs with other writes between them.
 const SEAL_CHUNK: i64 = 1024;
 
 /// Moves the oldest `chunk` events of `audit_recent` into `audit_log`, or all of them when

@@ -155,7 +155,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (resolution, at)
     ) STRICT, WITHOUT ROWID;",
     // 8: a key's value is kept once, in its change-log row: a key row points at the put that
-    // holds it (writing a 1 KiB value into both tables was ~15 % of a PUT's cost). A key
+    // holds it (writing a value into both tables wrote every value twice on each PUT). A key
     // whose put was already trimmed from the log gets it back (revision unchanged, at 0; it is
     // at or below `compacted`, so no watch replays it). Trimming keeps the puts keys point at.
     "CREATE TABLE kv_new (
@@ -206,9 +206,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE kv_state ADD COLUMN log_since INTEGER NOT NULL DEFAULT 1;",
     // 10: the audit trail in two tables: events land in `audit_recent` (no index but its
     // ids), and `audit::seal` moves them into `audit_log` with its three indexes in bulk
-    // every second. Kept per event, the indexes were a third of the pages a
-    // commit of data writes put in the WAL (appends to an index b-tree split it every few
-    // commits, rewriting three pages each time); in bulk they are written once per page.
+    // every second. Kept per event, the indexes added pages to every commit of data writes
+    // in the WAL (appends to an index b-tree split it every few commits, rewriting three
+    // pages each time); in bulk they are written once per page.
     // `audit` stays the name of the whole trail, as a view.
     "ALTER TABLE audit RENAME TO audit_log;
     CREATE TABLE audit_recent (
@@ -448,12 +448,12 @@ impl Db {
         migrate(&mut writer, path)?;
         let checkpointer = Checkpointer::start(path, &mut writer)?;
         // One reader now (so a database readers cannot open fails here, not at the first
-        // request); the others as concurrent reads need them, up to `readers`. Each costs
-        // ~0.2 MB (parsed schema, page cache) that an idle daemon need not hold.
+        // request); the others as concurrent reads need them, up to `readers`. Each holds
+        // memory (parsed schema, page cache) that an idle daemon need not hold.
         let pool = vec![open_reader(path)?];
         // Room for a few group commits' worth of jobs (`MAX_GROUP` each); past that a submitter
-        // waits (`submit`). The bound is allocated and touched up front, 24 bytes a slot: 4096
-        // slots were ~96 KiB of the idle daemon's RSS.
+        // waits (`submit`). The bound is allocated and touched up front, so every slot is
+        // resident in the idle daemon.
         let (tx, rx) = mpsc::sync_channel::<Job>(WRITE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
@@ -525,8 +525,8 @@ impl Db {
     /// Like `write_then`, without a savepoint around `f`. For a job on the hot path that makes
     /// every check that can fail (preconditions, existence) before its first change, so an
     /// error it returns then has changed nothing. The savepoint is not free: SQLite copies
-    /// every page a job changes into the savepoint's journal first (~12 % of the writer's
-    /// time for a PUT, perf). Should `f` still fail on a database error, which may come
+    /// every page a job changes into the savepoint's journal first, on every PUT. Should `f`
+    /// still fail on a database error, which may come
     /// after a change, the whole group commit is rolled back and every job in it fails.
     pub async fn write_prechecked_then<T, F, C>(&self, f: F, committed: C) -> Result<T>
     where
@@ -1066,7 +1066,7 @@ mod tests {
     }
 
     /// `.cargo/config.toml` builds the bundled SQLite without the extensions nothing here uses
-    /// (their code was ~300 KiB of an idle daemon's RSS). A build without that file's flags
+    /// (their code would be resident in an idle daemon). A build without that file's flags
     /// fails here.
     #[test]
     fn sqlite_is_built_without_unused_extensions() {

@@ -8,13 +8,6 @@ use std::time::{Duration, Instant};
 use crate::harness::{Daemon, Options, run_cli};
 use crate::http::{self, Target};
 
-fn admin_token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
@@ -37,7 +30,7 @@ fn first_start_writes_a_private_admin_token_and_logs_only_where() {
     let path = d.state_dir().join("initial-admin-token");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let token = admin_token(&d);
+    let token = d.admin_token();
     assert!(token.starts_with("lhd_"));
     assert!(
         !d.logs().contains(&token),
@@ -58,7 +51,7 @@ fn first_start_writes_a_private_admin_token_and_logs_only_where() {
 #[test]
 fn writes_and_failed_logins_are_audited_in_the_table_and_the_log() {
     let mut d = Daemon::start();
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let body = br#"{"name":"deploy","scopes":["read","write"]}"#;
     let r = http::request(
         &d.tcp,
@@ -122,7 +115,7 @@ fn writes_and_failed_logins_are_audited_in_the_table_and_the_log() {
 #[test]
 fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let mut d = Daemon::start();
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let login = |target: &Target, rid: &str| {
         let r = http::request(
             target,
@@ -150,7 +143,7 @@ fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
 #[test]
 fn rate_limit_answers_429_then_recovers() {
     let mut d = Daemon::start_config("[rate-limit]\nread-per-second = 2\nread-burst = 3\n");
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let get = || {
         http::request(
             &d.tcp,
@@ -404,7 +397,7 @@ fn loopback_claims_through_the_proxy_socket_do_not_open_metrics() {
 #[test]
 fn client_address_behind_the_proxy_is_the_one_nginx_saw() {
     let mut d = Daemon::start();
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let login = |target: &Target, rid: &str, headers: &[(&str, &str)]| {
         let mut h = vec![("Content-Type", "application/json"), ("X-Request-Id", rid)];
         h.extend_from_slice(headers);
@@ -468,7 +461,7 @@ fn a_bad_token_flood_leaves_the_burst_rows_and_one_summary_per_window() {
     let mut d = Daemon::start_config(&format!(
         "[rate-limit]\nfailed-auth-per-minute = 1\nfailed-auth-burst = {BURST}\n"
     ));
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let started = Instant::now();
     let statuses: Vec<Vec<u16>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
@@ -569,7 +562,7 @@ fn a_bad_token_flood_leaves_the_burst_rows_and_one_summary_per_window() {
 #[test]
 fn session_cookie_is_host_prefixed_over_https_and_plain_over_http() {
     let mut d = Daemon::start();
-    let token = admin_token(&d);
+    let token = d.admin_token();
     let body = format!(r#"{{"token":"{token}"}}"#);
     let https = [
         ("X-Forwarded-Proto", "https"),

@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 use crate::harness::{BIN, Daemon, Options, WriteLock};
 use crate::http::{self, Target};
 
+/// The `listeners` component of a `/api/v1/health` report.
+fn listeners(health: &serde_json::Value) -> &serde_json::Value {
+    health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "listeners")
+        .unwrap()
+}
+
 #[test]
 fn socket_activated_daemon_serves_tcp_and_unix_then_stops_cleanly() {
     let mut d = Daemon::start();
@@ -24,12 +34,7 @@ fn socket_activated_daemon_serves_tcp_and_unix_then_stops_cleanly() {
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
-    let listeners = j["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "listeners")
-        .unwrap();
+    let listeners = listeners(&j);
     assert_eq!(listeners["count"], 2);
     assert_eq!(listeners["socket_activated"], true);
 
@@ -149,12 +154,7 @@ fn without_passed_sockets_it_binds_the_configured_addresses() {
     let r = http::get(&Target::Unix(sock.clone()), "/api/v1/health");
     assert_eq!(r.status, 200);
     let j = r.json();
-    let listeners = j["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "listeners")
-        .unwrap();
+    let listeners = listeners(&j);
     assert_eq!(listeners["socket_activated"], false);
     assert_eq!(listeners["count"], 1);
     d.stop();

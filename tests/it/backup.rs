@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-use crate::harness::{Daemon, Options, run_cli};
+use crate::harness::{Daemon, Options, data, request_as, run_cli, sha_hex};
 use crate::http::{self, Response, Target};
+use serde_json::{Value, json};
 
 /// No real daemon's admin socket may answer these tests' CLI calls.
 const NO_SYSTEM_SOCKET: &str = "[server]\nadmin-socket = \"/nonexistent/admin.sock\"\n";
@@ -38,10 +36,7 @@ fn start_in(extra: &str, dir: Option<tempfile::TempDir>) -> B {
         dir,
         ..Options::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     B {
         d,
         bearer: format!("Bearer {token}"),
@@ -49,31 +44,9 @@ fn start_in(extra: &str, dir: Option<tempfile::TempDir>) -> B {
     }
 }
 
-/// Deterministic bytes that do not compress.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
 impl B {
     fn req(&self, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> Response {
-        let mut h: Vec<(&str, &str)> = vec![("Authorization", self.bearer.as_str())];
-        if let Some(ct) = ct {
-            h.push(("Content-Type", ct));
-        }
-        http::request(&self.d.tcp, method, path, &h, body)
+        request_as(&self.d.tcp, &self.bearer, method, path, ct, body)
     }
     fn put_key(&self, key: &str, v: &Value) {
         let r = self.req(
@@ -656,8 +629,7 @@ fn cli_works_through_the_admin_socket_and_offline() {
         ..Options::default()
     });
     let cfg = d.config_path.to_str().unwrap().to_owned();
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token")).unwrap();
-    let bearer = format!("Bearer {}", token.trim());
+    let bearer = format!("Bearer {}", d.admin_token());
     let target = Target::Unix(sock.clone());
     let r = http::request(
         &target,
@@ -970,8 +942,7 @@ fn a_backup_whose_database_names_paths_outside_the_store_is_refused_and_changes_
 fn a_live_database_naming_paths_outside_the_store_gets_errors_not_other_files() {
     let b = start("");
     let state = b.d.state_dir();
-    let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
-    let token = token.trim().to_owned();
+    let token = b.d.admin_token();
     // A directory tree outside the store that a DELETE must never remove.
     let canary = b.d.dir.path().join("canary");
     std::fs::create_dir_all(canary.join("sub")).unwrap();

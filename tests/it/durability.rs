@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::BIN;
+use crate::harness::{BIN, admin_token_in};
 use crate::http::{self, Target};
 
 fn strace_available() -> bool {
@@ -29,8 +29,7 @@ fn trace_requests(paths: &[&str]) -> (Vec<String>, Vec<http::Response>) {
 /// Like `trace_requests`, for (method, path, JSON body) sent with the admin token.
 fn trace(reqs: &[(&str, &str, &str)]) -> (Vec<String>, Vec<http::Response>) {
     trace_with(&["-y"], |target, state| {
-        let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
-        let bearer = format!("Bearer {}", token.trim());
+        let bearer = format!("Bearer {}", admin_token_in(state));
         reqs.iter()
             .map(|(method, path, body)| {
                 let mut headers = vec![("Authorization", bearer.as_str())];
@@ -203,8 +202,7 @@ fn an_upload_is_fsynced_renamed_dir_synced_and_committed_before_its_201() {
     }
     // -y: file descriptors with their paths, to tell the blob, its directory and the WAL apart.
     let (lines, responses) = trace_with(&["-y"], |target, state| {
-        let token = std::fs::read_to_string(state.join("initial-admin-token")).unwrap();
-        let bearer = format!("Bearer {}", token.trim());
+        let bearer = format!("Bearer {}", admin_token_in(state));
         vec![
             http::request(
                 target,

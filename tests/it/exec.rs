@@ -1,30 +1,15 @@
 //! `POST /api/v1/exec` against the real daemon: arguments verbatim, input validation, the
 //! queue, streaming, history, jobs dying with the daemon, a stress run, and fork safety.
 
-use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{BIN, Daemon, Options};
+use crate::harness::{BIN, Daemon, Options, post_exec, post_exec_at, send_exec_stream};
 use crate::http;
 use crate::sandbox::start_daemon;
-
-fn post(d: &Daemon, token: &str, body: &Value) -> http::Response {
-    let auth = format!("Bearer {token}");
-    http::request(
-        &d.tcp,
-        "POST",
-        "/api/v1/exec",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-}
 
 /// The daemon's job processes: anything below it but the sandbox zygote and the warm
 /// sandboxes (`sandbox.warm-pool`): a helper whose init has no job yet. Returns (job
@@ -132,14 +117,14 @@ fn arguments_arrive_verbatim_and_output_is_encoded_honestly() {
         "import sys, json; print(json.dumps(sys.argv[1:]))".into(),
     ];
     argv.extend(args.iter().map(|s| s.to_string()));
-    let r = post(&d, &token, &json!({"argv": argv}));
+    let r = post_exec(&d, &token, &json!({"argv": argv}));
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["status"], "ok");
     let got: Vec<String> = serde_json::from_str(j["stdout"].as_str().unwrap().trim()).unwrap();
     assert_eq!(got, args);
 
-    let r = post(
+    let r = post_exec(
         &d,
         &token,
         &json!({"command": "cat; printf '\\377\\376' >&2", "stdin": "from stdin\n"}),
@@ -149,17 +134,17 @@ fn arguments_arrive_verbatim_and_output_is_encoded_honestly() {
     assert_eq!(r["stderr_encoding"], "base64");
     assert_eq!(r["stderr"], "//4=");
 
-    let r = post(&d, &token, &json!({"command": "exit 7"})).json();
+    let r = post_exec(&d, &token, &json!({"command": "exit 7"})).json();
     assert_eq!(
         (r["status"].as_str(), r["exit_code"].as_i64()),
         (Some("nonzero_exit"), Some(7))
     );
-    let r = post(&d, &token, &json!({"command": "kill -SEGV $$"})).json();
+    let r = post_exec(&d, &token, &json!({"command": "kill -SEGV $$"})).json();
     assert_eq!(
         (r["status"].as_str(), r["signal"].as_str()),
         (Some("killed"), Some("SIGSEGV"))
     );
-    let r = post(&d, &token, &json!({"argv": ["no-such-program"]})).json();
+    let r = post_exec(&d, &token, &json!({"argv": ["no-such-program"]})).json();
     assert_eq!(r["exit_code"], 127, "{r}");
     assert!(
         r["stderr"].as_str().unwrap().contains("command not found"),
@@ -211,7 +196,7 @@ fn bad_requests_are_refused_and_run_nothing() {
         ),
     ];
     for (body, status, needle) in cases {
-        let r = post(&d, &token, &body);
+        let r = post_exec(&d, &token, &body);
         assert_eq!(r.status, status, "{body}: {}", r.text());
         assert!(r.text().contains(needle), "{body}: {}", r.text());
     }
@@ -232,30 +217,29 @@ fn bad_requests_are_refused_and_run_nothing() {
     d.stop();
 }
 
-/// A global IPv6 address of this host (unique-local counts: `ip` calls it global), if any.
-fn host_address6() -> Option<String> {
+/// The first address `ip` lists in scope global for `family` (`"inet"` or `"inet6"`), without
+/// its prefix length.
+fn ip_global_address(family: &str) -> Option<String> {
+    let flag = if family == "inet6" { "-6" } else { "-4" };
     let out = Command::new("ip")
-        .args(["-6", "-o", "addr", "show", "scope", "global"])
+        .args([flag, "-o", "addr", "show", "scope", "global"])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
-        .skip_while(|w| *w != "inet6")
+        .skip_while(|w| *w != family)
         .nth(1)
         .and_then(|cidr| Some(cidr.split('/').next()?.to_owned()))
 }
 
+/// A global IPv6 address of this host (unique-local counts: `ip` calls it global), if any.
+fn host_address6() -> Option<String> {
+    ip_global_address("inet6")
+}
+
 /// A global IPv4 address of this host (not loopback, not link-local), if it has one.
 fn host_address() -> Option<std::net::Ipv4Addr> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+    ip_global_address("inet")?.parse().ok()
 }
 
 /// Why the `net` profile's tests cannot run here, if they cannot.
@@ -396,7 +380,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
     let eacces = libc::EACCES.to_string();
     for user in [None, Some(crate::sandbox::test_user())] {
         let (mut d, token) = start_daemon(user);
-        let net = post(
+        let net = post_exec(
             &d,
             &token,
             &json!({"argv": ["python3", "-c", refused], "profile": "net"}),
@@ -449,7 +433,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
         assert!(out.contains("dns nameserver 10.0.2.3"), "{out}");
         // Control: without the profile the same connect to the host's address fails too,
         // for want of any route.
-        let off = post(&d, &token, &json!({"argv": ["python3", "-c", refused]})).json();
+        let off = post_exec(&d, &token, &json!({"argv": ["python3", "-c", refused]})).json();
         let out = off["stdout"].as_str().unwrap();
         assert!(
             out.contains(&format!("host-tcp E {}", libc::ENETUNREACH)),
@@ -480,7 +464,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
         });
         let token = d.admin_token();
         // The refusal first (so nothing private is probed if the allow-list leaked).
-        let r = post(
+        let r = post_exec(
             &d,
             &token,
             &json!({"argv": ["python3", "-c", net_probe(&[("rfc1918-10", "AF_INET", t("('10.20.30.40', 80)"), "tcp")])], "profile": "net"}),
@@ -491,7 +475,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
             Some(format!("rfc1918-10 E {eacces}").as_str()),
             "daemon as {user:?}, allow-list: {r}"
         );
-        let r = post(
+        let r = post_exec(
             &d,
             &token,
             &json!({"argv": ["python3", "-c", allowed], "profile": "net"}),
@@ -511,7 +495,7 @@ fn net_profile_refuses_the_host_private_and_metadata_addresses_unless_allowed() 
 fn executions_are_recorded_and_paginated() {
     let (mut d, token) = start_daemon(None);
     for i in 0..3 {
-        post(&d, &token, &json!({"command": format!("echo {i}")}));
+        post_exec(&d, &token, &json!({"command": format!("echo {i}")}));
     }
     let auth = format!("Bearer {token}");
     let page = http::request(
@@ -545,23 +529,11 @@ fn executions_are_recorded_and_paginated() {
 #[test]
 fn output_streams_as_server_sent_events() {
     let (mut d, token) = start_daemon(None);
-    let auth = format!("Bearer {token}");
     let body = json!({"command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.2; done"})
         .to_string();
     let start = Instant::now();
     let mut s = http::connect(&d.tcp);
-    http::send_head(
-        &mut *s,
-        "POST",
-        "/api/v1/exec",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-            ("Accept", "text/event-stream"),
-        ],
-        Some(body.len()),
-    );
-    s.write_all(body.as_bytes()).unwrap();
+    send_exec_stream(&mut *s, &token, &body);
     let mut raw = Vec::new();
     let mut first_event = None;
     let mut buf = [0u8; 4096];
@@ -616,34 +588,20 @@ fn a_full_queue_answers_429() {
                 .into(),
             ..Options::default()
         });
-        let t = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let t = d.admin_token();
         (d, t)
     };
     let (tcp, t2) = (d.tcp.clone(), token.clone());
-    let long = std::thread::spawn(move || {
-        let auth = format!("Bearer {t2}");
-        http::request(
-            &tcp,
-            "POST",
-            "/api/v1/exec",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            br#"{"argv":["sleep","2"]}"#,
-        )
-    });
+    let long =
+        std::thread::spawn(move || post_exec_at(&tcp, &t2, &json!({"argv": ["sleep", "2"]})));
     std::thread::sleep(Duration::from_millis(500));
-    let r = post(&d, &token, &json!({"argv": ["true"]}));
+    let r = post_exec(&d, &token, &json!({"argv": ["true"]}));
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "rate_limited");
     assert!(r.header("retry-after").is_some());
     assert_eq!(long.join().unwrap().json()["status"], "ok");
     assert_eq!(
-        post(&d, &token, &json!({"argv": ["true"]})).status,
+        post_exec(&d, &token, &json!({"argv": ["true"]})).status,
         200,
         "slot not released"
     );
@@ -657,20 +615,8 @@ fn jobs_die_with_the_daemon_even_on_kill_9() {
     let (tcp, t2) = (d.tcp.clone(), token.clone());
     let cmd = format!("setsid sleep {marker} & sleep {}", marker + 1);
     std::thread::spawn(move || {
-        let auth = format!("Bearer {t2}");
-        let body = json!({"command": cmd, "timeout_ms": 600_000}).to_string();
-        let _ = std::panic::catch_unwind(|| {
-            http::request(
-                &tcp,
-                "POST",
-                "/api/v1/exec",
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                body.as_bytes(),
-            )
-        });
+        let body = json!({"command": cmd, "timeout_ms": 600_000});
+        let _ = std::panic::catch_unwind(|| post_exec_at(&tcp, &t2, &body));
     });
     let running = |m: u32| {
         let o = Command::new("pgrep")
@@ -702,7 +648,7 @@ fn jobs_die_with_the_daemon_even_on_kill_9() {
 fn stress_1000_jobs_16_at_a_time() {
     let (mut d, token) = start_daemon(None);
     let pid = d.pid();
-    post(&d, &token, &json!({"argv": ["true"]}));
+    post_exec(&d, &token, &json!({"argv": ["true"]}));
     wait_warm(pid);
     let fds_before = fds(pid);
     let start = Instant::now();
@@ -721,21 +667,10 @@ fn stress_1000_jobs_16_at_a_time() {
         .map(|w| {
             let (tcp, token) = (d.tcp.clone(), token.clone());
             std::thread::spawn(move || {
-                let auth = format!("Bearer {token}");
                 let mut bad = Vec::new();
                 for i in 0..(1000 / 16 + usize::from(w < 1000 % 16)) {
-                    let body = json!({"argv": ["sh", "-c", "echo $1", "x", format!("{w}-{i}")]})
-                        .to_string();
-                    let r = http::request(
-                        &tcp,
-                        "POST",
-                        "/api/v1/exec",
-                        &[
-                            ("Authorization", &auth),
-                            ("Content-Type", "application/json"),
-                        ],
-                        body.as_bytes(),
-                    );
+                    let body = json!({"argv": ["sh", "-c", "echo $1", "x", format!("{w}-{i}")]});
+                    let r = post_exec_at(&tcp, &token, &body);
                     let j = r.json();
                     if r.status != 200 || j["status"] != "ok" || j["stdout"] != format!("{w}-{i}\n")
                     {
@@ -904,7 +839,7 @@ fn every_job_gets_namespaces_no_other_job_had() {
     let script = "echo $$; ipcs -q | grep -c '^0x'; ls -A . | wc -l; \
                   ipcmk -Q >/dev/null && touch mark && echo marked";
     for i in 0..8 {
-        let r = post(&d, &token, &json!({"command": script})).json();
+        let r = post_exec(&d, &token, &json!({"command": script})).json();
         assert_eq!(r["status"], "ok", "{r}");
         let out = r["stdout"].as_str().unwrap();
         let lines: Vec<&str> = out.lines().map(str::trim).collect();
@@ -926,7 +861,7 @@ fn warm_sandboxes_take_the_jobs_tmpfs_sizes() {
     let token = d.admin_token();
     let df = "for m in /work /tmp /dev/shm; do stat -f -c '%b %S %c' $m; done";
     let sizes = |profile: &str| -> Vec<(u64, u64)> {
-        let r = post(&d, &token, &json!({"command": df, "profile": profile})).json();
+        let r = post_exec(&d, &token, &json!({"command": df, "profile": profile})).json();
         assert_eq!(r["status"], "ok", "{r}");
         r["stdout"]
             .as_str()

@@ -6,9 +6,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::harness::{Daemon, Options};
+use crate::harness::{Daemon, Options, data, sha_hex};
 use crate::http::{self, Response};
 
 struct Store {
@@ -25,32 +23,11 @@ fn start(extra: &str) -> Store {
 
 fn start_with(opts: Options) -> Store {
     let d = Daemon::start_with(opts);
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     Store {
         d,
         bearer: format!("Bearer {token}"),
     }
-}
-
-/// Deterministic bytes that do not compress or repeat.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 impl Store {

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::http::Target;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::http::{self, Response, Stream, Target};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_localhostd");
 
@@ -179,10 +182,7 @@ impl Daemon {
 
     /// The admin token the daemon wrote on its first start.
     pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.state_dir().join("initial-admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        admin_token_in(&self.state_dir())
     }
 
     pub fn logs(&self) -> String {
@@ -324,4 +324,94 @@ impl Drop for WriteLock {
     fn drop(&mut self) {
         let _ = self.0.execute_batch("ROLLBACK");
     }
+}
+
+/// The admin token a daemon wrote into the state directory `state` on its first start.
+pub fn admin_token_in(state: &Path) -> String {
+    std::fs::read_to_string(state.join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// A request with `bearer` (the whole `Authorization` value) and, when given, a content type.
+pub fn request_as(
+    target: &Target,
+    bearer: &str,
+    method: &str,
+    path: &str,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let mut h: Vec<(&str, &str)> = vec![("Authorization", bearer)];
+    if let Some(ct) = ct {
+        h.push(("Content-Type", ct));
+    }
+    http::request(target, method, path, &h, body)
+}
+
+/// A request to `d` over TCP with `token` and a JSON body; the whole response.
+pub fn request_json(d: &Daemon, method: &str, path: &str, token: &str, body: &Value) -> Response {
+    request_as(
+        &d.tcp,
+        &format!("Bearer {token}"),
+        method,
+        path,
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+}
+
+/// `POST /api/v1/exec` to `d` over TCP with `token` and a JSON body; the whole response.
+pub fn post_exec(d: &Daemon, token: &str, body: &Value) -> Response {
+    post_exec_at(&d.tcp, token, body)
+}
+
+/// `post_exec` for a thread that holds only the daemon's address.
+pub fn post_exec_at(target: &Target, token: &str, body: &Value) -> Response {
+    request_as(
+        target,
+        &format!("Bearer {token}"),
+        "POST",
+        "/api/v1/exec",
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Sends `POST /api/v1/exec` asking for its output as Server-Sent Events, head and `body`, on
+/// `s`; the caller reads the stream.
+pub fn send_exec_stream(s: &mut dyn Stream, token: &str, body: &str) {
+    let auth = format!("Bearer {token}");
+    http::send_head(
+        s,
+        "POST",
+        "/api/v1/exec",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("Accept", "text/event-stream"),
+        ],
+        Some(body.len()),
+    );
+    s.write_all(body.as_bytes()).unwrap();
+}
+
+/// Deterministic bytes that do not compress or repeat.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The SHA-256 of `b` in lowercase hex.
+pub fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
 }

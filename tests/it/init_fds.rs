@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::harness::post_exec_at;
 use crate::sandbox::start_daemon;
 
 /// Every descriptor of `pid`: (fd, link target, whether it is O_PATH).
@@ -86,18 +87,10 @@ fn a_jobs_init_keeps_no_host_directory_handles_or_report_channel() {
     let marker = format!("66.6{}", std::process::id());
     let (tcp, t2, m2) = (d.tcp.clone(), token.clone(), marker.clone());
     let job = std::thread::spawn(move || {
-        let auth = format!("Bearer {t2}");
-        crate::http::request(
+        post_exec_at(
             &tcp,
-            "POST",
-            "/api/v1/exec",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            json!({"argv": ["sleep", m2], "timeout_ms": 8000})
-                .to_string()
-                .as_bytes(),
+            &t2,
+            &json!({"argv": ["sleep", m2], "timeout_ms": 8000}),
         )
     });
     let start = Instant::now();

@@ -17,13 +17,6 @@ const CONFIG: &str = "[rate-limit]\nenabled = false\n";
 const STORM_CONFIG: &str = "[rate-limit]\nenabled = false\n\
                             [kv]\nhistory-max-changes = 200\nsweep-interval = \"20ms\"\n";
 
-fn token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 /// One request that may fail (the daemon dies under it): `None` unless a whole response came.
 fn try_request(
     addr: SocketAddr,
@@ -52,7 +45,7 @@ fn acknowledged_writes_survive_kill_9_mid_storm() {
     let Target::Tcp(addr) = d.tcp.clone() else {
         unreachable!()
     };
-    let bearer = format!("Bearer {}", token(&d));
+    let bearer = format!("Bearer {}", d.admin_token());
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for t in 0..8 {
@@ -110,7 +103,7 @@ fn acknowledged_writes_survive_kill_9_mid_storm() {
         dir: Some(dir),
         ..Options::default()
     });
-    let bearer = format!("Bearer {}", token(&d));
+    let bearer = format!("Bearer {}", d.admin_token());
     for (key, body) in &acked {
         let r = http::request(
             &d.tcp,
@@ -171,7 +164,7 @@ fn reads_never_go_back_in_time_through_the_cache() {
         config: format!("{CONFIG}[kv]\ncache-size = \"4KiB\"\n"),
         ..Options::default()
     });
-    let bearer = format!("Bearer {}", token(&d));
+    let bearer = format!("Bearer {}", d.admin_token());
     let target = d.tcp.clone();
     const KEYS: usize = 4;
     // Per key: the newest acknowledged put version (deletes acknowledged set `deleted_at`).

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options};
+use crate::harness::{Daemon, Options, post_exec};
 use crate::http;
 
 /// The limit every probe gets; each probe tries to reach 1 GiB, far above twice it.
@@ -150,10 +150,6 @@ fn call(d: &Daemon, token: &str, method: &str, path: &str, ct: &str, body: &[u8]
     r.json()
 }
 
-fn token(d: &Daemon) -> String {
-    d.admin_token()
-}
-
 /// The largest "MiB n" progress line of a job's output.
 fn reached_mib(stdout: &str) -> u64 {
     stdout
@@ -197,7 +193,7 @@ fn upload_recursion(d: &Daemon, token: &str) -> Option<String> {
 
 /// Runs the four probes at `LIMIT`; every way a probe got past its limit is a failure.
 fn probes(d: &Daemon, mechanism: &str) -> Vec<String> {
-    let token = token(d);
+    let token = d.admin_token();
     let mut jobs: Vec<(&str, String, Value)> = vec![
         (
             "shared anonymous memory",
@@ -442,20 +438,8 @@ fn a_job_whose_cgroup_cannot_be_made_is_refused_or_runs_on_rlimits_as_configured
             d.stop();
             return;
         };
-        let token = token(&d);
-        let auth = format!("Bearer {token}");
-        let run = |d: &Daemon| {
-            http::request(
-                &d.tcp,
-                "POST",
-                "/api/v1/exec",
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                json!({"argv": ["true"]}).to_string().as_bytes(),
-            )
-        };
+        let token = d.admin_token();
+        let run = |d: &Daemon| post_exec(d, &token, &json!({"argv": ["true"]}));
         // Control: with its parent there, a job gets its cgroup.
         let r = run(&d);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -512,7 +496,7 @@ fn node_runs_on_the_rlimit_path_with_its_address_space_headroom_and_not_without(
         ),
     ] {
         let mut d = start(config, None);
-        let token = token(&d);
+        let token = d.admin_token();
         let r = call(
             &d,
             &token,

@@ -7,21 +7,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::{Daemon, Options};
+use serde_json::json;
+
+use crate::harness::{Daemon, Options, post_exec};
 use crate::http::{self, Target};
 
 /// Samples often so tests need not wait; rate limits off for the request storms.
 const FAST: &str = "[metrics]\ninterval = \"200ms\"\n[rate-limit]\nenabled = false\n";
 
-fn token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 fn scrape(d: &Daemon) -> String {
-    let t = format!("Bearer {}", token(d));
+    let t = format!("Bearer {}", d.admin_token());
     let r = http::request(&d.tcp, "GET", "/metrics", &[("Authorization", &t)], b"");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -32,7 +27,7 @@ fn scrape(d: &Daemon) -> String {
 }
 
 fn get_json(d: &Daemon, path: &str) -> serde_json::Value {
-    let t = format!("Bearer {}", token(d));
+    let t = format!("Bearer {}", d.admin_token());
     let r = http::request(&d.tcp, "GET", path, &[("Authorization", &t)], b"");
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.json()
@@ -412,7 +407,7 @@ fn http_metrics_use_route_templates_so_10000_keys_make_no_new_series() {
     let Target::Tcp(addr) = d.tcp.clone() else {
         unreachable!()
     };
-    let bearer = format!("Bearer {}", token(&d));
+    let bearer = format!("Bearer {}", d.admin_token());
     // Warm up: every (route, status) pair the storm will use exists once.
     assert_eq!(
         keepalive_gets(
@@ -607,7 +602,7 @@ fn an_alert_fires_after_its_hold_and_resolves_after_its_hold_with_log_lines() {
 #[test]
 fn history_survives_a_restart_and_feeds_the_dashboard() {
     let mut d = Daemon::start_config(FAST);
-    let t = format!("Bearer {}", token(&d));
+    let t = format!("Bearer {}", d.admin_token());
     let r = http::request(
         &d.tcp,
         "PUT",
@@ -685,7 +680,7 @@ fn history_survives_a_restart_and_feeds_the_dashboard() {
         &again.tcp,
         "GET",
         "/api/v1/metrics/history?series=gpu",
-        &[("Authorization", &format!("Bearer {}", token(&again)))],
+        &[("Authorization", &format!("Bearer {}", again.admin_token()))],
         b"",
     );
     assert_eq!(bad.status, 400);
@@ -701,18 +696,9 @@ fn history_survives_a_restart_and_feeds_the_dashboard() {
 #[test]
 fn executions_are_counted_by_status_with_their_spawn_latency() {
     let mut d = Daemon::start_config(FAST);
-    let auth = format!("Bearer {}", token(&d));
+    let token = d.admin_token();
     for (argv, status) in [("true", "ok"), ("false", "nonzero_exit")] {
-        let r = http::request(
-            &d.tcp,
-            "POST",
-            "/api/v1/exec",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            format!("{{\"argv\":[\"{argv}\"]}}").as_bytes(),
-        );
+        let r = post_exec(&d, &token, &json!({"argv": [argv]}));
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["status"], status, "{}", r.text());
     }

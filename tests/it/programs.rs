@@ -627,10 +627,7 @@ fn uploads_past_the_limit_get_413_and_leave_nothing() {
         config: "[rate-limit]\nenabled = false\n[programs]\nmax-upload-size = \"1KiB\"\n".into(),
         ..Default::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     let r = upload(&d, &token, "?name=big.py", "text/plain", &[b'#'; 2048]);
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(
@@ -667,10 +664,7 @@ fn uploads_below_the_free_disk_floor_get_507_and_leave_nothing() {
         config: "[rate-limit]\nenabled = false\n[storage]\nmin-free-disk = \"1000000TiB\"\n".into(),
         ..Default::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     for r in [
         upload(&d, &token, "?name=a.py", "text/plain", b"print(1)\n"),
         upload_zip(&d, &token, &zip_of(&[("main.py", b"print(1)\n")])),

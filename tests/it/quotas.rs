@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options};
-use crate::http::{self, Response};
+use crate::harness::{Daemon, Options, request_as};
+use crate::http::Response;
 
 struct D {
     d: Daemon,
@@ -26,11 +26,7 @@ fn start(extra: &str) -> D {
 
 impl D {
     fn req(&self, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> Response {
-        let mut h: Vec<(&str, &str)> = vec![("Authorization", self.bearer.as_str())];
-        if let Some(ct) = ct {
-            h.push(("Content-Type", ct));
-        }
-        http::request(&self.d.tcp, method, path, &h, body)
+        request_as(&self.d.tcp, &self.bearer, method, path, ct, body)
     }
     fn put_key(&self, key: &str, v: &Value) -> Response {
         self.req(

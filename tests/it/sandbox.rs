@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options};
-use crate::http;
+use crate::harness::{Daemon, Options, post_exec};
 
 const PRELUDE: &str = r#"
 import ctypes, os, errno, sys, socket, struct, fcntl, termios, stat
@@ -387,17 +386,7 @@ fn cases(e: &Env) -> Vec<Case> {
 }
 
 fn exec(d: &Daemon, token: &str, body: &Value) -> Value {
-    let auth = format!("Bearer {token}");
-    let r = http::request(
-        &d.tcp,
-        "POST",
-        "/api/v1/exec",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    );
+    let r = post_exec(d, token, body);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -506,10 +495,7 @@ pub fn start_daemon(user: Option<(u32, u32)>) -> (Daemon, String) {
         user,
         ..Options::default()
     });
-    let token = std::fs::read_to_string(d.state_dir().join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = d.admin_token();
     (d, token)
 }
 

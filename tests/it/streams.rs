@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options};
+use crate::harness::{Daemon, Options, post_exec, request_json, send_exec_stream};
 use crate::http::{self, Target};
 
 /// The correctness bound past a deadline the issue names: the daemon answers within it.
 const GRACE: Duration = Duration::from_millis(1500);
-
-fn token(d: &Daemon) -> String {
-    d.admin_token()
-}
 
 fn tcp_addr(d: &Daemon) -> SocketAddr {
     match &d.tcp {
@@ -67,20 +63,6 @@ fn connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
     }
 }
 
-fn request_json(d: &Daemon, method: &str, path: &str, token: &str, body: &Value) -> http::Response {
-    let auth = format!("Bearer {token}");
-    http::request(
-        &d.tcp,
-        method,
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-}
-
 /// Reads until the peer closes (EOF or reset) and returns what came; panics when the peer
 /// keeps the connection open past `within`.
 fn read_until_closed(s: &mut dyn Read, within: Duration, what: &str) -> Vec<u8> {
@@ -113,7 +95,7 @@ fn a_client_that_stops_reading_an_event_stream_does_not_hold_the_job_past_its_de
     let mut d = Daemon::start_config(
         "[rate-limit]\nenabled = false\n[exec]\nmax-concurrent = 1\nmax-queue = 0\n",
     );
-    let token = token(&d);
+    let token = d.admin_token();
     // Far more output than every buffer between the job and the client holds, then a long
     // sleep: the job can only end by its deadline.
     let body = json!({
@@ -123,19 +105,8 @@ fn a_client_that_stops_reading_an_event_stream_does_not_hold_the_job_past_its_de
     })
     .to_string();
     let mut s = connect_small_rcvbuf(tcp_addr(&d));
+    send_exec_stream(&mut s, &token, &body);
     let auth = format!("Bearer {token}");
-    http::send_head(
-        &mut s,
-        "POST",
-        "/api/v1/exec",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-            ("Accept", "text/event-stream"),
-        ],
-        Some(body.len()),
-    );
-    s.write_all(body.as_bytes()).unwrap();
     let sent = Instant::now();
 
     // The execution is recorded once the job has ended; the client has not read a byte.
@@ -167,13 +138,7 @@ fn a_client_that_stops_reading_an_event_stream_does_not_hold_the_job_past_its_de
     );
 
     // The only exec slot is free again (exec.max-queue = 0 would refuse with 429 otherwise).
-    let r = request_json(
-        &d,
-        "POST",
-        "/api/v1/exec",
-        &token,
-        &json!({"argv": ["true"]}),
-    );
+    let r = post_exec(&d, &token, &json!({"argv": ["true"]}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "ok");
 
@@ -200,7 +165,7 @@ fn a_client_that_stops_reading_an_event_stream_does_not_hold_the_job_past_its_de
 fn a_stalled_watch_stream_is_disconnected_after_the_write_timeout() {
     let mut d =
         Daemon::start_config("[rate-limit]\nenabled = false\n[server]\nwrite-timeout = \"2s\"\n");
-    let token = token(&d);
+    let token = d.admin_token();
     let auth = format!("Bearer {token}");
     let mut s = connect_small_rcvbuf(tcp_addr(&d));
     http::send_head(
@@ -351,7 +316,7 @@ fn an_h2c_connection_that_sent_only_the_preface_is_closed_after_the_header_timeo
 
     // Control: an h2c connection carrying a live stream (a data watch) is not idle, however
     // long it runs past the header timeout.
-    let token = token(&d);
+    let token = d.admin_token();
     let auth = format!("Bearer {token}");
     let mut s = TcpStream::connect(tcp_addr(&d)).unwrap();
     s.write_all(H2_PREFACE).unwrap();
@@ -525,7 +490,7 @@ fn data_watch_streams_are_capped_per_token_and_in_total() {
     let mut d = Daemon::start_config(
         "[rate-limit]\nenabled = false\n[kv]\nmax-watches-per-token = 2\nmax-watches = 3\n",
     );
-    let admin = token(&d);
+    let admin = d.admin_token();
     let r = request_json(
         &d,
         "POST",
@@ -573,7 +538,7 @@ fn a_stalled_non_file_form_field_is_cut_after_the_upload_idle_timeout() {
     let mut d = Daemon::start_config(
         "[rate-limit]\nenabled = false\n[files]\nupload-idle-timeout = \"2s\"\n",
     );
-    let auth = format!("Bearer {}", token(&d));
+    let auth = format!("Bearer {}", d.admin_token());
     let mut s = http::connect(&d.tcp);
     let opening = "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello, and then";
     http::send_head(

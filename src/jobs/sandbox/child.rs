@@ -1,6 +1,7 @@
 //! The sandbox helper (`localhostd sandbox-helper`): a fresh, single-threaded process the
 //! daemon starts for each job, so everything here may allocate and fork freely. It builds the
-//! sandbox and reports how the job ended. This module holds the sandbox's `unsafe` code.
+//! sandbox and reports how the job ended. Building it is where most of the sandbox's
+//! `unsafe` code is (raw system calls); `zygote`, `spawn` and `net` hold the rest.
 //!
 //! Order (hakoniwa's, adapted): read the policy → drop to the job's uid (daemon as root) →
 //! unshare user, mount, PID, network, IPC, UTS and cgroup namespaces → map uid/gid → fork the

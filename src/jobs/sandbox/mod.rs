@@ -10,7 +10,11 @@
 //! - `spawn`: the daemon's side (asks the zygote for a helper per job, watches it by pidfd).
 //! - `zygote`: a small single-threaded process started once that forks a helper per job.
 //! - `child`: the helper's side, a single-threaded re-exec of our binary that builds the
-//!   sandbox; the only `unsafe` of the sandbox lives there.
+//!   sandbox.
+//!
+//! The system calls no safe wrapper offers are `unsafe`, each with its `// SAFETY:` comment:
+//! most are in `child`, the rest in `zygote`, `spawn` and `net`; `policy`, `seccomp` and
+//! `cgroup` have none.
 
 pub mod cgroup;
 pub mod child;
