@@ -326,12 +326,21 @@ impl Drop for WriteLock {
     }
 }
 
-/// The admin token a daemon wrote into the state directory `state` on its first start.
+/// The admin token a daemon wrote into the state directory `state` on its first start. The
+/// daemon listens before it writes the file (atomically, by rename), so a test that saw the
+/// socket may be early: wait for the file, bounded.
 pub fn admin_token_in(state: &Path) -> String {
-    std::fs::read_to_string(state.join("initial-admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    let path = state.join("initial-admin-token");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(t) => return t.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot read {}: {e}", path.display()),
+        }
+    }
 }
 
 /// A request with `bearer` (the whole `Authorization` value) and, when given, a content type.
