@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use crate::cli::{BackupAction, TokenAction};
 use crate::config::Config;
-use crate::daemon::{DB_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
 use crate::ops::backup::{self, BackupError};
 use crate::store::audit::{Audit, Event};
 use crate::store::auth::{Auth, Scopes, parse_expiry};
 use crate::store::db::Db;
+use crate::util::layout::{DB_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
 
 /// What went wrong, for the user.
 pub type CliResult<T> = Result<T, String>;

@@ -26,6 +26,7 @@ use crate::store::audit::Event;
 use crate::store::auth::{Scope, Scopes};
 use crate::store::db::Db;
 use crate::systemd::{self, NamedListener};
+use crate::util::layout::{DB_FILE, INITIAL_TOKEN_FILE, LOCAL_ADMIN_SOCKET, LOCK_FILE};
 
 /// Everything `run` needs from the outside, so tests and systemd plug in the same way.
 pub struct RunOptions {
@@ -38,13 +39,6 @@ pub struct RunOptions {
     pub state_directory_env: Option<OsString>,
     pub log: LogHandle,
 }
-
-/// The database file inside the state directory.
-pub const DB_FILE: &str = "localhostd.db";
-/// The file store's directory inside the state directory.
-pub const FILES_DIR: &str = "files";
-/// The lock file `serve` holds for its whole life; offline CLI commands honour it.
-pub const LOCK_FILE: &str = "localhostd.lock";
 
 /// Runs the daemon until SIGTERM/SIGINT (or idle exit), then shuts down in order.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -278,11 +272,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The file the first admin token is written to when no token exists yet.
-pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
-/// The admin socket a daemon started without systemd binds inside its state directory.
-pub const LOCAL_ADMIN_SOCKET: &str = "admin.sock";
-
 fn bind_admin_socket(state_dir: &Path) -> anyhow::Result<NamedListener> {
     use std::os::unix::fs::PermissionsExt;
     let path = state_dir.join(LOCAL_ADMIN_SOCKET);
@@ -318,7 +307,7 @@ async fn ensure_initial_admin_token(state: &AppState, state_dir: &Path) -> anyho
     f.write_all(format!("{}\n", token.token).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    File::open(state_dir)?.sync_all()?;
+    crate::util::fs::sync_dir(state_dir)?;
     state
         .audit_event(Event {
             actor: "localhostd".into(),

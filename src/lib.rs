@@ -38,3 +38,4 @@ pub mod logging;
 pub mod ops;
 pub mod store;
 pub mod systemd;
+pub mod util;

@@ -226,15 +226,9 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// `?limit=`: default 100, at most 1000.
+/// `?limit=`: the page size rules of [`crate::util::paging::limit`], refused with 400.
 pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(100),
-        Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(format!(
-            "limit must be between 1 and 1000, got {n}"
-        ))),
-    }
+    crate::util::paging::limit(limit).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn not_found(method: &Method, path: &str) -> ApiError {

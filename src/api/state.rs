@@ -79,7 +79,7 @@ impl AppState {
         let files = Files::new(
             db.clone(),
             live.clone(),
-            health.state_dir.join(crate::daemon::FILES_DIR),
+            health.state_dir.join(crate::util::layout::FILES_DIR),
             pins.clone(),
         );
         let programs = Programs::open(

@@ -20,8 +20,9 @@ use crate::jobs::sandbox::{
     Sandbox, WarmSandbox,
 };
 use crate::store::audit::{self, Caller};
-use crate::store::auth::{now_unix, rfc3339};
 use crate::store::db::Db;
+use crate::util::paging;
+use crate::util::time::{now_unix, rfc3339};
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]
@@ -820,11 +821,11 @@ impl Executor {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page> {
-        let before = crate::store::db::seq_cursor(cursor.as_deref(), 'e')?;
+        let before = paging::parse_seq_cursor(cursor.as_deref(), 'e')?;
         self.inner
             .db
             .read(move |c| {
-                let (sql, args) = history_query(program_id, before, limit as i64 + 1);
+                let (sql, args) = history_query(program_id, before, paging::take(limit));
                 let mut st = c.prepare_cached(&sql)?;
                 let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
                     let argv: String = r.get(5)?;
@@ -855,17 +856,10 @@ impl Executor {
                         },
                     ))
                 })?;
-                let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-                let next_cursor = if rows.len() > limit {
-                    rows.truncate(limit);
-                    rows.last().map(|(seq, _)| format!("e{seq}"))
-                } else {
-                    None
-                };
-                Ok(Page {
-                    items: rows.into_iter().map(|(_, r)| r).collect(),
-                    next_cursor,
-                })
+                let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                let (items, next_cursor) =
+                    paging::keyed_page(rows, limit, |seq| paging::seq_cursor('e', *seq));
+                Ok(Page { items, next_cursor })
             })
             .await
     }

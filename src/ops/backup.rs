@@ -36,21 +36,21 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{BackupConfig, LiveConfig};
 use crate::store::stored::{BlobId, ProgramId, ProgramPath};
+use crate::util::layout::{
+    BACKUPS_DIR, BLOBS_DIR, DB_FILE, FILES_DIR, FILES_TMP_DIR, PROGRAMS_DIR, PROGRAMS_TRASH_PREFIX,
+    RESTORE_DONE, RESTORE_JOURNAL, RESTORE_NEW, RESTORE_OLD,
+};
+use crate::util::time::rfc3339_at;
 
 /// The archive layout this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's name in the archive (its last entry).
 pub const MANIFEST: &str = "manifest.json";
-/// The database's name in the archive (and in the state directory).
-pub const DB_ENTRY: &str = "localhostd.db";
-/// The default backup directory inside the state directory.
-pub const DEFAULT_DIR: &str = "backups";
+/// The database's name in the archive (its name in the state directory: a restore moves the
+/// extracted entries into place as they are).
+pub const DB_ENTRY: &str = DB_FILE;
 const SUFFIX: &str = ".tar.gz";
 const TMP_PREFIX: &str = ".tmp-";
-/// Staging and set-aside directories of a restore, inside the state directory.
-const RESTORE_NEW: &str = ".restore-new-";
-const RESTORE_OLD: &str = ".restore-old-";
-const RESTORE_DONE: &str = ".restore-done-";
 /// Largest manifest read back (a million entries fit in far less).
 const MAX_MANIFEST: u64 = 256 << 20;
 const IO_BUF: usize = 256 << 10;
@@ -238,8 +238,7 @@ fn parse_id_time(id: &str) -> Option<SystemTime> {
 }
 
 fn new_id(at: SystemTime) -> Result<String> {
-    let stamp: String = humantime::format_rfc3339_seconds(at)
-        .to_string()
+    let stamp: String = rfc3339_at(at)
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect();
@@ -248,15 +247,11 @@ fn new_id(at: SystemTime) -> Result<String> {
     Ok(format!("{stamp}-{}", hex::encode(r)))
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// The backup directory a config names: `backup.dir`, else `<state dir>/backups`.
 pub fn backup_dir(cfg: &BackupConfig, state_dir: &Path) -> PathBuf {
     cfg.dir
         .clone()
-        .unwrap_or_else(|| state_dir.join(DEFAULT_DIR))
+        .unwrap_or_else(|| state_dir.join(BACKUPS_DIR))
 }
 
 /// The complete backups in `dir`, oldest first. A missing directory holds none.
@@ -282,7 +277,7 @@ pub fn list(dir: &Path) -> Result<Vec<BackupInfo>> {
         }
         out.push(BackupInfo {
             id: id.to_owned(),
-            created: rfc3339(created_at),
+            created: rfc3339_at(created_at),
             size: meta.len(),
             created_at,
             path: e.path(),
@@ -331,9 +326,7 @@ pub fn clean_temps(dir: &Path) -> Result<usize> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_ctx(format!("cannot sync {}", dir.display())))
+    crate::util::fs::sync_dir(dir).map_err(io_ctx(format!("cannot sync {}", dir.display())))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,9 +455,9 @@ pub struct Sources {
 impl Sources {
     pub fn in_state_dir(state_dir: &Path) -> Sources {
         Sources {
-            db: state_dir.join(DB_ENTRY),
-            blobs: state_dir.join(crate::daemon::FILES_DIR).join("blobs"),
-            programs: state_dir.join("programs"),
+            db: state_dir.join(DB_FILE),
+            blobs: state_dir.join(FILES_DIR).join(BLOBS_DIR),
+            programs: state_dir.join(PROGRAMS_DIR),
         }
     }
 }
@@ -650,7 +643,7 @@ pub fn create(
     let manifest = Manifest {
         format: FORMAT_VERSION,
         daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created: rfc3339(created_at),
+        created: rfc3339_at(created_at),
         schema_version,
         entries,
     };
@@ -681,8 +674,8 @@ pub fn create(
     let completed_at = SystemTime::now();
     Ok(Created {
         id,
-        created: rfc3339(created_at),
-        completed: rfc3339(completed_at),
+        created: rfc3339_at(created_at),
+        completed: rfc3339_at(completed_at),
         size,
         entries: entry_count,
         data_bytes,
@@ -705,7 +698,10 @@ fn open_program_dir(programs: &Path, pid: &ProgramId) -> Result<File> {
     };
     let mut last = None;
     for _ in 0..3 {
-        for p in [pid.path_in(programs), programs.join(format!(".del-{pid}"))] {
+        for p in [
+            pid.path_in(programs),
+            programs.join(format!("{PROGRAMS_TRASH_PREFIX}{pid}")),
+        ] {
             match open(p) {
                 Ok(f) => return Ok(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
@@ -1199,11 +1195,11 @@ pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored
         )));
     }
     // 2. The database itself, and what it refers to.
-    let files_dir = staging.join(crate::daemon::FILES_DIR);
-    let programs_dir = staging.join("programs");
+    let files_dir = staging.join(FILES_DIR);
+    let programs_dir = staging.join(PROGRAMS_DIR);
     for d in [
-        files_dir.join("blobs"),
-        files_dir.join("tmp"),
+        files_dir.join(BLOBS_DIR),
+        files_dir.join(FILES_TMP_DIR),
         programs_dir.clone(),
     ] {
         std::fs::DirBuilder::new()
@@ -1258,10 +1254,8 @@ pub fn restore(state_dir: &Path, archive: &Path, label: &str) -> Result<Restored
     })
 }
 
-/// Names the restore whose swap is in progress (`.restore-journal` holds its tag).
-const RESTORE_JOURNAL: &str = ".restore-journal";
 /// What a restore moves into the state directory, the database last.
-const SWAPPED: [&str; 3] = [crate::daemon::FILES_DIR, "programs", DB_ENTRY];
+const SWAPPED: [&str; 3] = [FILES_DIR, PROGRAMS_DIR, DB_ENTRY];
 
 fn write_journal(state_dir: &Path, tag: &str) -> Result<()> {
     let tmp = state_dir.join(format!("{RESTORE_JOURNAL}.tmp"));
@@ -1305,7 +1299,7 @@ fn swap_forward(state_dir: &Path, staging: &Path, old: &Path) -> io::Result<()> 
         }
         std::fs::rename(staging.join(it), state_dir.join(it))?;
     }
-    File::open(state_dir)?.sync_all()
+    crate::util::fs::sync_dir(state_dir)
 }
 
 /// Undoes [`swap_forward`]: what was moved in goes back to `staging`, what was set aside
@@ -1323,7 +1317,7 @@ fn swap_back(state_dir: &Path, staging: &Path, old: &Path) -> io::Result<()> {
             }
         }
     }
-    File::open(state_dir)?.sync_all()
+    crate::util::fs::sync_dir(state_dir)
 }
 
 /// After a complete swap: the old state and the journal go.
@@ -1427,7 +1421,10 @@ fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
         for (path, blob) in rows {
             let id = BlobId::parse(&blob)
                 .map_err(|e| bad(format!("names {e} for the file {path:?}: refused")))?;
-            if !id.path_in(&staging.join("files/blobs")).is_file() {
+            if !id
+                .path_in(&staging.join(FILES_DIR).join(BLOBS_DIR))
+                .is_file()
+            {
                 tracing::warn!(
                     path,
                     "restore: the file's blob is not in the backup (it was missing when the backup was made)"
@@ -1467,7 +1464,7 @@ fn check_restored_db(staging: &Path, label: &str) -> Result<()> {
                     )));
                 }
             }
-            if !pid.path_in(&staging.join("programs")).is_dir() {
+            if !pid.path_in(&staging.join(PROGRAMS_DIR)).is_dir() {
                 return Err(bad(format!(
                     "names program {pid}, whose files are not in the archive"
                 )));
@@ -1731,7 +1728,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(id_secs);
         BackupInfo {
             id: new_id(t).unwrap(),
-            created: rfc3339(t),
+            created: rfc3339_at(t),
             size: 1,
             created_at: t,
             path: PathBuf::new(),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::LiveConfig;
 use crate::store::db::{self, Db};
+use crate::util::disk::free_bytes;
 
 /// How long a readiness probe waits for the database before calling it failed.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,35 +62,13 @@ pub struct Component {
     pub facts: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Free space of the filesystem holding `path`, as seen by an unprivileged writer.
-pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
-    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
-}
-
-/// Refuses (507) when writing `more` bytes at `path` would leave less than `floor`
-/// (`storage.min-free-disk`) free on its filesystem.
-pub fn ensure_free(
-    path: &std::path::Path,
-    floor: crate::config::ByteSize,
-    more: u64,
-) -> crate::error::Result<()> {
-    let free = free_bytes(path).map_err(crate::error::Error::Io)?;
-    if free < floor.bytes().saturating_add(more) {
-        return Err(crate::error::Error::InsufficientStorage(format!(
-            "the disk has {free} bytes free; storing this would go below storage.min-free-disk ({floor}); nothing was stored"
-        )));
-    }
-    Ok(())
-}
-
 impl Health {
     /// Readiness: the database commits a real write (a heartbeat row, fsync'd) within
     /// [`DB_CHECK_TIMEOUT`], the state dir has more free space than `storage.min-free-disk`,
     /// and shutdown has not begun.
     pub async fn readiness(&self) -> Vec<Check> {
         let mut checks = Vec::with_capacity(3);
-        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let now = crate::util::time::rfc3339_at(SystemTime::now());
         let write = self.db.write(move |c| {
             c.execute(
                 "INSERT INTO meta(key, value) VALUES ('last_ready_check', ?1)
@@ -217,7 +196,7 @@ impl Health {
         Report {
             status: if all_ok { "ok" } else { "degraded" },
             version: env!("CARGO_PKG_VERSION"),
-            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            started_at: crate::util::time::rfc3339_at(self.started_at),
             uptime_s: self.started.elapsed().as_secs(),
             components,
         }

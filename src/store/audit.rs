@@ -25,8 +25,9 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::auth::{now_unix, rfc3339};
 use crate::store::db::Db;
+use crate::util::paging;
+use crate::util::time::{now_unix, rfc3339};
 
 /// One event to record.
 #[derive(Debug, Clone, Default)]
@@ -195,14 +196,11 @@ pub struct Audit {
 }
 
 fn parse_time(s: &str, what: &str) -> Result<i64> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+    crate::util::time::parse_rfc3339(s).map_err(|e| {
         Error::Invalid(format!(
             "{what} must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"
         ))
-    })?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0))
+    })
 }
 
 /// The listing's SQL: a condition only for each filter given, so actor and action filters
@@ -339,7 +337,7 @@ impl Audit {
             .as_deref()
             .map(|s| parse_time(s, "until"))
             .transpose()?;
-        let before = crate::store::db::seq_cursor(f.cursor.as_deref(), 'a')?;
+        let before = paging::parse_seq_cursor(f.cursor.as_deref(), 'a')?;
         let limit = f.limit;
         let (actor, action) = (f.actor, f.action);
         self.db
@@ -350,7 +348,7 @@ impl Audit {
                     since,
                     until,
                     before,
-                    limit as i64 + 1,
+                    paging::take(limit),
                 );
                 let mut st = c.prepare_cached(&sql)?;
                 let mut items = st
@@ -368,12 +366,8 @@ impl Audit {
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let next_cursor = if items.len() > limit {
-                    items.truncate(limit);
-                    items.last().map(|r| format!("a{}", r.id))
-                } else {
-                    None
-                };
+                let next_cursor =
+                    paging::next_cursor(&mut items, limit, |r| paging::seq_cursor('a', r.id));
                 Ok(Page { items, next_cursor })
             })
             .await

@@ -496,7 +496,7 @@ impl Db {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        crate::ops::health::ensure_free(dir, crate::config::ByteSize(floor), more)
+        crate::util::disk::ensure_free(dir, crate::config::ByteSize(floor), more)
     }
 
     /// Runs `f` in the writer's transaction. Returns once the transaction holding this change
@@ -677,22 +677,6 @@ impl Db {
             tracing::error!("database writer thread panicked");
         }
     }
-}
-
-/// Decodes a list cursor `<tag><seq>` (as the list that made it wrote it) into the sequence
-/// number to continue below; `None` for the first page.
-pub fn seq_cursor(cursor: Option<&str>, tag: char) -> Result<Option<i64>> {
-    cursor
-        .map(|c| {
-            c.strip_prefix(tag)
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    Error::Invalid(
-                        "invalid cursor: pass next_cursor from the previous page unchanged".into(),
-                    )
-                })
-        })
-        .transpose()
 }
 
 /// The first string after every string that starts with `prefix` (None: no bound), so a prefix

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -30,6 +30,9 @@ use crate::ops::backup::BlobPins;
 use crate::store::audit::{self, Caller, Event};
 use crate::store::db::Db;
 use crate::store::stored::{BlobId, open_beneath};
+use crate::util::layout::{BLOBS_DIR, FILES_TMP_DIR};
+use crate::util::paging;
+use crate::util::time::{from_ms, now_ms, rfc3339_ms};
 
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
@@ -123,20 +126,8 @@ pub struct FileMeta {
 impl FileMeta {
     /// The modification time as a `SystemTime` (whole seconds are what HTTP dates carry).
     pub fn modified_time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.modified_ms).unwrap_or(0))
+        from_ms(self.modified_ms)
     }
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 const META_COLUMNS: &str = "path, size, sha256, content_type, created_ms, modified_ms, blob";
@@ -314,10 +305,10 @@ impl Inner {
         }
     }
     fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(FILES_TMP_DIR)
     }
     fn blob_dir(&self) -> PathBuf {
-        self.root.join("blobs")
+        self.root.join(BLOBS_DIR)
     }
     fn blob_path(&self, id: &BlobId) -> PathBuf {
         id.path_in(&self.blob_dir())
@@ -440,7 +431,7 @@ fn write_temp(path: &Path, mut rx: mpsc::Receiver<Msg>) -> Result<u64> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)
+    crate::util::fs::sync_dir(dir).map_err(io_error)
 }
 
 /// Uploads that commit together: one file (`PUT`) or all files of a form (`POST`). Nothing is
@@ -729,7 +720,7 @@ impl Files {
             .as_deref()
             .map(|c| decode_cursor(c, sort))
             .transpose()?;
-        let (sql, args) = list_query(&prefix, sort, after, limit as i64 + 1);
+        let (sql, args) = list_query(&prefix, sort, after, paging::take(limit));
         self.inner
             .db
             .read(move |c| {
@@ -737,12 +728,8 @@ impl Files {
                 let mut items = st
                     .query_map(rusqlite::params_from_iter(args), meta_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let next_cursor = if items.len() > limit {
-                    items.truncate(limit);
-                    items.last().map(|m| encode_cursor(m, sort))
-                } else {
-                    None
-                };
+                let next_cursor =
+                    paging::next_cursor(&mut items, limit, |m| encode_cursor(m, sort));
                 Ok(Page { items, next_cursor })
             })
             .await
@@ -762,7 +749,7 @@ impl Files {
             })
             .await?;
         let cfg = self.inner.live.get();
-        let free = crate::ops::health::free_bytes(self.free_probe()).unwrap_or(0);
+        let free = crate::util::disk::free_bytes(self.free_probe()).unwrap_or(0);
         Ok(Usage {
             used_bytes: u64::try_from(used).unwrap_or(0),
             file_count: u64::try_from(count).unwrap_or(0),
@@ -810,21 +797,16 @@ fn check_disk(root: &Path, cfg: &Config, more: u64) -> Result<()> {
     } else {
         root.parent().unwrap_or(root)
     };
-    crate::ops::health::ensure_free(probe, cfg.storage.min_free_disk, more)
+    crate::util::disk::ensure_free(probe, cfg.storage.min_free_disk, more)
 }
 
 fn encode_cursor(m: &FileMeta, sort: Sort) -> String {
-    use base64::Engine as _;
     let key = match sort {
         Sort::Name => 0,
         Sort::Size => i64::try_from(m.size).unwrap_or(i64::MAX),
         Sort::Modified => m.modified_ms,
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}{key}:{}",
-        sort.tag(),
-        m.path
-    ))
+    paging::pair_cursor(sort.tag(), key, &m.path)
 }
 
 /// The listing's SQL: the prefix as a range of the path index (`[prefix, next)`), the cursor
@@ -862,20 +844,7 @@ fn list_query(
 }
 
 fn decode_cursor(c: &str, sort: Sort) -> Result<(i64, String)> {
-    use base64::Engine as _;
-    let bad = || {
-        Error::Invalid(
-            "invalid cursor: pass next_cursor from the previous page unchanged, with the same sort"
-                .into(),
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c.as_bytes())
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let rest = text.strip_prefix(sort.tag()).ok_or_else(bad)?;
-    let (key, path) = rest.split_once(':').ok_or_else(bad)?;
-    Ok((key.parse().map_err(|_| bad())?, path.to_owned()))
+    paging::parse_pair_cursor(c, sort.tag())
 }
 
 impl Batch {

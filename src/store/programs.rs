@@ -22,9 +22,10 @@ use crate::error::{Error, Result};
 use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
 use crate::ops::backup::BlobPins;
 use crate::store::audit::{self, Caller};
-use crate::store::auth::{now_unix, rfc3339};
 use crate::store::db::Db;
 use crate::store::stored::{ProgramId, ProgramPath, open_beneath};
+use crate::util::time::{now_unix, rfc3339};
+use crate::util::{layout, paging};
 
 /// Where a program's files appear inside its job.
 pub const INSIDE: &str = "/program";
@@ -160,11 +161,6 @@ fn not_found(id: &str) -> Error {
     Error::NotFound(format!("no program {id:?}"))
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 /// Removes a directory tree when dropped unless disarmed: nothing half-made is left behind.
 struct Cleanup(Option<PathBuf>);
 
@@ -208,7 +204,7 @@ impl Staging {
         }
         if self.size - self.checked_at >= DISK_CHECK_EVERY {
             self.checked_at = self.size;
-            crate::ops::health::ensure_free(&self.root, self.floor, DISK_CHECK_EVERY)?;
+            crate::util::disk::ensure_free(&self.root, self.floor, DISK_CHECK_EVERY)?;
         }
         self.hasher.update(chunk);
         self.file.write_all(chunk).await?;
@@ -375,7 +371,7 @@ fn extract_zip(
         .filter_map(|i| archive.by_index_raw(i).ok().map(|e| e.size()))
         .fold(0u64, u64::saturating_add)
         .min(max_total);
-    crate::ops::health::ensure_free(dest, floor, declared)?;
+    crate::util::disk::ensure_free(dest, floor, declared)?;
     let mut total: u64 = 0;
     let mut seen: HashSet<String> = HashSet::new();
     let mut files = Vec::new();
@@ -625,7 +621,7 @@ impl Programs {
         exec: Executor,
         pins: Arc<BlobPins>,
     ) -> Result<Programs> {
-        let root = state_dir.join("programs");
+        let root = state_dir.join(layout::PROGRAMS_DIR);
         std::fs::create_dir_all(&root)?;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
         for e in std::fs::read_dir(&root)?.flatten() {
@@ -659,7 +655,7 @@ impl Programs {
     /// Starts an upload: a temp file in the store.
     pub async fn begin_upload(&self) -> Result<Staging> {
         let floor = self.inner.live.get().storage.min_free_disk;
-        crate::ops::health::ensure_free(&self.inner.root, floor, 0)?;
+        crate::util::disk::ensure_free(&self.inner.root, floor, 0)?;
         let path = self.inner.root.join(format!(".upload-{}", random_hex(8)?));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -731,10 +727,10 @@ impl Programs {
                 .and_then(|m| ProgramPath::parse(m).ok())
                 .and_then(|m| resolve_runtime(&tmp, &m, &cfg).ok())
                 .map(|(_, r)| r);
-            fsync_dir(&tmp)?;
+            crate::util::fs::sync_dir(&tmp)?;
             std::fs::rename(&tmp, &final_dir)?;
             cleanup.0 = Some(final_dir.clone());
-            fsync_dir(final_dir.parent().unwrap_or(Path::new("/")))?;
+            crate::util::fs::sync_dir(final_dir.parent().unwrap_or(Path::new("/")))?;
             // The directory is complete; the database row (below) makes it visible.
             cleanup.0 = None;
             Ok::<_, Error>((files, main, runtime))
@@ -817,19 +813,7 @@ impl Programs {
 
     /// Programs, newest first.
     pub async fn list(&self, limit: usize, cursor: Option<String>) -> Result<Page> {
-        let before = match cursor.as_deref() {
-            None => None,
-            Some(c) => Some(
-                c.strip_prefix('p')
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        Error::Invalid(
-                            "invalid cursor: pass next_cursor from the previous page unchanged"
-                                .into(),
-                        )
-                    })?,
-            ),
-        };
+        let before = paging::parse_seq_cursor(cursor.as_deref(), 'p')?;
         self.inner
             .db
             .read(move |c| {
@@ -837,23 +821,16 @@ impl Programs {
                 if let Some(b) = before {
                     w.add("rowid <", b);
                 }
-                let (filter, limit_n, args) = w.finish(limit as i64 + 1);
-                let mut rows = c
+                let (filter, limit_n, args) = w.finish(paging::take(limit));
+                let rows = c
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM programs {filter} ORDER BY rowid DESC LIMIT ?{limit_n}"
                     ))?
                     .query_map(rusqlite::params_from_iter(args), row_to_program)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let next_cursor = if rows.len() > limit {
-                    rows.truncate(limit);
-                    rows.last().map(|(seq, _)| format!("p{seq}"))
-                } else {
-                    None
-                };
-                Ok(Page {
-                    items: rows.into_iter().map(|(_, p)| p).collect(),
-                    next_cursor,
-                })
+                let (items, next_cursor) =
+                    paging::keyed_page(rows, limit, |seq| paging::seq_cursor('p', *seq));
+                Ok(Page { items, next_cursor })
             })
             .await
     }
@@ -1117,7 +1094,10 @@ impl Programs {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let dir = self.dir(pid);
-        let trash = self.inner.root.join(format!(".del-{id}"));
+        let trash = self
+            .inner
+            .root
+            .join(format!("{}{id}", layout::PROGRAMS_TRASH_PREFIX));
         if dir.exists() {
             tokio::fs::rename(&dir, &trash).await?;
         }
@@ -1200,7 +1180,7 @@ mod tests {
         std::fs::write(&zp, &bytes).unwrap();
         let dest = t.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let free = crate::ops::health::free_bytes(&dest).unwrap();
+        let free = crate::util::disk::free_bytes(&dest).unwrap();
         // Half a GiB below what is free: 1 GiB declared crosses it, whatever else the machine
         // writes or deletes meanwhile.
         let floor = crate::config::ByteSize(free.saturating_sub(512 << 20));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::AlertsConfig;
+use crate::util::time::rfc3339_at;
 
 /// The alerts, in the order they are listed.
 pub const NAMES: [&str; 4] = ["disk_used", "memory_low", "load_high", "executions_failing"];
@@ -99,10 +100,6 @@ impl Default for Alerts {
                 .collect(),
         }
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn describe(name: &str, threshold: f64) -> String {
@@ -223,9 +220,9 @@ impl Alerts {
                 description: describe(a.name, a.threshold),
                 value: a.value,
                 threshold: a.threshold,
-                since: rfc3339(a.changed_at),
-                fired_at: a.fired_at.map(rfc3339),
-                resolved_at: a.resolved_at.map(rfc3339),
+                since: rfc3339_at(a.changed_at),
+                fired_at: a.fired_at.map(rfc3339_at),
+                resolved_at: a.resolved_at.map(rfc3339_at),
             })
             .collect()
     }

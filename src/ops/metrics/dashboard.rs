@@ -2,13 +2,13 @@
 //! executions and files tables, the change log), alerts and the last hour of history.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::history::{Point, SERIES, UNITS};
 use super::{Current, Metrics, alerts};
 use crate::error::Result;
+use crate::util::time::{rfc3339, rfc3339_at, rfc3339_ms};
 
 /// History as the API returns it: one timestamp list and a column per series.
 #[derive(Debug, Clone, Serialize)]
@@ -22,15 +22,6 @@ pub struct HistoryView {
     /// measured.
     pub series: BTreeMap<&'static str, Vec<Option<f64>>>,
     pub units: BTreeMap<&'static str, &'static str>,
-}
-
-fn rfc3339(unix: i64) -> String {
-    crate::store::auth::rfc3339(unix)
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn round(v: Option<f64>) -> Option<f64> {
@@ -208,10 +199,8 @@ impl Metrics {
             database_bytes: u64::try_from(self.inner.db_bytes.get()).unwrap_or(0),
         };
         Ok(Dashboard {
-            generated_at: rfc3339(crate::store::auth::now_unix()),
-            sampled_at: sample
-                .as_ref()
-                .map(|s| humantime::format_rfc3339_seconds(s.at).to_string()),
+            generated_at: rfc3339(crate::util::time::now_unix()),
+            sampled_at: sample.as_ref().map(|s| rfc3339_at(s.at)),
             system: self.current().rounded(),
             storage,
             activity,

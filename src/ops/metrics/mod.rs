@@ -501,7 +501,7 @@ impl Metrics {
 
     /// The history of `series` (indexes into [`history::SERIES`]) over the last `range_s`.
     pub fn history(&self, series: &[usize], range_s: i64) -> dashboard::HistoryView {
-        let now = crate::store::auth::now_unix();
+        let now = crate::util::time::now_unix();
         let (res, points) = match self.inner.history.lock() {
             Ok(h) => h.range(now, range_s),
             Err(p) => p.into_inner().range(now, range_s),

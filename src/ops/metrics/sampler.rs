@@ -436,7 +436,7 @@ impl Metrics {
             current.net_tx_bytes_per_second,
         ];
         match i.history.lock() {
-            Ok(mut h) => h.add(crate::store::auth::now_unix(), values),
+            Ok(mut h) => h.add(crate::util::time::now_unix(), values),
             Err(_) => Vec::new(),
         }
     }
@@ -445,7 +445,7 @@ impl Metrics {
         if rows.is_empty() {
             return;
         }
-        let now = crate::store::auth::now_unix();
+        let now = crate::util::time::now_unix();
         if let Err(e) = self
             .inner
             .db
@@ -460,7 +460,7 @@ impl Metrics {
 /// Loads the stored history (the daemon awaits this before READY=1, so the first request
 /// after a restart already sees it).
 pub async fn load_history(m: &Metrics) {
-    let now = crate::store::auth::now_unix();
+    let now = crate::util::time::now_unix();
     match m.inner.db.read(move |c| history::load(c, now)).await {
         Ok(rows) => {
             let n = rows.len();

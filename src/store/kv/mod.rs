@@ -19,7 +19,7 @@ pub use log::newest as newest_changes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
@@ -28,6 +28,9 @@ use crate::config::{KvConfig, LiveConfig};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, Caller, Event};
 use crate::store::db::Db;
+use crate::util::disk::DiskFloor;
+use crate::util::paging;
+use crate::util::time::now_ms;
 
 /// Longest key, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -219,14 +222,7 @@ pub struct Kv {
     /// Keys and value bytes held, against `kv.max-keys` and `kv.max-total-size`.
     usage: Arc<quota::Usage>,
     /// `storage.min-free-disk` for writes that add data (none in tests that do not ask).
-    disk: Option<Arc<quota::DiskFloor>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    disk: Option<Arc<DiskFloor>>,
 }
 
 fn as_u64(v: i64) -> u64 {
@@ -235,22 +231,6 @@ fn as_u64(v: i64) -> u64 {
 
 fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn encode_cursor(key: &str) -> String {
-    format!("k{}", hex::encode(key.as_bytes()))
-}
-
-fn decode_cursor(cursor: &str) -> Result<String> {
-    cursor
-        .strip_prefix('k')
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            Error::Invalid(
-                "invalid cursor: pass next_cursor from the previous page unchanged".into(),
-            )
-        })
 }
 
 fn precondition(key: &str, cond: Cond, live: Option<i64>) -> Result<()> {
@@ -535,7 +515,7 @@ impl Kv {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        self.disk = Some(Arc::new(quota::DiskFloor::new(live, dir)));
+        self.disk = Some(Arc::new(DiskFloor::new(live, dir)));
         self
     }
 
@@ -662,7 +642,10 @@ impl Kv {
         limit: usize,
         keys_only: bool,
     ) -> Result<Page> {
-        let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
+        let after = cursor
+            .map(|c| paging::parse_key_cursor(c, 'k'))
+            .transpose()?
+            .unwrap_or_default();
         let prefix = prefix.to_owned();
         let upper = crate::store::db::prefix_upper(&prefix);
         self.db
@@ -689,7 +672,7 @@ impl Kv {
                      ORDER BY k.key LIMIT ?4"
                 );
                 let mut st = tx.prepare_cached(&sql)?;
-                let take = i64::try_from(limit).unwrap_or(1000) + 1;
+                let take = paging::take(limit);
                 let map = |r: &rusqlite::Row<'_>| {
                     Ok(Entry {
                         key: r.get(0)?,
@@ -705,12 +688,8 @@ impl Kv {
                         .query_map(params![prefix, after, now_ms(), take], map)?
                         .collect::<rusqlite::Result<_>>()?,
                 };
-                let next_cursor = if items.len() > limit {
-                    items.truncate(limit);
-                    items.last().map(|e| encode_cursor(&e.key))
-                } else {
-                    None
-                };
+                let next_cursor =
+                    paging::next_cursor(&mut items, limit, |e| paging::key_cursor('k', &e.key));
                 Ok(Page {
                     items,
                     next_cursor,

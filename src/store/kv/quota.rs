@@ -1,6 +1,6 @@
 //! The data store's quotas: how many keys and how many bytes of values it holds against
-//! `kv.max-keys` / `kv.max-total-size`, and the free-disk floor (`storage.min-free-disk`)
-//! for writes that add data.
+//! `kv.max-keys` / `kv.max-total-size` (the free-disk floor for writes that add data is
+//! [`crate::util::disk::DiskFloor`]).
 //!
 //! The usage is kept in memory and changed only on the writer thread, inside the transaction
 //! of the write that changes it, so the check and the change see the same state and a group
@@ -8,13 +8,11 @@
 //! the first write and again whenever it may be wrong: after a write whose transaction may
 //! have rolled back, after expired keys were swept, after the database was replaced.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-use crate::config::{KvConfig, LiveConfig};
+use crate::config::KvConfig;
 use crate::error::{Error, Result};
 
 /// Keys and value bytes the store holds; `None` until loaded (or after it was forgotten).
@@ -63,57 +61,6 @@ impl Usage {
             have_keys.saturating_add(keys),
             have_bytes.saturating_add(bytes),
         ));
-        Ok(())
-    }
-}
-
-/// How long a free-disk reading is trusted while the store's own writes use up its headroom.
-const DISK_RECHECK: Duration = Duration::from_secs(1);
-
-/// The free-disk floor for writes that add data. A reading (statvfs) is reused for up to
-/// [`DISK_RECHECK`] while the bytes written since stay within the room it found above the
-/// floor, so a busy store does not ask the kernel on every write.
-pub struct DiskFloor {
-    live: Arc<LiveConfig>,
-    dir: PathBuf,
-    /// When the last reading was taken and how many bytes may still be written on it.
-    last: Mutex<Option<(Instant, u64)>>,
-}
-
-impl DiskFloor {
-    pub fn new(live: Arc<LiveConfig>, dir: PathBuf) -> DiskFloor {
-        DiskFloor {
-            live,
-            dir,
-            last: Mutex::new(None),
-        }
-    }
-
-    /// Refuses (507) when writing `more` bytes would leave less than `storage.min-free-disk`.
-    pub fn ensure(&self, more: u64) -> Result<()> {
-        let mut last = match self.last.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some((at, room)) = last.as_mut()
-            && at.elapsed() < DISK_RECHECK
-            && *room >= more
-        {
-            *room -= more;
-            return Ok(());
-        }
-        let floor = self.live.get().storage.min_free_disk;
-        let free = crate::ops::health::free_bytes(&self.dir).map_err(Error::Io)?;
-        let Some(room) = free
-            .checked_sub(floor.bytes())
-            .and_then(|r| r.checked_sub(more))
-        else {
-            *last = None;
-            return Err(Error::InsufficientStorage(format!(
-                "the disk has {free} bytes free; storing this would go below storage.min-free-disk ({floor}); nothing was changed"
-            )));
-        };
-        *last = Some((Instant::now(), room));
         Ok(())
     }
 }
