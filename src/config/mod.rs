@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod log_filter;
+pub use log_filter::parse_log_filter;
+
 /// Where the config file is looked for when neither `--config` nor `LOCALHOSTD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/localhostd/config.toml";
 /// Environment variable that names the config file.
@@ -625,7 +628,7 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `auto` picks journald when stderr is connected to it (systemd sets JOURNAL_STREAM).
     pub target: LogTarget,
-    /// The log filter: `info`, `debug`, `localhostd=debug,info`… (`logging::parse_filter`).
+    /// The log filter: `info`, `debug`, `localhostd=debug,info`… (`parse_log_filter`).
     pub level: String,
 }
 
@@ -1338,7 +1341,7 @@ impl Config {
         if self.backup.keep_last == 0 {
             return Err(invalid("backup.keep-last", "must be at least 1"));
         }
-        crate::logging::parse_filter(&self.log.level)
+        parse_log_filter(&self.log.level)
             .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;
         Ok(())
     }
