@@ -26,9 +26,9 @@ use tokio_stream::{Stream, StreamExt};
 
 use crate::config::{Config, LiveConfig};
 use crate::error::{Error, Result};
-use crate::ops::backup::BlobPins;
 use crate::store::audit::{self, Event};
 use crate::store::db::Db;
+use crate::store::pins::BlobPins;
 use crate::store::stored::{BlobId, open_beneath};
 
 /// Longest path, in bytes.

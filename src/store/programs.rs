@@ -20,10 +20,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::{LiveConfig, ProgramsConfig};
 use crate::error::{Error, Result};
 use crate::jobs::exec::{Caller, Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
-use crate::ops::backup::BlobPins;
 use crate::store::audit;
 use crate::store::auth::{now_unix, rfc3339};
 use crate::store::db::Db;
+use crate::store::pins::BlobPins;
 use crate::store::stored::{ProgramId, ProgramPath, open_beneath};
 
 /// Where a program's files appear inside its job.
