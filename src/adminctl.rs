@@ -402,7 +402,7 @@ fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliR
         }
         BackupAction::Create => {
             let _lock = take_state_dir(state_dir, true)?;
-            let pins = std::sync::Arc::new(backup::BlobPins::default());
+            let pins = std::sync::Arc::new(crate::store::pins::BlobPins::default());
             let cancel = std::sync::atomic::AtomicBool::new(false);
             let created = backup::create(
                 &backup::Sources::in_state_dir(state_dir),

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
-use crate::config::{LogConfig, LogFormat, LogTarget};
+use crate::config::{LogConfig, LogFormat, LogTarget, parse_log_filter};
 
 /// The subscriber under the output layer: the registry with the reloadable filter.
 type Base = tracing_subscriber::layer::Layered<reload::Layer<Targets, Registry>, Registry>;
@@ -32,47 +32,9 @@ pub struct LogHandle {
 impl LogHandle {
     /// Replaces the filter directive (e.g. `debug`). The directive was validated with the config.
     pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let filter = parse_filter(level)?;
+        let filter = parse_log_filter(level)?;
         self.filter.reload(filter).map_err(|e| e.to_string())
     }
-}
-
-/// Parses a log filter (`log.level`, `--log-level`): directives separated by commas, each a
-/// level (`error`, `warn`, `info`, `debug`, `trace` or `off`: the default for every target) or
-/// `target=level` (a module path and everything under it: `localhostd::kv=debug`; the longest
-/// matching target wins). Stricter than tracing's own syntax, which reads any bare word as a
-/// target: a misspelt level (`degub`) is refused here instead of turning every log off.
-pub fn parse_filter(text: &str) -> Result<Targets, String> {
-    let mut filter = Targets::new();
-    let mut empty = true;
-    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        empty = false;
-        filter = match directive.split_once('=') {
-            None => filter.with_default(parse_level(directive)?),
-            Some((target, level)) => {
-                let target = target.trim();
-                let sane = !target.is_empty()
-                    && target
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'));
-                if !sane {
-                    return Err(format!(
-                        "{directive:?}: a target is a module path such as localhostd::kv"
-                    ));
-                }
-                filter.with_target(target, parse_level(level.trim())?)
-            }
-        };
-    }
-    if empty {
-        return Err("no directive: give a level such as info".into());
-    }
-    Ok(filter)
-}
-
-fn parse_level(text: &str) -> Result<LevelFilter, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a level: use error, warn, info, debug, trace or off"))
 }
 
 /// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM=dev:inode` for the
@@ -92,8 +54,8 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(cfg: &LogConfig) -> LogHandle {
-    let filter =
-        parse_filter(&cfg.level).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let filter = parse_log_filter(&cfg.level)
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     let (filter, handle) = reload::Layer::new(filter);
     let want_journald = match cfg.target {
         LogTarget::Journald => true,
@@ -154,48 +116,6 @@ fn stderr_layer(format: LogFormat) -> (Box<dyn Layer<Base> + Send + Sync>, Sink)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing::Level;
-
-    #[test]
-    fn filters_take_levels_and_target_levels_and_refuse_the_rest() {
-        let f = parse_filter("localhostd=debug, warn").unwrap();
-        assert!(f.would_enable("localhostd::kv", &Level::DEBUG));
-        assert!(!f.would_enable("localhostd::kv", &Level::TRACE));
-        assert!(f.would_enable("hyper::proto", &Level::WARN));
-        assert!(!f.would_enable("hyper::proto", &Level::INFO));
-        // The longest matching target wins, in any order.
-        let f = parse_filter("localhostd::kv=trace,localhostd=error").unwrap();
-        assert!(f.would_enable("localhostd::kv::log", &Level::TRACE));
-        assert!(!f.would_enable("localhostd::db", &Level::WARN));
-        assert!(
-            !f.would_enable("hyper", &Level::ERROR),
-            "no default: other targets are off"
-        );
-        let f = parse_filter("INFO").unwrap();
-        assert!(f.would_enable("anything", &Level::INFO));
-        assert!(!f.would_enable("anything", &Level::DEBUG));
-        assert!(
-            !parse_filter("off")
-                .unwrap()
-                .would_enable("x", &Level::ERROR)
-        );
-
-        for (bad, says) in [
-            ("", "no directive"),
-            (" , ", "no directive"),
-            ("degub", "is not a level"),
-            ("localhostd=loud", "is not a level"),
-            ("[[[", "is not a level"),
-            ("=info", "a target is a module path"),
-            ("local host=info", "a target is a module path"),
-            ("a=b=c", "is not a level"),
-        ] {
-            let e = parse_filter(bad)
-                .err()
-                .unwrap_or_else(|| panic!("{bad:?} accepted"));
-            assert!(e.contains(says), "{bad:?}: {e}");
-        }
-    }
 
     #[test]
     fn journal_stream_must_match_stderr() {

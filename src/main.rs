@@ -84,7 +84,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.log.target = t;
     }
     if let Some(level) = args.log_level {
-        if let Err(e) = localhostd::logging::parse_filter(&level) {
+        if let Err(e) = localhostd::config::parse_log_filter(&level) {
             eprintln!("localhostd: invalid --log-level {level:?}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }

@@ -7,7 +7,7 @@ use crate::api::ratelimit::RateLimits;
 use crate::config::LiveConfig;
 use crate::jobs::exec::Executor;
 use crate::jobs::sandbox::Sandbox;
-use crate::ops::backup::{Backups, BlobPins};
+use crate::ops::backup::Backups;
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::store::audit::{Audit, Caller, Event};
@@ -15,6 +15,7 @@ use crate::store::auth::Auth;
 use crate::store::db::Db;
 use crate::store::files::Files;
 use crate::store::kv::Kv;
+use crate::store::pins::BlobPins;
 use crate::store::programs::Programs;
 
 /// What every request handler can reach: one shared `Services`. Cloning is one reference

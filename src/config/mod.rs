@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod log_filter;
 mod validate;
+pub use log_filter::parse_log_filter;
 
 /// Where the config file is looked for when neither `--config` nor `LOCALHOSTD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/localhostd/config.toml";
@@ -627,7 +629,7 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `auto` picks journald when stderr is connected to it (systemd sets JOURNAL_STREAM).
     pub target: LogTarget,
-    /// The log filter: `info`, `debug`, `localhostd=debug,info`… (`logging::parse_filter`).
+    /// The log filter: `info`, `debug`, `localhostd=debug,info`… (`parse_log_filter`).
     pub level: String,
 }
 

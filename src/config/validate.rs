@@ -425,7 +425,7 @@ fn backup(backup: &BackupConfig) -> Checked {
 
 /// `[log]`.
 fn log(log: &LogConfig) -> Checked {
-    crate::logging::parse_filter(&log.level)
+    super::parse_log_filter(&log.level)
         .map_err(|e| invalid("log.level", &format!("not a valid filter: {e}")))?;
     Ok(())
 }

@@ -71,7 +71,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Every status, for metrics that list them all from the start.
+    /// Every status (the executions metric registers each one up front).
     pub const ALL: [Status; 8] = [
         Status::Ok,
         Status::NonzeroExit,
@@ -1129,6 +1129,14 @@ mod history_argv_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The executions metric registers its `status` labels from a list of its own (metrics
+    /// names no job type): it must be exactly the statuses a job can end with.
+    #[test]
+    fn the_executions_metric_lists_every_status() {
+        let ours: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(ours, crate::ops::metrics::EXECUTION_STATUSES);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_programs_history_walks_its_index() {

@@ -1,8 +1,8 @@
 //! Backups of all state: one `.tar.gz` per backup holding a consistent copy of the database
 //! (SQLite's online backup API, taken while the daemon serves), the file and program blobs that
 //! copy refers to, and `manifest.json` (last) naming every entry with its size and SHA-256.
-//! Verification, offline restore, retention, and the pins that keep blobs a backup still has to
-//! read from being unlinked. No HTTP here; `api/backups.rs` is the thin HTTP side and
+//! Verification, offline restore and retention; the pins that keep blobs a backup still has to
+//! read from being unlinked are [`crate::store::pins`]. No HTTP here; `api/backups.rs` is the thin HTTP side and
 //! `adminctl.rs` the CLI's.
 //!
 //! Creating: the blob pins go up first (a file or program deleted from now on keeps its blob
@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{BackupConfig, LiveConfig};
+use crate::store::pins::{BlobPins, remove_path};
 use crate::store::stored::{BlobId, ProgramId, ProgramPath};
 use crate::util::layout::{
     BACKUPS_DIR, BLOBS_DIR, DB_FILE, FILES_DIR, FILES_TMP_DIR, PROGRAMS_DIR, PROGRAMS_TRASH_PREFIX,
@@ -101,90 +102,6 @@ fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> BackupError {
             BackupError::NoSpace(format!("{context}: the disk is full"))
         }
         _ => BackupError::Io { context, source },
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pins: blobs a running backup may still read are not unlinked until it is done.
-
-/// Counts backups in progress and holds the blob and program paths whose removal waits for
-/// them. The file and program stores remove through [`BlobPins::remove`]; a crash while
-/// removals wait leaves orphans that the stores' startup recovery removes.
-#[derive(Debug, Default)]
-pub struct BlobPins {
-    state: Mutex<PinState>,
-}
-
-#[derive(Debug, Default)]
-struct PinState {
-    count: usize,
-    deferred: Vec<PathBuf>,
-}
-
-/// One backup's pin; dropping it completes the removals that waited, once no backup runs.
-#[derive(Debug)]
-pub struct PinGuard(Arc<BlobPins>);
-
-impl BlobPins {
-    fn state(&self) -> MutexGuard<'_, PinState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Pins every blob until the guard is dropped.
-    pub fn pin(self: &Arc<Self>) -> PinGuard {
-        self.state().count += 1;
-        PinGuard(self.clone())
-    }
-
-    /// Whether a backup is in progress.
-    pub fn pinned(&self) -> bool {
-        self.state().count > 0
-    }
-
-    /// Removes `path` (a file, or a directory tree) now, or once no backup is in progress.
-    /// Blocking; a missing path is not an error.
-    pub fn remove(&self, path: PathBuf) -> io::Result<()> {
-        {
-            let mut s = self.state();
-            if s.count > 0 {
-                s.deferred.push(path);
-                return Ok(());
-            }
-        }
-        remove_path(&path)
-    }
-}
-
-fn remove_path(path: &Path) -> io::Result<()> {
-    let r = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
-}
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        let deferred = {
-            let mut s = self.0.state();
-            s.count = s.count.saturating_sub(1);
-            if s.count > 0 {
-                return;
-            }
-            std::mem::take(&mut s.deferred)
-        };
-        for p in deferred {
-            if let Err(e) = remove_path(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "cannot remove a blob whose removal waited for a backup; startup recovery removes it");
-            }
-        }
     }
 }
 
@@ -1751,25 +1668,6 @@ mod tests {
         let gone = to_prune(&all, 0, Duration::ZERO, now);
         assert_eq!(gone.len(), 9);
         assert!(!gone.iter().any(|b| b.id == all[9].id));
-    }
-
-    #[test]
-    fn pins_defer_removal_until_the_last_backup_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("blob");
-        std::fs::write(&f, b"x").unwrap();
-        let pins = Arc::new(BlobPins::default());
-        let a = pins.pin();
-        let b = pins.pin();
-        pins.remove(f.clone()).unwrap();
-        assert!(f.exists(), "removed while pinned");
-        drop(a);
-        assert!(f.exists(), "removed while one pin remains");
-        drop(b);
-        assert!(!f.exists(), "not removed once unpinned");
-        std::fs::write(&f, b"x").unwrap();
-        pins.remove(f.clone()).unwrap();
-        assert!(!f.exists(), "not removed at once without pins");
     }
 
     /// A state directory with an old state, a checked restore staged, the journal written:

@@ -1363,72 +1363,6 @@ mod tests {
         db.close();
     }
 
-    /// Migration 8 moves values out of the key rows into the change log: a key whose put is
-    /// still logged points at it; one whose put was trimmed gets it back, at its revision (at
-    /// or below `compacted`, so no watch replays it).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn migration_8_keeps_every_value_in_the_change_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.db");
-        database_at_schema(
-            &p,
-            7,
-            "INSERT INTO kv(key, value, version, expires_at) VALUES
-                    ('trimmed', '\"old\"', 2, NULL), ('logged', '[1,2]', 5, 4102444800000);
-                 INSERT INTO kv_changes(revision, at, op, key, value) VALUES
-                    (4, 10, 'put', 'x', '0'), (4, 10, 'delete', 'logged', NULL),
-                    (5, 11, 'put', 'logged', '[1,2]'), (6, 12, 'delete', 'x', NULL);
-             UPDATE kv_state SET revision = 6, compacted = 3;",
-        );
-        let db = Db::open(&p, 1).unwrap();
-        let rows: Vec<(String, i64, i64, String, i64)> = db
-            .read(|c| {
-                let mut st = c.prepare(
-                    "SELECT k.key, k.version, c.revision, c.value, c.at
-                     FROM kv k JOIN kv_log_a c ON c.id = k.change ORDER BY k.key",
-                )?;
-                let rows = st
-                    .query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                ("logged".into(), 5, 5, "[1,2]".into(), 11),
-                ("trimmed".into(), 2, 2, "\"old\"".into(), 0),
-            ]
-        );
-        let kv = crate::store::kv::Kv::new(db.clone(), 0);
-        let e = kv.get("trimmed").await.unwrap().unwrap();
-        assert_eq!((e.value.as_deref(), e.version), (Some("\"old\""), 2));
-        let revs: Vec<u64> = kv
-            .changes(3, "")
-            .await
-            .unwrap()
-            .changes
-            .iter()
-            .map(|c| c.revision)
-            .collect();
-        assert_eq!(revs, vec![4, 4, 5, 6], "the watch history is unchanged");
-        let expiry: i64 = db
-            .read(|c| {
-                Ok(
-                    c.query_row("SELECT expires_at FROM kv WHERE key = 'logged'", [], |r| {
-                        r.get(0)
-                    })?,
-                )
-            })
-            .await
-            .unwrap();
-        assert_eq!(expiry, 4_102_444_800_000);
-        db.close();
-    }
-
     /// A new database gets `SCHEMA`; one built by the migrations, one after another, must be
     /// the same: the same tables, indexes and views with the same definitions (compared
     /// without whitespace and quotes, as SQLite keeps an altered table's text the way the
@@ -1484,48 +1418,6 @@ mod tests {
             }
         }
         (version, objects, rows)
-    }
-
-    /// A schema-10 database: each key row gets the size of the value it points at, wherever
-    /// that is (either generation or kv_kept; a multi-byte value counts its bytes).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn migration_11_gives_key_rows_their_value_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.db");
-        database_at_schema(
-            &p,
-            10,
-            "INSERT INTO kv_kept(id, revision, key, value) VALUES (1, 1, 'kept', '\"é\"');
-                 INSERT INTO kv_log_a(id, revision, at, op, key, value)
-                     VALUES (2, 2, 0, 'put', 'a', '[1,2,3]');
-                 INSERT INTO kv_log_b(id, revision, at, op, key, value)
-                     VALUES (3, 3, 0, 'put', 'b', 'true');
-                 INSERT INTO kv(key, version, change, expires_at) VALUES
-                     ('kept', 1, 1, NULL), ('a', 2, 2, NULL), ('b', 3, 3, NULL);
-             UPDATE kv_state SET revision = 3, log_active = 1, log_since = 3;",
-        );
-        let db = Db::open(&p, 1).unwrap();
-        let sizes: Vec<(String, i64)> = db
-            .read(|c| {
-                let mut st = c.prepare("SELECT key, size FROM kv ORDER BY key")?;
-                let rows = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            sizes,
-            vec![("a".into(), 7), ("b".into(), 4), ("kept".into(), 4)]
-        );
-        assert_eq!(
-            db.read(crate::store::kv::key_count_and_bytes)
-                .await
-                .unwrap(),
-            (3, 15)
-        );
-        db.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

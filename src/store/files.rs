@@ -26,9 +26,9 @@ use tokio_stream::{Stream, StreamExt};
 
 use crate::config::{Config, LiveConfig};
 use crate::error::{Error, Result};
-use crate::ops::backup::BlobPins;
 use crate::store::audit::{self, Caller, Event};
 use crate::store::db::Db;
+use crate::store::pins::BlobPins;
 use crate::store::stored::{BlobId, open_beneath};
 use crate::util::layout::{BLOBS_DIR, FILES_TMP_DIR};
 use crate::util::paging;

@@ -62,6 +62,7 @@ mod exec;
 mod files;
 mod init_fds;
 mod kv;
+mod layers;
 mod lifecycle;
 mod memory;
 mod metrics;

@@ -32,6 +32,20 @@ use crate::store::db::Db;
 
 pub use sampler::{Sample, load_history, run as run_sampler};
 
+/// The `status` label of `localhostd_executions_total`: how a job can end, registered up front
+/// so every series exists before the first job. The list lives with the metric so that metrics
+/// names no job type; `jobs::exec` tests that it is exactly its statuses.
+pub const EXECUTION_STATUSES: [&str; 8] = [
+    "ok",
+    "nonzero_exit",
+    "timeout",
+    "cpu_limit",
+    "memory_limit",
+    "output_limit",
+    "killed",
+    "sandbox_error",
+];
+
 /// Values derived from the last two samples, for the dashboard and the alerts.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Current {
@@ -340,8 +354,8 @@ impl Metrics {
         for how in ["event", "summarized"] {
             auth_failures.with_label_values(&[how]).reset();
         }
-        for status in crate::jobs::exec::Status::ALL {
-            executions.with_label_values(&[status.as_str()]).reset();
+        for status in EXECUTION_STATUSES {
+            executions.with_label_values(&[status]).reset();
         }
         Ok(Metrics {
             inner: Arc::new(Inner {
