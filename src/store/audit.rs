@@ -63,7 +63,7 @@ impl Caller {
 }
 
 /// One recorded event, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Record {
     pub id: i64,
     pub at: String,

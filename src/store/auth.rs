@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::store::db::Db;
 
 /// What a credential allows. `admin` implies every other scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -121,10 +121,11 @@ impl Serialize for Scopes {
 }
 
 /// A token as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Scopes,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -133,7 +134,7 @@ pub struct TokenInfo {
 }
 
 /// A freshly made token: the only moment its secret exists outside the client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub token: String,
     #[serde(flatten)]
@@ -141,7 +142,7 @@ pub struct NewToken {
 }
 
 /// How a request proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     Token,
@@ -151,12 +152,13 @@ pub enum Via {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Actor {
     /// The token's name, or `local:uid=N` for the admin socket.
     pub name: String,
     pub token_id: Option<String>,
     pub session_id: Option<String>,
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Scopes,
     pub via: Via,
 }

@@ -33,7 +33,7 @@ use crate::store::db::Db;
 pub use sampler::{Sample, load_history, run as run_sampler};
 
 /// Values derived from the last two samples, for the dashboard and the alerts.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Current {
     /// Share of CPU time not idle (all CPUs), since the previous sample.
     pub cpu_percent: Option<f64>,
