@@ -212,7 +212,7 @@ async fn apply_one(
     operation_id = "data_get",
     description = "The key's value; HEAD answers the same without the body.",
     params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."),
-        ("If-None-Match" = Option<String>, Header, description = "A version (quoted) or `*`: 304 when it matches.")),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "A version (quoted) or `*`: 304 when it matches.")),
     responses(
         (status = 200, description = "The key, its value and version.", body = crate::api::openapi::KvEntry,
             headers(("ETag" = String, description = "The version, quoted."))),
@@ -265,7 +265,7 @@ pub struct PutQuery {
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_put",
-    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), PutQuery, ("If-Match" = Option<String>, Header, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, description = "`*`: create only (the key must not exist).")),
+    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
     request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
@@ -307,7 +307,7 @@ pub async fn put(
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_delete",
-    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, description = "Change only if the key has this version (quoted or not).")),
+    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not).")),
     responses(
         (status = 200, description = "Deleted: the version of the deletion.", body = crate::api::openapi::KvWritten,
             headers(("ETag" = String, description = "The deletion's version, quoted."))),
@@ -358,7 +358,7 @@ pub struct PostBody {
     path = "/api/v1/data",
     tag = "data",
     operation_id = "data_post",
-    params(("If-Match" = Option<String>, Header, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, description = "`*`: create only (the key must not exist).")),
+    params(("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
     request_body(content = PostBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
@@ -521,7 +521,7 @@ pub struct ListQuery {
         revision), `progress` (`{\"revision\"}`) while idle, and a last `error` event if the change \
         log cannot be read.",
     params(ListQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "With `watch=true`: resume after this revision.")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "With `watch=true`: resume after this revision.")),
     responses(
         (status = 200, description = "A page of keys, or the change stream.",
             content(

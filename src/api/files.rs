@@ -190,9 +190,9 @@ fn stored_response(s: &Stored) -> Response {
     path = "/api/v1/files/{path}",
     tag = "files",
     operation_id = "files_put",
-    params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, description = "`*`: store only if no file exists there."), ("Content-Digest" = Option<String>, Header, description = "`sha-256=:BASE64:` (RFC 9530): refuse the upload (422) unless the content has this SHA-256."),
-        ("X-Checksum-Sha256" = Option<String>, Header, description = "The content's SHA-256 in hex or base64, as Content-Digest.")),
-    request_body(content = Vec<u8>, content_type = "*/*", description = "The file's bytes, of any type (the Content-Type is stored and served back)."),
+    params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: store only if no file exists there."), ("Content-Digest" = Option<String>, Header, nullable = false, description = "`sha-256=:BASE64:` (RFC 9530): refuse the upload (422) unless the content has this SHA-256."),
+        ("X-Checksum-Sha256" = Option<String>, Header, nullable = false, description = "The content's SHA-256 in hex or base64, as Content-Digest.")),
+    request_body(content(("*/*")), description = "The file's bytes, of any type (the Content-Type is stored and served back)."),
     responses(
         (status = 200, description = "Replaced.", body = crate::store::files::FileMeta,
             headers(("ETag" = String, description = "The content's SHA-256, quoted."))),
@@ -247,7 +247,7 @@ pub struct FormQuery {
     path = "/api/v1/files",
     tag = "files",
     operation_id = "files_upload_form",
-    params(FormQuery, ("If-Match" = Option<String>, Header, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, description = "`*`: store only if no file exists there.")),
+    params(FormQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: store only if no file exists there.")),
     request_body(content = crate::api::openapi::FilesForm, content_type = "multipart/form-data",
         description = "Every part with a filename is a file, stored at `?prefix=` + its filename; all commit together, or none. A part may carry Content-Digest / X-Checksum-Sha256."),
     responses(
@@ -413,14 +413,14 @@ fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
     description = "The file's content (a single byte range with `Range`), or with `?meta=1` its \
         metadata. HEAD answers the same without the body.",
     params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), GetQuery,
-        ("Range" = Option<String>, Header, description = "One `bytes=` range; anything else gets the whole file."),
-        ("If-Range" = Option<String>, Header, description = "The ETag or Last-Modified the range holds for."),
-        ("If-None-Match" = Option<String>, Header, description = "ETags or `*`: 304 when one matches."),
-        ("If-Modified-Since" = Option<String>, Header, description = "An HTTP date: 304 when not modified since.")),
+        ("Range" = Option<String>, Header, nullable = false, description = "One `bytes=` range; anything else gets the whole file."),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag or Last-Modified the range holds for."),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags or `*`: 304 when one matches."),
+        ("If-Modified-Since" = Option<String>, Header, nullable = false, description = "An HTTP date: 304 when not modified since.")),
     responses(
         (status = 200, description = "The content (of the file's stored type), or the metadata with `?meta=1`.",
             content(
-                (Vec<u8> = "application/octet-stream"),
+                ("application/octet-stream"),
                 (crate::store::files::FileMeta = "application/json"),
             ),
             headers(
@@ -429,7 +429,7 @@ fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
                 ("Accept-Ranges" = String, description = "`bytes`."),
                 ("Content-Disposition" = String, description = "With `?download=1`: attachment and the file's name."),
             )),
-        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 206, description = "The range asked for.", content(("application/octet-stream")),
             headers(("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`."))),
         (status = 304, description = "Not modified."),
         (status = 400, description = "An invalid path (`invalid_path`) or query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),

@@ -195,15 +195,15 @@ async fn small_field(
     request_body(
         description = "A ZIP project (application/zip), a single file as the raw body (with `?name=`), or a form with one `file` part and an optional `main` part.",
         content(
-            (Vec<u8> = "application/zip"),
-            (Vec<u8> = "application/x-zip-compressed"),
-            (Vec<u8> = "application/octet-stream"),
-            (String = "text/plain"),
-            (String = "text/x-python"),
-            (String = "text/x-shellscript"),
-            (String = "application/x-sh"),
-            (String = "application/javascript"),
-            (String = "text/javascript"),
+            ("application/zip"),
+            ("application/x-zip-compressed"),
+            ("application/octet-stream"),
+            ("text/plain"),
+            ("text/x-python"),
+            ("text/x-shellscript"),
+            ("application/x-sh"),
+            ("application/javascript"),
+            ("text/javascript"),
             (crate::api::openapi::ProgramForm = "multipart/form-data"),
         )
     ),
@@ -484,7 +484,7 @@ pub async fn runs(
     operation_id = "programs_archive",
     params(("id" = String, Path, description = "The program's id.")),
     responses(
-        (status = 200, description = "The program's files as a ZIP.", content_type = "application/zip", body = Vec<u8>,
+        (status = 200, description = "The program's files as a ZIP.", content(("application/zip")),
             headers(("Content-Disposition" = String, description = "`attachment` with the program's name."))),
         (status = 400, description = "Not a program id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),

@@ -129,6 +129,7 @@ pub enum Chunk {
 
 /// An execution as the history lists it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Execution)]
 pub struct Record {
     pub id: String,
     pub kind: String,

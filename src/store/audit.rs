@@ -64,6 +64,7 @@ impl Caller {
 
 /// One recorded event, as listed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEvent)]
 pub struct Record {
     pub id: i64,
     pub at: String,
