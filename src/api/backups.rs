@@ -21,6 +21,16 @@ fn for_audit<T>(r: &Result<T, crate::ops::backup::BackupError>) -> crate::error:
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups",
+    tag = "backups",
+    operation_id = "backups_create",
+    responses(
+        (status = 201, description = "The backup, made and complete.", body = crate::ops::backup::Created),
+        (status = 409, description = "Another backup or a restore is under way (`conflict`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -50,19 +60,42 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/backups",
+    tag = "backups",
+    operation_id = "backups_list",
+    responses((status = 200, description = "Every backup, newest first.", body = crate::api::openapi::Page<crate::ops::backup::BackupInfo>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut items = state.backups.list().await?;
     items.reverse();
     Ok(axum::Json(json!({"items": items, "next_cursor": null})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
+    /// Re-read every byte and recompute every SHA-256 (else: structure, sizes and gzip CRC).
     #[serde(default)]
     read_data: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups/{id}/verify",
+    tag = "backups",
+    operation_id = "backups_verify",
+    params(("id" = String, Path, description = "The backup's id."), VerifyQuery),
+    responses(
+        (status = 200, description = "The backup is whole.", body = crate::ops::backup::Verified),
+        (status = 400, description = "Not a backup id, or a bad query (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such backup (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 409, description = "A restore is under way (`conflict`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "The backup is damaged or of an unsupported format; the message names the first bad entry (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn verify(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -73,6 +106,21 @@ pub async fn verify(
     Ok(axum::Json(v).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups/{id}/restore",
+    tag = "backups",
+    operation_id = "backups_restore",
+    params(("id" = String, Path, description = "The backup's id.")),
+    description = "A restore replaces the database the daemon holds open, so it runs offline \
+        (`localhostd backup restore ID` with the service stopped): for a backup that exists this \
+        route answers 409 with the steps.",
+    responses(
+        (status = 400, description = "Not a backup id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such backup (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 409, description = "The backup exists; restore it offline, as the message says (`conflict`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn restore(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -85,6 +133,16 @@ pub async fn restore(
     Ok(axum::Json(result?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/backups:prune",
+    tag = "backups",
+    operation_id = "backups_prune",
+    responses(
+        (status = 200, description = "The backups the retention settings removed.", body = crate::api::openapi::Pruned),
+        (status = 409, description = "A backup or restore is under way (`conflict`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn prune(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,

@@ -178,6 +178,23 @@ async fn apply_one(state: &AppState, op: Op, caller: Caller) -> Result<Response,
 
 /// `GET /api/v1/data/{*key}` (and HEAD): the value, its version as ETag; 304 for a matching
 /// `If-None-Match`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/data/{key}",
+    tag = "data",
+    operation_id = "data_get",
+    description = "The key's value; HEAD answers the same without the body.",
+    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "A version (quoted) or `*`: 304 when it matches.")),
+    responses(
+        (status = 200, description = "The key, its value and version.", body = crate::api::openapi::KvEntry,
+            headers(("ETag" = String, description = "The version, quoted."))),
+        (status = 304, description = "Not modified (If-None-Match matched).",
+            headers(("ETag" = String, description = "The version, quoted."))),
+        (status = 400, description = "An invalid key (`invalid_key`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such key (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     key: Result<Path<String>, PathRejection>,
@@ -206,14 +223,34 @@ pub async fn get(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
+    /// Make the key expire after this long (e.g. `60s`, `5m`, `1h`; at most 10 years).
     ttl: Option<String>,
 }
 
 /// `PUT /api/v1/data/{*key}`: the body is the value. `If-Match` makes it a compare-and-set,
 /// `If-None-Match: *` create-only; `?ttl=60s` makes the key expire.
+#[utoipa::path(
+    put,
+    path = "/api/v1/data/{key}",
+    tag = "data",
+    operation_id = "data_put",
+    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
+    responses(
+        (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 201, description = "Created.", body = crate::api::openapi::KvWritten,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 400, description = "An invalid key (`invalid_key`), a value that is not JSON (`invalid_json`), a bad ttl or condition (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "The If-Match / If-None-Match condition does not hold (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "A value larger than kv.max-value-size (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "A kv quota is used up (`quota_exceeded`), or the disk is full or below storage.min-free-disk (`insufficient_storage`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -238,6 +275,20 @@ pub async fn put(
 }
 
 /// `DELETE /api/v1/data/{*key}`; `If-Match` makes it conditional.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/data/{key}",
+    tag = "data",
+    operation_id = "data_delete",
+    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not).")),
+    responses(
+        (status = 200, description = "Deleted: the version of the deletion.", body = crate::api::openapi::KvWritten,
+            headers(("ETag" = String, description = "The deletion's version, quoted."))),
+        (status = 400, description = "An invalid key (`invalid_key`) or condition (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such key (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "The If-Match / If-None-Match condition does not hold (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -263,15 +314,36 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
     Box::<RawValue>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
     key: String,
+    /// Any JSON value.
+    #[schema(value_type = serde_json::Value)]
     value: Box<RawValue>,
+    /// Make the key expire after this long (e.g. `60s`).
     ttl: Option<String>,
 }
 
 /// `POST /api/v1/data` with `{"key":…,"value":…}`, as the old clients send it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/data",
+    tag = "data",
+    operation_id = "data_post",
+    params(("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
+    request_body(content = PostBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 201, description = "Created.", body = crate::api::openapi::KvWritten,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 400, description = "An invalid key (`invalid_key`), a value that is not JSON (`invalid_json`), a bad ttl or condition (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "The If-Match / If-None-Match condition does not hold (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "A value larger than kv.max-value-size (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "A kv quota is used up (`quota_exceeded`), or the disk is full or below storage.min-free-disk (`insufficient_storage`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -287,32 +359,35 @@ pub async fn post(
     apply_one(&state, op, caller).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     ops: Vec<BatchOp>,
 }
 
-#[derive(Deserialize, PartialEq, Eq, Clone, Copy)]
+#[derive(Deserialize, PartialEq, Eq, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum OpKind {
     Put,
     Delete,
 }
 
-#[derive(Deserialize)]
+/// A version (`"7"` or `7`), or `"*"`: the key must exist.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum VersionText {
     Text(String),
     Number(u64),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
     op: OpKind,
     key: String,
+    /// A put's value (any JSON, `null` included); a delete has none.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<serde_json::Value>)]
     value: Option<Box<RawValue>>,
     if_version: Option<VersionText>,
     ttl: Option<String>,
@@ -320,6 +395,21 @@ pub struct BatchOp {
 
 /// `POST /api/v1/data:batch`: every op applied at one revision, or none (412 naming the key
 /// whose condition failed).
+#[utoipa::path(
+    post,
+    path = "/api/v1/data:batch",
+    tag = "data",
+    operation_id = "data_batch",
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every op applied, at one revision.", body = crate::api::openapi::KvBatchResult),
+        (status = 400, description = "A bad op: invalid key (`invalid_key`), not JSON (`invalid_json`), a put without a value, a key twice, too many ops (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "A delete of a key that does not exist; nothing was applied (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "An op's if_version does not hold; nothing was applied; the message names the key (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "A value larger than kv.max-value-size (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "A kv quota is used up (`quota_exceeded`), or the disk is full or below storage.min-free-disk (`insufficient_storage`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn batch(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -372,22 +462,51 @@ pub async fn batch(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only keys that start with this.
     #[serde(default)]
     prefix: String,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Leave the values out.
     #[serde(default)]
     keys_only: bool,
+    /// Answer with the change stream (Server-Sent Events) instead of a page.
     #[serde(default)]
     watch: bool,
+    /// With `watch=true`: the revision to stream changes from (else `Last-Event-ID`, else now).
     since: Option<String>,
 }
 
 /// `GET /api/v1/data?prefix=&limit=&cursor=&keys_only=`: a page of live entries in key order,
 /// with the store revision to watch from. With `watch=true`: the change stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/data",
+    tag = "data",
+    operation_id = "data_list",
+    description = "A page of live keys in key order, with the store revision. With `watch=true`: \
+        Server-Sent Events `put`/`delete` (`{\"type\",\"key\",\"value\"?,\"version\"}`, id = the \
+        revision), `progress` (`{\"revision\"}`) while idle, and a last `error` event if the change \
+        log cannot be read.",
+    params(ListQuery,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "With `watch=true`: resume after this revision.")),
+    responses(
+        (status = 200, description = "A page of keys, or the change stream.",
+            content(
+                (crate::api::openapi::KvPage = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "A bad limit, cursor, since or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 410, description = "The resume point is older than the kept history: list again (`gone`).", body = crate::api::openapi::ErrorResponse),
+        (status = 429, description = "Too many open watch streams for this token or in all, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Requester { actor, .. }: Requester,

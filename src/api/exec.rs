@@ -20,7 +20,7 @@ use super::extract::Requester;
 use crate::api::state::AppState;
 use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, RequestLimits};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsBody {
     cpu_ms: Option<u64>,
@@ -56,7 +56,7 @@ pub fn stdin_bytes(text: Option<String>, b64: Option<String>) -> Result<Vec<u8>,
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
     /// The program and its arguments, passed as they are (no shell).
@@ -156,6 +156,28 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/exec",
+    tag = "exec",
+    operation_id = "exec_run",
+    description = "Runs a command in the sandbox. With `Accept: text/event-stream` the answer is a \
+        stream of `stdout`/`stderr` events (`{\"data\":…,\"encoding\":\"utf-8\"|\"base64\"}`) and \
+        then one `result` event (the result without its output, plus `dropped_bytes`) or one \
+        `error` event (`{\"error\":{\"code\":…,\"message\":…}}`).",
+    request_body(content = ExecBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The job ran (whatever its exit status).",
+            content(
+                (crate::api::openapi::ExecOutcome = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "Not the body asked for: neither or both of argv and command, both stdin fields, bad base64 (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "A limit or timeout above what the profile or exec.max-timeout allows, or an unknown profile (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 429, description = "Every job slot and queue place is taken, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn run(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -229,13 +251,26 @@ where
     resp
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions",
+    tag = "exec",
+    operation_id = "executions_list",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of past executions, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
+        (status = 400, description = "A bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,

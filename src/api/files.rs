@@ -175,6 +175,29 @@ fn stored_response(s: &Stored) -> Response {
 }
 
 /// `PUT /api/v1/files/{path}`: the body is the file.
+#[utoipa::path(
+    put,
+    path = "/api/v1/files/{path}",
+    tag = "files",
+    operation_id = "files_put",
+    params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: store only if no file exists there."), ("Content-Digest" = Option<String>, Header, nullable = false, description = "`sha-256=:BASE64:` (RFC 9530): refuse the upload (422) unless the content has this SHA-256."),
+        ("X-Checksum-Sha256" = Option<String>, Header, nullable = false, description = "The content's SHA-256 in hex or base64, as Content-Digest.")),
+    request_body(content(("*/*")), description = "The file's bytes, of any type (the Content-Type is stored and served back)."),
+    responses(
+        (status = 200, description = "Replaced.", body = crate::store::files::FileMeta,
+            headers(("ETag" = String, description = "The content's SHA-256, quoted."))),
+        (status = 201, description = "Created.", body = crate::store::files::FileMeta,
+            headers(
+                ("ETag" = String, description = "The content's SHA-256, quoted."),
+                ("Location" = String, description = "The file's URL."),
+            )),
+        (status = 400, description = "An invalid path (`invalid_path`), a bad condition or digest header, or the body stopped or stalled (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "The If-Match / If-None-Match condition does not hold (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "Larger than files.max-file-size (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "The content's SHA-256 is not the one announced (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "files.max-total-size or files.max-files is used up (`quota_exceeded`), or the disk is full or below storage.min-free-disk (`insufficient_storage`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn upload(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -199,8 +222,9 @@ pub async fn upload(
     Ok(stored_response(&stored))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FormQuery {
     /// Folder the form's files go into (`docs/` or `docs`).
     prefix: Option<String>,
@@ -208,6 +232,24 @@ pub struct FormQuery {
 
 /// `POST /api/v1/files` (multipart/form-data): every part with a filename is a file, stored
 /// at `prefix` + filename; all of them commit together, or none.
+#[utoipa::path(
+    post,
+    path = "/api/v1/files",
+    tag = "files",
+    operation_id = "files_upload_form",
+    params(FormQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: store only if no file exists there.")),
+    request_body(content = crate::api::openapi::FilesForm, content_type = "multipart/form-data",
+        description = "Every part with a filename is a file, stored at `?prefix=` + its filename; all commit together, or none. A part may carry Content-Digest / X-Checksum-Sha256."),
+    responses(
+        (status = 200, description = "Stored; every file replaced one.", body = crate::api::openapi::StoredFiles),
+        (status = 201, description = "Stored; at least one file is new.", body = crate::api::openapi::StoredFiles),
+        (status = 400, description = "Not a multipart body, no file in it, an invalid path (`invalid_path`), or the body stopped or stalled (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 412, description = "The If-Match / If-None-Match condition does not hold (`precondition_failed`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "Larger than files.max-file-size (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "The content's SHA-256 is not the one announced (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "files.max-total-size or files.max-files is used up (`quota_exceeded`), or the disk is full or below storage.min-free-disk (`insufficient_storage`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn upload_form(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -276,10 +318,13 @@ pub async fn upload_form(
     Ok((status, axum::Json(json!({ "items": items }))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// `1`/`true`: the file's metadata (JSON) instead of its content.
     meta: Option<String>,
+    /// `1`/`true`: `Content-Disposition: attachment` with the file's name.
     download: Option<String>,
 }
 
@@ -435,6 +480,39 @@ fn content_headers(out: &mut HeaderMap, meta: &FileMeta, len: u64, attachment: b
 }
 
 /// `GET`/`HEAD /api/v1/files/{path}`: the content (or `?meta=1`: the metadata).
+#[utoipa::path(
+    get,
+    path = "/api/v1/files/{path}",
+    tag = "files",
+    operation_id = "files_get",
+    description = "The file's content (a single byte range with `Range`), or with `?meta=1` its \
+        metadata. HEAD answers the same without the body.",
+    params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), GetQuery,
+        ("Range" = Option<String>, Header, nullable = false, description = "One `bytes=` range; anything else gets the whole file."),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag or Last-Modified the range holds for."),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags or `*`: 304 when one matches."),
+        ("If-Modified-Since" = Option<String>, Header, nullable = false, description = "An HTTP date: 304 when not modified since.")),
+    responses(
+        (status = 200, description = "The content (of the file's stored type), or the metadata with `?meta=1`.",
+            content(
+                ("application/octet-stream"),
+                (crate::store::files::FileMeta = "application/json"),
+            ),
+            headers(
+                ("ETag" = String, description = "The content's SHA-256, quoted."),
+                ("Last-Modified" = String, description = "When the file was stored."),
+                ("Accept-Ranges" = String, description = "`bytes`."),
+                ("Content-Disposition" = String, description = "With `?download=1`: attachment and the file's name."),
+            )),
+        (status = 206, description = "The range asked for.", content(("application/octet-stream")),
+            headers(("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`."))),
+        (status = 304, description = "Not modified."),
+        (status = 400, description = "An invalid path (`invalid_path`) or query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such file (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 416, description = "The range is outside the file (`range_not_satisfiable`).", body = crate::api::openapi::ErrorResponse,
+            headers(("Content-Range" = String, description = "`bytes */SIZE`."))),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     method: Method,
@@ -472,6 +550,18 @@ pub async fn download(
 }
 
 /// `DELETE /api/v1/files/{path}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/files/{path}",
+    tag = "files",
+    operation_id = "files_delete",
+    params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded).")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "An invalid path (`invalid_path`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such file (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -482,16 +572,31 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only files whose path starts with this.
     prefix: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     cursor: Option<String>,
+    /// `name` (default), `size` or `modified`.
     sort: Option<String>,
 }
 
 /// `GET /api/v1/files?prefix=&limit=&cursor=&sort=name|size|modified`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/files",
+    tag = "files",
+    operation_id = "files_list",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of files.", body = crate::api::openapi::Page<crate::store::files::FileMeta>),
+        (status = 400, description = "A bad limit, cursor, sort or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, QueryRejection>,
@@ -513,6 +618,13 @@ pub async fn list(
 }
 
 /// `GET /api/v1/files:usage`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/files:usage",
+    tag = "files",
+    operation_id = "files_usage",
+    responses((status = 200, description = "The store's figures and quotas.", body = crate::store::files::Usage))
+)]
 pub async fn usage(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::Json(state.files.usage().await?).into_response())
 }

@@ -8,6 +8,13 @@ use super::error::ApiError;
 use crate::api::state::AppState;
 
 /// Liveness: the process serves HTTP. Touches nothing else.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "health_live",
+    responses((status = 200, description = "The process serves HTTP.", body = crate::api::openapi::Live))
+)]
 pub async fn live() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -15,6 +22,17 @@ pub async fn live() -> Response {
 /// Readiness: 200 when every check passes, else 503 naming each failing check. Files whose
 /// metadata has no content do not stop the service: 200 with `"status": "degraded"` and the
 /// reason in `degraded`.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    operation_id = "health_ready",
+    responses(
+        (status = 200, description = "Ready (or degraded: still serving).", body = crate::api::openapi::Ready),
+        (status = 503, description = "Not ready: the failing checks.", body = crate::api::openapi::NotReady,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let checks = state.health.readiness().await;
     if checks.iter().all(|c| c.ok) {
@@ -56,6 +74,13 @@ fn files_degraded(state: &AppState) -> Option<String> {
 }
 
 /// Version, uptime and per-component status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    operation_id = "health_report",
+    responses((status = 200, description = "Version, uptime and each component's status.", body = crate::ops::health::Report))
+)]
 pub async fn report(State(state): State<AppState>) -> Response {
     let mut report = state.health.report().await;
     let missing = state.files.missing().len();

@@ -12,6 +12,7 @@ pub mod extract;
 mod files;
 mod health;
 mod metrics;
+pub mod openapi;
 mod programs;
 pub mod ratelimit;
 pub mod request_id;

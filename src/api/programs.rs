@@ -29,10 +29,14 @@ fn id_of(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid program id: {}", e.body_text())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// The program's name (a single file needs it unless sent as a form part with a filename;
+    /// a `.zip` name makes it a project).
     name: Option<String>,
+    /// The project's main file.
     main: Option<String>,
 }
 
@@ -169,6 +173,34 @@ async fn small_field(
         .map_err(|_| ApiError::bad_request(format!("the form field {name} is not UTF-8 text")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/programs",
+    tag = "programs",
+    operation_id = "programs_upload",
+    params(UploadQuery),
+    request_body(
+        description = "A ZIP project (application/zip), a single file as the raw body (with `?name=`), or a form with one `file` part and an optional `main` part.",
+        content(
+            ("application/zip"),
+            ("application/x-zip-compressed"),
+            ("application/octet-stream"),
+            ("text/plain"),
+            ("text/x-python"),
+            ("text/x-shellscript"),
+            ("application/x-sh"),
+            ("application/javascript"),
+            ("text/javascript"),
+            (crate::api::openapi::ProgramForm = "multipart/form-data"),
+        )
+    ),
+    responses(
+        (status = 201, description = "The program, stored.", body = crate::store::programs::Program),
+        (status = 400, description = "No name, a bad form, or a bad ZIP entry name (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 413, description = "Larger than programs.max-upload-size, or a form field past programs.max-name-length (`payload_too_large`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "The ZIP cannot be read, or its main file cannot be run here (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn upload(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -213,13 +245,26 @@ pub async fn upload(
     Ok((StatusCode::CREATED, axum::Json(program)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/programs",
+    tag = "programs",
+    operation_id = "programs_list",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of programs.", body = crate::api::openapi::Page<crate::store::programs::Program>),
+        (status = 400, description = "A bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, QueryRejection>,
@@ -230,6 +275,18 @@ pub async fn list(
     Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/programs/{id}",
+    tag = "programs",
+    operation_id = "programs_get",
+    params(("id" = String, Path, description = "The program's id.")),
+    responses(
+        (status = 200, description = "The program.", body = crate::store::programs::Program),
+        (status = 400, description = "Not a program id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -238,12 +295,27 @@ pub async fn get(
     Ok(axum::Json(state.programs.get(&id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Kill the program's runs in progress instead of refusing (409).
     force: Option<bool>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/programs/{id}",
+    tag = "programs",
+    operation_id = "programs_delete",
+    params(("id" = String, Path, description = "The program's id."), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a program id, or a bad query (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 409, description = "Runs are in progress (see `?force=true`), or it is being deleted (`conflict`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -259,12 +331,26 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MainBody {
     main: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/programs/{id}/main",
+    tag = "programs",
+    operation_id = "programs_set_main",
+    params(("id" = String, Path, description = "The program's id.")),
+    request_body(content = MainBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The program with its new main file.", body = crate::store::programs::Program),
+        (status = 400, description = "Not a file of the program, or not the JSON asked for (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "The file cannot be run here (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn set_main(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -276,7 +362,7 @@ pub async fn set_main(
     Ok(axum::Json(p).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     /// Arguments after the main file, passed as they are (no shell).
@@ -288,6 +374,29 @@ pub struct RunBody {
     profile: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/programs/{id}/runs",
+    tag = "programs",
+    operation_id = "programs_run",
+    description = "Runs the program's main file in the sandbox; the body is optional. With \
+        `Accept: text/event-stream` the answer is a stream as for `POST /api/v1/exec`.",
+    params(("id" = String, Path, description = "The program's id.")),
+    request_body(content = Option<RunBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The job ran (whatever its exit status).",
+            content(
+                (crate::api::openapi::ExecOutcome = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "Not a program id, both stdin fields, bad base64, or not the JSON asked for (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 409, description = "The program has no main file yet, or is being deleted (`conflict`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "A limit or timeout above what is allowed, an unknown profile, or a main file that cannot run here (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 429, description = "Every job slot and queue place is taken, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn run(
     State(state): State<AppState>,
     Requester { caller, .. }: Requester,
@@ -323,6 +432,18 @@ pub async fn run(
     Ok(axum::Json(result_json(&result, true)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/programs/{id}/runs",
+    tag = "programs",
+    operation_id = "programs_runs",
+    params(("id" = String, Path, description = "The program's id."), ListQuery),
+    responses(
+        (status = 200, description = "A page of the program's runs, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
+        (status = 400, description = "Not a program id, or a bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn runs(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -336,6 +457,19 @@ pub async fn runs(
 }
 
 /// The program's files as a ZIP, streamed from a temp file.
+#[utoipa::path(
+    get,
+    path = "/api/v1/programs/{id}/archive",
+    tag = "programs",
+    operation_id = "programs_archive",
+    params(("id" = String, Path, description = "The program's id.")),
+    responses(
+        (status = 200, description = "The program's files as a ZIP.", content(("application/zip")),
+            headers(("Content-Disposition" = String, description = "`attachment` with the program's name."))),
+        (status = 400, description = "Not a program id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn archive(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

@@ -7,7 +7,9 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 
 use super::access::Access;
 use super::ratelimit::Class;
-use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
+use super::{
+    audit, backups, data, exec, files, health, metrics, openapi, programs, session, tokens,
+};
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
 use crate::store::auth::Scope;
@@ -185,6 +187,14 @@ pub fn table() -> Vec<Route> {
             Public,
             Class::None,
             get(health::report),
+        ),
+        // The API's contract (OpenAPI 3.1): public, built once.
+        r(
+            Method::GET,
+            "/api/v1/openapi.json",
+            Public,
+            Class::None,
+            get(openapi::serve),
         ),
         // Monitoring. /metrics: the `metrics` scope, or anyone on loopback when
         // metrics.public-on-loopback is set.

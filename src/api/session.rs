@@ -15,12 +15,31 @@ use super::extract::{Requester, caller_of};
 use crate::api::state::AppState;
 use crate::store::auth::{Actor, Via};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "session_create",
+    request_body(content = Login, content_type = "application/json", description = "An API token to log in with."),
+    responses(
+        (status = 201, description = "Logged in: the session cookie is set; send `csrf_token` as `X-CSRF-Token` with changes.",
+            body = crate::api::openapi::SessionCreated,
+            headers(
+                ("Set-Cookie" = String, description = "The session cookie (HttpOnly, SameSite=Strict; `__Host-lhd_session` and Secure over HTTPS)."),
+                ("Cache-Control" = String, description = "`no-store`."),
+            )),
+        (status = 400, description = "The body is not the JSON asked for (`invalid_json`).", body = crate::api::openapi::ErrorResponse),
+        (status = 401, description = "The token is unknown, revoked or expired (`unauthorized`).", body = crate::api::openapi::ErrorResponse),
+        (status = 429, description = "Too many failed logins from this address, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -77,10 +96,29 @@ pub async fn create(
     Ok(resp)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "session_get",
+    responses((status = 200, description = "Who the credential is.", body = crate::api::openapi::Whoami))
+)]
 pub async fn get(Extension(actor): Extension<Actor>) -> Response {
     axum::Json(json!({"actor": actor})).into_response()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "session_delete",
+    responses(
+        (status = 204, description = "Logged out; the cookie is cleared.",
+            headers(("Set-Cookie" = String, description = "The session cookie, expired."))),
+        (status = 400, description = "The request was not made with a session cookie (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "The session is already gone (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Requester {

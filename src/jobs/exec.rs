@@ -57,7 +57,7 @@ pub struct ExecRequest {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -128,7 +128,8 @@ pub enum Chunk {
 }
 
 /// An execution as the history lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Execution)]
 pub struct Record {
     pub id: String,
     pub kind: String,

@@ -109,7 +109,7 @@ fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> BackupError {
 // Ids, names, listing.
 
 /// A backup as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackupInfo {
     /// `20261125T214500Z-1a2b3c4d`: the creation time (UTC) and a random suffix.
     pub id: String,
@@ -325,7 +325,7 @@ fn classify(path: &str) -> Result<EntryKind, String> {
 // Creating.
 
 /// A finished backup. `completed_at` is the hook for the last-success metric.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: String,
     /// When the database copy was taken.
@@ -742,7 +742,7 @@ fn snapshot_db(db: &Path, dest: &Path) -> Result<Snapshot> {
 // Reading: verify and extract.
 
 /// What a verification found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Verified {
     /// The backup's id, or the file's path for `--file`.
     pub backup: String,
@@ -1076,7 +1076,7 @@ pub fn verify(path: &Path, label: &str, read_data: bool) -> Result<Verified> {
 // Restoring (offline).
 
 /// A finished restore.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Restored {
     pub backup: String,
     pub entries: usize,

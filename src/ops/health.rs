@@ -37,7 +37,7 @@ pub struct Health {
 }
 
 /// One component's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
@@ -45,7 +45,7 @@ pub struct Check {
 }
 
 /// `GET /api/v1/health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub status: &'static str,
     pub version: &'static str,
@@ -54,7 +54,7 @@ pub struct Report {
     pub components: Vec<Component>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Component {
     pub name: &'static str,
     pub status: &'static str,

@@ -70,7 +70,8 @@ impl Caller {
 }
 
 /// One recorded event, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEvent)]
 pub struct Record {
     pub id: i64,
     pub at: String,

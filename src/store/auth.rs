@@ -17,7 +17,7 @@ use crate::store::db::Db;
 use crate::util::time::{now_unix, rfc3339};
 
 /// What a credential allows. `admin` implies every other scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -122,10 +122,11 @@ impl Serialize for Scopes {
 }
 
 /// A token as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Scopes,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -134,7 +135,7 @@ pub struct TokenInfo {
 }
 
 /// A freshly made token: the only moment its secret exists outside the client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub token: String,
     #[serde(flatten)]
@@ -142,7 +143,7 @@ pub struct NewToken {
 }
 
 /// How a request proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     Token,
@@ -152,12 +153,13 @@ pub enum Via {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Actor {
     /// The token's name, or `local:uid=N` for the admin socket.
     pub name: String,
     pub token_id: Option<String>,
     pub session_id: Option<String>,
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Scopes,
     pub via: Via,
 }

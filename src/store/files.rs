@@ -105,7 +105,7 @@ pub fn content_type_for(path: &str) -> String {
 }
 
 /// One stored file, as listed and as `?meta=1` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileMeta {
     pub path: String,
     pub size: u64,
@@ -221,7 +221,7 @@ pub struct Page {
 }
 
 /// The store's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub used_bytes: u64,
     pub file_count: u64,

@@ -38,7 +38,7 @@ const SEARCH_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 const MAIN_NAMES: &[&str] = &["main.py", "__main__.py", "main.sh", "index.js", "main.js"];
 
 /// One stored file of a program.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FileEntry {
     pub path: String,
     pub size: u64,
@@ -46,7 +46,7 @@ pub struct FileEntry {
 }
 
 /// A stored program as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Program {
     pub id: String,
     pub name: String,

@@ -30,7 +30,7 @@ pub struct Limits {
 /// What holds a job to its memory limit: a memory cgroup (every page it charges, tmpfs and
 /// memfd included) or, without one, rlimits with the tmpfs mounts counted inside the limit
 /// and memfd and System V shared memory refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MemoryLimitedBy {
     Cgroup,

@@ -51,7 +51,8 @@ struct Alert {
 }
 
 /// An alert as `GET /api/v1/alerts` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Alert)]
 pub struct View {
     pub name: &'static str,
     /// `ok`, `pending`, `firing` or `resolved`.

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::util::time::{rfc3339, rfc3339_at, rfc3339_ms};
 
 /// History as the API returns it: one timestamp list and a column per series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
     /// Seconds per point: 10 up to a range of 1h, else 60.
     pub resolution_s: i64,
@@ -55,7 +55,7 @@ impl HistoryView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Filesystem {
     pub mountpoint: String,
     pub fstype: String,
@@ -67,7 +67,7 @@ pub struct Filesystem {
     pub readonly: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Storage {
     pub state_dir: String,
     pub filesystem: Option<Filesystem>,
@@ -79,7 +79,7 @@ pub struct Storage {
     pub database_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecentExecution {
     pub id: String,
     pub kind: String,
@@ -89,14 +89,14 @@ pub struct RecentExecution {
     pub wall_ms: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecentUpload {
     pub path: String,
     pub size: i64,
     pub modified_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecentChange {
     pub revision: i64,
     pub op: String,
@@ -104,14 +104,14 @@ pub struct RecentChange {
     pub at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Activity {
     pub executions: Vec<RecentExecution>,
     pub uploads: Vec<RecentUpload>,
     pub kv_changes: Vec<RecentChange>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
     pub generated_at: String,
     /// When the newest sample was taken; null before the first (or with metrics.enabled off).

@@ -47,7 +47,7 @@ pub const EXECUTION_STATUSES: [&str; 8] = [
 ];
 
 /// Values derived from the last two samples, for the dashboard and the alerts.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Current {
     /// Share of CPU time not idle (all CPUs), since the previous sample.
     pub cpu_percent: Option<f64>,
