@@ -221,7 +221,7 @@ pub struct SandboxConfig {
     /// runs limited by rlimits, logged as a warning and recorded as `rlimit`.
     pub cgroup_fallback: bool,
     /// Address space allowed above a job's memory limit where rlimits limit it, by the file
-    /// name of the job's program (argv[0]): runtimes that reserve large virtual ranges they
+    /// name of the job's program (`argv[0]`): runtimes that reserve large virtual ranges they
     /// never touch abort under a tight RLIMIT_AS. Only shared and read-only mappings can use
     /// it (private memory stays within the limit). Replaces the built-in table when set.
     pub address_space_headroom: std::collections::BTreeMap<String, ByteSize>,

@@ -64,7 +64,7 @@ pub struct Component {
 
 impl Health {
     /// Readiness: the database commits a real write (a heartbeat row, fsync'd) within
-    /// [`DB_CHECK_TIMEOUT`], the state dir has more free space than `storage.min-free-disk`,
+    /// `DB_CHECK_TIMEOUT`, the state dir has more free space than `storage.min-free-disk`,
     /// and shutdown has not begun.
     pub async fn readiness(&self) -> Vec<Check> {
         let mut checks = Vec::with_capacity(3);

@@ -38,7 +38,7 @@ fn room_after(free: u64, floor: ByteSize, more: u64, undone: &str) -> Result<u64
 const DISK_RECHECK: Duration = Duration::from_secs(1);
 
 /// The free-disk floor for writes that add data. A reading (statvfs) is reused for up to
-/// [`DISK_RECHECK`] while the bytes written since stay within the room it found above the
+/// `DISK_RECHECK` while the bytes written since stay within the room it found above the
 /// floor, so a busy store does not ask the kernel on every write.
 pub struct DiskFloor {
     live: Arc<LiveConfig>,
