@@ -251,21 +251,12 @@ where
     resp
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 #[utoipa::path(
     get,
     path = "/api/v1/executions",
     tag = "exec",
     operation_id = "executions_list",
-    params(ListQuery),
+    params(super::PageQuery),
     responses(
         (status = 200, description = "A page of past executions, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
         (status = 400, description = "A bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
@@ -273,7 +264,7 @@ pub struct ListQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let limit = super::page_limit(q.limit)?;

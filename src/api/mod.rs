@@ -227,6 +227,18 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// The query of a list that has nothing but its page: `?limit=` and `?cursor=`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
+}
+
 /// `?limit=`: the page size rules of [`crate::util::paging::limit`], refused with 400.
 pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     crate::util::paging::limit(limit).map_err(|e| ApiError::bad_request(e.to_string()))

@@ -245,21 +245,12 @@ pub async fn upload(
     Ok((StatusCode::CREATED, axum::Json(program)).into_response())
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 #[utoipa::path(
     get,
     path = "/api/v1/programs",
     tag = "programs",
     operation_id = "programs_list",
-    params(ListQuery),
+    params(super::PageQuery),
     responses(
         (status = 200, description = "A page of programs.", body = crate::api::openapi::Page<crate::store::programs::Program>),
         (status = 400, description = "A bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
@@ -267,7 +258,7 @@ pub struct ListQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<super::PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let limit = super::page_limit(q.limit)?;
@@ -437,7 +428,7 @@ pub async fn run(
     path = "/api/v1/programs/{id}/runs",
     tag = "programs",
     operation_id = "programs_runs",
-    params(("id" = String, Path, description = "The program's id."), ListQuery),
+    params(("id" = String, Path, description = "The program's id."), super::PageQuery),
     responses(
         (status = 200, description = "A page of the program's runs, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
         (status = 400, description = "Not a program id, or a bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
@@ -447,7 +438,7 @@ pub async fn run(
 pub async fn runs(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<super::PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
     let Query(q) = q?;
