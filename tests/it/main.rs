@@ -66,6 +66,7 @@ mod lifecycle;
 mod memory;
 mod metrics;
 mod programs;
+mod pty;
 mod quotas;
 mod sandbox;
 mod streams;

@@ -820,7 +820,7 @@ impl Terminal {
     }
 
     /// Sends `signal` to the terminal's foreground process group, as its keys would (`Ctrl-C`,
-    /// Ctrl-\\, Ctrl-Z) but even when the job has turned those keys off (raw mode). TIOCSIG on
+    /// `Ctrl-\`, `Ctrl-Z`) but even when the job has turned those keys off (raw mode). TIOCSIG on
     /// a pty master: Linux accepts only SIGINT, SIGQUIT and SIGTSTP there (EINVAL for the
     /// rest), so those are the signals offered; ending the job is `Exit::kill`. The kernel
     /// sends the signal itself, across the job's PID and user namespaces.
