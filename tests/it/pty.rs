@@ -156,6 +156,19 @@ async fn dialogue(run_as: Option<(u32, u32)>) {
             .is_err()
     );
 
+    // A sandbox that cannot be built hands no terminal over: its report's message is the
+    // error.
+    let mut broken = policy(&["/bin/true"], run_as);
+    broken
+        .ro_binds
+        .push(("/nonexistent-lhd-pty".into(), "/program".into()));
+    let err = sandbox
+        .spawn_terminal(&broken, None, Instant::now() + Duration::from_secs(20))
+        .await
+        .err()
+        .expect("a sandbox with a missing bind source started");
+    assert!(err.to_string().contains("/nonexistent-lhd-pty"), "{err}");
+
     let (running, term) = start(&sandbox, &["/bin/sh"], run_as).await;
     let mut s = Screen {
         term: &term,
