@@ -511,6 +511,7 @@ impl Executor {
             ro_binds: req.ro_binds.clone(),
             allow_degraded: cfg.sandbox.allow_degraded,
             net_allow: profile.net_allow.clone(),
+            terminal: None,
         };
         policy.validate().map_err(Error::Invalid)?;
         Ok((policy, name, output, timeout, memory))

@@ -794,6 +794,7 @@ fn nothing_allocates_between_fork_and_exec() {
                     ro_binds: vec![],
                     allow_degraded: false,
                     net_allow: vec![],
+                    terminal: None,
                 };
                 let mut running = sandbox.spawn(&policy, Vec::new()).await.unwrap();
                 let mut out = String::new();

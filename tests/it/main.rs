@@ -67,6 +67,7 @@ mod lifecycle;
 mod memory;
 mod metrics;
 mod programs;
+mod pty;
 mod quotas;
 mod sandbox;
 mod streams;

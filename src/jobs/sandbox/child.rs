@@ -21,6 +21,21 @@
 //! (JSON, read to EOF), 4 the report socket: a pidfd of init (carried by one newline byte)
 //! right after init is forked, then one JSON line at the end. (Any other kind of fd 4 gets
 //! the report line only.)
+//!
+//! A job with a terminal (`Policy::terminal`) runs on a pseudo-terminal made inside its
+//! sandbox. After unshare the helper creates a fresh devpts instance as a detached mount
+//! (fsopen/fsmount: `newinstance`, `ptmxmode=0666`, `max=1`, nosuid, noexec; a user namespace
+//! may mount devpts), opens its `ptmx` (the master), sets the window size on it and opens the
+//! slave through it (TIOCGPTPEER, no path lookup). Init closes the master first thing, moves
+//! the instance to `/dev/pts` in the job's root (with `/dev/ptmx` a link to `pts/ptmx` and the
+//! host's `/dev/tty` node, which names whichever terminal controls the opener) and closes it;
+//! it hands the slave to the job and closes its own. The job makes the slave its controlling
+//! terminal (new session, TIOCSCTTY) and its 0–2 in place of the daemon's pipes. The helper
+//! sends the master on the report socket right after init's pidfd, carried by one
+//! `TERMINAL_MARKER` byte, then closes every part of the terminal it holds: from then on only
+//! the job holds the slave and only the daemon the master, so the daemon reads EOF (EIO) once
+//! the job's last process has let go of it. A failure to send the master fails the sandbox
+//! (the job then ends with the helper).
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -90,6 +105,10 @@ pub struct Report {
 
 const POLICY_FD: RawFd = 3;
 const REPORT_FD: RawFd = 4;
+
+/// The byte that carries a terminal's master on the report socket (init's pidfd comes with
+/// a newline). Whitespace to a JSON reader, like the newline, so neither can spoil the report.
+pub const TERMINAL_MARKER: u8 = b'\r';
 
 /// Test-only fault point, read from the environment the daemon hands the zygote (debug builds
 /// only; see `fault_helper_dies_after_fork`).
@@ -250,6 +269,7 @@ fn read_warm() -> R<Policy> {
         ro_binds: Vec::new(),
         allow_degraded: false,
         net_allow: Vec::new(),
+        terminal: None,
     })
 }
 
@@ -259,6 +279,10 @@ fn read_job_policy(template: &Policy) -> R<Policy> {
     let p = read_policy()?;
     if p.network || !p.ro_binds.is_empty() || p.cwd != template.cwd || p.run_as != template.run_as {
         return Err("the job does not fit its warm sandbox (network, binds, cwd or uid)".into());
+    }
+    // A terminal is made before init exists; a warm sandbox has none.
+    if p.terminal.is_some() {
+        return Err("a job with a terminal does not fit a warm sandbox".into());
     }
     Ok(p)
 }
@@ -343,6 +367,7 @@ fn run(warm: bool) -> R<Report> {
     // Host paths to show inside are opened now, before any mount hides them.
     let binds = open_bind_sources(&policy, early_dir.is_some())?;
     drop(early_dir);
+    let pty = policy.terminal.map(make_terminal).transpose()?;
 
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
@@ -371,7 +396,7 @@ fn run(warm: bool) -> R<Report> {
             }
             let keep = status_w.as_raw_fd();
             let mut w = std::fs::File::from(status_w);
-            let line = match init(&policy, binds, &prefix, &deny, warm, keep) {
+            let line = match init(&policy, binds, &prefix, &deny, warm, keep, pty) {
                 Ok(line) => line,
                 Err(e) => format!("error {e}"),
             };
@@ -385,6 +410,11 @@ fn run(warm: bool) -> R<Report> {
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
             send_init_pidfd(child.as_raw());
+            if let Some(pty) = pty {
+                send_terminal(&pty.master)?;
+                // The mount, the master and the slave: the helper keeps none of them.
+                drop(pty);
+            }
             drop(status_w);
             drop(binds);
             quiet_stdio();
@@ -437,6 +467,191 @@ fn send_init_pidfd(init: libc::pid_t) {
         nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
         None,
     );
+}
+
+/// The job's terminal as the helper makes it (see the module comment).
+struct Pty {
+    /// The devpts instance, a detached mount until init moves it to the job's `/dev/pts`.
+    devpts: OwnedFd,
+    /// The master: the daemon's alone once the helper has sent it.
+    master: OwnedFd,
+    /// The slave, which becomes the job's 0–2.
+    tty: JobTty,
+}
+
+/// What the job gets of its terminal.
+struct JobTty {
+    slave: OwnedFd,
+    /// N of `/dev/pts/N` (0: the instance is the job's own).
+    index: u32,
+}
+
+/// Kernel ABI of the mount API calls (linux/mount.h), absent from libc.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Takes ownership of a descriptor a syscall returned, naming the call on failure.
+fn owned(ret: libc::c_long, what: &str) -> R<OwnedFd> {
+    let fd = check(libc::c_int::try_from(ret).unwrap_or(-1), what)?;
+    // SAFETY: the call just returned this new descriptor, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// In the helper, after unshare: a devpts instance of its own (detached, so nothing of it is
+/// visible until init attaches it in the job's root), its master sized `size`, its slave.
+/// `max=1`: the instance can never hold a second terminal, even if the job could reach its
+/// `ptmx` (landlock does not let it).
+fn make_terminal(size: super::policy::TerminalSize) -> R<Pty> {
+    let fs = owned(
+        // SAFETY: fsopen with a NUL-terminated name and a flag.
+        unsafe { libc::syscall(libc::SYS_fsopen, c"devpts".as_ptr(), FSOPEN_CLOEXEC) },
+        "fsopen(devpts)",
+    )?;
+    let config =
+        |cmd: libc::c_uint, key: Option<&std::ffi::CStr>, value: Option<&std::ffi::CStr>| {
+            let ptr = |c: Option<&std::ffi::CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
+            // SAFETY: fsconfig on our fs context with NUL-terminated strings or nulls.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs.as_raw_fd(),
+                    cmd,
+                    ptr(key),
+                    ptr(value),
+                    0,
+                )
+            };
+            check(ret as libc::c_int, "fsconfig(devpts)")
+        };
+    config(FSCONFIG_SET_FLAG, Some(c"newinstance"), None)?;
+    config(FSCONFIG_SET_STRING, Some(c"ptmxmode"), Some(c"0666"))?;
+    config(FSCONFIG_SET_STRING, Some(c"mode"), Some(c"0620"))?;
+    config(FSCONFIG_SET_STRING, Some(c"max"), Some(c"1"))?;
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    let devpts = owned(
+        // SAFETY: fsmount of our created fs context, flags and attributes only.
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                fs.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            )
+        },
+        "fsmount(devpts)",
+    )?;
+    drop(fs);
+    let master = owned(
+        // SAFETY: openat relative to the mount's root with a NUL-terminated name.
+        libc::c_long::from(unsafe {
+            libc::openat(
+                devpts.as_raw_fd(),
+                c"ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        }),
+        "open ptmx",
+    )?;
+    let unlock: libc::c_int = 0;
+    let mut index: libc::c_uint = 0;
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: terminal ioctls on our master, each with a valid pointer to its argument.
+    unsafe {
+        check(
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock),
+            "TIOCSPTLCK",
+        )?;
+        check(
+            libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut index),
+            "TIOCGPTN",
+        )?;
+        // Set before the job exists, so it starts with its size (and no SIGWINCH).
+        check(
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &winsize),
+            "TIOCSWINSZ",
+        )?;
+    }
+    let slave = owned(
+        // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
+        libc::c_long::from(unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        }),
+        "TIOCGPTPEER",
+    )?;
+    Ok(Pty {
+        devpts,
+        master,
+        tty: JobTty { slave, index },
+    })
+}
+
+/// Hands the daemon the terminal's master on the report socket (see the module comment).
+fn send_terminal(master: &OwnedFd) -> R<()> {
+    let fds = [master.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        REPORT_FD,
+        &[std::io::IoSlice::new(&[TERMINAL_MARKER])],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| format!("sending the terminal to the daemon: {e}"))?;
+    Ok(())
+}
+
+/// In init, while it builds the root: attaches the terminal's devpts instance at `/dev/pts`
+/// under `root`, with `/dev/ptmx` pointing into it.
+fn mount_terminal(devpts: &OwnedFd, root: &str) -> R<()> {
+    let target = format!("{root}/dev/pts");
+    mkdir_p(&target)?;
+    let t = cstr(&target)?;
+    check(
+        // SAFETY: move_mount of the detached mount we hold onto a valid C string path.
+        unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                devpts.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        } as libc::c_int,
+        "move_mount devpts",
+    )?;
+    std::os::unix::fs::symlink("pts/ptmx", format!("{root}/dev/ptmx"))
+        .map_err(|e| format!("symlink /dev/ptmx: {e}"))
+}
+
+/// In the job, after setsid: the slave becomes its controlling terminal and its 0–2 (the
+/// slave's own descriptor is closed on exec).
+fn take_terminal(tty: &JobTty) -> R<()> {
+    let fd = tty.slave.as_raw_fd();
+    check(
+        // SAFETY: TIOCSCTTY with an integer argument (0: never steal) on our slave.
+        unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) },
+        "TIOCSCTTY",
+    )?;
+    for target in 0..=2 {
+        // SAFETY: dup2 of the slave we hold onto the standard descriptors.
+        check(unsafe { libc::dup2(fd, target) }, "dup2 the terminal")?;
+    }
+    Ok(())
 }
 
 /// Closes every descriptor but `keep` (and 0–2).
@@ -589,6 +804,13 @@ fn open_bind_sources(policy: &Policy, first_is_cwd: bool) -> R<Binds> {
             is_dir: false,
         });
     }
+    if policy.terminal.is_some() {
+        list.push(Bind {
+            fd: open_path("/dev/tty")?,
+            inside: "/dev/tty".into(),
+            is_dir: false,
+        });
+    }
     for (i, (host, inside)) in policy.ro_binds.iter().enumerate() {
         let source = if i == 0 && first_is_cwd { "." } else { host };
         let meta = std::fs::metadata(source).map_err(|e| format!("bind source {host}: {e}"))?;
@@ -663,8 +885,8 @@ fn touch(path: &str) -> R<()> {
 
 /// Builds the job's root under `root` (a fresh tmpfs) and pivots into it. Returns whether a
 /// private /proc could be mounted.
-/// Builds the job's root.
-fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
+/// Builds the job's root; `devpts`: the terminal's instance, if the job has one.
+fn build_root(policy: &Policy, binds: &Binds, devpts: Option<&OwnedFd>) -> R<bool> {
     let root = "/tmp";
     mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     mount(
@@ -753,6 +975,9 @@ fn build_root(policy: &Policy, binds: &Binds) -> R<bool> {
     ] {
         std::os::unix::fs::symlink(target, format!("{root}/dev/{name}"))
             .map_err(|e| format!("symlink /dev/{name}: {e}"))?;
+    }
+    if let Some(devpts) = devpts {
+        mount_terminal(devpts, root)?;
     }
     let proc_dir = format!("{root}/proc");
     mkdir_p(&proc_dir)?;
@@ -881,6 +1106,7 @@ fn init(
     deny: &seccompiler::BpfProgram,
     warm: bool,
     status: RawFd,
+    pty: Option<Pty>,
 ) -> R<String> {
     // Not dumpable: a job running as the same uid cannot open our /proc/1/mem.
     check(
@@ -896,10 +1122,25 @@ fn init(
     if warm {
         keep.push(POLICY_FD);
     }
+    // The terminal's master is the daemon's alone; init keeps the instance until it is in
+    // the root and the slave until the job has it.
+    let (devpts, tty) = match pty {
+        Some(Pty {
+            devpts,
+            master,
+            tty,
+        }) => {
+            drop(master);
+            keep.extend([devpts.as_raw_fd(), tty.slave.as_raw_fd()]);
+            (Some(devpts), Some(tty))
+        }
+        None => (None, None),
+    };
     close_all_but(&keep)?;
-    let proc_mounted = build_root(template, &binds)?;
+    let proc_mounted = build_root(template, &binds, devpts.as_ref())?;
     // The root is built: the handles on the host's unmasked /etc, /usr… are not needed again.
     drop(binds);
+    drop(devpts);
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
     loopback_up()?;
     // A warm sandbox is complete here; it waits for its one job.
@@ -918,7 +1159,7 @@ fn init(
         nix::unistd::ForkResult::Child => {
             drop(err_r);
             let mut w = std::fs::File::from(err_w);
-            let msg = match exec_job(policy, proc_mounted, prefix, deny, &mut w) {
+            let msg = match exec_job(policy, proc_mounted, prefix, deny, &mut w, tty.as_ref()) {
                 Err(msg) => msg,
                 Ok(never) => match never {},
             };
@@ -933,6 +1174,7 @@ fn init(
         }
         nix::unistd::ForkResult::Parent { child } => child,
     };
+    drop(tty);
     drop(err_w);
     quiet_stdio();
     // The job writes "landlock:<status>" just before execve, or an error when it fails.
@@ -1010,7 +1252,8 @@ fn find_program(argv0: &str, env: &[(String, String)]) -> R<String> {
     Err(format!("exec: {argv0}: command not found"))
 }
 
-fn landlock_restrict(policy: &Policy, proc_mounted: bool) -> R<&'static str> {
+/// `tty`: N of the job's `/dev/pts/N`, if it has a terminal.
+fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R<&'static str> {
     use landlock::{
         ABI, Access, AccessFs, CompatLevel, Compatible, RulesetAttr, RulesetCreatedAttr,
         RulesetStatus, Scope, path_beneath_rules,
@@ -1034,6 +1277,11 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool) -> R<&'static str> {
     }
     let rw = [policy.cwd.clone(), "/tmp".into(), "/dev/shm".into()];
     let devices: Vec<String> = DEVICES.iter().map(|d| format!("/dev/{d}")).collect();
+    // The job may reopen its own terminal (a shell opens /dev/tty) and use its ioctls (those
+    // that inject input stay refused by seccomp); never `ptmx`, so it cannot make another.
+    let terminal: Vec<String> = tty
+        .map(|n| vec!["/dev/tty".into(), format!("/dev/pts/{n}")])
+        .unwrap_or_default();
     let status = landlock::Ruleset::default()
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(abi))
@@ -1049,6 +1297,11 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool) -> R<&'static str> {
         .add_rules(path_beneath_rules(
             &devices,
             AccessFs::from_read(abi) | AccessFs::WriteFile,
+        ))
+        .map_err(le)?
+        .add_rules(path_beneath_rules(
+            &terminal,
+            AccessFs::from_read(abi) | AccessFs::WriteFile | AccessFs::IoctlDev,
         ))
         .map_err(le)?
         // Listing directories is harmless here: the root holds only what we mounted.
@@ -1070,8 +1323,12 @@ fn exec_job(
     prefix: &seccompiler::BpfProgram,
     deny: &seccompiler::BpfProgram,
     report: &mut std::fs::File,
+    tty: Option<&JobTty>,
 ) -> R<std::convert::Infallible> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    if let Some(tty) = tty {
+        take_terminal(tty)?;
+    }
     std::env::set_current_dir(&policy.cwd).map_err(|e| format!("chdir {}: {e}", policy.cwd))?;
     let l = &policy.limits;
     set_rlimit(libc::RLIMIT_CPU, l.cpu_s, l.cpu_s + 1, "RLIMIT_CPU")?;
@@ -1133,7 +1390,7 @@ fn exec_job(
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
         "prctl(PR_SET_NO_NEW_PRIVS)",
     )?;
-    let landlock = landlock_restrict(policy, proc_mounted)?;
+    let landlock = landlock_restrict(policy, proc_mounted, tty.map(|t| t.index))?;
     if landlock == "none" {
         let _ = writeln!(
             std::io::stderr(),

@@ -26,5 +26,5 @@ pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, ReportKind, Warm};
-pub use policy::{Cidr, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH};
-pub use spawn::{Exit, Running, Sandbox, WarmSandbox};
+pub use policy::{Cidr, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH, TerminalSize};
+pub use spawn::{Exit, Running, Sandbox, Terminal, WarmSandbox};

@@ -128,6 +128,38 @@ pub struct Policy {
     /// profile's `net-allow`).
     #[serde(default)]
     pub net_allow: Vec<Cidr>,
+    /// Run the job on a pseudo-terminal of this size, made inside its sandbox
+    /// (`Sandbox::spawn_terminal`), instead of on the stdio pipes. Left out of the JSON when
+    /// absent, so a policy without one reads and writes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<TerminalSize>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+impl TerminalSize {
+    /// The largest number of columns or rows a terminal may have.
+    pub const MAX: u16 = 1000;
+
+    /// Refuses a size with no cells or more than `MAX` in either direction.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |n: u16| (1..=Self::MAX).contains(&n);
+        if ok(self.cols) && ok(self.rows) {
+            Ok(())
+        } else {
+            Err(format!(
+                "a terminal has 1 to {} columns and rows, not {}x{}",
+                Self::MAX,
+                self.cols,
+                self.rows
+            ))
+        }
+    }
 }
 
 /// An IPv4 network, written "A.B.C.D/N" (or a bare address for /32), with no host bits set.
@@ -233,6 +265,9 @@ impl Policy {
                 ));
             }
         }
+        if let Some(t) = &self.terminal {
+            t.validate()?;
+        }
         Ok(())
     }
 }
@@ -262,6 +297,7 @@ mod tests {
             ro_binds: vec![],
             allow_degraded: false,
             net_allow: vec![],
+            terminal: None,
         }
     }
 
@@ -336,5 +372,30 @@ mod tests {
         let mut p = sample();
         p.ro_binds.push(("/srv/p".into(), "/prog/../etc".into()));
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn a_terminal_is_optional_on_the_wire_and_bounded() {
+        // A policy written before terminals existed reads as one without a terminal, and one
+        // without a terminal is written as before.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        assert!(v.get("terminal").is_none(), "{v}");
+        v.as_object_mut().unwrap().remove("terminal");
+        let p: Policy = serde_json::from_value(v).unwrap();
+        assert_eq!(p.terminal, None);
+        let mut p = sample();
+        p.terminal = Some(TerminalSize { cols: 80, rows: 24 });
+        let back: Policy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.terminal, p.terminal);
+        assert!(p.validate().is_ok());
+        for (cols, rows) in [(0, 24), (80, 0), (1001, 24), (80, 1001)] {
+            p.terminal = Some(TerminalSize { cols, rows });
+            assert!(p.validate().is_err(), "{cols}x{rows}");
+        }
+        p.terminal = Some(TerminalSize {
+            cols: TerminalSize::MAX,
+            rows: 1,
+        });
+        assert!(p.validate().is_ok());
     }
 }

@@ -66,10 +66,16 @@ pub struct Exit {
 /// A job whose helper is running. Dropping it kills the helper (and so the job).
 pub struct Running {
     pub exit: Exit,
+    /// The job's stdout and stderr. A job with a terminal (`Sandbox::spawn_terminal`) writes
+    /// to its terminal instead: these carry nothing of it and reach EOF once it has started.
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
     /// The daemon's end of the report socket (`finish` reads it).
     report: Option<OwnedFd>,
+    /// What `spawn_terminal` read of the report socket before the terminal's master: init's
+    /// pidfd, and report text (only when the sandbox failed before the terminal was sent).
+    early_init: Option<OwnedFd>,
+    early_text: Vec<u8>,
 }
 
 /// Most a report may be: a JSON line with an error message.
@@ -281,7 +287,8 @@ impl Sandbox {
         Ok(Sandbox { tx })
     }
 
-    /// Starts the helper for `policy`; the job's stdin is fed from `stdin` in the background.
+    /// Starts the helper for `policy` (without a terminal); the job's stdin is fed from
+    /// `stdin` in the background.
     pub async fn spawn(&self, policy: &Policy, stdin: Vec<u8>) -> Result<Running> {
         self.spawn_in(policy, stdin, None).await
     }
@@ -295,11 +302,60 @@ impl Sandbox {
         cgroup: Option<&super::JobCgroup>,
     ) -> Result<Running> {
         policy.validate().map_err(Error::Invalid)?;
+        if policy.terminal.is_some() {
+            return Err(Error::Internal(
+                "a job with a terminal is started with spawn_terminal".into(),
+            ));
+        }
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
         let (running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
         feed.send(payload, stdin)?;
         Ok(running)
+    }
+
+    /// Starts a job on a pseudo-terminal made inside its sandbox, of the size
+    /// `policy.terminal` gives, the helper joining `cgroup` first. The terminal is the job's
+    /// stdin, stdout and stderr and its controlling terminal; the daemon gets its master in
+    /// the returned `Terminal` (`Running::stdout` and `stderr` carry nothing). It is always
+    /// built fresh, never from a warm sandbox. Waits for the master until `by`: a sandbox
+    /// that cannot be built (or does not hand its terminal over by then) is ended, and its
+    /// report's message is the error. `Running::finish` reports how the job ended, as for
+    /// every job; dropping `Running` ends the job.
+    pub async fn spawn_terminal(
+        &self,
+        policy: &Policy,
+        cgroup: Option<&super::JobCgroup>,
+        by: Instant,
+    ) -> Result<(Running, Terminal)> {
+        policy.validate().map_err(Error::Invalid)?;
+        if policy.terminal.is_none() {
+            return Err(Error::Internal(
+                "spawn_terminal needs a policy with a terminal".into(),
+            ));
+        }
+        let payload =
+            serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
+        let (mut running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
+        // No stdin: the job reads its terminal.
+        feed.send(payload, Vec::new())?;
+        match running.take_terminal_master(by).await? {
+            Some(master) => Ok((running, Terminal::new(master)?)),
+            None => {
+                // Built or not, the sandbox is ended here; a helper that already wrote its
+                // report has exited, one that did not gets a moment after its SIGKILL.
+                let grace = Instant::now() + std::time::Duration::from_secs(1);
+                let report = running.finish(true, grace).await?;
+                Err(Error::Unavailable(format!(
+                    "the sandbox could not start the terminal job: {}",
+                    if report.message.is_empty() {
+                        "its helper ended without handing the terminal over"
+                    } else {
+                        &report.message
+                    }
+                )))
+            }
+        }
     }
 
     /// Builds a sandbox ahead of its job (run as `run_as`, no network, no binds, the
@@ -375,6 +431,8 @@ impl Sandbox {
             stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
             report: Some(report_r),
+            early_init: None,
+            early_text: Vec::new(),
         };
         let feed = Feed {
             policy: std::fs::File::from(policy_w),
@@ -443,9 +501,11 @@ impl WarmSandbox {
         self.run_as
     }
 
-    /// Whether `policy` can run in it: no network, no binds, the scratch cwd, its uid.
+    /// Whether `policy` can run in it: no network, no binds, no terminal, the scratch cwd,
+    /// its uid.
     pub fn fits(&self, policy: &Policy) -> bool {
         !policy.network
+            && policy.terminal.is_none()
             && policy.ro_binds.is_empty()
             && policy.cwd == super::policy::SCRATCH
             && policy.run_as == self.run_as
@@ -546,7 +606,9 @@ impl Running {
                 "the sandbox helper did not exit by the job's end"
             );
         }
-        let (text, init, complete) = read_report(fd, by).await?;
+        let (mut text, init, complete) = read_report(fd, by).await?;
+        let init = self.early_init.take().or(init);
+        text.splice(0..0, std::mem::take(&mut self.early_text));
         if let Some(init) = init {
             kill_pidfd(&init);
             let init = watch(init)?;
@@ -571,6 +633,215 @@ impl Running {
         }
         serde_json::from_slice(&text)
             .map_err(|e| Error::Internal(format!("bad report from the sandbox helper: {e}")))
+    }
+}
+
+impl Running {
+    /// Reads the report socket up to the terminal's master (sent by the helper right after
+    /// init's pidfd, see `child`), until `by`. What comes before it is kept for `finish`.
+    /// `None` when the socket ends or `by` passes first: the sandbox failed.
+    async fn take_terminal_master(&mut self, by: Instant) -> Result<Option<OwnedFd>> {
+        let Some(fd) = self.report.take() else {
+            return Err(Error::Internal("the report was already read".into()));
+        };
+        let sock = watch(fd)?;
+        let mut master = None;
+        let mut buf = [0u8; 4096];
+        while master.is_none() {
+            let Ok(guard) = tokio::time::timeout_at(by, sock.readable()).await else {
+                break;
+            };
+            let mut guard = guard?;
+            let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let (got, fds) = match recvmsg::<()>(
+                sock.get_ref().as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    for c in msg.cmsgs().into_iter().flatten() {
+                        if let ControlMessageOwned::ScmRights(list) = c {
+                            for raw in list {
+                                // SAFETY: the kernel just installed `raw` in our table for us.
+                                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                            }
+                        }
+                    }
+                    (msg.bytes, fds)
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Internal(format!(
+                        "reading the sandbox helper's report: {e}"
+                    )));
+                }
+            };
+            if got == 0 {
+                break;
+            }
+            let bytes = &buf[..got];
+            // A descriptor comes with one marker byte, which names it; a read never joins
+            // two descriptor-carrying messages.
+            match (bytes.split_last(), fds.into_iter().next()) {
+                (Some((&super::child::TERMINAL_MARKER, text)), Some(fd)) => {
+                    self.early_text.extend_from_slice(text);
+                    master = Some(fd);
+                }
+                (Some((_, _)), Some(fd)) => {
+                    self.early_text.extend_from_slice(bytes);
+                    self.early_init.get_or_insert(fd);
+                }
+                _ => self.early_text.extend_from_slice(bytes),
+            }
+            if self.early_text.len() > MAX_REPORT {
+                return Err(Error::Internal(
+                    "the sandbox helper's report is too large".into(),
+                ));
+            }
+        }
+        self.report = Some(sock.into_inner());
+        Ok(master)
+    }
+}
+
+/// A job's pseudo-terminal as the daemon holds it: the master side, non-blocking and driven
+/// by the runtime. Reads and writes take `&self`, so one task may read while another writes.
+/// Dropping it closes the master; the job's processes then see their terminal hung up.
+pub struct Terminal {
+    master: AsyncFd<OwnedFd>,
+}
+
+impl Terminal {
+    fn new(master: OwnedFd) -> Result<Terminal> {
+        let fd = master.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, integer arguments only.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: the Terminal owns the master for as long as it is registered and never
+        // replaces or closes it while registered (it is closed when the AsyncFd drops).
+        let master = unsafe {
+            AsyncFd::register_with_interest(
+                master,
+                tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+            )
+        }
+        .map_err(|e| Error::from(e.into_parts().1))?;
+        Ok(Terminal { master })
+    }
+
+    /// Reads what the job wrote to its terminal. `Ok(0)` once no process of the job holds
+    /// the terminal any more (the kernel answers EIO on the master then).
+    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.master.readable().await?;
+            let got = guard.try_io(|m| {
+                // SAFETY: read into a valid buffer of its own length from our master.
+                let n = unsafe {
+                    libc::read(m.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match got {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes to the job's terminal (as typed keys: the line discipline echoes and edits).
+    pub async fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.master.writable().await?;
+            let put = guard.try_io(|m| {
+                // SAFETY: write of a valid buffer of its own length to our master.
+                let n =
+                    unsafe { libc::write(m.get_ref().as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match put {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `buf`, waiting while the terminal's input queue is full.
+    pub async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write(buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Sets the terminal's size; the kernel sends SIGWINCH to its foreground process group.
+    pub fn resize(&self, size: super::TerminalSize) -> Result<()> {
+        size.validate().map_err(Error::Invalid)?;
+        let winsize = libc::winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our master with a valid pointer to a winsize.
+        let ret = unsafe {
+            libc::ioctl(
+                self.master.get_ref().as_raw_fd(),
+                libc::TIOCSWINSZ,
+                &winsize,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the terminal's foreground process group, as its keys would (`Ctrl-C`,
+    /// `Ctrl-\`, `Ctrl-Z`) but even when the job has turned those keys off (raw mode). TIOCSIG on
+    /// a pty master: Linux accepts only SIGINT, SIGQUIT and SIGTSTP there (EINVAL for the
+    /// rest), so those are the signals offered; ending the job is `Exit::kill`. The kernel
+    /// sends the signal itself, across the job's PID and user namespaces.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        if ![libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP].contains(&signal) {
+            return Err(Error::Invalid(format!(
+                "a terminal's signal is SIGINT, SIGQUIT or SIGTSTP, not {signal}"
+            )));
+        }
+        // SAFETY: TIOCSIG on our master; its argument is the signal number by value.
+        let ret = unsafe {
+            libc::ioctl(
+                self.master.get_ref().as_raw_fd(),
+                libc::TIOCSIG,
+                signal as libc::c_ulong,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
     }
 }
 
