@@ -867,6 +867,7 @@ async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedF
         let mut guard = guard?;
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut fds = Vec::new();
         let got = match recvmsg::<()>(
             fd.get_ref().as_raw_fd(),
             &mut iov,
@@ -879,8 +880,7 @@ async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedF
                         if let ControlMessageOwned::ScmRights(list) = c {
                             for raw in list {
                                 // SAFETY: the kernel just installed `raw` in our table for us.
-                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                                init.get_or_insert(owned);
+                                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
                             }
                         }
                     }
@@ -898,6 +898,16 @@ async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedF
                 )));
             }
         };
+        // A descriptor rides on the byte sent with it, and a read ends with the first one
+        // that carries descriptors: `\n` carries init's pidfd, `TERMINAL_MARKER` (never
+        // in the JSON, which escapes control characters) a terminal's master, which a reader
+        // that comes late (past `spawn_terminal`'s deadline) must not take for the pidfd;
+        // dropping it closes it.
+        if !buf[..got].contains(&super::child::TERMINAL_MARKER) {
+            for f in fds {
+                init.get_or_insert(f);
+            }
+        }
         if got == 0 {
             return Ok((text, init, true));
         }
