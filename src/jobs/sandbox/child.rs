@@ -84,8 +84,10 @@ impl PartialEq<&str> for ReportKind {
     }
 }
 
-/// How the job ended, as the helper saw it.
+/// How the job ended, as the helper saw it. Fields left out read as their defaults, so the
+/// helper's last-resort line `{"kind":"error"}` still reads as an error report.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     pub kind: ReportKind,
     pub code: i32,
@@ -1461,5 +1463,7 @@ mod tests {
         let line = r#"{"kind":"exit","code":3,"signal":0,"cpu_ms":1,"max_rss_kb":2,"message":"","landlock":"full","proc_mounted":true}"#;
         let r: Report = serde_json::from_str(line).unwrap();
         assert_eq!((r.kind, r.code), (ReportKind::Exit, 3));
+        let fallback: Report = serde_json::from_str(r#"{"kind":"error"}"#).unwrap();
+        assert_eq!(fallback.kind, ReportKind::Error);
     }
 }
