@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::extract::{caller_of, named_caller};
 use super::ratelimit::{Class, Decision};
-use super::request_id;
 use crate::api::server::{ConnInfo, Remote};
 use crate::api::state::AppState;
 use crate::config::{Config, ProxySpec};
-use crate::store::audit::Event;
 use crate::store::auth::{Actor, Refusal, Scope};
 
 /// The session cookie's name over plain HTTP.
@@ -370,15 +369,12 @@ pub async fn refuse_credential(
     }
     state.metrics.auth_failed(false);
     state
-        .audit_event(Event {
-            actor: "anonymous".into(),
-            action: "auth.failed".into(),
-            target: route.to_owned(),
-            result: refusal.as_str().into(),
-            client: client.addr.clone(),
-            request_id: request_id::current().unwrap_or_default(),
-            detail: format!("{what} refused: {}", refusal.as_str()),
-        })
+        .audit_event(named_caller("anonymous", client).event(
+            "auth.failed",
+            route,
+            refusal.as_str(),
+            format!("{what} refused: {}", refusal.as_str()),
+        ))
         .await;
     let mut resp = ApiError::unauthorized("invalid, revoked or expired credential").into_response();
     resp.headers_mut()
@@ -588,15 +584,12 @@ fn authentication_required() -> Response {
 /// cross-site attack through a logged-in browser.
 async fn refuse_csrf(state: &AppState, client: &Client, route: &str, msg: String) -> Response {
     state
-        .audit_event(Event {
-            actor: "anonymous".into(),
-            action: "auth.csrf_refused".into(),
-            target: route.into(),
-            result: "refused".into(),
-            client: client.addr.clone(),
-            request_id: request_id::current().unwrap_or_default(),
-            detail: msg.clone(),
-        })
+        .audit_event(named_caller("anonymous", client).event(
+            "auth.csrf_refused",
+            route,
+            "refused",
+            msg.clone(),
+        ))
         .await;
     ApiError::forbidden(msg).into_response()
 }
@@ -618,15 +611,12 @@ async fn authorise(
         return Ok(());
     }
     state
-        .audit_event(Event {
-            actor: actor.name.clone(),
-            action: "auth.forbidden".into(),
-            target: format!("{method} {}", g.route),
-            result: "refused".into(),
-            client: client.addr.clone(),
-            request_id: request_id::current().unwrap_or_default(),
-            detail: format!("needs scope {needed}, has {}", actor.scopes),
-        })
+        .audit_event(caller_of(actor, client).event(
+            "auth.forbidden",
+            &format!("{method} {}", g.route),
+            "refused",
+            format!("needs scope {needed}, has {}", actor.scopes),
+        ))
         .await;
     Err(ApiError::forbidden(format!(
         "this route needs the `{needed}` scope; this credential has: {}",

@@ -28,8 +28,13 @@ pub struct Requester {
 /// The caller `actor`, calling from `client`, in the request being served: the one place the
 /// api turns its view of a request into the domain's.
 pub fn caller_of(actor: &Actor, client: &Client) -> Caller {
+    named_caller(&actor.name, client)
+}
+
+/// The caller named `actor` (`anonymous` before any credential is accepted) from `client`.
+pub fn named_caller(actor: &str, client: &Client) -> Caller {
     Caller {
-        actor: actor.name.clone(),
+        actor: actor.to_owned(),
         client: client.addr.clone(),
         request_id: super::request_id::current().unwrap_or_default(),
     }
