@@ -8,8 +8,6 @@
 //! document and the guard cannot drift apart. The test below holds the document and the route
 //! table to each other both ways.
 
-use std::sync::LazyLock;
-
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -24,7 +22,6 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::access::{Access, CSRF_HEADER, SESSION_COOKIE};
-use super::error::ApiError;
 use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
 use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
@@ -102,12 +99,11 @@ use super::{audit, backups, data, exec, files, health, metrics, programs, sessio
 pub struct ApiDoc;
 
 /// The document as served: built once, on the first request for it.
-static DOCUMENT: LazyLock<Result<bytes::Bytes, String>> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_json()
-        .map(bytes::Bytes::from)
-        .map_err(|e| e.to_string())
-});
+/// The document as served: the output of [`ApiDoc`], committed as docs/openapi.json and
+/// checked to be current by this module's tests (`LOCALHOSTD_UPDATE_OPENAPI=1 cargo test --lib
+/// api::openapi` rewrites it). Serving the committed bytes keeps the code that builds the
+/// document (most of a megabyte) out of the daemon, whose idle memory is mostly its code.
+pub static DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
 /// The OpenAPI 3.1 document of this API
 ///
@@ -122,20 +118,12 @@ static DOCUMENT: LazyLock<Result<bytes::Bytes, String>> = LazyLock::new(|| {
     )
 )]
 pub async fn serve() -> Response {
-    match &*DOCUMENT {
-        Ok(json) => {
-            let mut resp = json.clone().into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
-        Err(e) => ApiError::from(crate::error::Error::Internal(format!(
-            "cannot serialize the OpenAPI document: {e}"
-        )))
-        .into_response(),
-    }
+    let mut resp = bytes::Bytes::from_static(DOCUMENT.as_bytes()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -804,6 +792,22 @@ mod tests {
         if let Some(Err(e)) = spec_validator(&document()) {
             panic!("openapi-spec-validator refused the document: {e}");
         }
+    }
+
+    #[test]
+    fn the_committed_document_is_the_generated_one() {
+        let generated = format!("{}\n", ApiDoc::openapi().to_pretty_json().unwrap());
+        if std::env::var_os("LOCALHOSTD_UPDATE_OPENAPI").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+            std::fs::write(&path, &generated).unwrap();
+            eprintln!("wrote {}", path.display());
+            return;
+        }
+        assert!(
+            generated == DOCUMENT,
+            "docs/openapi.json is not what the handlers and types describe: \
+             run `LOCALHOSTD_UPDATE_OPENAPI=1 cargo test --lib api::openapi` and commit it"
+        );
     }
 
     #[tokio::test]
