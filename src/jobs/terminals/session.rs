@@ -323,7 +323,7 @@ impl Session {
                 "terminal session {} has ended",
                 self.ident.id
             ))),
-            Err(_) => Err(Error::Busy(
+            Err(_) => Err(Error::Unavailable(
                 "the terminal's input queue is full: the job is not reading its input".into(),
             )),
         }
