@@ -238,7 +238,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .idle_exit_after
         .filter(|_| socket_activated)
     {
-        tokio::spawn(idle_exit(activity, idle.get(), shutdown_tx.clone()));
+        tokio::spawn(idle_exit(
+            activity,
+            terminals.clone(),
+            idle.get(),
+            shutdown_tx.clone(),
+        ));
     }
 
     let mut stop = shutdown_rx.clone();
@@ -572,14 +577,21 @@ async fn watchdog(db: Db, timeout: Duration, mut shutdown: watch::Receiver<bool>
 
 /// Exits after `idle` without any open connection (socket activation only: systemd keeps the
 /// listening socket and starts us again on the next connection).
-async fn idle_exit(activity: Arc<Activity>, idle: Duration, shutdown: watch::Sender<bool>) {
+async fn idle_exit(
+    activity: Arc<Activity>,
+    terminals: crate::jobs::terminals::Terminals,
+    idle: Duration,
+    shutdown: watch::Sender<bool>,
+) {
     let tick = idle.min(Duration::from_secs(1));
     loop {
         tokio::time::sleep(tick).await;
         if *shutdown.borrow() {
             return;
         }
-        if activity.idle_for() >= idle {
+        // A running terminal session keeps the daemon up: its clients may be detached (an
+        // attached WebSocket no longer counts as a connection once upgraded).
+        if terminals.running() == 0 && activity.idle_for() >= idle {
             tracing::info!(
                 idle_s = idle.as_secs_f64(),
                 "no connection for server.idle-exit-after; exiting until the next one"

@@ -202,6 +202,12 @@ impl Terminals {
             .await
     }
 
+    /// Sessions running now (and being started).
+    pub fn running(&self) -> usize {
+        let reg = self.registry();
+        reg.sessions.values().filter(|s| s.is_running()).count() + reg.starting.len()
+    }
+
     /// Takes a place for `owner` within `terminals.max-total` and `max-per-token`.
     fn reserve(&self, owner: &str) -> Result<()> {
         let cfg = self.inner.live.get().terminals.clone();
