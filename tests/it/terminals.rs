@@ -374,7 +374,9 @@ fn a_shell_and_python_over_websocket_type_resize_interrupt_exit_and_are_recorded
 
 #[test]
 fn a_reattached_client_gets_the_scrollback_then_live_output_and_one_writer_types() {
-    let mut d = Daemon::start();
+    // A short header timeout: an attached WebSocket is no request in flight, and must not be
+    // closed as an idle connection.
+    let mut d = Daemon::start_config("[server]\nheader-timeout = \"1s\"\n");
     let token = d.admin_token();
     let s = create(
         &d,
@@ -412,6 +414,7 @@ fn a_reattached_client_gets_the_scrollback_then_live_output_and_one_writer_types
     let replay = again.expect("two-END");
     assert!(replay.contains("one-END"), "scrollback: {replay:?}");
     // Then live output.
+    std::thread::sleep(Duration::from_millis(2500));
     let out = again.run("echo three-EN''D", "three-END");
     assert!(out.iter().any(|l| l.ends_with("three-END")), "{out:?}");
     let info = get(&d, &token, &format!("/api/v1/terminals/{id}")).json();

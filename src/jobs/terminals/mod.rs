@@ -135,6 +135,25 @@ struct Registry {
     closed: bool,
 }
 
+impl Registry {
+    /// Keeps at most `keep` ended sessions in memory (the most recently ended), so sessions
+    /// that start and end quickly cannot pile up scrollbacks for `LINGER`.
+    fn forget_ended(&mut self, keep: usize) {
+        let mut ended: Vec<(std::time::Duration, String)> = self
+            .sessions
+            .values()
+            .filter_map(|s| s.ended_ago().map(|ago| (ago, s.id().to_owned())))
+            .collect();
+        if ended.len() <= keep {
+            return;
+        }
+        ended.sort();
+        for (_, id) in ended.split_off(keep) {
+            self.sessions.remove(&id);
+        }
+    }
+}
+
 /// How long an ended session stays in memory for readers still following it.
 const LINGER: Duration = Duration::from_secs(300);
 
@@ -322,6 +341,13 @@ impl Terminals {
         } else {
             None
         };
+        // The argv kept (row, listing, audit) is bounded like the execution history's; the
+        // job got it whole.
+        let max_argv = self.inner.live.get().exec.history_max_argv_size.bytes();
+        let argv = crate::jobs::exec::history_argv(
+            &job.argv,
+            usize::try_from(max_argv).unwrap_or(usize::MAX),
+        );
         let session = Arc::new(Session::new(
             session::Identity {
                 id: id.clone(),
@@ -329,7 +355,7 @@ impl Terminals {
                 creator: caller.actor.clone(),
                 kind: spec.job.kind.to_owned(),
                 program_id: spec.job.program_id.clone(),
-                argv: job.argv.clone(),
+                argv,
                 profile: job.profile.clone(),
                 shared_write: spec.shared_write,
                 created_at: now_unix(),
@@ -359,6 +385,7 @@ impl Terminals {
         reg.tasks.retain(|t| !t.is_finished());
         reg.tasks.push(task);
         reg.sessions.insert(id, session.clone());
+        reg.forget_ended(cfg.max_total);
         if reg.closed {
             session.kill("daemon stopped");
         }

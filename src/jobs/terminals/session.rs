@@ -165,7 +165,12 @@ impl Session {
     }
 
     pub(super) fn ended_before(&self, ago: Duration) -> bool {
-        self.live().ended_at.is_some_and(|t| t.elapsed() >= ago)
+        self.ended_ago().is_some_and(|t| t >= ago)
+    }
+
+    /// How long ago the session ended, if it has.
+    pub(super) fn ended_ago(&self) -> Option<Duration> {
+        self.live().ended_at.map(|t| t.elapsed())
     }
 
     pub fn size(&self) -> TerminalSize {
