@@ -269,12 +269,20 @@ impl Terminals {
         }
     }
 
-    /// Starts a session for `viewer` (its owner), recorded as `caller`'s.
+    /// Starts a session for `viewer` (its owner), recorded as `caller`'s. The start runs as a
+    /// task of its own: a caller that goes away (a request timed out or dropped) leaves it to
+    /// finish, so no place stays reserved and no row stays `running` half made.
     pub async fn create(&self, spec: Spec, viewer: &Viewer, caller: &Caller) -> Result<Info> {
         self.reserve(&viewer.owner)?;
-        let started = self.start(spec, viewer, caller).await;
-        self.unreserve(&viewer.owner);
-        let session = started?;
+        let (me, viewer, caller) = (self.clone(), viewer.clone(), caller.clone());
+        let task = tokio::spawn(async move {
+            let started = me.start(spec, &viewer, &caller).await;
+            me.unreserve(&viewer.owner);
+            started
+        });
+        let session = task
+            .await
+            .map_err(|e| Error::Internal(format!("a terminal session's start failed: {e}")))??;
         Ok(session.info())
     }
 
