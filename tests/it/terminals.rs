@@ -489,7 +489,11 @@ fn the_http_fallback_runs_the_same_dialogue() {
     assert_eq!(r.status, 204, "{}", r.text());
     input(b"echo back-EN''D3\n");
     read_until("back-END3");
+    // Ctrl-C as a byte at the prompt: the shell prints a new one (typing on before it would
+    // race the line discipline's flush of pending input).
     input(b"\x03");
+    read_until("^C");
+    read_until("$ ");
     input(b"exit 7\n");
     let end = read_until("EXIT ");
     assert!(end.contains('\u{0}'), "{end:?}");
@@ -499,6 +503,40 @@ fn the_http_fallback_runs_the_same_dialogue() {
     // Input after the end is refused.
     let r = post_bytes(&d, &token, &format!("{base}/input"), b"x");
     assert_eq!(r.status, 409, "{}", r.text());
+    // The same output as Server-Sent Events: output events from the offset asked for, then
+    // the exit, then the stream ends.
+    let auth = format!("Bearer {token}");
+    let r = http::request(
+        &d.tcp,
+        "GET",
+        &format!("{base}/output?since=0"),
+        &[("Authorization", &auth), ("Accept", "text/event-stream")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let events = r.text();
+    let mut output = String::new();
+    let mut exit = None;
+    let mut kind = "";
+    for line in events.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = if k == "output" { "output" } else { "exit" };
+            assert!(k == "output" || k == "exit", "{events}");
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if kind == "output" {
+                output.push_str(v["data"].as_str().unwrap());
+            } else {
+                exit = Some(v);
+            }
+        }
+    }
+    assert!(
+        output.contains("43 132") && output.contains("back-END3"),
+        "{events}"
+    );
+    assert_eq!(exit.unwrap()["code"], 7, "{events}");
     d.stop();
 }
 
