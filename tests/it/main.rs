@@ -71,3 +71,4 @@ mod pty;
 mod quotas;
 mod sandbox;
 mod streams;
+mod terminals;
