@@ -2,8 +2,8 @@
 """Driver of benches/terminals.sh: keystroke round trips over our WebSocket terminals and over
 ssh, measured the same way; and idle sessions held open for a memory reading.
 
-    terminals.py rtt  --kind ours|ssh --sessions N --keys K [--warmup W] [--interval-ms I]
-    terminals.py hold --kind ours|ssh --sessions N --ready-file F --stop-file S
+    terminals.py rtt  --kind ours|ssh|openssh --sessions N --keys K [--warmup W] [--interval-ms I]
+    terminals.py hold --kind ours|ssh|openssh --sessions N --ready-file F --stop-file S
 
 Both kinds run /bin/sh on an 80x24 pseudo-terminal and are driven by the same loop in one
 asyncio event loop: a reader task per session appends what arrives to that session's buffer,
@@ -21,6 +21,8 @@ interval so they do not send in lockstep.
           frames, the echo comes back in binary frames
     ssh   asyncssh to a local sshd with a pty request (xterm, 80x24), the command /bin/sh;
           keys go as channel data, the echo comes back as channel data
+    openssh  OpenSSH's client, `ssh -tt … /bin/sh`, on an 80x24 pty of the driver's; keys are
+          written to the pty, the echo is read from it
 
 Environment: ours: BENCH_BASE (http://127.0.0.1:PORT), BENCH_TOKEN (exec scope); ssh:
 BENCH_SSH_PORT, BENCH_SSH_USER, BENCH_SSH_KEY (the client's private key file).
@@ -155,7 +157,58 @@ class Ssh(Session):
         await self.conn.wait_closed()
 
 
-KINDS = {"ours": Ours, "ssh": Ssh}
+class OpenSsh(Session):
+    """OpenSSH's own client, `ssh -tt`, on a pseudo-terminal of the driver's: the way a user
+    types into `ssh localhost`. One more terminal hop each way than with asyncssh (the local
+    pty, which ssh puts in raw mode), and the C client instead of Python's."""
+
+    async def open(self):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.set_blocking(master, False)
+        self.master = master
+        argv = ["ssh", "-tt", "-F", "/dev/null", "-p", os.environ["BENCH_SSH_PORT"],
+                "-i", os.environ["BENCH_SSH_KEY"], "-l", os.environ["BENCH_SSH_USER"],
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "127.0.0.1", "/bin/sh"]
+        # The pty's slave becomes ssh's controlling terminal (setsid, then the first tty opened).
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        asyncio.get_running_loop().add_reader(master, self.readable)
+
+    def readable(self):
+        try:
+            data = os.read(self.master, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.feed(data)
+        else:
+            asyncio.get_running_loop().remove_reader(self.master)
+            self.closed = True
+            self.arrived.set()
+
+    async def send(self, data):
+        os.write(self.master, data)
+
+    async def close(self):
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        await self.proc.wait()
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+
+
+KINDS = {"ours": Ours, "ssh": Ssh, "openssh": OpenSsh}
 
 
 async def open_all(kind, n):

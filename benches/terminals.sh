@@ -11,8 +11,11 @@
 # One Python driver (benches/terminals.py, asyncio; websockets for ours, asyncssh for ssh, in a
 # virtual environment in $BENCH_TMP) measures both the same way: a byte typed, its whole echo
 # received, every INTERVAL_MS per session, with 1 session and with 50 at once (SESSIONS);
-# p50 and p99 over all keystrokes of a round, median over ROUNDS rounds, ours and ssh
-# alternating, the first one swapped every round.
+# p50 and p99 over all keystrokes of a round, median over ROUNDS rounds. Three contenders, in
+# an order rotated every round: ours, sshd with asyncssh as the client (the same kind of
+# client as ours: Python, asyncio, the same loop), and sshd with OpenSSH's own client (`ssh -tt`
+# on a pty of the driver's: what a user types into; one more terminal hop each way). The goal
+# (issue 25): ours at most ssh's p50 and p99, shown against each.
 # Memory: ours with IDLE_SESSIONS sessions attached and idle for IDLE s: the daemon's VmRSS and
 # PSS beside a fresh daemon's with none; the session processes (the sandboxes under the
 # daemon) summed as PSS; sshd's listener, per-connection processes and shells the same way.
@@ -64,7 +67,7 @@ terminals_cleanup() {
 }
 trap terminals_cleanup EXIT
 
-bench_need_tools curl:curl python3:python3 ssh-keygen:openssh-client setpriv:util-linux
+bench_need_tools curl:curl python3:python3 ssh:openssh-client ssh-keygen:openssh-client setpriv:util-linux
 # `python3 -m venv` needs ensurepip, which Debian ships apart (python3-venv); the name before
 # the colon is only what bench_need_tools looks for on PATH.
 python3 -c 'import ensurepip' 2>/dev/null || bench_need_tools "python3-venv-ensurepip:python3-venv"
@@ -175,11 +178,12 @@ rtt() {
 bench_log "warm-up and check: one session each"
 rtt ours 1 >/dev/null
 rtt ssh 1 >/dev/null
+rtt openssh 1 >/dev/null
 
 declare -A M # M[kind,sessions,field] = "v1 v2 …" over rounds
 for r in $(seq 1 "$ROUNDS"); do
     for n in $SESSIONS; do
-        for kind in $(bench_rotate "$r" ours ssh); do
+        for kind in $(bench_rotate "$r" ours ssh openssh); do
             read -r p50 p99 cnt err <<<"$(rtt "$kind" "$n")"
             M[$kind,$n,p50]+="$p50 "
             M[$kind,$n,p99]+="$p99 "
@@ -258,35 +262,39 @@ med() {
     # shellcheck disable=SC2086
     bench_median ${M[$1,$2,$3]}
 }
-goal() { # goal N FIELD: "met" when ours ≤ ssh, else by how much ours is above
-    awk -v o="$(med ours "$1" "$2")" -v s="$(med ssh "$1" "$2")" 'BEGIN {
-        if (o <= s) print "met"; else printf "**not met** (+%.0f%%)", 100 * (o - s) / s }'
+goal() { # goal KIND N FIELD: "met" when ours ≤ KIND's, else by how much ours is above
+    awk -v o="$(med ours "$2" "$3")" -v s="$(med "$1" "$2" "$3")" 'BEGIN {
+        if (o <= s) print "met"; else printf "**not met** (ours +%.0f%%)", 100 * (o - s) / s }'
 }
+errs() { echo "${M[$1,$2,err]}" | awk '{ for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }'; }
 field() { awk -v i="$2" '{ print $i }' <<<"$1"; }
 
 entry="$BENCH_TMP/entry.md"
 {
     echo "- peer: $("${SSHD_ENV[@]}" "$SSHD" -V 2>&1 | head -n 1), own config on loopback, as" \
         "$(if [[ $SSH_USER_MADE == 1 ]]; then echo "a temporary user"; else echo "the invoking user"; fi);" \
-        "client asyncssh ($ASYNCSSH_PIN), ours $WEBSOCKETS_PIN; both /bin/sh on an 80x24 pty"
+        "clients asyncssh ($ASYNCSSH_PIN) and OpenSSH's \`$(ssh -V 2>&1)\` on a pty of the driver's;" \
+        "ours with $WEBSOCKETS_PIN; every one /bin/sh on an 80x24 pty"
     echo "- $ROUNDS rounds; per session $KEYS keystrokes measured (after $WARMUP), one every" \
         "${INTERVAL_MS} ms at most; \"a\" and DEL alternating (echo \"a\" / \"\\b \\b\"); p50 and p99" \
-        "over all keystrokes of a round, median over rounds; ours and ssh alternate, first one" \
-        "swapped every round"
+        "over all keystrokes of a round, median over rounds; the three contenders in an order" \
+        "rotated every round"
     echo
-    echo "| sessions at once | ours p50 | ssh p50 | ours p99 | ssh p99 | goal p50 / p99 (ours ≤ ssh) | errors ours / ssh |"
-    echo "|---:|---:|---:|---:|---:|---|---|"
+    echo "| sessions at once | contender | p50 | p99 | errors | goal: ours ≤ this, p50 / p99 |"
+    echo "|---:|---|---:|---:|---:|---|"
     for n in $SESSIONS; do
-        printf '| %s | %s | %s | %s | %s | %s / %s | %s / %s |\n' "$n" \
-            "$(bench_us "$(med ours "$n" p50)")" "$(bench_us "$(med ssh "$n" p50)")" \
-            "$(bench_us "$(med ours "$n" p99)")" "$(bench_us "$(med ssh "$n" p99)")" \
-            "$(goal "$n" p50)" "$(goal "$n" p99)" \
-            "$(echo "${M[ours,$n,err]}" | awk '{ for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }')" \
-            "$(echo "${M[ssh,$n,err]}" | awk '{ for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }')"
+        printf '| %s | **localhostd**, WebSocket | %s | %s | %s | |\n' "$n" \
+            "$(bench_us "$(med ours "$n" p50)")" "$(bench_us "$(med ours "$n" p99)")" "$(errs ours "$n")"
+        printf '| %s | sshd, client asyncssh | %s | %s | %s | %s / %s |\n' "$n" \
+            "$(bench_us "$(med ssh "$n" p50)")" "$(bench_us "$(med ssh "$n" p99)")" "$(errs ssh "$n")" \
+            "$(goal ssh "$n" p50)" "$(goal ssh "$n" p99)"
+        printf '| %s | %s | %s | %s | %s | %s / %s |\n' "$n" "sshd, client OpenSSH \`ssh -tt\` on a pty" \
+            "$(bench_us "$(med openssh "$n" p50)")" "$(bench_us "$(med openssh "$n" p99)")" "$(errs openssh "$n")" \
+            "$(goal openssh "$n" p50)" "$(goal openssh "$n" p99)"
     done
     echo
-    echo "Per round (µs, p50/p99): $(for n in $SESSIONS; do for k in ours ssh; do
-        printf '%s×%s: %s/%s; ' "$k" "$n" "${M[$k,$n,p50]% }" "${M[$k,$n,p99]% }"; done; done | sed 's/; $//')"
+    echo "Per round, µs: $(for n in $SESSIONS; do for k in ours ssh openssh; do
+        printf '%s×%s p50 %s, p99 %s; ' "$k" "$n" "${M[$k,$n,p50]% }" "${M[$k,$n,p99]% }"; done; done | sed 's/; $//')"
     echo
     echo "Memory, $IDLE_SESSIONS sessions attached and idle for ${IDLE} s (one reading):"
     echo
