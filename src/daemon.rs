@@ -165,12 +165,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
     }
+    match state.terminals.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            closed = n,
+            "terminal sessions left running by the last daemon are recorded as ended (daemon stopped)"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot close the terminal sessions of the last daemon")
+        }
+    }
     match state.backups.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(removed = n, "removed what an interrupted backup left"),
         Err(e) => tracing::error!(error = %e, "cannot clean the backup directory"),
     }
     let backups = state.backups.clone();
+    let terminals = state.terminals.clone();
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -245,6 +256,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         NotifyState::Stopping,
         NotifyState::Status("draining connections"),
     ]);
+    // Terminal sessions end first: their jobs are killed (nothing of them outlives the
+    // daemon), their rows say `daemon stopped`, and their attached clients and output streams
+    // end, so the drain below does not wait for them.
+    terminals
+        .shutdown(live.get().server.shutdown_timeout.get())
+        .await;
 
     let drained = match server.await {
         Ok(Ok(all)) => all,
@@ -397,7 +414,8 @@ fn release_free_heap() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
-/// Periodic upkeep: forget idle rate-limit buckets; delete old audit events and dead sessions.
+/// Periodic upkeep: forget idle rate-limit buckets and ended terminal sessions; delete old
+/// terminal recordings, audit events and dead sessions.
 async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut n: u64 = 0;
@@ -407,6 +425,13 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         state.limits.housekeep();
+        let removed = state.terminals.housekeep();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "terminal recordings deleted (terminals.recording-retention)"
+            );
+        }
         if n.is_multiple_of(60) {
             let cfg = state.live.get();
             match state.audit.prune(cfg.auth.audit_keep_within.get()).await {

@@ -243,10 +243,31 @@ fn check_csrf(
     expected: &str,
     client: &Client,
 ) -> Result<(), String> {
+    check_origin(cfg, headers, client, "change")?;
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("missing X-CSRF-Token header (the csrf_token from POST /api/v1/session)")?;
+    if !crate::store::auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err("X-CSRF-Token does not match this session".into());
+    }
+    Ok(())
+}
+
+/// A cookie-authenticated request must come from our own origin (the scheme and Host it was
+/// sent to) or one of `auth.cors-origins`. Used for every change and for a WebSocket upgrade,
+/// which a browser sends with the cookie from any page (cross-site WebSocket hijacking)
+/// and which cannot carry a CSRF header. `what` names the request in the refusal.
+pub fn check_origin(
+    cfg: &Config,
+    headers: &HeaderMap,
+    client: &Client,
+    what: &str,
+) -> Result<(), String> {
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .ok_or("a cookie-authenticated change needs an Origin header")?;
+        .ok_or_else(|| format!("a cookie-authenticated {what} needs an Origin header"))?;
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -260,13 +281,6 @@ fn check_csrf(
         .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
     if !same && !listed {
         return Err(format!("cross-origin request from {origin} refused"));
-    }
-    let sent = headers
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or("missing X-CSRF-Token header (the csrf_token from POST /api/v1/session)")?;
-    if !crate::store::auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
-        return Err("X-CSRF-Token does not match this session".into());
     }
     Ok(())
 }

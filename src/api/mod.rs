@@ -20,9 +20,11 @@ pub mod routes;
 pub mod server;
 mod session;
 pub mod state;
+mod terminals;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -27,7 +27,9 @@ use super::access::{Access, CSRF_HEADER, SESSION_COOKIE};
 use super::error::ApiError;
 use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
-use super::{audit, backups, data, exec, files, health, metrics, programs, session, tokens};
+use super::{
+    audit, backups, data, exec, files, health, metrics, programs, session, terminals, tokens, ws,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -83,6 +85,17 @@ use super::{audit, backups, data, exec, files, health, metrics, programs, sessio
         files::download,
         files::upload,
         files::delete,
+        terminals::create,
+        terminals::create_for_program,
+        terminals::list,
+        terminals::get,
+        terminals::delete,
+        ws::attach,
+        terminals::input,
+        terminals::output,
+        terminals::resize,
+        terminals::signal,
+        terminals::recording,
     ),
     components(schemas(ErrorResponse, ErrorDetail, ErrorCode)),
     modifiers(&Guarded),
@@ -97,6 +110,7 @@ use super::{audit, backups, data, exec, files, health, metrics, programs, sessio
         (name = "programs", description = "The program store: upload, run, download."),
         (name = "data", description = "The key-value store, with versions and a change stream."),
         (name = "files", description = "The file store: uploads, ranged downloads, usage."),
+        (name = "terminals", description = "Interactive sessions: a job on a pseudo-terminal in the sandbox, attached over WebSocket or driven over HTTP; recordings."),
     )
 )]
 pub struct ApiDoc;
@@ -246,6 +260,58 @@ pub enum OutputEncoding {
     #[serde(rename = "utf-8")]
     Utf8,
     Base64,
+}
+
+/// A terminal session (`jobs::terminals::Info`) with its URLs.
+#[derive(Serialize, ToSchema)]
+pub struct TerminalCreated {
+    #[serde(flatten)]
+    pub info: crate::jobs::terminals::Info,
+    pub urls: TerminalUrls,
+}
+
+/// Where to reach a terminal session.
+#[derive(Serialize, ToSchema)]
+pub struct TerminalUrls {
+    #[serde(rename = "self")]
+    pub this: String,
+    /// WebSocket (`GET` with `Upgrade: websocket`).
+    pub attach: String,
+    pub input: String,
+    pub output: String,
+    pub resize: String,
+    pub signal: String,
+    pub recording: String,
+}
+
+/// `GET /api/v1/terminals/{id}/output` as JSON.
+#[derive(Serialize, ToSchema)]
+pub struct TerminalOutput {
+    /// The output: text when it is UTF-8, else base64.
+    pub data: String,
+    pub encoding: OutputEncoding,
+    /// The offset of `data`'s first byte (`since`, or the oldest kept when `lost` > 0).
+    pub from: u64,
+    /// Read on from here (`?since=`).
+    pub next: u64,
+    /// Bytes after `since` the scrollback no longer holds.
+    pub lost: u64,
+    /// `running` or `ended`.
+    pub state: String,
+    /// Once the session ended and everything was read: `{type: "exit", code, signal, reason}`.
+    pub exit: Option<TerminalExit>,
+}
+
+/// How a terminal session ended (also the WebSocket's `exit` message).
+#[derive(Serialize, ToSchema)]
+pub struct TerminalExit {
+    /// Always `exit`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<i64>,
+    pub signal: Option<String>,
+    /// `exited`, `deleted`, `idle timeout`, `lifetime`, `daemon stopped`, `sandbox error`.
+    pub reason: String,
 }
 
 /// The result of a command or a program run.

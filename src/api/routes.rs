@@ -8,7 +8,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use super::access::Access;
 use super::ratelimit::Class;
 use super::{
-    audit, backups, data, exec, files, health, metrics, openapi, programs, session, tokens,
+    audit, backups, data, exec, files, health, metrics, openapi, programs, session, terminals,
+    tokens, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -48,6 +49,8 @@ pub enum BodyLimit {
     Unlimited,
     /// A program upload: `programs.max-upload-size`.
     ProgramUpload,
+    /// A terminal's input: `terminals.max-message-size`.
+    TerminalInput,
 }
 
 /// Room for keys and JSON framing around the largest value on the data routes.
@@ -73,6 +76,10 @@ impl BodyLimit {
                 let max = cfg.programs.max_upload_size;
                 (max.bytes(), LimitName::ProgramUpload(max))
             }
+            BodyLimit::TerminalInput => {
+                let max = cfg.terminals.max_message_size;
+                (max.bytes(), LimitName::TerminalInput(max))
+            }
         }
     }
 }
@@ -85,6 +92,7 @@ pub enum LimitName {
     RouteQuota,
     KvValue(ByteSize),
     ProgramUpload(ByteSize),
+    TerminalInput(ByteSize),
 }
 
 impl std::fmt::Display for LimitName {
@@ -94,6 +102,7 @@ impl std::fmt::Display for LimitName {
             LimitName::RouteQuota => f.write_str("the route's own quota"),
             LimitName::KvValue(v) => write!(f, "kv.max-value-size ({v}) + 64KiB"),
             LimitName::ProgramUpload(m) => write!(f, "programs.max-upload-size ({m})"),
+            LimitName::TerminalInput(m) => write!(f, "terminals.max-message-size ({m})"),
         }
     }
 }
@@ -165,6 +174,7 @@ pub fn table() -> Vec<Route> {
     let admin = Access::Scope(Scope::Admin);
     let read = Access::Scope(Scope::Read);
     let write = Access::Scope(Scope::Write);
+    let exec_scope = Access::Scope(Scope::Exec);
     vec![
         // Probes: public, unlimited, no secrets.
         r(
@@ -390,6 +400,93 @@ pub fn table() -> Vec<Route> {
             read,
             Class::Read,
             get(programs::runs),
+        ),
+        // Terminal sessions (jobs on a pseudo-terminal); every route needs `exec`, and a
+        // caller sees only its own sessions (admin: all). Creating one is a job start (the exec
+        // bucket); typing, resizing and signalling are small writes; the attach (WebSocket) and
+        // the output stream bound themselves (the session's end, its lifetime; a long poll its
+        // wait_ms).
+        r(
+            Method::POST,
+            "/api/v1/terminals",
+            exec_scope,
+            Class::Exec,
+            post(terminals::create),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/programs/{id}/terminals",
+            exec_scope,
+            Class::Exec,
+            post(terminals::create_for_program),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/terminals",
+            exec_scope,
+            Class::Read,
+            get(terminals::list),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/terminals/{id}",
+            exec_scope,
+            Class::Read,
+            get(terminals::get),
+        ),
+        // DELETE waits until the job is gone: bounded by the sandbox's end grace.
+        long(r(
+            Method::DELETE,
+            "/api/v1/terminals/{id}",
+            exec_scope,
+            Class::Write,
+            delete(terminals::delete),
+        )),
+        long(r(
+            Method::GET,
+            "/api/v1/terminals/{id}/attach",
+            exec_scope,
+            Class::Read,
+            get(ws::attach),
+        )),
+        Route {
+            accepts: ANY,
+            body_limit: BodyLimit::TerminalInput,
+            ..r(
+                Method::POST,
+                "/api/v1/terminals/{id}/input",
+                exec_scope,
+                Class::Write,
+                post(terminals::input),
+            )
+        },
+        long(r(
+            Method::GET,
+            "/api/v1/terminals/{id}/output",
+            exec_scope,
+            Class::Read,
+            get(terminals::output),
+        )),
+        r(
+            Method::POST,
+            "/api/v1/terminals/{id}/resize",
+            exec_scope,
+            Class::Write,
+            post(terminals::resize),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/terminals/{id}/signal",
+            exec_scope,
+            Class::Write,
+            post(terminals::signal),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/terminals/{id}/recording",
+            exec_scope,
+            Class::Read,
+            get(terminals::recording),
         ),
         // The key-value store. `{*key}` takes the rest of the path, `/` included; axum
         // percent-decodes it, so `a%2Fb` and `a/b` are the same key. HEAD is answered by the

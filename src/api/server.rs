@@ -340,7 +340,11 @@ fn spawn_connection<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(header_timeout)
         .keep_alive_timeout(header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    // With upgrades: a WebSocket (terminal attach) takes the connection over after its 101;
+    // the connection's task then ends and the socket lives on in the WebSocket's task.
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
     let watched = shared.graceful.watch(conn);
     tokio::spawn(async move {
         tokio::select! {

@@ -7,6 +7,7 @@ use crate::api::ratelimit::RateLimits;
 use crate::config::LiveConfig;
 use crate::jobs::exec::Executor;
 use crate::jobs::sandbox::Sandbox;
+use crate::jobs::terminals::Terminals;
 use crate::ops::backup::Backups;
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
@@ -60,11 +61,13 @@ pub struct Services {
     pub metrics: Metrics,
     /// Backups (`/api/v1/backups`); shares its blob pins with `files` and `programs`.
     pub backups: Backups,
+    /// Terminal sessions (`/api/v1/terminals`), jobs on a pseudo-terminal run by `exec`.
+    pub terminals: Terminals,
 }
 
 impl AppState {
     /// Builds the state every handler sees around an open database (and opens the program
-    /// store under `health.state_dir`).
+    /// store and the terminals' recordings under `health.state_dir`).
     pub fn new(
         db: Db,
         live: Arc<LiveConfig>,
@@ -91,6 +94,7 @@ impl AppState {
             pins.clone(),
         )?;
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
+        let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
         Ok(AppState(Arc::new(Services {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -105,6 +109,7 @@ impl AppState {
             programs,
             metrics,
             backups,
+            terminals,
         })))
     }
 

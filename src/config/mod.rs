@@ -46,6 +46,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
     pub backup: BackupConfig,
+    pub terminals: TerminalsConfig,
 }
 
 /// The collectors of the host sampler, by name (`metrics.simulate-hang` names one).
@@ -358,6 +359,64 @@ impl<'de> Deserialize<'de> for UidRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// `[terminals]`: interactive sessions, a job on a pseudo-terminal (`/api/v1/terminals`).
+/// DESIGN.md calls this part "sessions"; the section is named like the API, so it is never
+/// confused with the browser login (`auth.session-*`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TerminalsConfig {
+    /// Off: every terminal route answers 503.
+    pub enabled: bool,
+    /// Sessions running at once, in all and per token (an admin's own count too).
+    pub max_total: usize,
+    pub max_per_token: usize,
+    /// The recent output each session keeps in memory for clients that attach late or
+    /// again, and for `output?since=`.
+    pub scrollback_bytes: ByteSize,
+    /// A session with no input and no attached client for this long is ended; a request may
+    /// ask for less or more, up to the max.
+    pub idle_timeout: HumanDuration,
+    pub max_idle_timeout: HumanDuration,
+    /// How long a session may run in all; a request may ask for up to the max.
+    pub lifetime: HumanDuration,
+    pub max_lifetime: HumanDuration,
+    /// Bytes per second a session's clients may type (bursts of one second's worth); more is
+    /// refused (429, or WebSocket close 4429).
+    pub input_rate: ByteSize,
+    /// Bytes per second read from a session's terminal; past it the daemon stops reading
+    /// until the budget is back, so a flooding job blocks on its own writes.
+    pub output_rate: ByteSize,
+    /// Largest input one request or WebSocket message may carry (413, or close 1009).
+    pub max_message_size: ByteSize,
+    /// Record every session as asciicast v2 under the state directory's `terminals/`.
+    pub recording: bool,
+    /// A recording stops growing at this size (its last event says so).
+    pub recording_max_bytes: ByteSize,
+    /// How long a recording is kept after its session ended; then it is deleted.
+    pub recording_retention: HumanDuration,
+}
+
+impl Default for TerminalsConfig {
+    fn default() -> Self {
+        TerminalsConfig {
+            enabled: true,
+            max_total: 64,
+            max_per_token: 8,
+            scrollback_bytes: ByteSize(256 << 10),
+            idle_timeout: HumanDuration(Duration::from_secs(15 * 60)),
+            max_idle_timeout: HumanDuration(Duration::from_secs(4 * 3600)),
+            lifetime: HumanDuration(Duration::from_secs(4 * 3600)),
+            max_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+            input_rate: ByteSize(64 << 10),
+            output_rate: ByteSize(1 << 20),
+            max_message_size: ByteSize(64 << 10),
+            recording: true,
+            recording_max_bytes: ByteSize(16 << 20),
+            recording_retention: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+        }
     }
 }
 

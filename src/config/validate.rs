@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{
     AlertsConfig, AuthConfig, BackupConfig, COLLECTORS, Config, ConfigError, ExecConfig,
     FilesConfig, KvConfig, LogConfig, MetricsConfig, ProgramsConfig, RateLimitConfig,
-    SandboxConfig, ServerConfig, StorageConfig,
+    SandboxConfig, ServerConfig, StorageConfig, TerminalsConfig,
 };
 
 /// A refused value: its key and what is wrong with it (the file's path is added by
@@ -47,8 +47,59 @@ impl Config {
         alerts(&self.alerts)?;
         state_dir(self.state_dir.as_deref())?;
         backup(&self.backup)?;
+        terminals(&self.terminals)?;
         log(&self.log)
     }
+}
+
+/// `[terminals]`.
+fn terminals(t: &TerminalsConfig) -> Checked {
+    if t.max_total == 0 {
+        return Err(invalid("terminals.max-total", "must be at least 1"));
+    }
+    if t.max_per_token == 0 || t.max_per_token > t.max_total {
+        return Err(invalid(
+            "terminals.max-per-token",
+            "must be between 1 and terminals.max-total",
+        ));
+    }
+    if !(4096..=64 << 20).contains(&t.scrollback_bytes.bytes()) {
+        return Err(invalid(
+            "terminals.scrollback-bytes",
+            "must be between 4KiB and 64MiB",
+        ));
+    }
+    if t.idle_timeout.get().is_zero() || t.idle_timeout > t.max_idle_timeout {
+        return Err(invalid(
+            "terminals.idle-timeout",
+            "must be longer than zero and at most terminals.max-idle-timeout",
+        ));
+    }
+    if t.lifetime.get().is_zero() || t.lifetime > t.max_lifetime {
+        return Err(invalid(
+            "terminals.lifetime",
+            "must be longer than zero and at most terminals.max-lifetime",
+        ));
+    }
+    if t.input_rate.bytes() < 64 {
+        return Err(invalid("terminals.input-rate", "must be at least 64B"));
+    }
+    if t.output_rate.bytes() < 1024 {
+        return Err(invalid("terminals.output-rate", "must be at least 1KiB"));
+    }
+    if !(64..=16 << 20).contains(&t.max_message_size.bytes()) {
+        return Err(invalid(
+            "terminals.max-message-size",
+            "must be between 64B and 16MiB",
+        ));
+    }
+    if t.recording_max_bytes.bytes() < 1024 {
+        return Err(invalid(
+            "terminals.recording-max-bytes",
+            "must be at least 1KiB",
+        ));
+    }
+    Ok(())
 }
 
 /// `[server]`.

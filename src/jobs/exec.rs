@@ -17,7 +17,7 @@ use crate::config::{LiveConfig, SandboxProfile};
 use crate::error::{Error, Result};
 use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
-    Sandbox, WarmSandbox,
+    Sandbox, Terminal, TerminalSize, WarmSandbox,
 };
 use crate::store::audit::{self, Caller};
 use crate::store::db::Db;
@@ -887,6 +887,112 @@ impl Executor {
             .await
     }
 }
+
+/// A job on a pseudo-terminal (`Executor::start_terminal`): everything that confines it and
+/// must live exactly as long as it (its uid, its cgroup), with the terminal's master.
+pub struct TerminalJob {
+    /// The terminal's master: reads are the job's output, writes its typed input. Shared, so
+    /// that the session's clients write while its reader reads; the master closes when the
+    /// last holder lets go (the job is ended by `end` whatever they do).
+    pub terminal: Arc<Terminal>,
+    /// The profile the job runs under and the argv it was given.
+    pub profile: String,
+    pub argv: Vec<String>,
+    running: Running,
+    cgroup: Option<JobCgroup>,
+    /// Held until the job is gone, so no other job gets its uid meanwhile.
+    _lease: UidLease,
+}
+
+/// How a terminal job ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TerminalExit {
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    /// What went wrong inside the sandbox, if something did.
+    pub message: Option<String>,
+}
+
+impl TerminalJob {
+    /// Resolves once the job's helper has exited (the job is over, or ending).
+    pub async fn exited(&mut self) {
+        self.running.exit.wait().await;
+    }
+
+    /// Ends the job (SIGKILL to the helper, its init and its cgroup when `kill`), waits until
+    /// nothing of it is left (bounded by `END_GRACE`) and gives back how it ended. The uid and
+    /// the cgroup are given back when this returns.
+    pub async fn end(mut self, kill: bool) -> Result<TerminalExit> {
+        if kill && let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        let by = tokio::time::Instant::now() + END_GRACE;
+        let report = self.running.finish(kill, by).await?;
+        if let Some(cg) = &self.cgroup {
+            // Whatever the job left in its cgroup (a process that escaped the PID
+            // namespace's end cannot, but the cgroup is the last word).
+            cg.kill();
+        }
+        Ok(match report.kind {
+            ReportKind::Exit => TerminalExit {
+                exit_code: Some(report.code),
+                ..TerminalExit::default()
+            },
+            ReportKind::Signal => TerminalExit {
+                signal: Some(signal_name(report.signal)),
+                ..TerminalExit::default()
+            },
+            ReportKind::Error => TerminalExit {
+                message: Some(report.message),
+                ..TerminalExit::default()
+            },
+            _ => TerminalExit {
+                signal: Some(signal_name(libc::SIGKILL)),
+                ..TerminalExit::default()
+            },
+        })
+    }
+}
+
+impl Executor {
+    /// Starts `req` on a pseudo-terminal of `size`, with exactly a job's confinement: the
+    /// policy built from its profile as for `run` (limits within the profile's), a uid of its
+    /// own, its memory cgroup (or the rlimits that stand for it), then
+    /// `Sandbox::spawn_terminal`. It takes no job slot: a terminal lives for minutes or hours
+    /// and `terminals.max-total` bounds them instead. `req.timeout` is not used (a terminal's
+    /// lifetime is its owner's business); `req.stdin` neither (the terminal is its input).
+    pub async fn start_terminal(
+        &self,
+        req: &ExecRequest,
+        size: TerminalSize,
+    ) -> Result<TerminalJob> {
+        size.validate().map_err(Error::Invalid)?;
+        let (mut policy, profile, _output, _timeout, memory) = self.policy(req)?;
+        let lease = self.lease_uid()?;
+        policy.run_as = lease.uid.map(|u| (u, u));
+        policy.terminal = Some(size);
+        let id = random_id()?;
+        let (_, cgroup) = self.job_cgroup(&id, &policy, memory, None)?;
+        let policy = fit_policy(&policy, memory, cgroup.is_some());
+        let by = tokio::time::Instant::now() + TERMINAL_START;
+        let (running, terminal) = self
+            .inner
+            .sandbox
+            .spawn_terminal(&policy, cgroup.as_ref(), by)
+            .await?;
+        Ok(TerminalJob {
+            terminal: Arc::new(terminal),
+            profile,
+            argv: policy.argv.clone(),
+            running,
+            cgroup,
+            _lease: lease,
+        })
+    }
+}
+
+/// How long a terminal job's sandbox may take to hand its terminal over.
+const TERMINAL_START: Duration = Duration::from_secs(20);
 
 /// The policy fitted to rlimits when the job has no cgroup: it was fitted to a cgroup.
 fn fit_policy(policy: &Policy, memory: MemoryBudget, in_cgroup: bool) -> Cow<'_, Policy> {

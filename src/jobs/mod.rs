@@ -1,6 +1,8 @@
-//! Work run on the host's behalf: [`exec`] queues, limits and records jobs; [`sandbox`] is the
+//! Work run on the host's behalf: [`exec`] queues, limits and records jobs; [`terminals`] are
+//! interactive jobs on a pseudo-terminal that clients attach to; [`sandbox`] is the
 //! confinement every job runs in (policy as data, spawn, the zygote, the helper that builds
 //! it, seccomp, network, cgroups).
 
 pub mod exec;
 pub mod sandbox;
+pub mod terminals;

@@ -235,6 +235,30 @@ const MIGRATIONS: &[&str] = &[
                  (SELECT value FROM kv_kept WHERE id = kv.change)) AS BLOB)), 0);",
     // 12: what held each run to its memory limit (`cgroup` or `rlimit`; empty before).
     "ALTER TABLE executions ADD COLUMN memory_limited_by TEXT NOT NULL DEFAULT '';",
+    // 13: terminal sessions (jobs::terminals): one row per session, kept after its end so
+    // list and inspect work after a restart.
+    "CREATE TABLE terminals (
+        id              TEXT PRIMARY KEY NOT NULL,
+        owner           TEXT NOT NULL,
+        actor           TEXT NOT NULL,
+        client          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        program_id      TEXT,
+        argv            TEXT NOT NULL,
+        profile         TEXT NOT NULL,
+        cols            INTEGER NOT NULL,
+        rows            INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        ended_at        INTEGER,
+        end_reason      TEXT,
+        exit_code       INTEGER,
+        signal          TEXT,
+        bytes_in        INTEGER NOT NULL DEFAULT 0,
+        bytes_out       INTEGER NOT NULL DEFAULT 0,
+        recording_bytes INTEGER NOT NULL DEFAULT 0,
+        recording_truncated INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX terminals_owner ON terminals(owner);",
 ];
 
 /// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
@@ -396,7 +420,29 @@ const SCHEMA: &str = "
     CREATE VIEW audit AS
         SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_log
         UNION ALL
-        SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_recent;";
+        SELECT id, at, actor, action, target, result, client, request_id, detail FROM audit_recent;
+    CREATE TABLE terminals (
+        id              TEXT PRIMARY KEY NOT NULL,
+        owner           TEXT NOT NULL,
+        actor           TEXT NOT NULL,
+        client          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        program_id      TEXT,
+        argv            TEXT NOT NULL,
+        profile         TEXT NOT NULL,
+        cols            INTEGER NOT NULL,
+        rows            INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        ended_at        INTEGER,
+        end_reason      TEXT,
+        exit_code       INTEGER,
+        signal          TEXT,
+        bytes_in        INTEGER NOT NULL DEFAULT 0,
+        bytes_out       INTEGER NOT NULL DEFAULT 0,
+        recording_bytes INTEGER NOT NULL DEFAULT 0,
+        recording_truncated INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX terminals_owner ON terminals(owner);";
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

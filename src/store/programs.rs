@@ -885,24 +885,7 @@ impl Programs {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let (pid, p) = self.get_checked(id).await?;
-        let Some(main) = p.main.clone() else {
-            return Err(Error::Conflict(format!(
-                "program {id} has no main file yet (needs_main): choose one with PUT /api/v1/programs/{id}/main"
-            )));
-        };
-        let main = ProgramPath::parse(&main).map_err(|e| Error::Internal(e.to_string()))?;
-        let cfg = self.inner.live.get().programs.clone();
-        let dir = self.dir(&pid);
-        // The directory is bind-mounted into the job: it must be the store's own directory,
-        // not a symlink planted in its place.
-        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return Err(Error::Internal(format!(
-                "the directory of program {pid} is missing or not a directory"
-            )));
-        }
-        let (mut argv, _) = resolve_runtime(&dir, &main, &cfg)?;
-        argv.extend(req.args);
+        let job = self.job(id, req.args).await?;
         let cancel = Arc::new(Notify::new());
         let run = self.inner.next_run.fetch_add(1, Ordering::SeqCst);
         {
@@ -923,21 +906,48 @@ impl Programs {
             run,
         };
         let exec_req = ExecRequest {
-            argv,
             stdin: req.stdin,
             timeout: req.timeout,
             limits: req.limits,
             profile: req.profile,
+            cancel: Some(cancel),
+            ..job
+        };
+        // The executor records the run and the program's counters in one transaction.
+        self.inner.exec.run(exec_req, caller, stream).await
+    }
+
+    /// The job that runs program `id` with `args`, as a run does: its main file under its
+    /// runtime, the program read-only at `/program`, a fresh scratch `/work` as cwd. A run
+    /// adds its input and limits; a terminal session (`jobs::terminals`) runs it as it is.
+    pub async fn job(&self, id: &str, args: Vec<String>) -> Result<ExecRequest> {
+        let (pid, p) = self.get_checked(id).await?;
+        let Some(main) = p.main.clone() else {
+            return Err(Error::Conflict(format!(
+                "program {id} has no main file yet (needs_main): choose one with PUT /api/v1/programs/{id}/main"
+            )));
+        };
+        let main = ProgramPath::parse(&main).map_err(|e| Error::Internal(e.to_string()))?;
+        let cfg = self.inner.live.get().programs.clone();
+        let dir = self.dir(&pid);
+        // The directory is bind-mounted into the job: it must be the store's own directory,
+        // not a symlink planted in its place.
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Internal(format!(
+                "the directory of program {pid} is missing or not a directory"
+            )));
+        }
+        let (mut argv, _) = resolve_runtime(&dir, &main, &cfg)?;
+        argv.extend(args);
+        Ok(ExecRequest {
+            argv,
             ro_binds: vec![(dir.display().to_string(), INSIDE.to_owned())],
             cwd: Some(crate::jobs::sandbox::SCRATCH.to_owned()),
             label: p.name.chars().take(512).collect(),
             kind: "program",
             program_id: Some(id.to_owned()),
-            cancel: Some(cancel),
             ..ExecRequest::default()
-        };
-        // The executor records the run and the program's counters in one transaction.
-        self.inner.exec.run(exec_req, caller, stream).await
+        })
     }
 
     /// A program's run history.

@@ -11,6 +11,7 @@
 //!   files/blobs/, files/tmp/       FILES_DIR, BLOBS_DIR, FILES_TMP_DIR
 //!   programs/<id>/, programs/.del-<id>   PROGRAMS_DIR, PROGRAMS_TRASH_PREFIX
 //!   backups/                       BACKUPS_DIR (unless backup.dir names another)
+//!   terminals/<id>.cast            TERMINALS_DIR: terminal sessions' recordings
 //!   .restore-journal, .restore-{new,old,done}-<tag>/   a restore's journal and directories
 //! ```
 
@@ -33,6 +34,9 @@ pub const PROGRAMS_DIR: &str = "programs";
 /// Inside [`PROGRAMS_DIR`]: `<prefix><id>` is a program being deleted (renamed aside first,
 /// so a backup still finds it there until it is gone).
 pub const PROGRAMS_TRASH_PREFIX: &str = ".del-";
+/// Terminal sessions' recordings (asciicast v2), `<id>.cast`, kept
+/// `terminals.recording-retention` after their session ended.
+pub const TERMINALS_DIR: &str = "terminals";
 /// The backup directory when `backup.dir` does not name one.
 pub const BACKUPS_DIR: &str = "backups";
 /// Names the restore whose swap is in progress (the file holds its tag).

@@ -46,6 +46,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("store::auth", Domain),
     ("store::audit", Domain),
     ("jobs::exec", Domain),
+    ("jobs::terminals", Domain),
     ("ops::metrics", Domain),
     ("ops::backup", Domain),
     ("ops::health", Domain),
@@ -1054,12 +1055,12 @@ fn a_module_missing_from_the_layer_table_is_reported() {
         "use super::error::ApiError;\nfn f() -> crate::ops::tunnels::Tunnel {\n    todo!()\n}\n";
     assert_reported(
         &planted(&[
-            ("jobs/mod.rs", "pub mod terminals;\n"),
-            ("jobs/terminals.rs", "pub struct Terminal;\n"),
+            ("jobs/mod.rs", "pub mod runtimes;\n"),
+            ("jobs/runtimes.rs", "pub struct Runtime;\n"),
             ("api/files.rs", files),
         ]),
         &[
-            ("unknown", "src/jobs/terminals.rs:1", "jobs::terminals"),
+            ("unknown", "src/jobs/runtimes.rs:1", "jobs::runtimes"),
             (
                 "unknown",
                 "src/api/files.rs:2",
