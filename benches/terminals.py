@@ -97,7 +97,7 @@ class Ours(Session):
         if status != 201:
             raise RuntimeError("POST /api/v1/terminals: HTTP %s %s" % (status, body))
         self.id = body["id"]
-        url = os.environ["BENCH_BASE"].replace("http", "ws", 1) + "/api/v1/terminals/%s/attach" % self.id
+        url = os.environ["BENCH_BASE"].replace("http", "ws", 1) + "/api/v1/terminals/%s/attach?write=true" % self.id
         self.ws = await connect(url, additional_headers={"Authorization": "Bearer " + os.environ["BENCH_TOKEN"]},
                                 open_timeout=SETUP_TIMEOUT, compression=None)
         self.reader = asyncio.create_task(self.read())

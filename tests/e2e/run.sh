@@ -625,7 +625,7 @@ check_terminal_through_nginx() {
     printf '%s\n' "${out//term_client: ok: /e2e:   terminal: }"
     # nginx logs a WebSocket request when it closes, which can come a moment after the client.
     wait_for 10 "the upgraded attach (101) in nginx's access log" \
-        in_ct grep -qE '"GET /api/v1/terminals/[^ ]+/attach HTTP/1\.1" 101 ' /var/log/nginx/access.log \
+        in_ct grep -qE '"GET /api/v1/terminals/[^ /]+/attach([?][^ ]*)? HTTP/1\.1" 101 ' /var/log/nginx/access.log \
         || return 1
     log "  nginx's access log: GET …/attach → 101 (upgraded through the site)"
 }

@@ -5,9 +5,10 @@ cargo (tests/e2e/run.sh, through nginx; Debian 12's curl has no WebSocket).
     term_client.py --base http://127.0.0.1:80      # token in LOCALHOSTD_TOKEN (exec scope)
 
 It creates a session (POST /api/v1/terminals, /bin/sh on an 80x24 terminal), attaches
-(GET /api/v1/terminals/{id}/attach, upgraded to WebSocket, the token as a bearer token), types
-a command and reads its output back, resizes (a JSON text frame) and checks `stty size`, types
-`exit 3` and checks the exit message the server sends, then deletes the session. The first
+(GET /api/v1/terminals/{id}/attach?write=true, upgraded to WebSocket, the token as a bearer
+token, asking for the keyboard), types a command and reads its output back, resizes (a JSON
+text frame) and checks `stty size`, types `exit 3` and checks the exit message the server
+sends, then deletes the session. The first
 thing that goes wrong ends it with exit status 1 and one line saying what, with the end of the
 terminal's output for context. Needs `websockets` (tests/e2e/requirements.txt).
 
@@ -133,7 +134,7 @@ def exit_status(msg):
 
 async def dialogue(args, token, tid, seen):
     ws_base = re.sub(r"^http", "ws", args.base)
-    url = "%s/api/v1/terminals/%s/attach" % (ws_base, tid)
+    url = "%s/api/v1/terminals/%s/attach?write=true" % (ws_base, tid)
     try:
         ws = await connect(url, additional_headers={"Authorization": "Bearer " + token},
                            open_timeout=args.timeout, max_size=2**22)
@@ -144,8 +145,12 @@ async def dialogue(args, token, tid, seen):
     async with ws:
         t = Terminal(ws, args.timeout)
         seen.append(t)
-        # The shell's prompt comes first (it ends in "$ " or "# ").
+        # The shell's prompt comes first (it ends in "$ " or "# "), after the server's
+        # "attached" message, which says whether this client got the keyboard.
         await t.expect(rb"[$#] $", "shell prompt")
+        for c in t.controls:
+            if c.get("type") == "attached" and c.get("writer") is not True:
+                raise Failure("attached without the keyboard (?write=true): %s" % json.dumps(c))
         n = random.randrange(10000, 99999)
         # The shell computes the number, so what comes back is the command's output, not the
         # terminal echoing what was typed.
