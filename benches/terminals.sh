@@ -28,8 +28,8 @@
 #   benches/terminals.sh                                   # 3 rounds, a few minutes
 #   ROUNDS=1 KEYS=50 SESSIONS="1 5" IDLE=2 BENCH_RECORD=0 benches/terminals.sh
 # Knobs: ROUNDS (3), KEYS (300 measured keystrokes per session and round), WARMUP (20),
-# INTERVAL_MS (20), SESSIONS ("1 50"), IDLE_SESSIONS (10), IDLE (10), BENCH_RECORD,
-# LOCALHOSTD_BIN.
+# INTERVAL_MS (20), SESSIONS ("1 50"), DRIVER_PROCS (nproc: driver processes the sessions are
+# split over), IDLE_SESSIONS (10), IDLE (10), BENCH_RECORD, LOCALHOSTD_BIN.
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -41,10 +41,11 @@ INTERVAL_MS="${INTERVAL_MS:-20}"
 SESSIONS="${SESSIONS:-1 50}"
 IDLE_SESSIONS="${IDLE_SESSIONS:-10}"
 IDLE="${IDLE:-10}"
+DRIVER_PROCS="${DRIVER_PROCS:-$(nproc)}"
 # The pins of the driver's packages (websockets: the one the e2e client uses).
 WEBSOCKETS_PIN="$(grep -E '^websockets==' "$BENCH_REPO/tests/e2e/requirements.txt")"
 ASYNCSSH_PIN="asyncssh==2.24.1"
-bench_init terminals "ROUNDS=$ROUNDS KEYS=$KEYS INTERVAL_MS=$INTERVAL_MS SESSIONS=\"$SESSIONS\" IDLE_SESSIONS=$IDLE_SESSIONS IDLE=$IDLE"
+bench_init terminals "ROUNDS=$ROUNDS KEYS=$KEYS INTERVAL_MS=$INTERVAL_MS SESSIONS=\"$SESSIONS\" DRIVER_PROCS=$DRIVER_PROCS IDLE_SESSIONS=$IDLE_SESSIONS IDLE=$IDLE"
 
 SSH_USER=""
 SSH_USER_MADE=0
@@ -169,7 +170,7 @@ export BENCH_TOKEN
 rtt() {
     local out
     out="$("$PY" "$DRIVER" rtt --kind "$1" --sessions "$2" --keys "$KEYS" --warmup "$WARMUP" \
-        --interval-ms "$INTERVAL_MS" 2>>"$BENCH_TMP/driver.log")" \
+        --interval-ms "$INTERVAL_MS" --procs "$DRIVER_PROCS" 2>>"$BENCH_TMP/driver.log")" \
         || { tail -n 20 "$BENCH_TMP/driver.log" >&2; bench_die "driver failed: $1, $2 sessions"; }
     echo "$out" >>"$BENCH_TMP/driver.log"
     "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); print(r["p50_us"], r["p99_us"], r["n"], r["errors"])' "$out"
@@ -278,7 +279,8 @@ entry="$BENCH_TMP/entry.md"
     echo "- $ROUNDS rounds; per session $KEYS keystrokes measured (after $WARMUP), one every" \
         "${INTERVAL_MS} ms at most; \"a\" and DEL alternating (echo \"a\" / \"\\b \\b\"); p50 and p99" \
         "over all keystrokes of a round, median over rounds; the three contenders in an order" \
-        "rotated every round"
+        "rotated every round; the driver's sessions split over $DRIVER_PROCS processes (OpenSSH's" \
+        "client row: also one ssh process per session)"
     echo
     echo "| sessions at once | contender | p50 | p99 | errors | goal: ours ≤ this, p50 / p99 |"
     echo "|---:|---|---:|---:|---:|---|"
