@@ -9,11 +9,11 @@
 #         user, or as root as a temporary user made for the run (userdel at exit; sshd needs
 #         no root to log in the user it runs as); the session is a pty with /bin/sh
 # One Python driver (benches/terminals.py, asyncio; websockets for ours, asyncssh for ssh, in a
-# virtual environment in $BENCH_TMP) measures both the same way: a byte typed, its whole echo
+# virtual environment in $BENCH_TMP) measures all the same way: a byte typed, its whole echo
 # received, every INTERVAL_MS per session, with 1 session and with 50 at once (SESSIONS);
 # p50 and p99 over all keystrokes of a round, median over ROUNDS rounds. Three contenders, in
 # an order rotated every round: ours, sshd with asyncssh as the client (the same kind of
-# client as ours: Python, asyncio, the same loop), and sshd with OpenSSH's own client (`ssh -tt`
+# client as ours: Python, asyncio, the same driver), and sshd with OpenSSH's own client (`ssh -tt`
 # on a pty of the driver's: what a user types into; one more terminal hop each way). The goal
 # (issue 25): ours at most ssh's p50 and p99, shown against each.
 # Memory: ours with IDLE_SESSIONS sessions attached and idle for IDLE s: the daemon's VmRSS and
