@@ -39,7 +39,8 @@ INCLUDE=systemd,systemd-sysv,dbus,curl,nginx,python3
 NGINX_PORT=80      # the site in packaging/nginx/localhostd.conf
 API_PORT=8080      # ListenStream= of systemd/localhostd.socket
 SCORE_GOAL=3.0     # systemd-analyze security exposure goal for localhostd.service
-HOST_PACKAGES=(debootstrap systemd-container zstd dpkg-dev debhelper lintian rpm rpmlint)
+# python3-venv: the virtual environment of tests/e2e/requirements.txt (the WebSocket client).
+HOST_PACKAGES=(debootstrap systemd-container zstd dpkg-dev debhelper lintian rpm rpmlint python3-venv)
 
 NSPAWN_PID=
 CT_PID=
@@ -592,6 +593,43 @@ for what in ("write", "failed_login"):
 ' "$rid"
 }
 
+# term_python: a Python on the host with the packages of tests/e2e/requirements.txt (the
+# WebSocket client): the virtual environment .ci/run makes, made here the same way if missing.
+term_python() {
+    local venv="$REPO/target/ci-venv"
+    if ! "$venv/bin/python3" -c 'import websockets' >/dev/null 2>&1; then
+        log "  installing tests/e2e/requirements.txt into $venv" >&2
+        python3 -m venv "$venv" >&2 || { fail "python3 -m venv failed (apt-get install python3-venv)"; return 1; }
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$REPO/tests/e2e/requirements.txt" >&2 \
+            || { fail "pip install -r tests/e2e/requirements.txt failed"; return 1; }
+    fi
+    echo "$venv/bin/python3"
+}
+
+check_terminal_through_nginx() {
+    # Issue 25: a terminal attached over WebSocket through nginx, by a client on the host (the
+    # container shares its network; Debian 12's curl has no WebSocket): tests/e2e/term_client.py
+    # creates a /bin/sh session with an exec token, types a command and reads its output,
+    # resizes and checks `stty size`, ends it with `exit 3` and checks the exit message. nginx's
+    # access log must show the attach upgraded (101), so it really went through the site.
+    local tok py out
+    if [ "$(http_status /api/v1/terminals)" = 404 ]; then
+        log "skip: terminal_through_nginx (no /api/v1/terminals in this build)"
+        return 0
+    fi
+    py=$(term_python) || return 1
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-term-$RANDOM" --scope exec 2>/dev/null)
+    out=$(LOCALHOSTD_TOKEN=$tok timeout 120 "$py" "$REPO/tests/e2e/term_client.py" \
+        --base "http://127.0.0.1:$NGINX_PORT" --timeout 20 2>&1) \
+        || { echo "$out"; fail "the WebSocket terminal dialogue through nginx failed"; return 1; }
+    printf '%s\n' "${out//term_client: ok: /e2e:   terminal: }"
+    # nginx logs a WebSocket request when it closes, which can come a moment after the client.
+    wait_for 10 "the upgraded attach (101) in nginx's access log" \
+        in_ct grep -qE '"GET /api/v1/terminals/[^ /]+/attach([?][^ ]*)? HTTP/1\.1" 101 ' /var/log/nginx/access.log \
+        || return 1
+    log "  nginx's access log: GET …/attach → 101 (upgraded through the site)"
+}
+
 # ct_running "CMDLINE": a process with exactly this command line runs in the container (read
 # from /proc: the minimal container has no procps).
 ct_running() {
@@ -894,6 +932,7 @@ main() {
     run_check admin_socket_cli
     run_check sandboxed_exec
     run_check program_through_nginx
+    run_check terminal_through_nginx
     run_check audit_in_journal
     run_check jobs_die_with_the_daemon
     run_check data_through_nginx
