@@ -1,5 +1,6 @@
 //! The hostile-job suite: each case is an operation a job might try, run confined through
-//! `POST /api/v1/exec` and asserted to be refused with the exact errno (or outcome), and run
+//! `POST /api/v1/exec` (and, unless it sets request limits, again as a terminal session on its
+//! own pseudo-terminal) and asserted to be refused with the exact errno (or outcome), and run
 //! unconfined by the test itself as a positive control that shows the same operation works
 //! outside (so a sandbox that starts nothing, or a case that tests nothing, cannot pass).
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options, post_exec};
+use crate::harness::{Daemon, Options, post_exec, request_as, request_json};
 
 const PRELUDE: &str = r#"
 import ctypes, os, errno, sys, socket, struct, fcntl, termios, stat
@@ -391,6 +392,46 @@ fn exec(d: &Daemon, token: &str, body: &Value) -> Value {
     r.json()
 }
 
+/// Runs `script` with python3 as a terminal session and returns the last line it printed.
+fn in_session(d: &Daemon, token: &str, script: &str) -> String {
+    let r = request_json(
+        d,
+        "POST",
+        "/api/v1/terminals",
+        token,
+        &json!({"argv": ["python3", "-c", script]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let mut since = 0u64;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "session {id} did not end: {seen:?}"
+        );
+        let o = request_as(
+            &d.tcp,
+            &format!("Bearer {token}"),
+            "GET",
+            &format!("/api/v1/terminals/{id}/output?since={since}&wait_ms=2000"),
+            None,
+            b"",
+        );
+        assert_eq!(o.status, 200, "{}", o.text());
+        let o = o.json();
+        since = o["next"].as_u64().unwrap();
+        match o["encoding"].as_str() {
+            Some("utf-8") => seen.push_str(o["data"].as_str().unwrap_or("")),
+            _ => seen.push_str("<binary>"),
+        }
+        if !o["exit"].is_null() {
+            return last_line(&seen.replace('\r', ""));
+        }
+    }
+}
+
 fn last_line(s: &str) -> String {
     s.lines()
         .rev()
@@ -525,6 +566,7 @@ fn run_suite(user: Option<(u32, u32)>) {
     let all = cases(&env);
     assert!(all.len() >= 30, "only {} cases", all.len());
     let mut failures = Vec::new();
+    let mut in_sessions = 0;
     for c in &all {
         let ctl = control(c, home.path());
         if !matches(c.control, &ctl) {
@@ -547,7 +589,23 @@ fn run_suite(user: Option<(u32, u32)>) {
                 c.name, c.confined, got, r["status"], r["stderr"]
             ));
         }
+        // The same probe as an interactive session (on its own pseudo-terminal) is
+        // contained the same way. Cases that set request limits are for commands only.
+        if c.request.as_object().is_some_and(|m| m.is_empty()) {
+            in_sessions += 1;
+            let got = in_session(&d, &token, &format!("{PRELUDE}\n{}", c.body));
+            if got != c.confined {
+                failures.push(format!(
+                    "{}: in a terminal session expected {} got {:?}",
+                    c.name, c.confined, got
+                ));
+            }
+        }
     }
+    assert!(
+        in_sessions >= 25,
+        "only {in_sessions} cases ran in a session"
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
