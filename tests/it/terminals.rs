@@ -827,26 +827,33 @@ fn an_output_flood_with_a_client_that_never_reads_leaves_the_daemon_responsive()
         json!({"command": format!("yes flood-{marker}")}),
     );
     let id = s["id"].as_str().unwrap().to_owned();
+    let created = Instant::now();
     // Attached, never reading.
     let t = attach(&d, &token, &id, false);
+    // The daemon keeps answering while the flood runs. No speed is asserted (a loaded CI
+    // machine may be slow); the bound only tells a hang from an answer.
     for _ in 0..10 {
         let started = Instant::now();
         let r = http::get(&d.tcp, "/health");
         assert_eq!(r.status, 200);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "/health took {:?} during the flood",
+            started.elapsed() < Duration::from_secs(30),
+            "/health did not answer during the flood (hung for {:?})",
             started.elapsed()
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    // Throttled: no more than the output rate (and its one-second burst) was read.
+    let info = get(&d, &token, &format!("/api/v1/terminals/{id}")).json();
+    assert_eq!(info["state"], "running", "the flood ended early: {info}");
+    // Throttled: no more than the output rate over the time it ran (and a second's burst)
+    // was read; `yes` alone writes far more.
     let info = get(&d, &token, &format!("/api/v1/terminals/{id}")).json();
     let out = info["bytes_out"].as_u64().unwrap();
+    let ran = created.elapsed().as_secs() + 2;
     assert!(out > 0, "{info}");
     assert!(
-        out < 256 * 1024 * 8,
-        "read {out} bytes in about 3 s: {info}"
+        out <= 256 * 1024 * ran,
+        "read {out} bytes in about {ran} s: {info}"
     );
     let r = request_as(
         &d.tcp,
