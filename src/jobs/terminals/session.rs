@@ -472,8 +472,11 @@ pub(super) async fn drive(
         let now = Instant::now();
         budget = (budget + rate * now.duration_since(budget_at).as_secs_f64()).min(rate);
         budget_at = now;
-        let throttled = budget < 1.0;
-        let wake = now + Duration::from_secs_f64(((1.0 - budget) / rate).max(0.001));
+        // Past the rate, wait for a tenth of a second's worth rather than for one byte, so a
+        // flooding job costs a few wakeups a second, not one per byte read.
+        let chunk = (rate / 10.0).clamp(1.0, buf.len() as f64);
+        let throttled = budget < chunk;
+        let wake = now + Duration::from_secs_f64(((chunk - budget) / rate).max(0.001));
         let max = (budget.max(1.0) as usize).min(buf.len());
         let eof_by = helper_gone.map_or(s.deadline, |t| t + EOF_WAIT);
         tokio::select! {
