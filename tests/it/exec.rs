@@ -774,28 +774,8 @@ fn nothing_allocates_between_fork_and_exec() {
         for i in 0..200 {
             let sandbox = sandboxes[i / 4].clone();
             tasks.push(tokio::spawn(async move {
-                let policy = localhostd::jobs::sandbox::Policy {
-                    argv: vec!["/bin/sh".into(), "-c".into(), format!("echo {i}")],
-                    env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-                    cwd: localhostd::jobs::sandbox::SCRATCH.into(),
-                    limits: localhostd::jobs::sandbox::Limits {
-                        cpu_s: 10,
-                        data_bytes: 1 << 30,
-                        address_space_bytes: None,
-                        stack_bytes: 8 << 20,
-                        processes: 64,
-                        file_size_bytes: 1 << 20,
-                        open_files: 64,
-                        tmpfs_bytes: 1 << 20,
-                        tmpfs_inodes: 64,
-                    },
-                    network: false,
-                    run_as,
-                    ro_binds: vec![],
-                    allow_degraded: false,
-                    net_allow: vec![],
-                    terminal: None,
-                };
+                let cmd = format!("echo {i}");
+                let policy = crate::harness::sandbox_policy(&["/bin/sh", "-c", &cmd], run_as);
                 let mut running = sandbox.spawn(&policy, Vec::new()).await.unwrap();
                 let mut out = String::new();
                 tokio::io::AsyncReadExt::read_to_string(&mut running.stdout, &mut out)

@@ -424,3 +424,38 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 pub fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
+
+/// A sandbox policy for the tests that drive `localhostd::jobs::sandbox` directly: `argv` run
+/// as `run_as`, small limits, no network, no terminal.
+pub fn sandbox_policy(
+    argv: &[&str],
+    run_as: Option<(u32, u32)>,
+) -> localhostd::jobs::sandbox::Policy {
+    use localhostd::jobs::sandbox::{Limits, Policy, SCRATCH};
+    Policy {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("HOME".into(), SCRATCH.into()),
+            ("TERM".into(), "dumb".into()),
+        ],
+        cwd: SCRATCH.into(),
+        limits: Limits {
+            cpu_s: 30,
+            data_bytes: 1 << 30,
+            address_space_bytes: None,
+            stack_bytes: 8 << 20,
+            processes: 64,
+            file_size_bytes: 1 << 20,
+            open_files: 64,
+            tmpfs_bytes: 1 << 20,
+            tmpfs_inodes: 64,
+        },
+        network: false,
+        run_as,
+        ro_binds: vec![],
+        allow_degraded: false,
+        net_allow: vec![],
+        terminal: None,
+    }
+}

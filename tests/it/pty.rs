@@ -10,12 +10,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::Duration;
 
-use localhostd::jobs::sandbox::{
-    Limits, Policy, Running, SCRATCH, Sandbox, Terminal, TerminalSize,
-};
+use localhostd::jobs::sandbox::{Policy, Running, Sandbox, Terminal, TerminalSize};
 use tokio::time::Instant;
 
-use crate::harness::BIN;
+use crate::harness::{BIN, sandbox_policy};
 
 const SIZE: TerminalSize = TerminalSize {
     cols: 100,
@@ -24,30 +22,8 @@ const SIZE: TerminalSize = TerminalSize {
 
 fn policy(argv: &[&str], run_as: Option<(u32, u32)>) -> Policy {
     Policy {
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        env: vec![
-            ("PATH".into(), "/usr/bin:/bin".into()),
-            ("HOME".into(), SCRATCH.into()),
-            ("TERM".into(), "dumb".into()),
-        ],
-        cwd: SCRATCH.into(),
-        limits: Limits {
-            cpu_s: 30,
-            data_bytes: 1 << 30,
-            address_space_bytes: None,
-            stack_bytes: 8 << 20,
-            processes: 64,
-            file_size_bytes: 1 << 20,
-            open_files: 64,
-            tmpfs_bytes: 1 << 20,
-            tmpfs_inodes: 64,
-        },
-        network: false,
-        run_as,
-        ro_binds: vec![],
-        allow_degraded: false,
-        net_allow: vec![],
         terminal: Some(SIZE),
+        ..sandbox_policy(argv, run_as)
     }
 }
 
