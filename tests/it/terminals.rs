@@ -391,7 +391,19 @@ fn a_reattached_client_gets_the_scrollback_then_live_output_and_one_writer_types
     let mut viewer = attach(&d, &token, &id, true);
     assert_eq!(viewer.control("attached")["writer"], false);
     viewer.send(b"echo nope\n");
-    assert_eq!(viewer.control("error")["code"], "conflict");
+    let refused = viewer.control("error");
+    assert_eq!(refused["code"], "conflict");
+    let why = refused["message"].as_str().unwrap_or_default();
+    assert!(why.contains("another client holds"), "{refused}");
+    // A client that attached to watch is told how to type instead.
+    let mut watcher = attach(&d, &token, &id, false);
+    assert_eq!(watcher.control("attached")["writer"], false);
+    watcher.send(b"echo nope\n");
+    let refused = watcher.control("error");
+    assert_eq!(refused["code"], "conflict");
+    let why = refused["message"].as_str().unwrap_or_default();
+    assert!(why.contains("?write=true"), "{refused}");
+    drop(watcher);
     // So is HTTP input.
     let path = format!("/api/v1/terminals/{id}/input");
     assert_eq!(post_bytes(&d, &token, &path, b"echo x\n").status, 409);

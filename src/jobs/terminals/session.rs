@@ -257,6 +257,7 @@ impl Session {
             session: self.clone(),
             client,
             writer,
+            wanted_write: want_write,
         }
     }
 
@@ -291,9 +292,14 @@ impl Session {
             let mut l = self.live();
             match from {
                 Some(a) if !a.writer => {
-                    return Err(Error::Conflict(
-                        "another client holds this session's keyboard (ask for shared_write when creating it)".into(),
-                    ));
+                    // Say which of the two it is: a watcher that never asked to type, or one
+                    // that asked while another client held the keyboard.
+                    let why = if a.wanted_write {
+                        "another client holds this session's keyboard (ask for shared_write when creating it)"
+                    } else {
+                        "this client attached to watch: attach with ?write=true to type"
+                    };
+                    return Err(Error::Conflict(why.into()));
                 }
                 None if !self.ident.shared_write && l.writer.is_some() => {
                     return Err(Error::Conflict(
@@ -432,6 +438,8 @@ pub struct Attachment {
     client: u64,
     /// Whether this client may type.
     pub writer: bool,
+    /// Whether it asked to (`?write=true`).
+    wanted_write: bool,
 }
 
 impl Attachment {
