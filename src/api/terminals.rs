@@ -144,6 +144,7 @@ fn spec(job: ExecRequest, o: SessionOptions) -> Result<Spec, ApiError> {
         idle_timeout: o.idle_timeout_s.map(Duration::from_secs),
         lifetime: o.lifetime_s.map(Duration::from_secs),
         shared_write: o.shared_write.unwrap_or(false),
+        hold: None,
     })
 }
 
@@ -270,11 +271,14 @@ pub async fn create_for_program(
     } else {
         ProgramSessionBody::default()
     };
-    let job = state
+    // Registered as a run of the program while the session lives: deleting the program
+    // answers 409 (or, with force, ends the session).
+    let (job, hold) = state
         .programs
-        .job(&id, body.args.clone().unwrap_or_default())
+        .session_job(&id, body.args.clone().unwrap_or_default())
         .await?;
-    let spec = spec(job, options_of!(body))?;
+    let mut spec = spec(job, options_of!(body))?;
+    spec.hold = Some(std::sync::Arc::new(hold));
     let info = state
         .terminals
         .create(spec, &viewer_of(&actor), &caller)

@@ -611,6 +611,24 @@ impl Drop for RunGuard<'_> {
     }
 }
 
+/// A run registered for as long as this is held (a terminal session of the program): deleting
+/// the program sees it (409, or with `?force=true` notifies its cancel and waits for it).
+pub struct RunHold {
+    inner: Arc<Inner>,
+    id: String,
+    run: u64,
+}
+
+impl Drop for RunHold {
+    fn drop(&mut self) {
+        drop(RunGuard {
+            inner: &self.inner,
+            id: std::mem::take(&mut self.id),
+            run: self.run,
+        });
+    }
+}
+
 impl Programs {
     /// Opens the store under `state_dir/programs`, removing what an interrupted upload or
     /// delete left behind.
@@ -915,6 +933,34 @@ impl Programs {
         };
         // The executor records the run and the program's counters in one transaction.
         self.inner.exec.run(exec_req, caller, stream).await
+    }
+
+    /// The job of a terminal session of program `id` (see [`Programs::job`]), registered as
+    /// a run of it while the returned hold lives; its `cancel` is notified when the program is
+    /// deleted with force.
+    pub async fn session_job(&self, id: &str, args: Vec<String>) -> Result<(ExecRequest, RunHold)> {
+        let mut job = self.job(id, args).await?;
+        let cancel = Arc::new(Notify::new());
+        let run = self.inner.next_run.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut map = self
+                .inner
+                .active
+                .lock()
+                .map_err(|_| Error::Internal("running set poisoned".into()))?;
+            let a = map.entry(id.to_owned()).or_default();
+            if a.deleting {
+                return Err(not_found(id));
+            }
+            a.runs.insert(run, cancel.clone());
+        }
+        job.cancel = Some(cancel);
+        let hold = RunHold {
+            inner: self.inner.clone(),
+            id: id.to_owned(),
+            run,
+        };
+        Ok((job, hold))
     }
 
     /// The job that runs program `id` with `args`, as a run does: its main file under its

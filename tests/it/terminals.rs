@@ -583,6 +583,38 @@ fn a_stored_program_that_asks_for_input_is_answered_through_a_session() {
     t.type_line("bob");
     t.expect("hello bob /work");
     assert_eq!(t.control("exit")["code"], 0);
+    // While a session of the program runs, deleting the program is refused (409); with
+    // force it ends the session ("program deleted") and then deletes.
+    let r = request_json(
+        &d,
+        "POST",
+        &format!("/api/v1/programs/{pid}/terminals"),
+        &token,
+        &json!({}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let mut t = attach(&d, &token, &id, true);
+    t.expect("name? ");
+    let del = |q: &str| {
+        request_as(
+            &d.tcp,
+            &format!("Bearer {token}"),
+            "DELETE",
+            &format!("/api/v1/programs/{pid}{q}"),
+            None,
+            b"",
+        )
+    };
+    let r = del("");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("in progress"), "{}", r.text());
+    let r = del("?force=true");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let info = get(&d, &token, &format!("/api/v1/terminals/{id}")).json();
+    assert_eq!(info["state"], "ended", "{info}");
+    assert_eq!(info["end_reason"], "program deleted", "{info}");
+    drop(t);
     // An unknown program is 404.
     let r = request_json(
         &d,

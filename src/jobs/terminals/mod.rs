@@ -63,6 +63,10 @@ pub struct Spec {
     pub lifetime: Option<Duration>,
     /// Every attached client may type, not only one at a time.
     pub shared_write: bool,
+    /// Kept until the session ends: what its origin needs held while it runs (a stored
+    /// program's run registration, so deleting the program sees the session). `job.cancel`
+    /// ends the session when notified.
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A session as listed and inspected.
@@ -388,6 +392,10 @@ impl Terminals {
             job,
             recording,
             self.clone(),
+            session::Origin {
+                cancel: spec.job.cancel.take(),
+                hold: spec.hold.take(),
+            },
         ));
         let mut reg = self.registry();
         reg.tasks.retain(|t| !t.is_finished());

@@ -458,11 +458,20 @@ impl Drop for Attachment {
 /// rate, and ends the job when it exits, is deleted, idles out, reaches its lifetime or the
 /// daemon stops. Then the job is killed and waited for, the recording closed, the row
 /// written, and the end announced to every client.
+/// What the session's origin asked to keep while it runs (see `Spec::hold`).
+pub(super) struct Origin {
+    /// Ends the session when notified (its program deleted with `?force=true`).
+    pub cancel: Option<Arc<tokio::sync::Notify>>,
+    /// Dropped when the session has ended.
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
 pub(super) async fn drive(
     s: Arc<Session>,
     mut job: TerminalJob,
     mut rec: Option<Recording>,
     svc: Terminals,
+    origin: Origin,
 ) {
     let floor = svc.inner.floor.clone();
     let mut buf = vec![0u8; 16 << 10];
@@ -493,6 +502,9 @@ pub(super) async fn drive(
                 break (why, true);
             }
             _ = tokio::time::sleep_until(s.deadline) => break ("lifetime".into(), true),
+            () = async { if let Some(c) = &origin.cancel { c.notified().await } }, if origin.cancel.is_some() => {
+                break ("program deleted".into(), true);
+            }
             _ = tokio::time::sleep_until(eof_by), if helper_gone.is_some() => break ("exited".into(), false),
             _ = tick.tick() => {
                 if let Some(r) = &mut rec {
@@ -554,4 +566,6 @@ pub(super) async fn drive(
         l.recording_bytes = recording_bytes;
     }
     s.end_tx.send_replace(Some(ended));
+    // Only now may the program be deleted (its run is over).
+    drop(origin.hold);
 }
