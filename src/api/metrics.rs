@@ -26,6 +26,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let (running, waiting) = state.exec.load();
     state.metrics.set_exec_load(running, waiting);
+    state
+        .metrics
+        .set_terminals_running(state.terminals.running());
     let body = state.metrics.render();
     let mut resp = body.into_response();
     resp.headers_mut()

@@ -270,6 +270,11 @@ impl Executor {
         }
     }
 
+    /// The daemon's metrics (terminal sessions count their starts and ends there).
+    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
+        &self.inner.metrics
+    }
+
     /// Jobs running now and jobs waiting for a slot.
     pub fn load(&self) -> (usize, usize) {
         (

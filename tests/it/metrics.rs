@@ -733,3 +733,89 @@ fn executions_are_counted_by_status_with_their_spawn_latency() {
     assert_eq!(recent[0]["status"], "nonzero_exit");
     d.stop();
 }
+
+/// Terminal sessions: running now (a gauge read at the scrape), started, and ended by reason.
+#[test]
+fn terminal_sessions_are_counted_running_started_and_ended_by_reason() {
+    let mut d = Daemon::start_config(FAST);
+    let token = d.admin_token();
+    let create = |body: serde_json::Value| {
+        let r = crate::harness::request_json(&d, "POST", "/api/v1/terminals", &token, &body);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let state = |id: &str| {
+        crate::harness::request_as(
+            &d.tcp,
+            &format!("Bearer {token}"),
+            "GET",
+            &format!("/api/v1/terminals/{id}"),
+            None,
+            b"",
+        )
+        .json()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let text = scrape(&d);
+    assert_eq!(value(&text, "localhostd_terminals_running", &[]), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "localhostd_terminals_ended_total",
+            &["reason=\"idle_timeout\""]
+        ),
+        Some(0.0),
+        "every reason is registered up front"
+    );
+    // One that exits by itself, one that is deleted.
+    let done = create(json!({"argv": ["/bin/true"]}));
+    let shell = create(json!({"argv": ["/bin/sh"]}));
+    let until = Instant::now() + Duration::from_secs(30);
+    while state(&done) != "ended" {
+        assert!(
+            Instant::now() < until,
+            "the session of /bin/true did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = scrape(&d);
+    assert_eq!(value(&text, "localhostd_terminals_running", &[]), Some(1.0));
+    assert_eq!(
+        value(&text, "localhostd_terminals_started_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "localhostd_terminals_ended_total",
+            &["reason=\"exited\""]
+        ),
+        Some(1.0)
+    );
+    let r = crate::harness::request_as(
+        &d.tcp,
+        &format!("Bearer {token}"),
+        "DELETE",
+        &format!("/api/v1/terminals/{shell}"),
+        None,
+        b"",
+    );
+    assert!(r.status < 300, "{}", r.text());
+    while state(&shell) != "ended" {
+        assert!(Instant::now() < until, "the deleted session did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = scrape(&d);
+    assert_eq!(value(&text, "localhostd_terminals_running", &[]), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "localhostd_terminals_ended_total",
+            &["reason=\"deleted\""]
+        ),
+        Some(1.0)
+    );
+    d.stop();
+}

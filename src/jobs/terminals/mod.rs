@@ -182,6 +182,22 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// Why sessions end, as the API and the table say it.
+pub const END_REASONS: [&str; 7] = [
+    "exited",
+    "deleted",
+    "idle timeout",
+    "lifetime",
+    "daemon stopped",
+    "sandbox error",
+    "program deleted",
+];
+
+/// A session's end reason as its `localhostd_terminals_ended_total` label.
+fn metric_reason(reason: &str) -> String {
+    reason.replace(' ', "_")
+}
+
 impl Terminals {
     /// The service; recordings go to `state_dir/terminals` (made here).
     pub fn new(
@@ -397,6 +413,7 @@ impl Terminals {
                 hold: spec.hold.take(),
             },
         ));
+        self.inner.exec.metrics().terminal_started();
         let mut reg = self.registry();
         reg.tasks.retain(|t| !t.is_finished());
         reg.tasks.push(task);
@@ -714,4 +731,25 @@ fn row_info(r: &rusqlite::Row) -> rusqlite::Result<(i64, String, Info)> {
             recording_truncated: r.get(18)?,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every end reason has its own label in the metric's fixed set (none falls to `other`).
+    #[test]
+    fn every_end_reason_has_a_metric_label() {
+        for reason in END_REASONS {
+            let label = metric_reason(reason);
+            assert!(
+                crate::ops::metrics::TERMINAL_END_REASONS.contains(&label.as_str()),
+                "{reason:?} → {label:?}"
+            );
+        }
+        assert_eq!(
+            END_REASONS.len() + 1,
+            crate::ops::metrics::TERMINAL_END_REASONS.len()
+        );
+    }
 }

@@ -559,6 +559,10 @@ pub(super) async fn drive(
         recording_truncated,
     };
     svc.record_end(&s, &ended).await;
+    svc.inner
+        .exec
+        .metrics()
+        .terminal_ended(&super::metric_reason(&ended.reason));
     tracing::info!(terminal = %s.ident.id, reason = %ended.reason, exit_code = ?ended.exit_code, signal = ?ended.signal, "terminal session ended");
     {
         let mut l = s.live();

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::config::LiveConfig;
@@ -44,6 +44,19 @@ pub const EXECUTION_STATUSES: [&str; 8] = [
     "output_limit",
     "killed",
     "sandbox_error",
+];
+
+/// Why terminal sessions end, as `localhostd_terminals_ended_total{reason}` labels (a fixed
+/// set, registered up front; `jobs::terminals` tests that its reasons map onto it).
+pub const TERMINAL_END_REASONS: [&str; 8] = [
+    "exited",
+    "deleted",
+    "idle_timeout",
+    "lifetime",
+    "daemon_stopped",
+    "sandbox_error",
+    "program_deleted",
+    "other",
 ];
 
 /// Values derived from the last two samples, for the dashboard and the alerts.
@@ -86,6 +99,9 @@ struct Inner {
     spawn_duration: Histogram,
     exec_queue: IntGauge,
     exec_running: IntGauge,
+    terminals_running: IntGauge,
+    terminals_started: IntCounter,
+    terminals_ended: IntCounterVec,
     backup_last_success: Gauge,
     alert_firing: IntGaugeVec,
     collector_success: IntGaugeVec,
@@ -263,6 +279,32 @@ impl Metrics {
             "Jobs waiting for a slot (exec.max-concurrent).",
         )?;
         let exec_running = gauge("localhostd_exec_running", "Jobs running now.")?;
+        let terminals_running = gauge(
+            "localhostd_terminals_running",
+            "Terminal sessions running now (and starting).",
+        )?;
+        let terminals_started = reg(
+            &r,
+            IntCounter::new(
+                "localhostd_terminals_started_total",
+                "Terminal sessions started.",
+            )
+            .map_err(perr)?,
+        )?;
+        let terminals_ended = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "localhostd_terminals_ended_total",
+                    "Terminal sessions that ended, by why.",
+                ),
+                &["reason"],
+            )
+            .map_err(perr)?,
+        )?;
+        for reason in TERMINAL_END_REASONS {
+            terminals_ended.with_label_values(&[reason]).reset();
+        }
         let backup_last_success = reg(
             &r,
             Gauge::new(
@@ -374,6 +416,9 @@ impl Metrics {
                 spawn_duration,
                 exec_queue,
                 exec_running,
+                terminals_running,
+                terminals_started,
+                terminals_ended,
                 backup_last_success,
                 alert_firing,
                 collector_success,
@@ -449,6 +494,29 @@ impl Metrics {
         self.inner
             .exec_queue
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Terminal sessions running now (read at scrape time).
+    pub fn set_terminals_running(&self, running: usize) {
+        self.inner
+            .terminals_running
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+
+    /// A terminal session started.
+    pub fn terminal_started(&self) {
+        self.inner.terminals_started.inc();
+    }
+
+    /// A terminal session ended, for `reason`: one of [`TERMINAL_END_REASONS`] (anything else
+    /// counts as `other`, so the label set stays fixed).
+    pub fn terminal_ended(&self, reason: &str) {
+        let label = TERMINAL_END_REASONS
+            .iter()
+            .find(|r| **r == reason)
+            .copied()
+            .unwrap_or("other");
+        self.inner.terminals_ended.with_label_values(&[label]).inc();
     }
 
     /// The backup module calls this when a backup has succeeded, with the time it finished
