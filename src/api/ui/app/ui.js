@@ -257,3 +257,20 @@ export async function copyText(text) {
     return false;
   }
 }
+
+/** Loads a stylesheet once (a vendored library's CSS, e.g.
+ * `ui.loadStyle(new URL("../../vendor/xterm/xterm.css", import.meta.url))` from a page module);
+ * resolves when it has loaded. */
+export function loadStyle(href) {
+  const url = String(href);
+  const existing = document.querySelector(`link[rel="stylesheet"][href="${CSS.escape(url)}"]`);
+  if (existing) return Promise.resolve(existing);
+  return new Promise((resolve, reject) => {
+    const link = h("link", { rel: "stylesheet", href: url });
+    link.addEventListener("load", () => resolve(link), { once: true });
+    link.addEventListener("error", () => reject(new Error(`the stylesheet ${url} failed to load`)), {
+      once: true,
+    });
+    document.head.appendChild(link);
+  });
+}
