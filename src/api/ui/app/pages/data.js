@@ -131,7 +131,7 @@ export default {
     const editor = h("section", { class: "card", "aria-labelledby": "data-editor-h" }, editorTitle, editorForm);
     editor.hidden = true;
 
-    root.append(h("div", { class: "page-data stack" }, browse, editor));
+    root.append(h("div", { class: "page-head" }, h("h1", {}, "Data")), h("div", { class: "stack" }, browse, editor));
 
     valueInput.addEventListener("input", () => {
       if (state.open) state.open.dirty = true;
@@ -225,6 +225,12 @@ export default {
             return;
           }
           state.retry = setTimeout(() => { state.retry = null; startWatch(); }, 5000);
+        },
+        onEnd: () => {
+          // The daemon ended the stream (it is stopping, or an error event came first).
+          if (state.closed) return;
+          setLive("live updates stopped", "warn");
+          if (!state.retry) state.retry = setTimeout(() => { state.retry = null; startWatch(); }, 5000);
         },
       });
       setLive("live", "ok");

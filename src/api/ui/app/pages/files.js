@@ -97,7 +97,8 @@ export default {
     root.append(
       h(
         "div",
-        { class: "page-files stack" },
+        { class: "stack" },
+        h("div", { class: "page-head" }, h("h1", {}, "Files")),
         nav,
         h("section", { class: "card", "aria-labelledby": "files-usage-h" }, h("h2", { id: "files-usage-h" }, "Usage"), usageError, usageBox),
         h("section", { class: "card", "aria-labelledby": "files-upload-h" }, h("h2", { id: "files-upload-h" }, "Upload"), dropZone, uploadError, uploadList),

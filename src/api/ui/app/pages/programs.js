@@ -66,7 +66,8 @@ export default {
   async mount(root, ctx) {
     const id = ctx.params.get("id");
     const cleanups = [];
-    const wrap = h("div", { class: "page-programs stack" });
+    const wrap = h("div", { class: "stack" });
+    root.append(h("div", { class: "page-head" }, h("h1", {}, "Programs")));
     root.append(wrap);
     if (id) await mountDetails(wrap, ctx, id, cleanups);
     else await mountList(wrap, ctx, cleanups);

@@ -6,11 +6,11 @@
 // the recording to download, and a button that ends the session. An ended session shows the
 // output the daemon still keeps (`…/output`), read-only.
 import { api, ApiError } from "../api.js";
-import { h, clear, showError, toast, confirmDialog, formatBytes, formatTime, table } from "../ui.js";
+import { h, clear, showError, toast, confirmDialog, formatBytes, formatTime, table, loadStyle } from "../ui.js";
 
 const XTERM = "../../vendor/xterm/xterm.mjs";
 const XTERM_CSS = "../../vendor/xterm/xterm.css";
-const FIT = "../../vendor/addon-fit/addon-fit.mjs";
+const FIT = "../../vendor/xterm-addon-fit/addon-fit.mjs";
 
 function termUrl(id) {
   return `/api/v1/terminals/${encodeURIComponent(id)}`;
@@ -24,12 +24,6 @@ function go(ctx, url) {
   };
 }
 
-/** Adds xterm's stylesheet to the document once. */
-function loadXtermCss() {
-  const href = new URL(XTERM_CSS, import.meta.url).pathname;
-  if (document.querySelector(`link[rel="stylesheet"][href="${href}"]`)) return;
-  document.head.append(h("link", { rel: "stylesheet", href }));
-}
 
 /** The terminal's colours from the page's design tokens (light or dark). */
 function themeFromTokens() {
@@ -85,7 +79,8 @@ export default {
   async mount(root, ctx) {
     const id = ctx.params.get("id");
     const cleanups = [];
-    const wrap = h("div", { class: "page-terminal stack" });
+    const wrap = h("div", { class: "stack" });
+    root.append(h("div", { class: "page-head" }, h("h1", {}, "Terminal")));
     root.append(wrap);
     if (id) await mountSession(wrap, ctx, id, cleanups);
     await mountList(wrap, ctx, id, cleanups);
@@ -242,11 +237,11 @@ async function mountSession(wrap, ctx, id, cleanups) {
   title.textContent = `Terminal: ${commandOf(info)}`;
   meta.textContent = `Started ${formatTime(info.created_at)} by ${info.creator}${info.kind === "program" ? " (a stored program)" : ""}.`;
 
-  loadXtermCss();
   let Terminal;
   let FitAddon;
   try {
-    [{ Terminal }, { FitAddon }] = await Promise.all([import(XTERM), import(FIT)]);
+    // xterm's own stylesheet, added once to the document (it stays for the next visit).
+    [{ Terminal }, { FitAddon }] = await Promise.all([import(XTERM), import(FIT), loadStyle(new URL(XTERM_CSS, import.meta.url))]);
   } catch (err) {
     showError(new Error(`The terminal emulator could not be loaded: ${err instanceof Error ? err.message : err}`), headError);
     return;
