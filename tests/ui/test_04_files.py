@@ -112,7 +112,7 @@ def test_quota_refusals_are_shown(page, tmp_path):
     page.field("choose files").send_keys(str(two))
     page.wait(lambda: "failed" in (upload_row(page, "two-mb.bin") or ""), "the upload marked failed")
     msg = upload_row(page, "two-mb.bin")
-    assert re.search(r"quota|storage|space|full", msg, re.I), msg
+    assert re.search(r"quota|storage|space|full|max-total-size", msg, re.I), msg
     assert stored(page, "two-mb.bin") is None
     page.screenshot("files-quota")
 

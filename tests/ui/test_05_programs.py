@@ -56,7 +56,7 @@ def test_upload_a_script_and_watch_its_output_stream_in(page, tmp_path):
     assert run_result(page) is None, "the output came only with the result: it did not stream"
     out = output_text(page)
     assert "hello from browser" in out and "stdin said: typed in the form" in out, out
-    result = page.wait(run_result, "the run's result (its timeout)", timeout=40)
+    result = page.wait(lambda: run_result(page), "the run's result (its timeout)", timeout=40)
     assert re.search(r"timeout|timed out|killed", result, re.I), result
     assert "never printed" not in output_text(page)
     # The history lists the run.
@@ -84,7 +84,7 @@ def test_a_zip_project_runs(page, tmp_path):
     page.text("helper.py")
     page.click(page.button("run", exact=True))
     page.wait(lambda: "zip project says 42" in output_text(page), "the project's output", timeout=60)
-    result = page.wait(run_result, "the run's result", timeout=60)
+    result = page.wait(lambda: run_result(page), "the run's result", timeout=60)
     assert re.search(r"exit code 0", result, re.I), result
     page.screenshot("programs-zip-run")
 

@@ -52,7 +52,9 @@ def test_type_a_command_and_read_its_output_from_the_rows(page):
         page.d.set_window_size(1280, 900)
 
     # Listed, and reattached from the list: the scrollback comes back.
-    page.open("/terminal", "terminal")
+    page.click(page.link("terminal", within="nav"))
+    page.wait(lambda: "id=" not in page.url(), "the list of sessions")
+    page.wait_ready("terminal")
     page.wait(lambda: page.js(f"return document.querySelector('a[href*=\"{sid}\"]')"), "the session in the list")
     page.click(page.js(f"return document.querySelector('a[href*=\"{sid}\"]')"))
     page.wait_ready("terminal")
@@ -63,7 +65,41 @@ def test_type_a_command_and_read_its_output_from_the_rows(page):
     page.click(page.js("return document.querySelector('.xterm')"))
     box.send_keys("exit 3")
     box.send_keys(Keys.ENTER)
-    status = page.wait(lambda: page.js(
-        "const s = document.querySelector('[data-test=term-exit], [data-test=term-status]');"
-        "return s && /exit|ended/i.test(s.textContent) ? s.textContent : null"), "the exit status shown")
+    status_js = "const s = document.querySelector('[data-test=term-status]'); return s ? s.textContent : ''"
+    try:
+        status = page.wait(lambda: re.search(r"exit|ended", page.js(status_js), re.I) and page.js(status_js),
+                           "the exit status shown")
+    except AssertionError as e:
+        info = page.daemon.request("GET", f"/api/v1/terminals/{sid}")
+        raise AssertionError(f"{e}; status {page.js(status_js)!r}; session {info}; rows:\n{rows_text(page)}") from None
     assert "3" in status, status
+
+
+def new_session_page(page):
+    page.open("/terminal", "terminal")
+    page.click(page.button("new terminal"))
+    page.wait(lambda: "id=" in page.url(), "the session's page")
+    page.wait_ready("terminal")
+    return urllib.parse.parse_qs(urllib.parse.urlparse(page.url()).query)["id"][0]
+
+
+def test_leaving_by_a_full_navigation_frees_the_keyboard(page):
+    """A person who leaves the terminal page by typing another address, a bookmark or a link
+    that loads a page (not the app's own nav) and comes back must get the keyboard back:
+    Chromium keeps a page it left in its back/forward cache with its WebSocket open, so the
+    page must close its connection on `pagehide` (and reconnect on `pageshow`)."""
+    page.ensure_logged_in()
+    sid = new_session_page(page)
+    page.wait(lambda: page.daemon.request("GET", f"/api/v1/terminals/{sid}")["attached"] == 1, "attached")
+    page.open("/files", "files")  # a full page load, as a bookmark or typed address does
+    page.wait(lambda: page.daemon.request("GET", f"/api/v1/terminals/{sid}")["attached"] == 0,
+              "the left page's WebSocket closed (the session still counts it as attached)", timeout=10)
+    page.open(f"/terminal?id={sid}", "terminal")
+    box = terminal_input(page)
+    page.click(page.js("return document.querySelector('.xterm')"))
+    box.send_keys("echo back-$((40+2))")
+    box.send_keys(Keys.ENTER)
+    page.wait(lambda: re.search(r"^back-42\s*$", rows_text(page), re.M),
+              "typing works after coming back (status: %s)" % page.js(
+                  "return document.querySelector('[data-test=term-status]')?.textContent"), timeout=10)
+    page.daemon.request("DELETE", f"/api/v1/terminals/{sid}")
