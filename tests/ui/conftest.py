@@ -374,10 +374,10 @@ class Page:
     def find(self, kind, text, exact=False, within=None):
         return self.js(self._FIND_JS, kind, text, exact, within)
 
-    def field(self, label, within=None, wait=True):
+    def field(self, label, within=None, wait=True, exact=False):
         if not wait:
-            return self.find("field", label, within=within)
-        return self.wait(lambda: self.find("field", label, within=within), f"a field labelled {label!r}")
+            return self.find("field", label, exact, within)
+        return self.wait(lambda: self.find("field", label, exact, within), f"a field labelled {label!r}")
 
     def button(self, text, within=None, exact=False):
         return self.wait(
@@ -396,16 +396,16 @@ class Page:
     def body_text(self):
         return self.js("return document.body.innerText")
 
-    def type_into(self, label, value, within=None):
-        el = self.field(label, within=within)
+    def type_into(self, label, value, within=None, exact=False):
+        el = self.field(label, within=within, exact=exact)
         el.clear()
         el.send_keys(value)
         return el
 
-    def set_value(self, label, value, within=None):
+    def set_value(self, label, value, within=None, exact=False):
         """Sets a (possibly long, multi-line) field's value and fires input/change, as typing
         would; send_keys would type a JSON document key by key."""
-        el = self.field(label, within=within)
+        el = self.field(label, within=within, exact=exact)
         self.js(
             "arguments[0].focus(); arguments[0].value = arguments[1];"
             "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"

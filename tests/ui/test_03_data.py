@@ -31,7 +31,7 @@ def test_create_edit_delete_a_key(page):
     page.check("data")
     key = "ui-test/created"
     page.click(page.button("new key"))
-    page.type_into("key", key)
+    page.type_into("key", key, exact=True)
     page.set_value("value (json)", '{"n": 1, "s": "one"}')
     page.click(page.button("save", exact=True))
     page.wait(lambda: api_value(page, key) is not None, "the key is stored")
