@@ -303,6 +303,16 @@ export default {
       return null;
     }
 
+    /** A refused upload can reach the browser as a dropped connection (the server answers
+     * and closes while the body is still being sent): then say what the store's figures
+     * tell, which is usually the reason. */
+    async function explainFailure(e, file) {
+      if (!(e instanceof ApiError) || ![0, 502, 503, 504].includes(e.status)) return e;
+      await loadUsage();
+      const why = refuseEarly(file);
+      return why ? new Error(why) : e;
+    }
+
     function addFiles(list) {
       clear(uploadError);
       for (const file of list) {
@@ -385,7 +395,7 @@ export default {
           cancelBtn.setAttribute("aria-label", `Dismiss ${name}`);
         } catch (e) {
           if (ctrl.signal.aborted) return;
-          item.fail(e);
+          item.fail(await explainFailure(e, file));
         } finally {
           state.uploads.delete(item);
         }

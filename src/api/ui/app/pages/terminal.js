@@ -25,9 +25,9 @@ function go(ctx, url) {
 }
 
 
-/** The terminal's colours from the page's design tokens (light or dark). */
-function themeFromTokens() {
-  const css = getComputedStyle(document.documentElement);
+/** The terminal's colours from the design tokens (light or dark) as they apply to `el`. */
+function themeFromTokens(el) {
+  const css = getComputedStyle(el);
   const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
   const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
   return {
@@ -251,14 +251,14 @@ async function mountSession(wrap, ctx, id, cleanups) {
     fontFamily: getComputedStyle(document.documentElement).getPropertyValue("--mono").trim() || "monospace",
     fontSize: 14,
     scrollback: 5000,
-    theme: themeFromTokens(),
+    theme: themeFromTokens(screen),
   });
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(screen);
   cleanups.push(() => term.dispose());
   const dark = window.matchMedia("(prefers-color-scheme: dark)");
-  const onScheme = () => { term.options.theme = themeFromTokens(); };
+  const onScheme = () => { term.options.theme = themeFromTokens(screen); };
   dark.addEventListener("change", onScheme);
   cleanups.push(() => dark.removeEventListener("change", onScheme));
 
