@@ -270,7 +270,7 @@ async function mountDetails(wrap, ctx, id, cleanups) {
         { label: "Path", value: (f) => h("span", { class: "mono" }, f.path, f.path === prog.main ? " " : "", f.path === prog.main ? h("span", { class: "badge ok" }, "main") : "") },
         { label: "Size", value: (f) => formatBytes(f.size), class: "num" },
         { label: "Executable", value: (f) => (f.executable ? "yes" : "no") },
-        { label: "Action", value: (f) => (f.path === prog.main ? "" : h("button", { type: "button", class: "btn small", "aria-label": `Make ${f.path} the main file`, "on:click": () => setMain(f.path) }, "Make main")) },
+        { label: "Action", value: (f) => (f.path === prog.main ? "" : h("button", { type: "button", class: "btn small", "aria-label": `Make main: ${f.path}`, "on:click": () => setMain(f.path) }, "Make main")) },
       ],
       rows: prog.files,
       empty: "No files.",
