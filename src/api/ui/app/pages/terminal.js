@@ -138,6 +138,7 @@ async function mountList(wrap, ctx, currentId, cleanups) {
 
   let rows = [];
   let cursor = null;
+  let shown = "";
   async function load(first) {
     clear(listError);
     try {
@@ -146,6 +147,10 @@ async function mountList(wrap, ctx, currentId, cleanups) {
       const page = await api("GET", "/api/v1/terminals", { query });
       rows = first ? page.items : rows.concat(page.items);
       cursor = page.next_cursor || null;
+      // The periodic refresh redraws only when something changed (keeps the focus in place).
+      const now = JSON.stringify([rows.map((t) => [t.id, t.state, t.attached, t.recording_bytes, t.end_reason]), cursor]);
+      if (now === shown) return;
+      shown = now;
       render();
     } catch (err) {
       showError(err, listError);
