@@ -224,6 +224,11 @@ export default {
             loadPage(true).then(startWatch);
             return;
           }
+          if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+            // Refused (no read scope, a bad prefix): asking again would be refused again.
+            showError(new ApiError(`Live updates are off: ${err.message}`, err), listError);
+            return;
+          }
           state.retry = setTimeout(() => { state.retry = null; startWatch(); }, 5000);
         },
         onEnd: () => {
