@@ -78,7 +78,7 @@ export default {
       h(
         "form",
         { class: "toolbar", role: "search", "on:submit": (e) => { e.preventDefault(); setPrefix(prefixInput.value); } },
-        h("div", { class: "field" }, h("label", { for: "data-prefix" }, "Key prefix"), prefixInput),
+        h("div", { class: "field" }, h("label", { for: "data-prefix" }, "Prefix"), prefixInput),
         h("button", { type: "submit", class: "btn" }, "Show keys"),
         h("button", { type: "button", class: "btn primary", "on:click": () => openNew() }, "New key"),
         liveStatus,
