@@ -131,7 +131,7 @@ export default {
     const editor = h("section", { class: "card", "aria-labelledby": "data-editor-h" }, editorTitle, editorForm);
     editor.hidden = true;
 
-    root.append(h("div", { class: "page-head" }, h("h1", {}, "Data")), h("div", { class: "stack" }, browse, editor));
+    root.append(h("div", { class: "page-head" }, h("h1", {}, "Data")), h("div", { class: "data-layout" }, browse, editor));
 
     valueInput.addEventListener("input", () => {
       if (state.open) state.open.dirty = true;
