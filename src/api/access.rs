@@ -284,15 +284,21 @@ pub fn check_origin(
     Ok(())
 }
 
+/// The CSRF token of the session a request was authenticated with (a request extension, for
+/// `GET /api/v1/session`).
+#[derive(Debug, Clone)]
+pub struct SessionCsrf(pub String);
+
+/// Who the request comes from, with the session's CSRF token when a session cookie said so.
 async fn authenticate(
     state: &AppState,
     cfg: &Config,
     method: &Method,
     headers: &HeaderMap,
     client: &Client,
-) -> Result<Actor, AuthError> {
+) -> Result<(Actor, Option<SessionCsrf>), AuthError> {
     if let Some(uid) = client.local_admin_uid {
-        return Ok(Actor::local(uid));
+        return Ok((Actor::local(uid), None));
     }
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
@@ -316,7 +322,7 @@ async fn authenticate(
                         }
                     });
                 }
-                Ok(actor)
+                Ok((actor, None))
             }
             Ok(Err(r)) => Err(AuthError::Refused(r, "token")),
             Err(e) => {
@@ -339,7 +345,7 @@ async fn authenticate(
                 if !safe_method(method) {
                     check_csrf(cfg, headers, &s.csrf, client).map_err(AuthError::Csrf)?;
                 }
-                Ok(s.actor)
+                Ok((s.actor, Some(SessionCsrf(s.csrf))))
             }
             Ok(Err(r)) => Err(AuthError::Refused(r, "session")),
             Err(e) => {
@@ -495,7 +501,7 @@ async fn admit(
         Access::Authenticated | Access::Scope(_) => {
             // Parts are Sync (the body is not), so they can be borrowed across the await.
             let (parts, body) = req.into_parts();
-            let actor = authenticate_request(state, cfg, g, &parts, &client).await?;
+            let (actor, csrf) = authenticate_request(state, cfg, g, &parts, &client).await?;
             authorise(state, g, access, &actor, &parts.method, &client).await?;
             let key = match &actor.token_id {
                 Some(id) => bucket(cfg, g, format_args!("token:{id}")),
@@ -503,6 +509,9 @@ async fn admit(
             };
             req = Request::from_parts(parts, body);
             req.extensions_mut().insert(actor);
+            if let Some(csrf) = csrf {
+                req.extensions_mut().insert(csrf);
+            }
             key
         }
     };
@@ -571,9 +580,9 @@ async fn authenticate_request(
     g: &Guard,
     parts: &axum::http::request::Parts,
     client: &Client,
-) -> Result<Actor, Response> {
+) -> Result<(Actor, Option<SessionCsrf>), Response> {
     match authenticate(state, cfg, &parts.method, &parts.headers, client).await {
-        Ok(actor) => Ok(actor),
+        Ok(found) => Ok(found),
         Err(AuthError::Missing) => Err(authentication_required()),
         Err(AuthError::Refused(r, what)) => {
             Err(refuse_credential(state, client, what, r, g.route).await)

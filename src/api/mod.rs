@@ -24,6 +24,7 @@ mod terminals;
 #[cfg(test)]
 mod tests;
 mod tokens;
+pub mod ui;
 mod ws;
 
 use std::collections::BTreeMap;

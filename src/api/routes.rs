@@ -9,7 +9,7 @@ use super::access::Access;
 use super::ratelimit::Class;
 use super::{
     audit, backups, data, exec, files, health, metrics, openapi, programs, session, terminals,
-    tokens, ws,
+    tokens, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -116,7 +116,19 @@ pub struct Route {
     /// The route bounds its own duration (jobs, streams) instead of `server.request-timeout`.
     pub own_timeout: bool,
     pub body_limit: BodyLimit,
+    /// A route of the web UI (its pages and assets), not of the API: left out of the OpenAPI
+    /// document.
+    pub ui: bool,
     pub handler: MethodRouter<AppState>,
+}
+
+/// A route of the web UI: public (the app is; the API it calls is not), GET (and HEAD), no
+/// rate limit (static bytes from memory, like the probes).
+fn ui_route(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+    Route {
+        ui: true,
+        ..r(Method::GET, path, Access::Public, Class::None, handler)
+    }
 }
 
 /// A route that bounds its own duration.
@@ -150,6 +162,7 @@ fn r(
         accepts: JSON,
         own_timeout: false,
         body_limit: BodyLimit::Server,
+        ui: false,
         handler,
     }
 }
@@ -175,7 +188,7 @@ pub fn table() -> Vec<Route> {
     let read = Access::Scope(Scope::Read);
     let write = Access::Scope(Scope::Write);
     let exec_scope = Access::Scope(Scope::Exec);
-    vec![
+    let mut table = vec![
         // Probes: public, unlimited, no secrets.
         r(
             Method::GET,
@@ -586,5 +599,9 @@ pub fn table() -> Vec<Route> {
             Class::Write,
             delete(files::delete),
         ),
-    ]
+    ];
+    // The web UI: its pages (each the entry page; the app routes on the client) and assets.
+    table.extend(ui::PAGES.iter().map(|&p| ui_route(p, get(ui::page))));
+    table.push(ui_route("/ui/{hash}/{*path}", get(ui::asset)));
+    table
 }

@@ -101,10 +101,21 @@ pub async fn create(
     path = "/api/v1/session",
     tag = "session",
     operation_id = "session_get",
-    responses((status = 200, description = "Who the credential is.", body = crate::api::openapi::Whoami))
+    responses((status = 200, description = "Who the credential is; with a session cookie, the session's `csrf_token` too (a reloaded page reads it here).", body = crate::api::openapi::Whoami))
 )]
-pub async fn get(Extension(actor): Extension<Actor>) -> Response {
-    axum::Json(json!({"actor": actor})).into_response()
+pub async fn get(
+    Extension(actor): Extension<Actor>,
+    csrf: Option<Extension<access::SessionCsrf>>,
+) -> Response {
+    match csrf {
+        Some(Extension(access::SessionCsrf(csrf))) => {
+            let mut resp = axum::Json(json!({"actor": actor, "csrf_token": csrf})).into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        None => axum::Json(json!({"actor": actor})).into_response(),
+    }
 }
 
 #[utoipa::path(

@@ -337,6 +337,22 @@ async fn cookie_changes_need_csrf_and_same_origin_bearer_does_not() {
     .await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.json["actor"]["via"], "session");
+    // A reloaded page learns its CSRF token here; a bearer token has none.
+    assert_eq!(me.json["csrf_token"], csrf.as_str(), "{}", me.json);
+    let bearer_me = send(
+        &app,
+        Method::GET,
+        "/api/v1/session",
+        &[("authorization", &format!("Bearer {}", t.token))],
+        None,
+    )
+    .await;
+    assert_eq!(bearer_me.status, StatusCode::OK);
+    assert!(
+        bearer_me.json.get("csrf_token").is_none(),
+        "{}",
+        bearer_me.json
+    );
 
     let create = |name: &str| Some(serde_json::json!({"name": name, "scopes": ["read"]}));
     let origin = "http://localhost:8080";
@@ -619,6 +635,7 @@ async fn body_limit_is_per_route_uploads_bypass_it_json_routes_keep_it() {
 }
 
 mod data;
+mod ui;
 
 /// Below the free-disk floor a data write and a token (each with its audit row) answer 507
 /// and write nothing; a refused credential still answers 401 (its event only reaches the log).

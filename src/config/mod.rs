@@ -47,6 +47,22 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub backup: BackupConfig,
     pub terminals: TerminalsConfig,
+    pub ui: UiConfig,
+}
+
+/// `[ui]`: the web UI served by the daemon (`/`, `/login`, … and its assets under `/ui/`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UiConfig {
+    /// Serve the web UI. Off: its routes answer 404 like any path without a route (the API
+    /// is unaffected).
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { enabled: true }
+    }
 }
 
 /// The collectors of the host sampler, by name (`metrics.simulate-hang` names one).

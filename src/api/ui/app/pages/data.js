@@ -78,7 +78,7 @@ export default {
       h(
         "form",
         { class: "toolbar", role: "search", "on:submit": (e) => { e.preventDefault(); setPrefix(prefixInput.value); } },
-        h("div", { class: "field" }, h("label", { for: "data-prefix" }, "Key prefix"), prefixInput),
+        h("div", { class: "field" }, h("label", { for: "data-prefix" }, "Prefix"), prefixInput),
         h("button", { type: "submit", class: "btn" }, "Show keys"),
         h("button", { type: "button", class: "btn primary", "on:click": () => openNew() }, "New key"),
         liveStatus,
@@ -131,7 +131,7 @@ export default {
     const editor = h("section", { class: "card", "aria-labelledby": "data-editor-h" }, editorTitle, editorForm);
     editor.hidden = true;
 
-    root.append(h("div", { class: "page-head" }, h("h1", {}, "Data")), h("div", { class: "stack" }, browse, editor));
+    root.append(h("div", { class: "page-head" }, h("h1", {}, "Data")), h("div", { class: "data-layout" }, browse, editor));
 
     valueInput.addEventListener("input", () => {
       if (state.open) state.open.dirty = true;
@@ -222,6 +222,11 @@ export default {
           if (err instanceof ApiError && err.status === 410) {
             // The resume point is gone: list again, then watch from the new revision.
             loadPage(true).then(startWatch);
+            return;
+          }
+          if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+            // Refused (no read scope, a bad prefix): asking again would be refused again.
+            showError(new ApiError(`Live updates are off: ${err.message}`, err), listError);
             return;
           }
           state.retry = setTimeout(() => { state.retry = null; startWatch(); }, 5000);

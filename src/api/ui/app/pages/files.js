@@ -76,6 +76,11 @@ export default {
     );
     const uploadList = h("ul", { class: "uploads", "aria-label": "Uploads", "aria-live": "polite" });
     const uploadError = h("div", {});
+    const clearDone = h("button", { type: "button", class: "btn small", "on:click": () => {
+      for (const li of uploadList.querySelectorAll("li.done, li.cancelled")) li.remove();
+      clearDone.hidden = true;
+    } }, "Clear finished uploads");
+    clearDone.hidden = true;
 
     // ---- new folder ----
     const folderName = h("input", { id: "files-new-folder", type: "text", autocomplete: "off", spellcheck: "false" });
@@ -100,17 +105,25 @@ export default {
         { class: "stack" },
         h("div", { class: "page-head" }, h("h1", {}, "Files")),
         nav,
-        h("section", { class: "card", "aria-labelledby": "files-usage-h" }, h("h2", { id: "files-usage-h" }, "Usage"), usageError, usageBox),
-        h("section", { class: "card", "aria-labelledby": "files-upload-h" }, h("h2", { id: "files-upload-h" }, "Upload"), dropZone, uploadError, uploadList),
         h(
-          "section",
-          { class: "card", "aria-labelledby": "files-list-h" },
-          h("h2", { id: "files-list-h" }, folder ? `Folder /${folder}` : "All files"),
-          newFolder,
-          newFolderHint,
-          listError,
-          listing,
-          listNote,
+          "div",
+          { class: "files-layout" },
+          h(
+            "section",
+            { class: "card files-main", "aria-labelledby": "files-list-h" },
+            h("h2", { id: "files-list-h" }, folder ? `Folder /${folder}` : "All files"),
+            listError,
+            listing,
+            listNote,
+            newFolder,
+            newFolderHint,
+          ),
+          h(
+            "div",
+            { class: "stack files-side" },
+            h("section", { class: "card", "aria-labelledby": "files-upload-h" }, h("h2", { id: "files-upload-h" }, "Upload"), dropZone, uploadError, uploadList, clearDone),
+            h("section", { class: "card", "aria-labelledby": "files-usage-h" }, h("h2", { id: "files-usage-h" }, "Usage"), usageError, usageBox),
+          ),
         ),
       ),
     );
@@ -131,8 +144,8 @@ export default {
       p.value = Math.min(used, Math.max(max, 1));
       const frac = max > 0 ? used / max : 0;
       const cls = frac >= 0.95 ? "danger" : frac >= 0.8 ? "warn" : "";
-      return h("div", { class: `usage-row ${cls}` }, h("span", { class: "usage-label" }, label), p,
-        h("span", { class: "usage-figure" }, max > 0 ? `${fmt(used)} of ${fmt(max)} (${Math.round(frac * 100)} %)` : `${fmt(used)} (no limit)`));
+      return h("div", { class: `usage-row ${cls}` }, h("span", { class: "usage-label" }, label),
+        h("span", { class: "usage-figure" }, max > 0 ? `${fmt(used)} of ${fmt(max)} (${Math.round(frac * 100)} %)` : `${fmt(used)} (no limit)`), p);
     }
 
     function renderUsage() {
@@ -303,6 +316,16 @@ export default {
       return null;
     }
 
+    /** A refused upload can reach the browser as a dropped connection (the server answers
+     * and closes while the body is still being sent): then say what the store's figures
+     * tell, which is usually the reason. */
+    async function explainFailure(e, file) {
+      if (!(e instanceof ApiError) || ![0, 502, 503, 504].includes(e.status)) return e;
+      await loadUsage();
+      const why = refuseEarly(file);
+      return why ? new Error(why) : e;
+    }
+
     function addFiles(list) {
       clear(uploadError);
       for (const file of list) {
@@ -360,6 +383,7 @@ export default {
         state.queue = state.queue.filter((q) => q !== item);
         status.textContent = "cancelled";
         li.classList.add("cancelled");
+        clearDone.hidden = false;
         cancelBtn.textContent = "Dismiss";
         cancelBtn.setAttribute("aria-label", `Dismiss ${name}`);
       });
@@ -381,11 +405,12 @@ export default {
           progress.value = 100;
           status.textContent = "uploaded";
           li.classList.add("done");
+          clearDone.hidden = false;
           cancelBtn.textContent = "Dismiss";
           cancelBtn.setAttribute("aria-label", `Dismiss ${name}`);
         } catch (e) {
           if (ctrl.signal.aborted) return;
-          item.fail(e);
+          item.fail(await explainFailure(e, file));
         } finally {
           state.uploads.delete(item);
         }

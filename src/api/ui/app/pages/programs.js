@@ -240,7 +240,7 @@ async function mountDetails(wrap, ctx, id, cleanups) {
   wrap.append(h("section", { class: "card", "aria-labelledby": "prog-h" },
     title, facts, mainForm, detailError,
     h("h3", {}, "Files"), filesHolder,
-    h("div", { class: "row" }, termBtn, archive, delBtn)));
+    h("div", { class: "row" }, archive, delBtn)));
 
   function renderDetails() {
     title.textContent = prog.name;
@@ -270,7 +270,7 @@ async function mountDetails(wrap, ctx, id, cleanups) {
         { label: "Path", value: (f) => h("span", { class: "mono" }, f.path, f.path === prog.main ? " " : "", f.path === prog.main ? h("span", { class: "badge ok" }, "main") : "") },
         { label: "Size", value: (f) => formatBytes(f.size), class: "num" },
         { label: "Executable", value: (f) => (f.executable ? "yes" : "no") },
-        { label: "Action", value: (f) => (f.path === prog.main ? "" : h("button", { type: "button", class: "btn small", "aria-label": `Make ${f.path} the main file`, "on:click": () => setMain(f.path) }, "Make main")) },
+        { label: "Action", value: (f) => (f.path === prog.main ? "" : h("button", { type: "button", class: "btn small", "aria-label": `Make main: ${f.path}`, "on:click": () => setMain(f.path) }, "Make main")) },
       ],
       rows: prog.files,
       empty: "No files.",
@@ -345,14 +345,16 @@ async function mountDetails(wrap, ctx, id, cleanups) {
     return argsInput.value.split("\n").filter((l, i, all) => l !== "" || i < all.length - 1).filter((l) => l !== "");
   }
 
-  const runForm = h("form", { class: "stack", "on:submit": (e) => { e.preventDefault(); run(); } },
-    h("div", { class: "field" },
-      h("label", { for: "run-args" }, "Arguments, one per line"),
-      argsInput,
-      h("p", { id: "run-args-hint", class: "muted" }, "Passed as they are, without a shell: no quoting needed.")),
-    h("div", { class: "field" }, h("label", { for: "run-stdin" }, "Standard input (optional)"), stdinInput),
-    h("div", { class: "field narrow" }, h("label", { for: "run-timeout" }, "Timeout in seconds (optional)"), timeoutInput),
-    h("div", { class: "row" }, runBtn, stopBtn));
+  const runForm = h("form", { class: "run-form", "on:submit": (e) => { e.preventDefault(); run(); } },
+    h("div", { class: "row" },
+      h("div", { class: "field" },
+        h("label", { for: "run-args" }, "Arguments, one per line"),
+        argsInput,
+        h("p", { id: "run-args-hint", class: "hint muted" }, "Passed as they are, without a shell: no quoting needed. A terminal gets them too.")),
+      h("div", { class: "field" }, h("label", { for: "run-stdin" }, "Standard input (optional)"), stdinInput)),
+    h("div", { class: "row" },
+      h("div", { class: "field narrow" }, h("label", { for: "run-timeout" }, "Timeout in seconds (optional)"), timeoutInput)),
+    h("div", { class: "row" }, runBtn, stopBtn, termBtn));
   wrap.append(h("section", { class: "card", "aria-labelledby": "run-h" },
     h("h2", { id: "run-h" }, "Run"), runForm, runError, runStatus, output));
 

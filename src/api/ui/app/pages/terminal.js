@@ -25,9 +25,9 @@ function go(ctx, url) {
 }
 
 
-/** The terminal's colours from the page's design tokens (light or dark). */
-function themeFromTokens() {
-  const css = getComputedStyle(document.documentElement);
+/** The terminal's colours from the design tokens (light or dark) as they apply to `el`. */
+function themeFromTokens(el) {
+  const css = getComputedStyle(el);
   const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
   const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
   return {
@@ -138,6 +138,7 @@ async function mountList(wrap, ctx, currentId, cleanups) {
 
   let rows = [];
   let cursor = null;
+  let shown = "";
   async function load(first) {
     clear(listError);
     try {
@@ -146,6 +147,10 @@ async function mountList(wrap, ctx, currentId, cleanups) {
       const page = await api("GET", "/api/v1/terminals", { query });
       rows = first ? page.items : rows.concat(page.items);
       cursor = page.next_cursor || null;
+      // The periodic refresh redraws only when something changed (keeps the focus in place).
+      const now = JSON.stringify([rows.map((t) => [t.id, t.state, t.attached, t.recording_bytes, t.end_reason]), cursor]);
+      if (now === shown) return;
+      shown = now;
       render();
     } catch (err) {
       showError(err, listError);
@@ -184,7 +189,7 @@ async function mountList(wrap, ctx, currentId, cleanups) {
           label: "Actions",
           value: (t) => h("span", { class: "actions" },
             t.recording_bytes > 0
-              ? h("a", { class: "btn small", href: `${termUrl(t.id)}/recording`, download: `terminal-${t.id}.cast`, "aria-label": `Download the recording of ${commandOf(t)} (${formatBytes(t.recording_bytes)})` }, "Recording")
+              ? h("a", { class: "btn small", href: `${termUrl(t.id)}/recording`, download: `terminal-${t.id}.cast`, "aria-label": `Recording of ${commandOf(t)} (${formatBytes(t.recording_bytes)})` }, "Recording")
               : "",
             t.state === "running" ? h("button", { type: "button", class: "btn small danger", "aria-label": `End ${commandOf(t)}`, "on:click": () => end(t) }, "End") : ""),
         },
@@ -216,9 +221,10 @@ async function mountSession(wrap, ctx, id, cleanups) {
   reconnectBtn.hidden = true;
   const recording = h("a", { class: "btn", href: `${termUrl(id)}/recording`, download: `terminal-${id}.cast` }, "Download recording");
   const ctrlC = h("button", { type: "button", class: "btn small", "aria-label": "Send Ctrl-C (interrupt)" }, "Ctrl-C");
+  const keysHint = h("p", { class: "hint muted", id: "term-keys" }, "Tab and Esc are typed into the terminal; Shift+Esc moves the focus out of it.");
+  const buttons = h("div", { class: "row" }, ctrlC, reconnectBtn, recording, endBtn);
   const section = h("section", { class: "card term-card", "aria-labelledby": "term-h" },
-    title, meta, headError, screen, status,
-    h("div", { class: "row" }, ctrlC, reconnectBtn, recording, endBtn));
+    title, meta, headError, screen, keysHint, status, buttons);
   wrap.append(section);
 
   let info;
@@ -251,14 +257,28 @@ async function mountSession(wrap, ctx, id, cleanups) {
     fontFamily: getComputedStyle(document.documentElement).getPropertyValue("--mono").trim() || "monospace",
     fontSize: 14,
     scrollback: 5000,
-    theme: themeFromTokens(),
+    theme: themeFromTokens(screen),
   });
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(screen);
   cleanups.push(() => term.dispose());
+  // The terminal takes Tab (a shell completes with it), so it would be a keyboard trap:
+  // Shift+Esc leaves it for the buttons below.
+  term.attachCustomKeyEventHandler((e) => {
+    if (e.key === "Escape" && e.shiftKey) {
+      if (e.type === "keydown") {
+        const next = [...buttons.querySelectorAll("button, a")].find((b) => !b.hidden);
+        if (next) next.focus();
+      }
+      return false;
+    }
+    return true;
+  });
+  const input = screen.querySelector("textarea");
+  if (input) input.setAttribute("aria-describedby", "term-keys");
   const dark = window.matchMedia("(prefers-color-scheme: dark)");
-  const onScheme = () => { term.options.theme = themeFromTokens(); };
+  const onScheme = () => { term.options.theme = themeFromTokens(screen); };
   dark.addEventListener("change", onScheme);
   cleanups.push(() => dark.removeEventListener("change", onScheme));
 
