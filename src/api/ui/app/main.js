@@ -168,6 +168,7 @@ async function route() {
       return;
     }
     cleanup = fn || null;
+    markScrollableWraps();
     main.dataset.ready = name;
   } catch (err) {
     if (gen !== generation) return;
@@ -196,6 +197,35 @@ document.addEventListener("click", (ev) => {
   ev.preventDefault();
   navigate(url.href);
 });
+
+// A table that scrolls (narrow screens) must be reachable by keyboard: every `.table-wrap`
+// that overflows becomes a focusable, named region, whichever page made it.
+let wrapsPending = false;
+function markScrollableWraps() {
+  wrapsPending = false;
+  for (const w of main.querySelectorAll(".table-wrap")) {
+    const scrolls = w.scrollWidth > w.clientWidth + 1 || w.scrollHeight > w.clientHeight + 1;
+    if (scrolls && !w.hasAttribute("tabindex")) {
+      w.setAttribute("tabindex", "0");
+      w.dataset.autoFocusable = "1";
+      if (!w.hasAttribute("role")) w.setAttribute("role", "region");
+      if (!w.hasAttribute("aria-label") && !w.hasAttribute("aria-labelledby")) {
+        const caption = w.querySelector("caption");
+        w.setAttribute("aria-label", caption && caption.textContent ? caption.textContent : "Table");
+      }
+    } else if (!scrolls && w.dataset.autoFocusable) {
+      w.removeAttribute("tabindex");
+      delete w.dataset.autoFocusable;
+    }
+  }
+}
+function scheduleWraps() {
+  if (wrapsPending) return;
+  wrapsPending = true;
+  requestAnimationFrame(markScrollableWraps);
+}
+new MutationObserver(scheduleWraps).observe(main, { childList: true, subtree: true });
+window.addEventListener("resize", scheduleWraps);
 
 window.addEventListener("popstate", () => route());
 

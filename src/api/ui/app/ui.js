@@ -61,9 +61,6 @@ export function errorText(err) {
   if (err.name === "AbortError") return "Cancelled.";
   let text = err.message || String(err);
   if (err.status >= 500 && err.requestId) text += ` (request id ${err.requestId})`;
-  else if (err.status === 403 && !/scope|admin|allow|permi/i.test(text)) {
-    text += " (this token is not allowed to do that)";
-  }
   return text;
 }
 
