@@ -409,7 +409,7 @@ export default {
                 ? h("span", { class: "muted" }, f.error || "–")
                 : h(
                     "span",
-                    { class: "usage" },
+                    { class: "fs-usage" },
                     h("progress", { max: 100, value: f.used_percent, "aria-label": `${f.mountpoint} used` }),
                     ` ${f.used_percent.toFixed(0)} %`,
                   ),
