@@ -78,6 +78,79 @@ fn via_daemon(sock: &Path, action: &TokenAction) -> CliResult<Value> {
     ask_daemon(sock, method, &path, body.as_ref(), Duration::from_secs(60))
 }
 
+/// `localhostd login-url`: asks the running daemon for a one-time login link and prints
+/// `<base>/login#link=<secret>` (the secret in the fragment, which browsers never send).
+pub fn login_url(cfg: &Config, state_dir: &Path, base: Option<&str>) -> CliResult<()> {
+    let base = match base {
+        Some(b) => check_base(b)?,
+        None => default_base(cfg)?,
+    };
+    let Channel::Daemon(sock) = find_channel(cfg, state_dir) else {
+        return Err(
+            "no running daemon answers on its admin socket: login links are made by the \
+             running daemon (start it first, e.g. `systemctl start localhostd`)"
+                .into(),
+        );
+    };
+    let v = ask_daemon(
+        &sock,
+        "POST",
+        "/api/v1/session/links",
+        Some(&json!({})),
+        Duration::from_secs(30),
+    )?;
+    let link = v["link"]
+        .as_str()
+        .ok_or("the daemon's answer has no link")?;
+    println!("{base}/login#link={link}");
+    eprintln!(
+        "Open it in a browser to log in as the host's admin; it works once, until {}.",
+        v["expires_at"].as_str().unwrap_or("it expires")
+    );
+    Ok(())
+}
+
+/// A `--base` as given: an http(s) URL, without a trailing slash.
+fn check_base(b: &str) -> CliResult<String> {
+    let b = b.trim().trim_end_matches('/');
+    let rest = b
+        .strip_prefix("http://")
+        .or_else(|| b.strip_prefix("https://"))
+        .ok_or_else(|| format!("--base {b:?}: expected an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.contains(|c: char| c.is_whitespace() || c == '#' || c == '?') {
+        return Err(format!(
+            "--base {b:?}: expected a URL such as https://host.example.com"
+        ));
+    }
+    Ok(b.to_owned())
+}
+
+/// `http://` and the first TCP address of `server.listen`, an unspecified address read as
+/// loopback.
+fn default_base(cfg: &Config) -> CliResult<String> {
+    use crate::config::ListenAddr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let tcp = cfg.server.listen.iter().find_map(|l| match l {
+        ListenAddr::Tcp(a) => Some(*a),
+        ListenAddr::Unix(_) => None,
+    });
+    let Some(mut addr) = tcp else {
+        return Err(
+            "server.listen has no TCP address: pass --base with the URL the browser uses (e.g. \
+             nginx's https://host.example.com)"
+                .into(),
+        );
+    };
+    if addr.ip().is_unspecified() {
+        let ip = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        addr = SocketAddr::new(ip, addr.port());
+    }
+    Ok(format!("http://{addr}"))
+}
+
 /// One request to the daemon; a non-2xx answer becomes the error, with the daemon's message.
 fn ask_daemon(
     sock: &Path,
@@ -550,6 +623,40 @@ fn print_backup(action: &BackupAction, v: &Value) {
             for b in gone {
                 println!("removed {}", s(&b["id"]));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod login_url_tests {
+    use super::*;
+    use crate::config::ListenAddr;
+
+    #[test]
+    fn the_base_is_given_or_the_first_tcp_listen_address() {
+        let mut cfg = Config::default();
+        cfg.server.listen = vec![
+            ListenAddr::Unix("/run/x.sock".into()),
+            ListenAddr::Tcp("0.0.0.0:9000".parse().unwrap()),
+        ];
+        assert_eq!(default_base(&cfg).unwrap(), "http://127.0.0.1:9000");
+        cfg.server.listen = vec![ListenAddr::Tcp("[::]:8080".parse().unwrap())];
+        assert_eq!(default_base(&cfg).unwrap(), "http://[::1]:8080");
+        cfg.server.listen = vec![ListenAddr::Tcp("192.0.2.1:80".parse().unwrap())];
+        assert_eq!(default_base(&cfg).unwrap(), "http://192.0.2.1:80");
+        cfg.server.listen = vec![ListenAddr::Unix("/run/x.sock".into())];
+        assert!(default_base(&cfg).unwrap_err().contains("--base"));
+
+        assert_eq!(
+            check_base("https://h.example.com/").unwrap(),
+            "https://h.example.com"
+        );
+        assert_eq!(
+            check_base("http://h:8080/localhostd").unwrap(),
+            "http://h:8080/localhostd"
+        );
+        for bad in ["h.example.com", "ftp://h", "https://", "https://h/#x"] {
+            assert!(check_base(bad).is_err(), "{bad}");
         }
     }
 }

@@ -38,6 +38,20 @@ pub enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+    /// Print a one-time login link for the web UI: `<base>/login#link=<secret>`. Open it in a
+    /// browser to log in as the host's admin, without a token. The running daemon makes it
+    /// through its admin socket (run this as root or the daemon's user); it works once and
+    /// expires after auth.login-link-ttl (5 minutes by default).
+    LoginUrl {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The address the browser reaches the daemon at, such as https://host.example.com.
+        /// Behind nginx (or any proxy) pass this: the default is the first TCP address of
+        /// server.listen (http://127.0.0.1:8080 unless configured), with 0.0.0.0 or :: read
+        /// as loopback
+        #[arg(long, value_name = "URL")]
+        base: Option<String>,
+    },
     /// Internal: the sandbox helper the daemon starts for each job (fds 0-4 set up by it).
     #[command(hide = true)]
     SandboxHelper,

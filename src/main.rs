@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Token { config, action } => token(config, action),
         Command::Backup { config, action } => backup(config, action),
+        Command::LoginUrl { config, base } => login_url(config, base),
         Command::SandboxHelper => localhostd::jobs::sandbox::child::main(),
         Command::SandboxZygote => localhostd::jobs::sandbox::zygote::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
@@ -127,6 +128,22 @@ fn token(args: ConfigArg, action: localhostd::cli::TokenAction) -> ExitCode {
     };
     let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
     match localhostd::adminctl::token(&config, &state_dir, action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("localhostd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn login_url(args: ConfigArg, base: Option<String>) -> ExitCode {
+    let source = ConfigSource::resolve(args.config);
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
+    match localhostd::adminctl::login_url(&config, &state_dir, base.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("localhostd: {e}");

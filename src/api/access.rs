@@ -58,6 +58,9 @@ pub enum Access {
     /// `/metrics`: anyone whose client address is a loopback address when
     /// `metrics.public-on-loopback` is set, else a credential with the `metrics` scope.
     Metrics,
+    /// Only the host's admin on the admin socket (peer credentials: root or the daemon's
+    /// user); any token or session, whatever its scopes, is refused 403.
+    LocalAdmin,
 }
 
 /// Whether the client may have loopback privileges (`metrics.public-on-loopback`): only a
@@ -373,6 +376,27 @@ pub async fn refuse_credential(
     refusal: Refusal,
     route: &str,
 ) -> Response {
+    refuse_credential_saying(
+        state,
+        client,
+        what,
+        refusal,
+        route,
+        "invalid, revoked or expired credential",
+    )
+    .await
+}
+
+/// [`refuse_credential`] with the 401's message (a login link says why it is refused: the
+/// link is one the admin just made, so the reason gives nothing away).
+pub async fn refuse_credential_saying(
+    state: &AppState,
+    client: &Client,
+    what: &str,
+    refusal: Refusal,
+    route: &str,
+    message: &str,
+) -> Response {
     let cfg = state.live.get();
     if let Decision::Limited { limit, retry_after } =
         state.limits.failed_auth(&cfg.rate_limit, &client.addr)
@@ -396,7 +420,7 @@ pub async fn refuse_credential(
             format!("{what} refused: {}", refusal.as_str()),
         ))
         .await;
-    let mut resp = ApiError::unauthorized("invalid, revoked or expired credential").into_response();
+    let mut resp = ApiError::unauthorized(message).into_response();
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
@@ -498,7 +522,7 @@ async fn admit(
     let access = effective_access(cfg, g.access, &client);
     let limit_key = match access {
         Access::Public | Access::Metrics => bucket(cfg, g, format_args!("ip:{}", client.addr)),
-        Access::Authenticated | Access::Scope(_) => {
+        Access::Authenticated | Access::Scope(_) | Access::LocalAdmin => {
             // Parts are Sync (the body is not), so they can be borrowed across the await.
             let (parts, body) = req.into_parts();
             let (actor, csrf) = authenticate_request(state, cfg, g, &parts, &client).await?;
@@ -627,6 +651,24 @@ async fn authorise(
     method: &Method,
     client: &Client,
 ) -> Result<(), Response> {
+    if access == Access::LocalAdmin {
+        if actor.via == crate::store::auth::Via::Local {
+            return Ok(());
+        }
+        state
+            .audit_event(caller_of(actor, client).event(
+                "auth.forbidden",
+                &format!("{method} {}", g.route),
+                "refused",
+                "needs the admin socket".to_owned(),
+            ))
+            .await;
+        return Err(ApiError::forbidden(
+            "only the host's admin on the admin socket may do this: run `localhostd login-url` \
+             as root (or the daemon's user) on the host",
+        )
+        .into_response());
+    }
     let Access::Scope(needed) = access else {
         return Ok(());
     };

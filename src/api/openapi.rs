@@ -51,6 +51,7 @@ use super::{
         session::create,
         session::get,
         session::delete,
+        session::create_link,
         tokens::list,
         tokens::create,
         tokens::revoke,
@@ -227,6 +228,15 @@ pub struct SessionCreated {
     pub actor: crate::store::auth::Actor,
     /// The session ends after this many seconds without a request.
     pub idle_timeout_s: u64,
+}
+
+/// `POST /api/v1/session/links`.
+#[derive(Serialize, ToSchema)]
+pub struct LoginLink {
+    /// The secret: `<base>/login#link=<link>` logs in once, as the admin.
+    pub link: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
 }
 
 /// `GET /api/v1/session`.
@@ -532,6 +542,8 @@ fn security(route: &Route) -> Vec<SecurityRequirement> {
         Access::Authenticated => Vec::new(),
         Access::Scope(s) => vec![s.as_str()],
         Access::Metrics => vec!["metrics"],
+        // Not a credential a client can present: the admin socket's peer credentials.
+        Access::LocalAdmin => vec!["admin"],
     };
     let cookie = if safe(&route.method) {
         SecurityRequirement::new(SESSION, scope.clone())

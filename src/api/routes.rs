@@ -271,6 +271,14 @@ pub fn table() -> Vec<Route> {
             Class::Write,
             delete(session::delete),
         ),
+        // One-time login links (`localhostd login-url`): the admin socket only.
+        r(
+            Method::POST,
+            "/api/v1/session/links",
+            Access::LocalAdmin,
+            Class::Write,
+            post(session::create_link),
+        ),
         // Administration.
         r(
             Method::GET,

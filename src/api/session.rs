@@ -1,5 +1,7 @@
-//! `/api/v1/session`: browser login with a token (an HttpOnly, SameSite=Strict cookie, named
-//! `__Host-lhd_session` over HTTPS, and a CSRF token), who-am-I, and logout.
+//! `/api/v1/session`: browser login with a token or a one-time login link (an HttpOnly,
+//! SameSite=Strict cookie, named `__Host-lhd_session` over HTTPS, and a CSRF token),
+//! who-am-I, logout; `/api/v1/session/links`: login links for the local admin
+//! (`localhostd login-url`).
 
 use axum::Extension;
 use axum::extract::State;
@@ -13,12 +15,15 @@ use super::error::ApiError;
 use super::extract::Json;
 use super::extract::{Requester, caller_of};
 use crate::api::state::AppState;
-use crate::store::auth::{Actor, Via};
+use crate::store::auth::{Actor, Refusal, Via};
 
+/// Log in with an API token, or with a one-time login link's secret (`localhostd login-url`
+/// prints `<base>/login#link=<secret>`): exactly one of the two.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
-    token: String,
+    token: Option<String>,
+    link: Option<String>,
 }
 
 #[utoipa::path(
@@ -26,7 +31,7 @@ pub struct Login {
     path = "/api/v1/session",
     tag = "session",
     operation_id = "session_create",
-    request_body(content = Login, content_type = "application/json", description = "An API token to log in with."),
+    request_body(content = Login, content_type = "application/json", description = "An API token, or a login link's secret, to log in with."),
     responses(
         (status = 201, description = "Logged in: the session cookie is set; send `csrf_token` as `X-CSRF-Token` with changes.",
             body = crate::api::openapi::SessionCreated,
@@ -34,8 +39,8 @@ pub struct Login {
                 ("Set-Cookie" = String, description = "The session cookie (HttpOnly, SameSite=Strict; `__Host-lhd_session` and Secure over HTTPS)."),
                 ("Cache-Control" = String, description = "`no-store`."),
             )),
-        (status = 400, description = "The body is not the JSON asked for (`invalid_json`).", body = crate::api::openapi::ErrorResponse),
-        (status = 401, description = "The token is unknown, revoked or expired (`unauthorized`).", body = crate::api::openapi::ErrorResponse),
+        (status = 400, description = "The body is not the JSON asked for, or has neither or both of `token` and `link` (`invalid_json`, `bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 401, description = "The token is unknown, revoked or expired, or the link unknown, used already or expired (`unauthorized`, with the reason for a link).", body = crate::api::openapi::ErrorResponse),
         (status = 429, description = "Too many failed logins from this address, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
             headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
     )
@@ -45,17 +50,45 @@ pub async fn create(
     Extension(client): Extension<Client>,
     Json(body): Json<Login>,
 ) -> Result<Response, ApiError> {
-    let actor = match state.auth.verify_token(body.token.trim()).await? {
-        Ok(a) => a,
-        Err(refusal) => {
-            return Ok(access::refuse_credential(
-                &state,
-                &client,
-                "login token",
-                refusal,
-                "/api/v1/session",
-            )
-            .await);
+    let (actor, how) = match (body.token, body.link) {
+        (Some(token), None) => match state.auth.verify_token(token.trim()).await? {
+            Ok(a) => (a, "token"),
+            Err(refusal) => {
+                return Ok(access::refuse_credential(
+                    &state,
+                    &client,
+                    "login token",
+                    refusal,
+                    "/api/v1/session",
+                )
+                .await);
+            }
+        },
+        (None, Some(link)) => match state.auth.redeem_login_link(link.trim()).await? {
+            Ok(a) => (a, "login link"),
+            Err(refusal) => {
+                let why = match refusal {
+                    Refusal::Used => "this login link was used already (each works once)",
+                    Refusal::Expired => "this login link has expired",
+                    _ => "this login link is not valid",
+                };
+                let message =
+                    format!("{why}; run `localhostd login-url` on the host for a new one");
+                return Ok(access::refuse_credential_saying(
+                    &state,
+                    &client,
+                    "login link",
+                    refusal,
+                    "/api/v1/session",
+                    &message,
+                )
+                .await);
+            }
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "send exactly one of \"token\" (an API token) and \"link\" (a login link's secret)",
+            ));
         }
     };
     let session = state.auth.create_session(&actor).await?;
@@ -66,7 +99,7 @@ pub async fn create(
             "session.create",
             &actor.name,
             &ok,
-            "",
+            &format!("with a {how}"),
         )
         .await;
     let cfg = state.live.get();
@@ -158,5 +191,41 @@ pub async fn delete(
         header::SET_COOKIE,
         HeaderValue::from_str(&clear).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
+    Ok(resp)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/session/links",
+    tag = "session",
+    operation_id = "session_link_create",
+    responses(
+        (status = 201, description = "A one-time login link's secret, valid for `auth.login-link-ttl`: open `<base>/login#link=<link>` (what `localhostd login-url` prints), or post it as `{\"link\"}` to `POST /api/v1/session`. Only the host's admin on the admin socket may make one.",
+            body = crate::api::openapi::LoginLink,
+            headers(("Cache-Control" = String, description = "`no-store`."))),
+        (status = 403, description = "Not the admin socket: any token or session is refused, whatever its scopes (`forbidden`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
+pub async fn create_link(
+    State(state): State<AppState>,
+    Requester {
+        actor,
+        client: _,
+        caller,
+    }: Requester,
+) -> Result<Response, ApiError> {
+    let ttl = state.live.get().auth.login_link_ttl.get();
+    let made = state.auth.create_login_link(&actor, ttl).await;
+    state
+        .audit_change(&caller, "session.link_create", &actor.name, &made, "")
+        .await;
+    let made = made?;
+    let mut resp = (
+        StatusCode::CREATED,
+        axum::Json(json!({"link": made.link, "expires_at": made.expires_at})),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

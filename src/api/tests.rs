@@ -133,6 +133,35 @@ async fn every_non_public_route_needs_credentials_and_its_scope() {
             Access::Authenticated => None,
             Access::Scope(s) => Some(s),
             Access::Metrics => Some(Scope::Metrics),
+            Access::LocalAdmin => {
+                // The admin socket only: 401 without a credential, 403 for an admin token.
+                assert_eq!(
+                    anon.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {path}",
+                    route.method
+                );
+                let t = state
+                    .auth
+                    .create_token(
+                        &format!("admin-{walked}"),
+                        Scopes::of(&[Scope::Admin]),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                let r = send(
+                    &app,
+                    route.method.clone(),
+                    &path,
+                    &[("authorization", &format!("Bearer {}", t.token))],
+                    body_for(&route.method),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{} {path}", route.method);
+                walked += 1;
+                continue;
+            }
         };
         assert_eq!(
             anon.status,
@@ -635,6 +664,7 @@ async fn body_limit_is_per_route_uploads_bypass_it_json_routes_keep_it() {
 }
 
 mod data;
+mod login_links;
 mod ui;
 
 /// Below the free-disk floor a data write and a token (each with its audit row) answer 507

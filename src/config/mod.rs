@@ -567,6 +567,8 @@ pub struct AuthConfig {
     pub cors_origins: Vec<String>,
     /// Audit events older than this are deleted.
     pub audit_keep_within: HumanDuration,
+    /// How long a one-time login link from `localhostd login-url` stays usable (10s to 1h).
+    pub login_link_ttl: HumanDuration,
 }
 
 /// `[rate-limit]`: requests per token (or per client address when anonymous), by route class.
@@ -595,6 +597,7 @@ impl Default for AuthConfig {
             trusted_proxies: vec![ProxySpec::Unix],
             cors_origins: Vec::new(),
             audit_keep_within: HumanDuration(Duration::from_secs(90 * 86400)),
+            login_link_ttl: HumanDuration(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -1607,6 +1610,27 @@ min-free-disk = 1048576
                 .contains("auth.cors-origins")
         );
         assert!(parse("[auth]\ncors-origins = [\"https://example.com\"]\n").is_ok());
+    }
+
+    #[test]
+    fn the_ui_section_and_the_login_link_ttl() {
+        assert!(Config::default().ui.enabled);
+        assert!(!parse("[ui]\nenabled = false\n").unwrap().ui.enabled);
+        assert!(
+            parse("[ui]\nenable = false\n")
+                .unwrap_err()
+                .contains("ui.enable")
+        );
+        assert_eq!(
+            Config::default().auth.login_link_ttl.get(),
+            Duration::from_secs(300)
+        );
+        let ttl = parse("[auth]\nlogin-link-ttl = \"30s\"\n").unwrap();
+        assert_eq!(ttl.auth.login_link_ttl.get(), Duration::from_secs(30));
+        for bad in ["0s", "5s", "2h"] {
+            let e = parse(&format!("[auth]\nlogin-link-ttl = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("auth.login-link-ttl"), "{bad}: {e}");
+        }
     }
 
     #[test]

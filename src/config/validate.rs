@@ -175,6 +175,13 @@ fn auth(auth: &AuthConfig) -> Checked {
             "session timeouts must be longer than zero",
         ));
     }
+    let ttl = auth.login_link_ttl.get();
+    if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
+        return Err(invalid(
+            "auth.login-link-ttl",
+            "must be between 10s and 1h (a login link is for logging in now)",
+        ));
+    }
     for origin in &auth.cors_origins {
         let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
             && !origin

@@ -183,6 +183,8 @@ pub enum Refusal {
     Unknown,
     Revoked,
     Expired,
+    /// A one-time login link used already.
+    Used,
 }
 
 impl Refusal {
@@ -192,8 +194,17 @@ impl Refusal {
             Refusal::Unknown => "unknown",
             Refusal::Revoked => "revoked",
             Refusal::Expired => "expired",
+            Refusal::Used => "used",
         }
     }
+}
+
+/// A one-time login link as made: the secret (`<id>.<secret>`, shown once; only its hash is
+/// stored) and when it expires.
+#[derive(Debug, Clone)]
+pub struct NewLoginLink {
+    pub link: String,
+    pub expires_at: String,
 }
 
 /// A session as verified: the caller and the CSRF token its changes must carry.
@@ -537,11 +548,18 @@ impl Auth {
             .await
     }
 
-    /// Opens a browser session for a verified token actor.
+    /// Opens a browser session for a verified actor: a token's, or the local admin's (from a
+    /// login link), whose session is tied to no token.
     pub async fn create_session(&self, actor: &Actor) -> Result<NewSession> {
-        let token_id = actor.token_id.clone().ok_or_else(|| {
-            Error::Invalid("a session can only be opened with an API token".into())
-        })?;
+        let (token_id, local_actor) = match (&actor.token_id, actor.via) {
+            (Some(t), _) => (Some(t.clone()), None),
+            (None, Via::Local) => (None, Some(actor.name.clone())),
+            (None, _) => {
+                return Err(Error::Invalid(
+                    "a session can only be opened with an API token or a login link".into(),
+                ));
+            }
+        };
         self.db.ensure_free(0)?;
         let id = random_hex(16)?;
         let secret = random_hex(32)?;
@@ -551,8 +569,8 @@ impl Auth {
             .write(move |c| {
                 let now = now_unix();
                 c.execute(
-                    "INSERT INTO sessions(id, secret_hash, token_id, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    rusqlite::params![sid, digest.as_slice(), token_id, c_csrf, now],
+                    "INSERT INTO sessions(id, secret_hash, token_id, local_actor, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    rusqlite::params![sid, digest.as_slice(), token_id, local_actor, c_csrf, now],
                 )?;
                 Ok(())
             })
@@ -565,6 +583,96 @@ impl Auth {
             csrf,
             actor,
         })
+    }
+
+    /// Makes a one-time login link for `actor` (the local admin), valid for `ttl`.
+    pub async fn create_login_link(&self, actor: &Actor, ttl: Duration) -> Result<NewLoginLink> {
+        if actor.via != Via::Local {
+            return Err(Error::Invalid(
+                "login links are made only for the local admin (the admin socket)".into(),
+            ));
+        }
+        self.db.ensure_free(0)?;
+        let id = random_hex(16)?;
+        let secret = random_hex(32)?;
+        let now = now_unix();
+        let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let (lid, digest, name) = (id.clone(), hash(&secret), actor.name.clone());
+        self.db
+            .write(move |c| {
+                // Used and expired links are of no use: cleared as new ones are made.
+                c.execute(
+                    "DELETE FROM login_links WHERE expires_at <= ?1 OR used_at IS NOT NULL",
+                    [now],
+                )?;
+                c.execute(
+                    "INSERT INTO login_links(id, secret_hash, actor, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![lid, digest.as_slice(), name, now, expires],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(NewLoginLink {
+            link: format!("{id}.{secret}"),
+            expires_at: rfc3339(expires),
+        })
+    }
+
+    /// Uses a login link: `Ok(Ok(actor))` (the local admin it was made for; the link is
+    /// burnt in the same transaction) or why it is refused (unknown, used, expired).
+    pub async fn redeem_login_link(
+        &self,
+        link: &str,
+    ) -> Result<std::result::Result<Actor, Refusal>> {
+        let Some((id, secret)) = link.split_once('.') else {
+            return Ok(Err(Refusal::Malformed));
+        };
+        if id.len() != 32 || secret.len() != 64 {
+            return Ok(Err(Refusal::Malformed));
+        }
+        let (id, digest) = (id.to_owned(), hash(secret));
+        self.db
+            .write(move |c| {
+                let found = c
+                    .query_row(
+                        "SELECT secret_hash, actor, expires_at, used_at FROM login_links WHERE id = ?1",
+                        [&id],
+                        |r| {
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, Option<i64>>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((stored, name, expires, used)) = found else {
+                    return Ok(Err(Refusal::Unknown));
+                };
+                if !constant_time_eq(&stored, &digest) {
+                    return Ok(Err(Refusal::Unknown));
+                }
+                if used.is_some() {
+                    return Ok(Err(Refusal::Used));
+                }
+                let now = now_unix();
+                if expires <= now {
+                    return Ok(Err(Refusal::Expired));
+                }
+                c.execute(
+                    "UPDATE login_links SET used_at = ?2 WHERE id = ?1",
+                    rusqlite::params![id, now],
+                )?;
+                Ok(Ok(Actor {
+                    name,
+                    token_id: None,
+                    session_id: None,
+                    scopes: Scopes::of(&[Scope::Admin]),
+                    via: Via::Local,
+                }))
+            })
+            .await
     }
 
     /// Checks a session cookie: known, not revoked, its token still valid, not idle longer than
@@ -588,8 +696,9 @@ impl Auth {
             .read(move |c| {
                 Ok(c.query_row(
                     "SELECT s.secret_hash, s.csrf, s.created_at, s.last_seen_at, s.revoked_at,
-                            t.id, t.name, t.scopes, t.expires_at, t.revoked_at
-                     FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.id = ?1",
+                            t.id, coalesce(t.name, s.local_actor), t.scopes, t.expires_at,
+                            t.revoked_at
+                     FROM sessions s LEFT JOIN tokens t ON t.id = s.token_id WHERE s.id = ?1",
                     [&sid],
                     |r| {
                         Ok((
@@ -598,9 +707,9 @@ impl Auth {
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, Option<i64>>(4)?,
-                            r.get::<_, String>(5)?,
-                            r.get::<_, String>(6)?,
-                            r.get::<_, String>(7)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                            r.get::<_, Option<String>>(7)?,
                             r.get::<_, Option<i64>>(8)?,
                             r.get::<_, Option<i64>>(9)?,
                         ))
@@ -622,6 +731,9 @@ impl Auth {
             t_revoked,
         )) = found
         else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let Some(name) = name else {
             return Ok(Err(Refusal::Unknown));
         };
         if !constant_time_eq(&stored, &digest) {
@@ -653,9 +765,14 @@ impl Auth {
         Ok(Ok(SessionAuth {
             actor: Actor {
                 name,
-                token_id: Some(tid),
+                // No token: the local admin's session (a login link); admin.
+                scopes: match (&tid, scopes) {
+                    (Some(_), Some(list)) => Scopes::parse_list(&list).unwrap_or_default(),
+                    (None, _) => Scopes::of(&[Scope::Admin]),
+                    (Some(_), None) => Scopes::default(),
+                },
+                token_id: tid,
                 session_id: Some(id),
-                scopes: Scopes::parse_list(&scopes).unwrap_or_default(),
                 via: Via::Session,
             },
             csrf,
@@ -851,6 +968,102 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2100)).await;
         assert_eq!(
             auth.verify_token(&t.token).await.unwrap().unwrap_err(),
+            Refusal::Expired
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_link_works_once_before_it_expires_and_opens_an_admin_session() {
+        let (_d, auth) = db();
+        let admin = Actor::local(0);
+        let ttl = Duration::from_secs(300);
+        // Only for the local admin.
+        let t = auth
+            .create_token("root-ish", Scopes::of(&[Scope::Admin]), None)
+            .await
+            .unwrap();
+        let token_actor = auth.verify_token(&t.token).await.unwrap().unwrap();
+        assert!(auth.create_login_link(&token_actor, ttl).await.is_err());
+
+        let made = auth.create_login_link(&admin, ttl).await.unwrap();
+        let (id, secret) = made.link.split_once('.').unwrap();
+        assert_eq!((id.len(), secret.len()), (32, 64));
+        // Stored hashed: the secret is nowhere in the database.
+        let (lid, sec) = (id.to_owned(), secret.to_owned());
+        let found: i64 = auth
+            .db
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM login_links WHERE id = ?1 AND instr(hex(secret_hash), upper(?2)) = 0",
+                    rusqlite::params![lid, sec],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(found, 1);
+
+        // A wrong secret for a real id, and garbage, are refused and do not burn the link.
+        let wrong = format!("{id}.{}", "0".repeat(64));
+        assert_eq!(
+            auth.redeem_login_link(&wrong).await.unwrap().unwrap_err(),
+            Refusal::Unknown
+        );
+        assert_eq!(
+            auth.redeem_login_link("nope").await.unwrap().unwrap_err(),
+            Refusal::Malformed
+        );
+        let actor = auth.redeem_login_link(&made.link).await.unwrap().unwrap();
+        assert_eq!(actor.name, "local:uid=0");
+        assert!(actor.scopes.allows(Scope::Admin));
+        assert_eq!(
+            auth.redeem_login_link(&made.link)
+                .await
+                .unwrap()
+                .unwrap_err(),
+            Refusal::Used
+        );
+
+        // Its session: no token, admin, revocable.
+        let s = auth.create_session(&actor).await.unwrap();
+        let long = Duration::from_secs(3600);
+        let ok = auth
+            .verify_session(&s.cookie, long, long)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.actor.name, "local:uid=0");
+        assert_eq!(ok.actor.token_id, None);
+        assert_eq!(ok.actor.via, Via::Session);
+        assert!(ok.actor.scopes.allows(Scope::Admin));
+        auth.revoke_session(ok.actor.session_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.verify_session(&s.cookie, long, long)
+                .await
+                .unwrap()
+                .unwrap_err(),
+            Refusal::Revoked
+        );
+
+        // An expired link is refused (moved into the past rather than waited for).
+        let late = auth.create_login_link(&admin, ttl).await.unwrap();
+        let lid = late.link.split_once('.').unwrap().0.to_owned();
+        auth.db
+            .write(move |c| {
+                Ok(c.execute(
+                    "UPDATE login_links SET expires_at = expires_at - 301 WHERE id = ?1",
+                    [lid],
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.redeem_login_link(&late.link)
+                .await
+                .unwrap()
+                .unwrap_err(),
             Refusal::Expired
         );
     }

@@ -259,6 +259,33 @@ const MIGRATIONS: &[&str] = &[
         recording_truncated INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     CREATE INDEX terminals_owner ON terminals(owner);",
+    // 14: one-time login links (`localhostd login-url`): only the secret's hash, single use,
+    // short-lived. Sessions of the local admin opened with one have no token: `token_id`
+    // becomes optional and `local_actor` names such a session's actor (exactly one of them).
+    "CREATE TABLE sessions_new (
+        id           TEXT PRIMARY KEY NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        token_id     TEXT REFERENCES tokens(id) ON DELETE CASCADE,
+        csrf         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        revoked_at   INTEGER,
+        local_actor  TEXT,
+        CHECK ((token_id IS NULL) <> (local_actor IS NULL))
+    ) STRICT;
+    INSERT INTO sessions_new(id, secret_hash, token_id, csrf, created_at, last_seen_at, revoked_at)
+        SELECT id, secret_hash, token_id, csrf, created_at, last_seen_at, revoked_at FROM sessions;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_new RENAME TO sessions;
+    CREATE INDEX sessions_token ON sessions(token_id);
+    CREATE TABLE login_links (
+        id          TEXT PRIMARY KEY NOT NULL,
+        secret_hash BLOB NOT NULL,
+        actor       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER
+    ) STRICT;",
 ];
 
 /// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
@@ -283,13 +310,23 @@ const SCHEMA: &str = "
     CREATE TABLE sessions (
         id           TEXT PRIMARY KEY NOT NULL,
         secret_hash  BLOB NOT NULL,
-        token_id     TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+        token_id     TEXT REFERENCES tokens(id) ON DELETE CASCADE,
         csrf         TEXT NOT NULL,
         created_at   INTEGER NOT NULL,
         last_seen_at INTEGER NOT NULL,
-        revoked_at   INTEGER
+        revoked_at   INTEGER,
+        local_actor  TEXT,
+        CHECK ((token_id IS NULL) <> (local_actor IS NULL))
     ) STRICT;
     CREATE INDEX sessions_token ON sessions(token_id);
+    CREATE TABLE login_links (
+        id          TEXT PRIMARY KEY NOT NULL,
+        secret_hash BLOB NOT NULL,
+        actor       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER
+    ) STRICT;
     CREATE TABLE audit_log (
         id         INTEGER PRIMARY KEY,
         at         INTEGER NOT NULL,
