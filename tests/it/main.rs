@@ -71,4 +71,5 @@ mod pty;
 mod quotas;
 mod sandbox;
 mod streams;
+mod system;
 mod terminals;
