@@ -15,6 +15,14 @@
 #   benches/idle-rss.sh                        # 3 rounds, about 80 s
 #   ROUNDS=1 BENCH_RECORD=0 benches/idle-rss.sh
 #   LOCALHOSTD_BASELINE_BIN=/path/localhostd-old LOCALHOSTD_BASELINE_REV=01fe5f3 benches/idle-rss.sh
+#   UI_PAGES=1 LOCALHOSTD_BASELINE_BIN=/path/localhostd-before-ui benches/idle-rss.sh
+#
+# UI_PAGES=1 (issue 26: the UI adds at most 1 MB to the idle RSS): after the requests, a headless
+# Chromium (benches/ui_driver.py visit) logs in with the initial admin token and loads every
+# page of the web UI once, then closes; the idle wait and the measurement follow. A baseline
+# without a web UI (GET / is no HTML page) gets only the requests, so after ÷ baseline is the
+# cost of the UI with all its pages loaded once (UI_PAGE_LIST=/,/data… to choose them). Needs chromium and Python's `websockets`
+# (tests/e2e/requirements.txt; put in a venv under target/ when missing).
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -23,13 +31,46 @@ ROUNDS="${ROUNDS:-3}"
 REQUESTS="${REQUESTS:-100}"
 IDLE="${IDLE:-10}"
 LIMIT_MB=12
-bench_init idle-rss "ROUNDS=$ROUNDS REQUESTS=$REQUESTS IDLE=$IDLE"
+UI_PAGES="${UI_PAGES:-0}"
+bench_init idle-rss "ROUNDS=$ROUNDS REQUESTS=$REQUESTS IDLE=$IDLE UI_PAGES=$UI_PAGES"
 
 bench_need_tools curl:curl "nginx:nginx-light|nginx" awk:gawk
 bench_build
 bench_baseline
 
 PATHS=(/health /ready /api/v1/health)
+
+# ui_python: a Python with `websockets` for benches/ui_driver.py.
+ui_python() {
+    local venv="$BENCH_REPO/target/ci-venv"
+    if ! "$venv/bin/python3" -c 'import websockets' >/dev/null 2>&1; then
+        bench_log "installing tests/e2e/requirements.txt into $venv"
+        python3 -m venv "$venv" >&2 || bench_die "python3 -m venv failed (apt-get install python3-venv)"
+        "$venv/bin/pip" install -q --disable-pip-version-check \
+            -r "$BENCH_REPO/tests/e2e/requirements.txt" >&2 || bench_die "pip install failed"
+    fi
+    echo "$venv/bin/python3"
+}
+
+if [[ $UI_PAGES == 1 ]]; then
+    bench_need_tools chromium:chromium python3:python3
+    UI_PY="$(ui_python)"
+fi
+
+# visit_pages PORT: every page of the web UI once, logged in with the initial admin token;
+# nothing for a build without the UI.
+visit_pages() {
+    local port="$1" ctype
+    [[ $UI_PAGES == 1 ]] || return 0
+    ctype="$(curl -sS -o /dev/null --max-time 5 -w '%{content_type}' "http://127.0.0.1:$port/" || true)"
+    if [[ $ctype != text/html* ]]; then
+        bench_log "no web UI on port $port (GET / is $ctype): pages not visited"
+        return 0
+    fi
+    LOCALHOSTD_TOKEN="$(cat "$OURS_DIR/state/initial-admin-token")" timeout 300 \
+        "$UI_PY" "$BENCH_REPO/benches/ui_driver.py" visit --base "http://127.0.0.1:$port" ${UI_PAGE_LIST:+--pages "$UI_PAGE_LIST"} >&2 \
+        || bench_die "loading the UI's pages failed"
+}
 
 # send_requests PORT: REQUESTS requests, PATHS in turn; fails unless every answer is 2xx.
 send_requests() {
@@ -84,6 +125,7 @@ for r in $(seq 1 "$ROUNDS"); do
                 ours_start "ours-$r"
             fi
             send_requests "$OURS_PORT"
+            visit_pages "$OURS_PORT"
             sleep "$IDLE"
             out="$(bench_mem "$OURS_PID")"
             read -r rss anon file pss thr <<<"$out"
@@ -143,7 +185,7 @@ entry="$BENCH_TMP/entry.md"
     echo "- peer: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes ${NGINX_WORKERS:-auto}" \
         "(= $workers workers), \`return 200\` of the same JSON for every path, access_log off"
     echo "- $ROUNDS rounds, each a fresh process; $REQUESTS requests (${PATHS[*]} in turn, one" \
-        "connection each), then ${IDLE}s idle; median over rounds; VmRSS per round: ours" \
+        "connection each)$([[ $UI_PAGES == 1 ]] && echo ", then every UI page loaded once in headless Chromium (builds with a UI)"), then ${IDLE}s idle; median over rounds; VmRSS per round: ours" \
         "${M[ours,rss]% } kB, nginx (sum) ${M[nginx,rss]% } kB"
     echo
     echo "| process | VmRSS | RssAnon | RssFile | PSS | threads / processes |"

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod server;
 mod session;
 pub mod state;
+mod system;
 mod terminals;
 #[cfg(test)]
 mod tests;

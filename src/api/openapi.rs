@@ -25,7 +25,8 @@ use super::access::{Access, CSRF_HEADER, SESSION_COOKIE};
 use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
 use super::{
-    audit, backups, data, exec, files, health, metrics, programs, session, terminals, tokens, ws,
+    audit, backups, data, exec, files, health, metrics, programs, session, system, terminals,
+    tokens, ws,
 };
 
 #[derive(OpenApi)]
@@ -48,6 +49,8 @@ use super::{
         metrics::dashboard,
         metrics::history,
         metrics::alerts,
+        system::facts,
+        system::processes,
         session::create,
         session::get,
         session::delete,
@@ -100,7 +103,7 @@ use super::{
     tags(
         (name = "meta", description = "This document."),
         (name = "health", description = "Liveness, readiness and the health report."),
-        (name = "monitoring", description = "Prometheus metrics, the dashboard, history, alerts."),
+        (name = "monitoring", description = "Prometheus metrics, the dashboard, history, alerts, the host's facts and top processes."),
         (name = "session", description = "Browser login (cookie + CSRF token), who-am-I, logout."),
         (name = "tokens", description = "API tokens (admin)."),
         (name = "backups", description = "Backups and the audit trail (admin)."),

@@ -8,8 +8,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use super::access::Access;
 use super::ratelimit::Class;
 use super::{
-    audit, backups, data, exec, files, health, metrics, openapi, programs, session, terminals,
-    tokens, ui, ws,
+    audit, backups, data, exec, files, health, metrics, openapi, programs, session, system,
+    terminals, tokens, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -248,6 +248,22 @@ pub fn table() -> Vec<Route> {
             read,
             Class::Read,
             get(metrics::alerts),
+        ),
+        // The host's facts (read) and its top processes (admin: command lines can hold
+        // secrets). A first request for processes waits for its CPU sample (500 ms).
+        r(
+            Method::GET,
+            "/api/v1/system",
+            read,
+            Class::Read,
+            get(system::facts),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/processes",
+            admin,
+            Class::Read,
+            get(system::processes),
         ),
         // Browser sessions. Login checks its own credential (and counts failures).
         r(

@@ -63,6 +63,9 @@ pub struct Services {
     pub backups: Backups,
     /// Terminal sessions (`/api/v1/terminals`), jobs on a pseudo-terminal run by `exec`.
     pub terminals: Terminals,
+    /// The top processes (`/api/v1/processes`): keeps the last reading of /proc, the base
+    /// of the next request's CPU shares.
+    pub processes: crate::ops::processes::Processes,
 }
 
 impl AppState {
@@ -110,6 +113,7 @@ impl AppState {
             metrics,
             backups,
             terminals,
+            processes: Default::default(),
         })))
     }
 

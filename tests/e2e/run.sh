@@ -630,6 +630,50 @@ check_terminal_through_nginx() {
     log "  nginx's access log: GET …/attach → 101 (upgraded through the site)"
 }
 
+# check_ui_dashboard_through_nginx: issue 26. The host's Chromium (headless, over the DevTools
+# protocol: benches/ui_driver.py, with the WebSocket client of tests/e2e/requirements.txt) logs
+# in through nginx with a one-time `localhostd login-url` link (or, in a build without that
+# command, with an admin token typed into the login form), loads the dashboard and checks that
+# every chart canvas has pixels, that the host's facts are shown (GET /api/v1/system) and that
+# no page logged a console error or a CSP violation. A screenshot lands in
+# target/e2e-ui-dashboard.png.
+check_ui_dashboard_through_nginx() {
+    local ctype chromium py link tok out
+    ctype=$(in_ct curl -s -o /dev/null -w '%{content_type}' --max-time 20 "http://127.0.0.1:$NGINX_PORT/")
+    if [[ "$ctype" != text/html* ]]; then
+        log "skip: ui_dashboard_through_nginx (no web UI in this build: GET / is $ctype)"
+        return 0
+    fi
+    chromium=$(command -v chromium || command -v chromium-browser || true)
+    if [ -z "$chromium" ]; then
+        if [ -n "${CI:-}" ]; then
+            fail "no chromium on the host (apt-get install chromium); CI must run this check"
+            return 1
+        fi
+        log "skip: ui_dashboard_through_nginx (no chromium on the host; apt-get install chromium)"
+        return 0
+    fi
+    py=$(term_python) || return 1
+    local args=(--base "http://127.0.0.1:$NGINX_PORT" --chromium "$chromium"
+        --screenshot "$REPO/target/e2e-ui-dashboard.png")
+    if link=$(in_ct timeout 30 localhostd login-url 2>/dev/null) && [[ "$link" == *'#link='* ]]; then
+        # Only the fragment is used: the base the daemon prints may name another address.
+        args+=(--link "$(tail -n 1 <<<"$link")")
+    else
+        log "  no \`localhostd login-url\` in this build: logging in with an admin token in the form"
+        tok=$(in_ct timeout 30 localhostd token create --name "e2e-ui-$RANDOM" --scope admin 2>/dev/null)
+        args+=(--token "$tok")
+    fi
+    out=$(timeout 150 "$py" "$REPO/benches/ui_driver.py" check "${args[@]}" 2>&1) \
+        || { echo "$out"; fail "the browser check of the dashboard through nginx failed"; return 1; }
+    printf '%s\n' "${out//ui_driver: ok: /e2e:   ui: }"
+    local all
+    all=$(in_ct cat /var/log/nginx/access.log)
+    grep -qE '"GET /ui/[0-9a-f]{16}/app/main\.js HTTP/1\.1" (200|304) ' <<<"$all" \
+        || { fail "nginx's access log shows no GET of the UI's main.js"; return 1; }
+    log "  nginx's access log: the UI's assets were fetched through the site"
+}
+
 # ct_running "CMDLINE": a process with exactly this command line runs in the container (read
 # from /proc: the minimal container has no procps).
 ct_running() {
@@ -933,6 +977,7 @@ main() {
     run_check sandboxed_exec
     run_check program_through_nginx
     run_check terminal_through_nginx
+    run_check ui_dashboard_through_nginx
     run_check audit_in_journal
     run_check jobs_die_with_the_daemon
     run_check data_through_nginx

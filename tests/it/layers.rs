@@ -50,6 +50,8 @@ const LAYERS: &[(&str, Layer)] = &[
     ("ops::metrics", Domain),
     ("ops::backup", Domain),
     ("ops::health", Domain),
+    ("ops::system", Domain),
+    ("ops::processes", Domain),
     ("util", Infrastructure),
     ("config", Infrastructure),
     ("logging", Infrastructure),

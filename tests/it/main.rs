@@ -71,5 +71,6 @@ mod pty;
 mod quotas;
 mod sandbox;
 mod streams;
+mod system;
 mod terminals;
 mod ui;
