@@ -29,10 +29,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import (
+    ElementClickInterceptedException,
     JavascriptException,
     StaleElementReferenceException,
     TimeoutException,
@@ -204,6 +206,7 @@ class Page:
         self.downloads = downloads
         self.allowed = []
         self.seen = []
+        self.covered = []
 
     # --- the browser log -------------------------------------------------------------------
 
@@ -416,8 +419,19 @@ class Page:
         return el
 
     def click(self, el):
+        """Clicks as a person does: scrolled into view and, when something lies over it (a
+        toast), once that has gone (noted in `self.covered`)."""
         self.js("arguments[0].scrollIntoView({block: 'center'})", el)
-        el.click()
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                el.click()
+                return
+            except ElementClickInterceptedException as e:
+                self.covered.append(str(e.msg).split("\n")[0][:300])
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def alert_text(self, timeout=WAIT_S):
         """The text of the first non-empty role=alert element (where ui.showError writes)."""
@@ -623,10 +637,13 @@ def page(browser, request):
     """The shared browser for one test: light theme, desktop width, log drained before and
     checked after."""
     browser.allowed = []
+    browser.covered = []
     browser.width(None)
     browser.color_scheme("light")
     browser.drain_log()
     yield browser
+    if browser.covered:
+        warnings.warn(f"{request.node.name}: a click had to wait for something over its target: {browser.covered[0]}")
     if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
         return  # the failure already says what went wrong; the log is in its message if any
     browser.assert_clean_log(f"the end of {request.node.name}")
