@@ -583,6 +583,9 @@ def daemon():
 
 @pytest.fixture(scope="session")
 def browser(daemon):
+    # This run's screenshots only: none left from an earlier run passes for a page of this one.
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
     profile = pathlib.Path(tempfile.mkdtemp(prefix="lhd-ui-chromium-"))
     downloads = pathlib.Path(tempfile.mkdtemp(prefix="lhd-ui-downloads-"))
     opts = Options()

@@ -39,7 +39,7 @@ def test_type_a_command_and_read_its_output_from_the_rows(page):
     box.send_keys(Keys.ENTER)
     page.wait(lambda: re.search(r"^hi-42\s*$", rows_text(page), re.M), "hi-42 in the rendered rows")
     assert "echo hi-$((6*7))" in rows_text(page), "the typed line is not echoed in the rows"
-    page.check("terminal")
+    page.check("terminal-session")
 
     # The size follows the window: a narrower window, fewer columns for the session.
     cols = page.daemon.request("GET", f"/api/v1/terminals/{sid}").get("cols")

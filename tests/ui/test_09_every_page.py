@@ -19,13 +19,13 @@ def test_each_page_light_dark_and_phone_width(page, path, name):
         "return [...document.querySelectorAll('nav a[aria-current=page]')].map(a => a.getAttribute('href'))"
     )
     assert current == [path], f"the nav marks {current} as current on {path}"
-    page.check(name)
+    page.check(f"{name}-light")
 
     page.color_scheme("dark")
-    bg = page.js("return getComputedStyle(document.body).backgroundColor")
+    bg = page.js("return [document.documentElement, document.body].map(e => getComputedStyle(e).backgroundColor)")
     page.check(f"{name}-dark")
     page.color_scheme("light")
-    assert page.js("return getComputedStyle(document.body).backgroundColor") != bg, \
+    assert page.js("return [document.documentElement, document.body].map(e => getComputedStyle(e).backgroundColor)") != bg, \
         "the dark theme has the light theme's background"
 
     page.width(PHONE)
@@ -35,6 +35,9 @@ def test_each_page_light_dark_and_phone_width(page, path, name):
     page.screenshot(f"{name}-{PHONE}px")
     assert over <= 0, f"{path} scrolls sideways by {over}px at {PHONE}px wide; too wide: {wide}"
     page.check(f"{name}-{PHONE}px")
+    page.color_scheme("dark")
+    page.check(f"{name}-{PHONE}px-dark")
+    page.color_scheme("light")
     page.width(None)
 
 
