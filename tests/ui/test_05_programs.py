@@ -88,6 +88,14 @@ def test_a_zip_project_runs(page, tmp_path):
     assert re.search(r"exit code 0", result, re.I), result
     page.screenshot("programs-zip-run")
 
+    # Open in a terminal: the project runs in a terminal session, its output in the rows.
+    page.click(page.button("open in a terminal"))
+    page.wait(lambda: page.url().startswith(page.base + "/terminal?id="), "the terminal page")
+    page.wait_ready("terminal")
+    page.wait(lambda: "zip project says 42" in page.js(
+        "const r = document.querySelector('.xterm-rows'); return r ? r.textContent : ''"),
+        "the project's output in the terminal's rows", timeout=60)
+
     # Listed on the programs page.
     page.open("/programs", "programs")
     page.link("project.zip")
