@@ -48,7 +48,11 @@ fn missing(python: &str) -> Vec<String> {
         Ok(o) if o.status.success() => {}
         Ok(o) => out.push(format!(
             "pytest and selenium in {python} (pip install -r tests/ui/requirements.txt): {}",
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
         )),
         Err(e) => out.push(format!("{python}: {e}")),
     }
