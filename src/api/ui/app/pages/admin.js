@@ -28,8 +28,25 @@ function rfc3339(local) {
 
 export default {
   title: "Admin",
-  async mount(root, { api, ui }) {
+  async mount(root, { api, ui, whoami }) {
     const { h } = ui;
+    if (whoami && !(whoami.actor?.scopes || []).includes("admin")) {
+      root.append(
+        h("div", { class: "page-head" }, h("h1", null, "Admin")),
+        h(
+          "div",
+          { class: "alert warn", role: "note" },
+          h(
+            "p",
+            null,
+            `Tokens, backups and the audit log need a token with the admin scope; ${whoami.actor.name} has ${
+              (whoami.actor.scopes || []).join(", ") || "no scope"
+            }. Log in with an admin token to use this page.`,
+          ),
+        ),
+      );
+      return undefined;
+    }
 
     const section = (id, title, ...children) =>
       h("section", { class: "card", id, "aria-labelledby": `${id}-title` }, h("h2", { id: `${id}-title` }, title), ...children);

@@ -48,7 +48,7 @@ function withAlpha(hex, alpha) {
 
 export default {
   title: "Dashboard",
-  async mount(root, { api, ui, params, navigate }) {
+  async mount(root, { api, ui, params, navigate, whoami }) {
     const { h } = ui;
     const timers = new Set();
     let stopped = false;
@@ -552,6 +552,14 @@ export default {
       procBody,
     );
     let procForbidden = false;
+    const isAdmin = (whoami?.actor?.scopes || []).includes("admin");
+    function forbidProcesses() {
+      procForbidden = true;
+      sortSelect.disabled = true;
+      ui.fill(procBody, h("p", { class: "muted" }, "Only admin tokens see processes: command lines can hold secrets."));
+    }
+    // Not asked at all without the admin scope: the answer would be 403.
+    if (whoami && !isAdmin) forbidProcesses();
 
     async function loadProcesses() {
       if (procForbidden) return;
@@ -560,11 +568,7 @@ export default {
         top = await api.api("GET", "/api/v1/processes", { query: { sort: procSort, limit: 10 } });
       } catch (err) {
         if (err instanceof api.ApiError && err.status === 403) {
-          procForbidden = true;
-          sortSelect.disabled = true;
-          ui.fill(procBody, 
-            h("p", { class: "muted" }, "Only admin tokens see processes: command lines can hold secrets."),
-          );
+          forbidProcesses();
           return;
         }
         ui.clear(procBody);
