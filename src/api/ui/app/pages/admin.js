@@ -133,9 +133,9 @@ export default {
               { label: "Name", value: (t) => h("strong", null, t.name) },
               { label: "Scopes", value: (t) => t.scopes.map((s, i) => [i ? " " : null, ui.badge(s, s === "admin" ? "warn" : "")]) },
               { label: "State", value: tokenState },
-              { label: "Created", value: (t) => ui.formatTime(t.created_at) },
-              { label: "Last used", value: (t) => (t.last_used_at ? ui.formatTime(t.last_used_at) : "never") },
-              { label: "Expires", value: (t) => (t.expires_at ? ui.formatTime(t.expires_at) : "never") },
+              { label: "Created", class: "time", value: (t) => ui.formatTime(t.created_at) },
+              { label: "Last used", class: "time", value: (t) => (t.last_used_at ? ui.formatTime(t.last_used_at) : "never") },
+              { label: "Expires", class: "time", value: (t) => (t.expires_at ? ui.formatTime(t.expires_at) : "never") },
               { label: "Id", value: (t) => h("span", { class: "mono" }, t.id) },
               {
                 label: "Actions",
@@ -295,7 +295,7 @@ export default {
             caption: "Backups, newest first",
             columns: [
               { label: "Backup", value: (b) => h("span", { class: "mono" }, b.id) },
-              { label: "Created", value: (b) => ui.formatTime(b.created) },
+              { label: "Created", class: "time", value: (b) => ui.formatTime(b.created) },
               { label: "Size", class: "num", value: (b) => ui.formatBytes(b.size) },
               {
                 label: "Actions",
@@ -444,7 +444,7 @@ export default {
           ui.table({
             caption: "Audit events, newest first",
             columns: [
-              { label: "Time", value: (e) => ui.formatTime(e.at) },
+              { label: "Time", class: "time", value: (e) => ui.formatTime(e.at) },
               { label: "Actor", value: (e) => e.actor },
               { label: "Action", value: (e) => h("span", { class: "mono" }, e.action) },
               { label: "Target", value: (e) => h("span", { class: "mono" }, e.target) },
@@ -497,9 +497,9 @@ export default {
               { label: "State", value: (a) => ui.badge(a.state, kind[a.state] || "") },
               { label: "Value", class: "num", value: (a) => (a.value === null || a.value === undefined ? "–" : a.value.toFixed(1)) },
               { label: "Threshold", class: "num", value: (a) => String(a.threshold) },
-              { label: "Since", value: (a) => ui.formatTime(a.since) },
-              { label: "Fired", value: (a) => (a.fired_at ? ui.formatTime(a.fired_at) : "never") },
-              { label: "Resolved", value: (a) => (a.resolved_at ? ui.formatTime(a.resolved_at) : "–") },
+              { label: "Since", class: "time", value: (a) => ui.formatTime(a.since) },
+              { label: "Fired", class: "time", value: (a) => (a.fired_at ? ui.formatTime(a.fired_at) : "never") },
+              { label: "Resolved", class: "time", value: (a) => (a.resolved_at ? ui.formatTime(a.resolved_at) : "–") },
             ],
             rows: page.items || [],
             empty: "No alerts are configured.",

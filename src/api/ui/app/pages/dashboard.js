@@ -233,7 +233,7 @@ export default {
         ui.table({
           caption: `${c.title} (${c.unit}), newest first`,
           columns: [
-            { label: "Time", value: (r) => ui.formatTime(r.t * 1000) },
+            { label: "Time", class: "time", value: (r) => ui.formatTime(r.t * 1000) },
             ...c.series.map(([, label], si) => ({
               label,
               class: "num",
@@ -349,7 +349,7 @@ export default {
               { label: "State", value: (a) => stateBadge(a.state) },
               { label: "Value", class: "num", value: (a) => (a.value === null || a.value === undefined ? "–" : a.value.toFixed(1)) },
               { label: "Threshold", class: "num", value: (a) => String(a.threshold) },
-              { label: "Since", value: (a) => ui.formatTime(a.since) },
+              { label: "Since", class: "time", value: (a) => ui.formatTime(a.since) },
               {
                 label: "Last fired",
                 value: (a) =>
