@@ -28,8 +28,25 @@ function rfc3339(local) {
 
 export default {
   title: "Admin",
-  async mount(root, { api, ui }) {
+  async mount(root, { api, ui, whoami }) {
     const { h } = ui;
+    if (whoami && !(whoami.actor?.scopes || []).includes("admin")) {
+      root.append(
+        h("div", { class: "page-head" }, h("h1", null, "Admin")),
+        h(
+          "div",
+          { class: "alert warn", role: "note" },
+          h(
+            "p",
+            null,
+            `Tokens, backups and the audit log need a token with the admin scope; ${whoami.actor.name} has ${
+              (whoami.actor.scopes || []).join(", ") || "no scope"
+            }. Log in with an admin token to use this page.`,
+          ),
+        ),
+      );
+      return undefined;
+    }
 
     const section = (id, title, ...children) =>
       h("section", { class: "card", id, "aria-labelledby": `${id}-title` }, h("h2", { id: `${id}-title` }, title), ...children);
@@ -116,9 +133,9 @@ export default {
               { label: "Name", value: (t) => h("strong", null, t.name) },
               { label: "Scopes", value: (t) => t.scopes.map((s, i) => [i ? " " : null, ui.badge(s, s === "admin" ? "warn" : "")]) },
               { label: "State", value: tokenState },
-              { label: "Created", value: (t) => ui.formatTime(t.created_at) },
-              { label: "Last used", value: (t) => (t.last_used_at ? ui.formatTime(t.last_used_at) : "never") },
-              { label: "Expires", value: (t) => (t.expires_at ? ui.formatTime(t.expires_at) : "never") },
+              { label: "Created", class: "time", value: (t) => ui.formatTime(t.created_at) },
+              { label: "Last used", class: "time", value: (t) => (t.last_used_at ? ui.formatTime(t.last_used_at) : "never") },
+              { label: "Expires", class: "time", value: (t) => (t.expires_at ? ui.formatTime(t.expires_at) : "never") },
               { label: "Id", value: (t) => h("span", { class: "mono" }, t.id) },
               {
                 label: "Actions",
@@ -278,7 +295,7 @@ export default {
             caption: "Backups, newest first",
             columns: [
               { label: "Backup", value: (b) => h("span", { class: "mono" }, b.id) },
-              { label: "Created", value: (b) => ui.formatTime(b.created) },
+              { label: "Created", class: "time", value: (b) => ui.formatTime(b.created) },
               { label: "Size", class: "num", value: (b) => ui.formatBytes(b.size) },
               {
                 label: "Actions",
@@ -427,7 +444,7 @@ export default {
           ui.table({
             caption: "Audit events, newest first",
             columns: [
-              { label: "Time", value: (e) => ui.formatTime(e.at) },
+              { label: "Time", class: "time", value: (e) => ui.formatTime(e.at) },
               { label: "Actor", value: (e) => e.actor },
               { label: "Action", value: (e) => h("span", { class: "mono" }, e.action) },
               { label: "Target", value: (e) => h("span", { class: "mono" }, e.target) },
@@ -480,9 +497,9 @@ export default {
               { label: "State", value: (a) => ui.badge(a.state, kind[a.state] || "") },
               { label: "Value", class: "num", value: (a) => (a.value === null || a.value === undefined ? "–" : a.value.toFixed(1)) },
               { label: "Threshold", class: "num", value: (a) => String(a.threshold) },
-              { label: "Since", value: (a) => ui.formatTime(a.since) },
-              { label: "Fired", value: (a) => (a.fired_at ? ui.formatTime(a.fired_at) : "never") },
-              { label: "Resolved", value: (a) => (a.resolved_at ? ui.formatTime(a.resolved_at) : "–") },
+              { label: "Since", class: "time", value: (a) => ui.formatTime(a.since) },
+              { label: "Fired", class: "time", value: (a) => (a.fired_at ? ui.formatTime(a.fired_at) : "never") },
+              { label: "Resolved", class: "time", value: (a) => (a.resolved_at ? ui.formatTime(a.resolved_at) : "–") },
             ],
             rows: page.items || [],
             empty: "No alerts are configured.",

@@ -271,7 +271,7 @@ export default {
           ui.table({
             caption: "Executions, newest first",
             columns: [
-              { label: "Started", value: (e) => ui.formatTime(e.started_at) },
+              { label: "Started", class: "time", value: (e) => ui.formatTime(e.started_at) },
               {
                 label: "Command",
                 class: "command",
