@@ -157,8 +157,9 @@ export async function api(method, path, opts = {}) {
 /** Server-Sent Events from `path`, read with fetch and a stream reader. `onMessage(ev)` gets
  * `{event, data, id}` (event defaults to "message"); `onError(err)` gets an ApiError for an
  * error status or a lost connection; `onEnd()` (optional) when the server ends the stream.
- * Returns `{close()}`. */
-export function events(path, { onMessage, onError, onEnd, query, headers } = {}) {
+ * `method` and `json` (optional) make it a POST whose answer is a stream (`POST
+ * /api/v1/exec`). Returns `{close()}`. */
+export function events(path, { onMessage, onError, onEnd, query, headers, method = "GET", json } = {}) {
   const controller = new AbortController();
   let closed = false;
   const fail = (err) => {
@@ -169,7 +170,7 @@ export function events(path, { onMessage, onError, onEnd, query, headers } = {})
   (async () => {
     const h = new Headers(headers || {});
     h.set("accept", "text/event-stream");
-    const resp = await apiRaw("GET", path, { query, headers: h, signal: controller.signal });
+    const resp = await apiRaw(method, path, { query, json, headers: h, signal: controller.signal });
     if (!resp.ok) throw await errorFrom(resp);
     if (!resp.body) throw new ApiError("The browser gave no stream to read.", { code: "stream" });
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();

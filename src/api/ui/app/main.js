@@ -229,6 +229,17 @@ window.addEventListener("resize", scheduleWraps);
 
 window.addEventListener("popstate", () => route());
 
+// Leaving by a full navigation: Chromium may keep this document in its back/forward cache with
+// its connections open (a terminal's WebSocket would hold the keyboard), so the page's cleanup
+// runs on pagehide, and the page mounts afresh if the document is shown again from the cache.
+window.addEventListener("pagehide", () => {
+  generation++;
+  runCleanup();
+});
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) route();
+});
+
 window.addEventListener("lhd:session", (ev) => showSession(ev.detail));
 
 logoutBtn.addEventListener("click", async () => {

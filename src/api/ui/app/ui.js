@@ -47,6 +47,13 @@ export function clear(el) {
   return el;
 }
 
+/** Replaces the children of `el` with `children` (flattened as `h` does); returns `el`. */
+export function fill(el, ...children) {
+  clear(el);
+  append(el, children);
+  return el;
+}
+
 /** A readable text for any error: the API's message, the request id for server errors. */
 export function errorText(err) {
   if (err === null || err === undefined) return "Something went wrong.";
@@ -54,9 +61,6 @@ export function errorText(err) {
   if (err.name === "AbortError") return "Cancelled.";
   let text = err.message || String(err);
   if (err.status >= 500 && err.requestId) text += ` (request id ${err.requestId})`;
-  else if (err.status === 403 && !/scope|admin|allow|permi/i.test(text)) {
-    text += " (this token is not allowed to do that)";
-  }
   return text;
 }
 
@@ -75,7 +79,10 @@ export function showError(err, where) {
     box = where.querySelector(":scope > .alert.error");
     if (!box) {
       box = h("div", { class: "alert error" });
-      where.prepend(box);
+      // After the section's heading, if it starts with one; else first.
+      const first = where.firstElementChild;
+      if (first && /^H[1-6]$/.test(first.tagName)) first.after(box);
+      else where.prepend(box);
     } else {
       clear(box);
     }

@@ -510,19 +510,9 @@ export default {
     const openAtStart = params.get("key");
     if (openAtStart) await openKey(openAtStart);
 
-    // The back/forward cache may keep this page with its stream open: stop it while hidden.
-    const onHide = () => stopWatch();
-    const onShow = (e) => {
-      if (e.persisted && !state.closed) loadPage(true).then(startWatch);
-    };
-    window.addEventListener("pagehide", onHide);
-    window.addEventListener("pageshow", onShow);
-
     return () => {
       state.closed = true;
       stopWatch();
-      window.removeEventListener("pagehide", onHide);
-      window.removeEventListener("pageshow", onShow);
     };
   },
 };

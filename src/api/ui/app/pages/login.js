@@ -30,7 +30,12 @@ export default {
     // (and so from the history entry).
     let link = null;
     if (location.hash.startsWith("#link=")) {
-      link = decodeURIComponent(location.hash.slice("#link=".length));
+      const raw = location.hash.slice("#link=".length);
+      try {
+        link = decodeURIComponent(raw);
+      } catch {
+        link = raw;
+      }
       history.replaceState(null, "", location.pathname + location.search);
     }
 

@@ -429,18 +429,6 @@ async function mountSession(wrap, ctx, id, cleanups) {
     s.left = true;
     disconnect("left the page");
   });
-  // A page left by a full navigation may stay in the back/forward cache with its socket
-  // open, holding the session's keyboard: close it when hidden, attach again when shown.
-  const onHide = () => disconnect("page hidden");
-  const onShow = (e) => {
-    if (e.persisted && !s.ended && !s.left && !s.ws) connect();
-  };
-  window.addEventListener("pagehide", onHide);
-  window.addEventListener("pageshow", onShow);
-  cleanups.push(() => {
-    window.removeEventListener("pagehide", onHide);
-    window.removeEventListener("pageshow", onShow);
-  });
 
   refit();
   if (s.ended) await showEndedOutput();
