@@ -263,6 +263,8 @@ async function mountDetails(wrap, ctx, id, cleanups) {
 
   termBtn.addEventListener("click", async () => {
     clear(detailError);
+    clear(runError);
+    if (needsMain(runError)) return;
     termBtn.disabled = true;
     try {
       const body = { args: argList() };
@@ -358,8 +360,17 @@ async function mountDetails(wrap, ctx, id, cleanups) {
     if (r.message) runStatus.append(h("p", { class: "alert warn" }, r.message));
   }
 
+  /** A program without a main file cannot run: say so at the form, before asking the API. */
+  function needsMain(where) {
+    if (prog.main) return false;
+    showError(new Error("This program has no main file yet: choose it above (Main file, then “Set main file”)."), where);
+    mainSelect.focus();
+    return true;
+  }
+
   async function run() {
     clear(runError);
+    if (needsMain(runError)) return;
     const body = {};
     const args = argList();
     if (args.length) body.args = args;
