@@ -412,7 +412,9 @@ export default {
         state.open = { key, version: w.version, dirty: false, readAt: new Date().toISOString() };
         state.rows.set(key, { key, value: v.value, version: w.version });
         showEditor(key, false);
-        toast(`Saved ${key} (version ${w.version}).`);
+        // Said beside the form (a toast could cover the buttons of the editor).
+        clear(notice);
+        notice.append(h("p", { class: "alert ok", "data-test": "saved" }, `Saved ${key} (version ${w.version}).`));
         state.saving = false;
         // Changes by others after ours still count.
         for (const [kind, d] of state.held) {

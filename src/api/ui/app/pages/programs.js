@@ -3,44 +3,13 @@
 // setting the main file, a run with arguments and stdin whose output streams in (the run
 // route answers Server-Sent Events to `Accept: text/event-stream`), its run history, opening
 // it in a terminal session, and deleting it.
-import { api, apiRaw, upload, ApiError } from "../api.js";
+import { api, events, upload, ApiError } from "../api.js";
 import { h, clear, showError, toast, confirmDialog, formatBytes, formatTime, formatDuration, table } from "../ui.js";
 
 const PAGE = 50;
 
 function programUrl(id) {
   return `/api/v1/programs/${encodeURIComponent(id)}`;
-}
-
-/** Reads Server-Sent Events from a fetch Response body, calling onEvent({event, data}). */
-async function readSse(resp, onEvent, signal) {
-  if (!resp.body) throw new Error("the server sent no stream");
-  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-  const stop = () => reader.cancel().catch(() => {});
-  if (signal) signal.addEventListener("abort", stop, { once: true });
-  let buf = "";
-  let ev = { event: "message", data: [] };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let nl;
-    while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + (buf[nl] === "\r" && buf[nl + 1] === "\n" ? 2 : 1));
-      if (line === "") {
-        if (ev.data.length) onEvent({ event: ev.event, data: ev.data.join("\n") });
-        ev = { event: "message", data: [] };
-      } else if (!line.startsWith(":")) {
-        const c = line.indexOf(":");
-        const field = c < 0 ? line : line.slice(0, c);
-        let val = c < 0 ? "" : line.slice(c + 1);
-        if (val.startsWith(" ")) val = val.slice(1);
-        if (field === "event") ev.event = val;
-        else if (field === "data") ev.data.push(val);
-      }
-    }
-  }
 }
 
 /** Output text of a stream chunk or result field ({data, encoding}). */
@@ -294,6 +263,8 @@ async function mountDetails(wrap, ctx, id, cleanups) {
 
   termBtn.addEventListener("click", async () => {
     clear(detailError);
+    clear(runError);
+    if (needsMain(runError)) return;
     termBtn.disabled = true;
     try {
       const body = { args: argList() };
@@ -358,9 +329,16 @@ async function mountDetails(wrap, ctx, id, cleanups) {
   wrap.append(h("section", { class: "card", "aria-labelledby": "run-h" },
     h("h2", { id: "run-h" }, "Run"), runForm, runError, runStatus, output));
 
-  let runCtrl = null;
-  cleanups.push(() => runCtrl && runCtrl.abort());
-  stopBtn.addEventListener("click", () => runCtrl && runCtrl.abort());
+  // The run's event stream while it is read, and how to end the wait for it.
+  let running = null;
+  cleanups.push(() => running && running.stream.close());
+  stopBtn.addEventListener("click", () => {
+    if (!running) return;
+    running.stream.close();
+    clear(runStatus);
+    runStatus.append(h("p", { class: "muted" }, "Stopped watching: the run goes on until it ends; its result will be in the history."));
+    running.done();
+  });
 
   function append(text, stream) {
     const atEnd = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
@@ -382,8 +360,17 @@ async function mountDetails(wrap, ctx, id, cleanups) {
     if (r.message) runStatus.append(h("p", { class: "alert warn" }, r.message));
   }
 
+  /** A program without a main file cannot run: say so at the form, before asking the API. */
+  function needsMain(where) {
+    if (prog.main) return false;
+    showError(new Error("This program has no main file yet: choose it above (Main file, then “Set main file”)."), where);
+    mainSelect.focus();
+    return true;
+  }
+
   async function run() {
     clear(runError);
+    if (needsMain(runError)) return;
     const body = {};
     const args = argList();
     if (args.length) body.args = args;
@@ -397,7 +384,6 @@ async function mountDetails(wrap, ctx, id, cleanups) {
       }
       body.timeout_ms = s * 1000;
     }
-    runCtrl = new AbortController();
     runBtn.disabled = true;
     stopBtn.hidden = false;
     clear(output);
@@ -405,46 +391,46 @@ async function mountDetails(wrap, ctx, id, cleanups) {
     clear(runStatus);
     runStatus.append(h("p", {}, h("span", { class: "badge" }, "running"), " started ", formatTime(new Date().toISOString())));
     let gotResult = false;
-    try {
-      const resp = await apiRaw("POST", `${programUrl(id)}/runs`, {
+    // The run answers Server-Sent Events: stdout/stderr chunks as they come, then one result
+    // (or error) event.
+    await new Promise((resolve) => {
+      const stream = events(`${programUrl(id)}/runs`, {
+        method: "POST",
         json: body,
-        headers: { Accept: "text/event-stream" },
-        signal: runCtrl.signal,
-      });
-      if (!resp.ok) {
-        const e = await errorOf(resp);
-        throw e;
-      }
-      await readSse(resp, (ev) => {
-        let d;
-        try { d = JSON.parse(ev.data); } catch { return; }
-        if (ev.event === "stdout" || ev.event === "stderr") append(decodeChunk(d.data, d.encoding), ev.event);
-        else if (ev.event === "result") {
-          gotResult = true;
-          showResult(d);
-        } else if (ev.event === "error") {
-          gotResult = true;
+        onMessage(ev) {
+          let d;
+          try { d = JSON.parse(ev.data); } catch { return; }
+          if (ev.event === "stdout" || ev.event === "stderr") append(decodeChunk(d.data, d.encoding), ev.event);
+          else if (ev.event === "result") {
+            gotResult = true;
+            showResult(d);
+          } else if (ev.event === "error") {
+            gotResult = true;
+            clear(runStatus);
+            showError(new ApiError(d.error ? d.error.message : "the run failed", { code: d.error ? d.error.code : "" }), runError);
+          }
+        },
+        onError(err) {
           clear(runStatus);
-          showError(new ApiError(d.error ? d.error.message : "the run failed", { status: 0, code: d.error && d.error.code }), runError);
-        }
-      }, runCtrl.signal);
-      if (!gotResult && !runCtrl.signal.aborted) throw new Error("The output stream ended before the run's result came.");
-    } catch (err) {
-      if (runCtrl && runCtrl.signal.aborted) {
-        clear(runStatus);
-        runStatus.append(h("p", { class: "muted" }, "Stopped watching: the run goes on until it ends; its result will be in the history."));
-      } else {
-        clear(runStatus);
-        showError(err, runError);
-      }
-    } finally {
-      runCtrl = null;
-      runBtn.disabled = false;
-      stopBtn.hidden = true;
-      if (output.childNodes.length === 0) output.append(h("span", { class: "muted" }, "(no output)"));
-      loadRuns(true);
-      refreshProgram();
-    }
+          showError(err, runError);
+          resolve();
+        },
+        onEnd() {
+          if (!gotResult) {
+            clear(runStatus);
+            showError(new Error("The output stream ended before the run's result came."), runError);
+          }
+          resolve();
+        },
+      });
+      running = { stream, done: resolve };
+    });
+    running = null;
+    runBtn.disabled = false;
+    stopBtn.hidden = true;
+    if (output.childNodes.length === 0) output.append(h("span", { class: "muted" }, "(no output)"));
+    loadRuns(true);
+    refreshProgram();
   }
 
   async function refreshProgram() {
@@ -495,22 +481,4 @@ async function mountDetails(wrap, ctx, id, cleanups) {
 
   renderDetails();
   await loadRuns(true);
-}
-
-/** An ApiError from a failed Response (the API's error body, or the status text). */
-async function errorOf(resp) {
-  let code = null;
-  let message = `${resp.status} ${resp.statusText}`.trim();
-  let requestId = null;
-  try {
-    const b = await resp.json();
-    if (b && b.error) {
-      code = b.error.code || null;
-      message = b.error.message || message;
-      requestId = b.error.request_id || null;
-    }
-  } catch {
-    // Not JSON: keep the status line.
-  }
-  return new ApiError(message, { status: resp.status, code, requestId });
 }

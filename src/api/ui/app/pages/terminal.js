@@ -282,7 +282,15 @@ async function mountSession(wrap, ctx, id, cleanups) {
   dark.addEventListener("change", onScheme);
   cleanups.push(() => dark.removeEventListener("change", onScheme));
 
-  const s = { ws: null, writer: false, ended: info.state !== "running", offset: null, closedByUs: false };
+  const s = { ws: null, writer: false, ended: info.state !== "running", offset: null, left: false };
+  // Sockets this page closed on purpose: their close is no error to show.
+  const closing = new WeakSet();
+  function disconnect(why) {
+    if (!s.ws) return;
+    closing.add(s.ws);
+    s.ws.close(1000, why);
+    s.ws = null;
+  }
   const enc = new TextEncoder();
 
   function setStatus(text, kind) {
@@ -375,7 +383,7 @@ async function mountSession(wrap, ctx, id, cleanups) {
     });
     ws.addEventListener("close", (ev) => {
       if (s.ws === ws) s.ws = null;
-      if (s.closedByUs || s.ended) return;
+      if (closing.has(ws) || s.left || s.ended) return;
       const why = ev.reason ? `: ${ev.reason}` : "";
       const what = ev.code === 1006 ? "The connection to the terminal was lost (or refused)" : `The connection closed (code ${ev.code})${why}`;
       setStatus(`${what}. Reconnect to carry on where it stopped.`, "warn");
@@ -418,8 +426,8 @@ async function mountSession(wrap, ctx, id, cleanups) {
     }
   });
   cleanups.push(() => {
-    s.closedByUs = true;
-    if (s.ws) s.ws.close(1000, "left the page");
+    s.left = true;
+    disconnect("left the page");
   });
 
   refit();
