@@ -72,3 +72,4 @@ mod quotas;
 mod sandbox;
 mod streams;
 mod terminals;
+mod ui;
