@@ -9,13 +9,11 @@ use super::access::Access;
 use super::ratelimit::Class;
 use super::{
     audit, backups, data, exec, files, health, metrics, openapi, programs, session, terminals,
-    tokens, ws,
+    tokens, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
 use crate::store::auth::Scope;
-// The web UI's routes (its own import line, apart from the API's areas above).
-use super::ui;
 
 /// Body content types a JSON route accepts.
 pub const JSON: &[&str] = &["application/json"];
