@@ -92,11 +92,12 @@ pub fn login_url(cfg: &Config, state_dir: &Path, base: Option<&str>) -> CliResul
                 .into(),
         );
     };
+    // No body: the route takes none (one it does not read could meet a closed socket).
     let v = ask_daemon(
         &sock,
         "POST",
         "/api/v1/session/links",
-        Some(&json!({})),
+        None,
         Duration::from_secs(30),
     )?;
     let link = v["link"]

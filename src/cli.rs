@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon (systemd starts it this way).
+    /// Run the daemon: the API and the web UI (systemd starts it this way).
     Serve(ServeArgs),
     /// Validate the config file and print the effective configuration.
     CheckConfig(ConfigArg),
@@ -38,10 +38,12 @@ pub enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
-    /// Print a one-time login link for the web UI: `<base>/login#link=<secret>`. Open it in a
-    /// browser to log in as the host's admin, without a token. The running daemon makes it
-    /// through its admin socket (run this as root or the daemon's user); it works once and
-    /// expires after auth.login-link-ttl (5 minutes by default).
+    /// Print a one-time login link to the web UI for the host's admin.
+    ///
+    /// Prints `<base>/login#link=<secret>`: open it in a browser to log in as the host's admin,
+    /// without a token. The running daemon makes it through its admin socket (run this as root
+    /// or the daemon's user, on the host); it works once and expires after
+    /// auth.login-link-ttl (5 minutes by default). Behind nginx, pass --base.
     LoginUrl {
         #[command(flatten)]
         config: ConfigArg,

@@ -64,6 +64,7 @@ mod init_fds;
 mod kv;
 mod layers;
 mod lifecycle;
+mod login_url;
 mod memory;
 mod metrics;
 mod programs;
