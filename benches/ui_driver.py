@@ -49,28 +49,38 @@ PROBE = r"""
     const canvases = [...main.querySelectorAll("canvas")];
     return canvases.length > 0 && canvases.every((c) => !blank(c));
   };
-  // Cockpit's overview runs in a same-origin iframe; its usage card has progress bars labelled
-  // "CPU usage" and "Memory usage" whose labels show the figures once the first samples came.
+  // Cockpit's overview runs in a same-origin iframe; its usage card (.system-usage) has two
+  // progress bars (aria-labelledby the rows' headers #system-usage-cpu-progress and
+  // #system-usage-memory-progress), each with its figure beside it ("3% of 2 CPUs",
+  // "2.4 / 24 GiB"). Drawn: both figures shown and the memory bar's value above 0 (it is 0
+  // until the first sample arrives).
   const cockpit = () => {
     const docs = [document];
     for (const f of document.querySelectorAll("iframe")) {
       try { if (f.contentDocument) docs.push(f.contentDocument); } catch (e) { /* other origin */ }
     }
     for (const d of docs) {
-      const bars = [...d.querySelectorAll("[role=progressbar]")];
-      const cpu = bars.find((b) => /CPU/i.test(b.getAttribute("aria-label") || ""));
-      const mem = bars.find((b) => /Memory/i.test(b.getAttribute("aria-label") || ""));
-      const shown = (b) => b && b.getAttribute("aria-valuenow") !== null
-        && /\d/.test((b.closest("td,div") || b).textContent || "");
-      if (shown(cpu) && shown(mem)) return true;
+      const card = d.querySelector(".system-usage");
+      if (!card) continue;
+      const bar = (id) => card.querySelector(`[role=progressbar][aria-labelledby="${id}"]`);
+      // The figure is the bar's own label, beside it in its progress element.
+      const figure = (b) => (b.closest(".pf-c-progress, .pf-v5-c-progress, td") || b).textContent || "";
+      const cpu = bar("system-usage-cpu-progress"), mem = bar("system-usage-memory-progress");
+      if (cpu && mem && /\d+%/.test(figure(cpu)) && /\d/.test(figure(mem))
+          && Number(mem.getAttribute("aria-valuenow")) > 0) return true;
     }
     return false;
   };
   window.__uiDrawn = null;
+  window.__uiProbe = { ours, cockpit };
   const tick = () => {
-    if (window.__uiDrawn === null && (ours() || cockpit())) {
-      window.__uiDrawn = performance.now();
-      return;
+    try {
+      if (window.__uiDrawn === null && (ours() || cockpit())) {
+        window.__uiDrawn = performance.now();
+        return;
+      }
+    } catch (e) {
+      window.__uiProbeError = String(e);
     }
     requestAnimationFrame(tick);
   };
@@ -294,16 +304,53 @@ def measure(b, url, cold, timeout):
     return {"ms": round(v, 1), "bytes": bytes_}
 
 
+COCKPIT_DUMP = r"""(() => {
+  const out = [{drawn: window.__uiDrawn, error: window.__uiProbeError || null,
+    now: window.__uiProbe ? window.__uiProbe.cockpit() : "no probe"}];
+  const docs = [["top", document]];
+  for (const f of document.querySelectorAll("iframe")) {
+    try { docs.push([f.src, f.contentDocument]); } catch (e) { out.push("no access " + f.src); }
+  }
+  for (const [name, d] of docs) {
+    if (!d) continue;
+    out.push({frame: name, title: d.title, url: d.location && d.location.href,
+      text: (d.body ? d.body.innerText : "").slice(0, 600),
+      error: (d.getElementById("login-error-message") || {}).textContent,
+      bars: [...d.querySelectorAll("[role=progressbar], progress")].map(b => b.outerHTML.slice(0, 400)),
+      usage: [...d.querySelectorAll("[class*=usage], [class*=Usage]")].map(e => e.className + " :: " + e.textContent.slice(0, 300)).slice(0, 8)});
+  }
+  return out;
+})()"""
+
+
 def login_cockpit(b, base, user, password):
     b.goto(base + "/")
-    b.wait("!!document.getElementById('login-user-input')", 60, "Cockpit's login form")
-    b.eval("""(() => {
+    b.wait("document.readyState === 'complete' && !!document.getElementById('login-user-input')",
+           60, "Cockpit's login form")
+    submit = """(() => {
+      if (!document.getElementById('login-button')) return 'gone';
       document.getElementById('login-user-input').value = %s;
       document.getElementById('login-password-input').value = %s;
       document.getElementById('login-button').click();
-    })()""" % (json.dumps(user), json.dumps(password)))
-    b.wait("window.__uiDrawn !== null && window.__uiDrawn !== undefined", 90,
-           "Cockpit's overview usage card after logging in")
+      return 'clicked';
+    })()""" % (json.dumps(user), json.dumps(password))
+    # The form's script may attach its handlers after the load event: submit again while the
+    # form is still there.
+    for _ in range(10):
+        if b.eval(submit) == "gone":
+            break
+        b.pump(2.0)
+        if b.eval("!document.getElementById('login-user-input') || "
+                  "document.getElementById('login')?.hidden || "
+                  "getComputedStyle(document.getElementById('login')).display === 'none'"):
+            break
+    try:
+        b.wait("window.__uiDrawn !== null && window.__uiDrawn !== undefined", 90,
+               "Cockpit's overview usage card after logging in")
+    except TimeoutError:
+        # What the page has, so the probe's rule can be fixed for this Cockpit.
+        print(json.dumps(b.eval(COCKPIT_DUMP), indent=1)[:6000], file=sys.stderr)
+        raise
 
 
 def bench(args):

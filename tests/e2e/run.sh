@@ -630,6 +630,38 @@ check_terminal_through_nginx() {
     log "  nginx's access log: GET …/attach → 101 (upgraded through the site)"
 }
 
+check_system_and_processes_through_nginx() {
+    # Issue 26: the host's facts with a read token, and under the packaged unit
+    # (ProtectProc=invisible) the top processes say that only the daemon's own user's processes
+    # are visible, list only those, and include the daemon itself; a read token gets 403.
+    local rtok atok facts top main
+    if [ "$(http_status /api/v1/system)" = 404 ]; then
+        log "skip: system_and_processes_through_nginx (no /api/v1/system in this build)"
+        return 0
+    fi
+    rtok=$(in_ct timeout 30 localhostd token create --name "e2e-sys-r-$RANDOM" --scope read 2>/dev/null)
+    atok=$(in_ct timeout 30 localhostd token create --name "e2e-sys-a-$RANDOM" --scope admin 2>/dev/null)
+    facts=$(http /api/v1/system -H "Authorization: Bearer $rtok")
+    [ "$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 -H "Authorization: Bearer $rtok" \
+        "http://127.0.0.1:$NGINX_PORT/api/v1/processes")" = 403 ] \
+        || { fail "GET /api/v1/processes with a read token was not 403"; return 1; }
+    top=$(http "/api/v1/processes?sort=memory&limit=100" -H "Authorization: Bearer $atok")
+    main=$(unit_prop localhostd.service MainPID)
+    in_ct python3 -c '
+import json, sys
+facts, top, main = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+assert facts["hostname"] and facts["kernel"]["release"] and facts["memory"]["total_bytes"] > 0, facts
+assert any(f["mountpoint"] == "/" for f in facts["filesystems"]), facts["filesystems"]
+for v in (facts["visibility"], top["visibility"]):
+    assert v["processes"] == "own" and "hidepid" in (v["reason"] or ""), v
+users = {p["user"] for p in top["items"]}
+assert users == {"localhostd"}, "processes of other users are visible: %s" % users
+assert any(p["pid"] == main for p in top["items"]), "the daemon (pid %d) is not listed" % main
+print("e2e:   system: %s, %s; processes: visibility own (%d visible, all of user localhostd, the daemon among them)"
+      % (facts["hostname"], facts["os"]["name"], top["total"]))
+' "$facts" "$top" "$main"
+}
+
 # check_ui_dashboard_through_nginx: issue 26. The host's Chromium (headless, over the DevTools
 # protocol: benches/ui_driver.py, with the WebSocket client of tests/e2e/requirements.txt) logs
 # in through nginx with a one-time `localhostd login-url` link (or, in a build without that
@@ -977,6 +1009,7 @@ main() {
     run_check sandboxed_exec
     run_check program_through_nginx
     run_check terminal_through_nginx
+    run_check system_and_processes_through_nginx
     run_check ui_dashboard_through_nginx
     run_check audit_in_journal
     run_check jobs_die_with_the_daemon
