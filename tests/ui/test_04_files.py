@@ -125,3 +125,28 @@ def test_quota_refusals_are_shown(page, tmp_path):
     msg = upload_row(page, "two-mb.bin")
     assert re.search(r"quota|fit|space", msg, re.I), msg
     page.daemon.request("DELETE", "/api/v1/files/filler.bin")
+
+
+def test_an_upload_can_be_cancelled(page, tmp_path):
+    page.ensure_logged_in()
+    slow = tmp_path / "cancel-me.bin"
+    slow.write_bytes(os.urandom(4 * MB))
+    page.open("/files", "files")
+    page.js(WATCH_PROGRESS)
+    # Throttle the browser's uploads (256 KiB/s) so the upload is surely still going when the
+    # test presses Cancel.
+    page.d.execute_cdp_cmd("Network.enable", {})
+    page.d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 256 * 1024})
+    try:
+        page.field("choose files").send_keys(str(slow))
+        page.wait(lambda: any("cancel-me.bin" in l and 0 < v < 100 for (l, v, _) in page.js("return window.__progress")),
+                  "the upload under way")
+        page.click(page.button("cancel upload of cancel-me.bin"))
+        page.wait(lambda: "cancelled" in (upload_row(page, "cancel-me.bin") or ""), "the upload marked cancelled")
+    finally:
+        page.d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        page.d.execute_cdp_cmd("Network.disable", {})
+    assert stored(page, "cancel-me.bin") is None, "a cancelled upload was stored"
+    page.screenshot("files-cancelled")
