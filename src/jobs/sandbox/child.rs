@@ -832,6 +832,23 @@ fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> R<()> {
+    mount_raw(src, target, fstype, flags, data)?.map_err(|errno| {
+        format!(
+            "mount {} on {target}: {}",
+            src.unwrap_or(fstype.unwrap_or("-")),
+            std::io::Error::from_raw_os_error(errno)
+        )
+    })
+}
+
+/// mount(2), with its errno as the inner error (the outer one: a NUL byte in an argument).
+fn mount_raw(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> R<Result<(), i32>> {
     let (s, t, f, d) = (
         src.map(cstr).transpose()?,
         cstr(target)?,
@@ -841,11 +858,49 @@ fn mount(
     let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
     // SAFETY: every pointer is a valid C string or null, as mount(2) allows.
     let ret = unsafe { libc::mount(ptr(&s), t.as_ptr(), ptr(&f), flags, ptr(&d).cast()) };
-    check(
-        ret,
-        &format!("mount {} on {target}", src.unwrap_or(fstype.unwrap_or("-"))),
-    )?;
-    Ok(())
+    if ret == -1 {
+        return Ok(Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)));
+    }
+    Ok(Ok(()))
+}
+
+/// Hides `target` (a path in the job's root, which shows the host's /etc live): an empty
+/// read-only tmpfs on a directory, /dev/null on anything else. The host may replace the file
+/// while this runs (useradd renames a new /etc/gshadow over the old one), so a target that
+/// vanishes between the look and the mount is looked at again; one that stays gone needs no
+/// hiding.
+fn mask(target: &str, root: &str) -> R<()> {
+    let null = format!("{root}/dev/null");
+    let mut last = 0;
+    for _ in 0..5 {
+        let attempt = match std::fs::symlink_metadata(target) {
+            Ok(meta) if meta.is_dir() => mount_raw(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                Some("size=0,mode=000"),
+            )?,
+            Ok(_) => mount_raw(Some(&null), target, None, libc::MS_BIND, None)?,
+            Err(_) => return Ok(()),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(libc::ENOENT) => last = libc::ENOENT,
+            Err(errno) => {
+                return Err(format!(
+                    "mask {target}: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "mask {target}: {} (it kept vanishing while being hidden)",
+        std::io::Error::from_raw_os_error(last)
+    ))
 }
 
 /// Remounts a bind mount read-only, keeping the flags the kernel locked on it (nosuid, nodev,
@@ -929,24 +984,7 @@ fn build_root(policy: &Policy, binds: &Binds, devpts: Option<&OwnedFd>) -> R<boo
     }
     // Hide what jobs must never read, even where file modes would allow it.
     for m in MASKED {
-        let target = format!("{root}{m}");
-        match std::fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() => mount(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-                Some("size=0,mode=000"),
-            )?,
-            Ok(_) => mount(
-                Some(&format!("{root}/dev/null")),
-                &target,
-                None,
-                libc::MS_BIND,
-                None,
-            )?,
-            Err(_) => {}
-        }
+        mask(&format!("{root}{m}"), root)?;
     }
     if policy.network {
         // The host's resolver may be on its loopback, which the job cannot reach: the job
