@@ -517,6 +517,10 @@ impl Executor {
             allow_degraded: cfg.sandbox.allow_degraded,
             net_allow: profile.net_allow.clone(),
             terminal: None,
+            mount_root: None,
+            mounts: Vec::new(),
+            files: Vec::new(),
+            collect: Vec::new(),
         };
         policy.validate().map_err(Error::Invalid)?;
         Ok((policy, name, output, timeout, memory))

@@ -12,6 +12,8 @@
 //!   programs/<id>/, programs/.del-<id>   PROGRAMS_DIR, PROGRAMS_TRASH_PREFIX
 //!   backups/                       BACKUPS_DIR (unless backup.dir names another)
 //!   terminals/<id>.cast            TERMINALS_DIR: terminal sessions' recordings
+//!   mounts/                        MOUNTS_DIR: what jobs may mount (views of file-store
+//!                                  folders and of programs, hard links), a cache
 //!   .restore-journal, .restore-{new,old,done}-<tag>/   a restore's journal and directories
 //! ```
 
@@ -37,6 +39,10 @@ pub const PROGRAMS_TRASH_PREFIX: &str = ".del-";
 /// Terminal sessions' recordings (asciicast v2), `<id>.cast`, kept
 /// `terminals.recording-retention` after their session ended.
 pub const TERMINALS_DIR: &str = "terminals";
+/// What jobs may mount, and nothing else: read-only views (hard links) of file-store folders
+/// and of programs, built on demand and rebuilt from the stores at will (never backed up).
+/// The sandbox binds it out of the job's sight while building the job's root.
+pub const MOUNTS_DIR: &str = "mounts";
 /// The backup directory when `backup.dir` does not name one.
 pub const BACKUPS_DIR: &str = "backups";
 /// Names the restore whose swap is in progress (the file holds its tag).

@@ -272,6 +272,10 @@ fn read_warm() -> R<Policy> {
         allow_degraded: false,
         net_allow: Vec::new(),
         terminal: None,
+        mount_root: None,
+        mounts: Vec::new(),
+        files: Vec::new(),
+        collect: Vec::new(),
     })
 }
 

@@ -26,5 +26,8 @@ pub mod zygote;
 
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, ReportKind, Warm};
-pub use policy::{Cidr, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH, TerminalSize};
+pub use policy::{
+    Cidr, InlineFile, JobMount, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH,
+    TerminalSize,
+};
 pub use spawn::{Exit, Running, Sandbox, Terminal, WarmSandbox};

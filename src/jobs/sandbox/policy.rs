@@ -133,6 +133,91 @@ pub struct Policy {
     /// absent, so a policy without one reads and writes as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal: Option<TerminalSize>,
+    /// The host directory the job's [`JobMount`]s come from (`$STATE_DIRECTORY/mounts`), bound
+    /// out of the job's sight while its root is built and gone before the job starts. A warm
+    /// sandbox is built with it, so a job with mounts can take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_root: Option<String>,
+    /// Directories of the mount root shown inside the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<JobMount>,
+    /// Files written into the job's cwd before it starts (inline files of a one-off run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InlineFile>,
+    /// Directories inside the job (under its cwd or a writable mount) handed back to the daemon
+    /// as open descriptors once the job has ended, for its outputs to be read from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collect: Vec<String>,
+}
+
+/// A directory beneath the sandbox's mount root shown inside the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMount {
+    /// Its path beneath the mount root: plain relative components naming a directory. Empty
+    /// only for a writable mount that starts empty.
+    pub source: String,
+    /// Where the job sees it: an absolute path, outside the system directories.
+    pub inside: String,
+    /// `false`: a read-only bind of the source. `true`: a tmpfs of `size_bytes` and `inodes`
+    /// holding a copy of the source, which the job may change (collect it to keep them).
+    pub writable: bool,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub inodes: u64,
+}
+
+/// A file placed in the job's cwd before it starts, owned by the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// Its path under the cwd: plain relative components (folders are made).
+    pub name: String,
+    /// Its contents (base64 on the wire).
+    #[serde(with = "base64_bytes")]
+    pub content: Vec<u8>,
+    /// Mode 0755 rather than 0644.
+    #[serde(default)]
+    pub executable: bool,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where no job mount may go: the system directories the sandbox shows from the host, its own
+/// special directories, and the hidden mount root.
+pub const RESERVED_INSIDE: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc",
+    "/sys", "/tmp", "/run", "/var", "/.mounts",
+];
+
+/// Whether `p` is a plain relative path: non-empty components, none `.` or `..`, no NUL.
+pub fn plain_relative(p: &str) -> bool {
+    !p.is_empty()
+        && !p.contains('\0')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Whether `p` is a normalized absolute path other than `/`.
+fn plain_absolute(p: &str) -> bool {
+    p.strip_prefix('/').is_some_and(plain_relative)
+}
+
+/// Whether `p` is `dir` or beneath it.
+pub fn is_within(p: &str, dir: &str) -> bool {
+    p == dir || (p.starts_with(dir) && p.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 /// A terminal's size in character cells.
@@ -268,6 +353,87 @@ impl Policy {
         if let Some(t) = &self.terminal {
             t.validate()?;
         }
+        self.validate_data()
+    }
+
+    /// The mounts, inline files and collected directories: plain paths, no mount in a system
+    /// directory or inside another, no two files of one name, every collected directory in
+    /// the cwd or a writable mount.
+    fn validate_data(&self) -> Result<(), String> {
+        if !self.mounts.is_empty() && self.mount_root.is_none() {
+            return Err("mounts need a mount root".into());
+        }
+        if let Some(root) = &self.mount_root
+            && !plain_absolute(root)
+        {
+            return Err(format!(
+                "the mount root {root:?} must be an absolute plain path"
+            ));
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            if !(plain_relative(&m.source) || (m.writable && m.source.is_empty())) {
+                return Err(format!(
+                    "mount source {:?} must be a plain relative path",
+                    m.source
+                ));
+            }
+            if !plain_absolute(&m.inside) {
+                return Err(format!(
+                    "mount point {:?} must be an absolute path without ., .. or empty names",
+                    m.inside
+                ));
+            }
+            if let Some(r) = RESERVED_INSIDE.iter().find(|r| is_within(&m.inside, r)) {
+                return Err(format!(
+                    "mount point {:?} is in {r}, which the sandbox shows from the host or keeps for itself",
+                    m.inside
+                ));
+            }
+            if m.inside == self.cwd {
+                return Err(format!(
+                    "mount point {:?} is the job's working directory",
+                    m.inside
+                ));
+            }
+            if m.writable && (m.size_bytes == 0 || m.inodes == 0) {
+                return Err(format!(
+                    "the writable mount at {:?} needs a size and inodes",
+                    m.inside
+                ));
+            }
+            if let Some(o) = self.mounts[..i]
+                .iter()
+                .find(|o| is_within(&m.inside, &o.inside) || is_within(&o.inside, &m.inside))
+            {
+                return Err(format!(
+                    "mount points {:?} and {:?} overlap",
+                    o.inside, m.inside
+                ));
+            }
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if !plain_relative(&f.name) {
+                return Err(format!(
+                    "file name {:?} must be a plain relative path",
+                    f.name
+                ));
+            }
+            if self.files[..i].iter().any(|o| o.name == f.name) {
+                return Err(format!("file {:?} is given twice", f.name));
+            }
+        }
+        for c in &self.collect {
+            let in_writable = self
+                .mounts
+                .iter()
+                .any(|m| m.writable && is_within(c, &m.inside));
+            if !plain_absolute(c) || !(is_within(c, &self.cwd) || in_writable) {
+                return Err(format!(
+                    "{c:?} cannot be collected: only the working directory ({}) and writable mounts are",
+                    self.cwd
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -298,6 +464,10 @@ mod tests {
             allow_degraded: false,
             net_allow: vec![],
             terminal: None,
+            mount_root: None,
+            mounts: vec![],
+            files: vec![],
+            collect: vec![],
         }
     }
 
@@ -397,5 +567,61 @@ mod tests {
             rows: 1,
         });
         assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn mounts_files_and_collected_directories_are_checked() {
+        let mount = |inside: &str, writable: bool| JobMount {
+            source: "views/abc".into(),
+            inside: inside.into(),
+            writable,
+            size_bytes: if writable { 1 << 20 } else { 0 },
+            inodes: if writable { 64 } else { 0 },
+        };
+        let mut p = sample();
+        p.mount_root = Some("/var/lib/localhostd/mounts".into());
+        p.mounts = vec![mount("/data", false), mount("/work/out", true)];
+        p.files = vec![InlineFile {
+            name: "src/main.py".into(),
+            content: b"print(1)".to_vec(),
+            executable: false,
+        }];
+        p.collect = vec!["/work/out".into(), "/work/results".into()];
+        p.validate().unwrap();
+        // The wire form round-trips, inline contents as base64.
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("\"cHJpbnQoMSk=\""), "{text}");
+        let back: Policy = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.files, p.files);
+        assert_eq!(back.mounts, p.mounts);
+        // A policy without any of them is written as before.
+        let plain = serde_json::to_value(sample()).unwrap();
+        for k in ["mount_root", "mounts", "files", "collect"] {
+            assert!(plain.get(k).is_none(), "{k}");
+        }
+        let bad = |f: &dyn Fn(&mut Policy)| {
+            let mut q = p.clone();
+            f(&mut q);
+            q.validate().unwrap_err()
+        };
+        assert!(bad(&|q| q.mount_root = None).contains("mount root"));
+        assert!(bad(&|q| q.mounts[0].source = "../x".into()).contains("plain relative"));
+        assert!(bad(&|q| q.mounts[0].source = String::new()).contains("plain relative"));
+        assert!(bad(&|q| q.mounts[0].inside = "/lib/x".into()).contains("/lib"));
+        assert!(bad(&|q| q.mounts[0].inside = "/etc".into()).contains("/etc"));
+        assert!(bad(&|q| q.mounts[0].inside = "/data/../etc".into()).contains("absolute"));
+        assert!(bad(&|q| q.mounts[0].inside = "/".into()).contains("absolute"));
+        assert!(bad(&|q| q.mounts[0].inside = "/work".into()).contains("working directory"));
+        assert!(bad(&|q| q.mounts[1].inside = "/data/sub".into()).contains("overlap"));
+        assert!(bad(&|q| q.mounts[1].size_bytes = 0).contains("size"));
+        assert!(bad(&|q| q.files[0].name = "/etc/x".into()).contains("plain relative"));
+        assert!(bad(&|q| q.files.push(q.files[0].clone())).contains("twice"));
+        assert!(bad(&|q| q.collect.push("/data".into())).contains("collected"));
+        assert!(bad(&|q| q.collect.push("/workshop".into())).contains("collected"));
+        // An empty writable mount is allowed; an empty read-only one is not.
+        let mut q = p.clone();
+        q.mounts[1].source = String::new();
+        q.validate().unwrap();
+        assert!(is_within("/work/out/a", "/work/out") && !is_within("/work/outer", "/work/out"));
     }
 }
