@@ -562,6 +562,75 @@ print("e2e:   program project through nginx: status ok, stdout %r, %d ms" % (r["
     in_ct test ! -e "/var/lib/localhostd/programs/$id" || { fail "program files left after delete"; return 1; }
 }
 
+check_mounted_run_through_nginx() {
+    # Issue 27: a stored program reads an uploaded CSV through a read-only mount of its
+    # file-store folder and writes a result that comes back into the file store (outputs),
+    # all through nginx under the hardened unit (the daemon unprivileged, jobs as its uid);
+    # then the same run in the background (wait: false), polled until finished.
+    local tok prog resp id out loc state i
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-mounts-$RANDOM" --scope read,write,exec 2>/dev/null)
+    printf 'n\n1\n2\n3\n4\n' | in_ct sh -c 'cat >/root/e2e-numbers.csv'
+    http /api/v1/files/e2e-data/numbers.csv -o /dev/null -X PUT -H "Authorization: Bearer $tok" \
+        --data-binary @/root/e2e-numbers.csv || { fail "CSV upload through nginx failed"; return 1; }
+    in_ct sh -c 'cat >/root/e2e-sum.py' <<'PY'
+import csv, os
+rows = list(csv.DictReader(open("/data/numbers.csv")))
+total = sum(int(r["n"]) for r in rows)
+os.makedirs("/work/out", exist_ok=True)
+open("/work/out/sum.txt", "w").write("%d\n" % total)
+try:
+    open("/data/numbers.csv", "a").write("5\n")
+    print("mount writable")
+except OSError as e:
+    print("mount:", e.strerror)
+print(total)
+PY
+    resp=$(http '/api/v1/programs?name=sum.py' -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/octet-stream' --data-binary @/root/e2e-sum.py) \
+        || { fail "program upload through nginx failed"; return 1; }
+    prog=$(in_ct python3 -c 'import json, sys; print(json.loads(sys.argv[1])["id"])' "$resp") \
+        || { fail "unexpected upload answer: $resp"; return 1; }
+    out=$(http "/api/v1/programs/$prog/runs" -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/json' \
+        -d '{"mounts":[{"files":"e2e-data/","at":"/data","mode":"ro"}],"outputs":[{"from":"/work/out/","to":"e2e-results/"}]}') \
+        || { fail "mounted program run through nginx failed"; return 1; }
+    in_ct python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+if r.get("status") != "ok" or r.get("stdout") != "mount: Read-only file system\n10\n":
+    sys.exit("mounted run: %s" % r)
+o = r.get("outputs") or {}
+if o.get("state") != "committed" or [f["path"] for f in o.get("files", [])] != ["e2e-results/sum.txt"]:
+    sys.exit("outputs: %s" % o)
+print("e2e:   mounted run through nginx: sum 10 read through a read-only mount (write: EROFS), %d ms" % r["wall_ms"])
+' "$out" || { fail "mounted run answer"; return 1; }
+    [ "$(http /api/v1/files/e2e-results/sum.txt -H "Authorization: Bearer $tok")" = 10 ] \
+        || { fail "the job's output is not in the file store"; return 1; }
+    # The same in the background: 202 with a Location, polled until finished.
+    resp=$(in_ct curl -s -D /root/e2e-headers -o - --max-time 20 -X POST -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: application/json' \
+        -d '{"wait":false,"mounts":[{"files":"e2e-data/","at":"/data"}]}' \
+        "http://127.0.0.1:$NGINX_PORT/api/v1/programs/$prog/runs")
+    in_ct grep -q '^HTTP/1.1 202' /root/e2e-headers || { fail "background run: not 202: $(in_ct cat /root/e2e-headers)"; return 1; }
+    loc=$(in_ct sed -n 's/^[Ll]ocation: *\([^[:space:]]*\).*/\1/p' /root/e2e-headers)
+    [ -n "$loc" ] || { fail "background run: no Location header"; return 1; }
+    state=""
+    for i in $(seq 1 100); do
+        out=$(http "$loc" -H "Authorization: Bearer $tok") || { fail "GET $loc"; return 1; }
+        state=$(in_ct python3 -c 'import json, sys; print(json.loads(sys.argv[1])["state"])' "$out")
+        [ "$state" = finished ] && break
+        sleep 0.1
+    done
+    in_ct python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+if r.get("state") != "finished" or r.get("status") != "ok" or r.get("stdout") != "mount: Read-only file system\n10\n":
+    sys.exit("background run: %s" % r)
+' "$out" || { fail "background run answer: $out"; return 1; }
+    log "  background run: 202, Location $loc, finished ok with its output kept"
+    in_ct rm -f /root/e2e-numbers.csv /root/e2e-sum.py /root/e2e-headers
+}
+
 check_audit_in_journal() {
     # A change (token created over the admin socket) and a failed login (through nginx) are
     # audit events: in the journal with AUDIT=1 and their fields.
@@ -1008,6 +1077,7 @@ main() {
     run_check admin_socket_cli
     run_check sandboxed_exec
     run_check program_through_nginx
+    run_check mounted_run_through_nginx
     run_check terminal_through_nginx
     run_check system_and_processes_through_nginx
     run_check ui_dashboard_through_nginx
