@@ -183,6 +183,8 @@ struct Inner {
     pool: Mutex<Vec<Pooled>>,
     /// Warm sandboxes being built now.
     warming: AtomicUsize,
+    /// The mount root warm sandboxes are built with (`set_mount_root`).
+    mount_root: std::sync::RwLock<Option<String>>,
     as_root: bool,
     /// Where per-job memory cgroups are made (a delegated cgroup v2 subtree or the cgroup v1
     /// memory controller), when there is one; without, rlimits limit memory.
@@ -270,6 +272,7 @@ impl Executor {
                 uids: Arc::new(Mutex::new(BTreeSet::new())),
                 pool: Mutex::new(Vec::new()),
                 warming: AtomicUsize::new(0),
+                mount_root: std::sync::RwLock::new(None),
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
                 metrics,
@@ -319,13 +322,42 @@ impl Executor {
         })
     }
 
+    /// Sets the mount root (`Policy::mount_root`, `$STATE_DIRECTORY/mounts`) warm sandboxes
+    /// are built with, so that jobs with mounts beneath it can take one; `None`: built without.
+    /// Warm sandboxes already built for another root are dropped (and built again).
+    pub fn set_mount_root(&self, root: Option<String>) {
+        let changed = match self.inner.mount_root.write() {
+            Ok(mut current) if *current != root => {
+                *current = root;
+                true
+            }
+            _ => false,
+        };
+        if changed && let Ok(mut pool) = self.inner.pool.lock() {
+            pool.clear();
+        }
+    }
+
+    /// The mount root set by `set_mount_root`.
+    pub fn mount_root(&self) -> Option<String> {
+        self.inner.mount_root.read().ok().and_then(|r| r.clone())
+    }
+
+    /// The mount root a warm sandbox is built with now: the one set, while it is a directory
+    /// (a sandbox whose mount root cannot be opened would never be built).
+    fn warm_mount_root(&self) -> Option<String> {
+        self.mount_root()
+            .filter(|r| std::fs::metadata(r).is_ok_and(|m| m.is_dir()))
+    }
+
     /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch
-    /// cwd.
+    /// cwd, mounts only from the mount root warm sandboxes are built with.
     fn poolable(&self, policy: &Policy) -> bool {
         self.inner.live.get().sandbox.warm_pool > 0
             && !policy.network
             && policy.ro_binds.is_empty()
             && policy.cwd == SCRATCH
+            && (policy.mounts.is_empty() || policy.mount_root == self.mount_root())
     }
 
     /// A live warm sandbox with its uid, if one is ready (dead ones are dropped).
@@ -401,6 +433,7 @@ impl Executor {
                                 run_as: lease.uid.map(|u| (u, u)),
                                 tmpfs_bytes,
                                 tmpfs_inodes: profile.tmpfs_inodes,
+                                mount_root: me.warm_mount_root(),
                             },
                             cgroup.as_ref(),
                         )
