@@ -104,6 +104,8 @@ impl AppState {
             metrics.clone(),
             data.clone(),
         );
+        // Warm sandboxes are built with the views' directory, so jobs with mounts take them.
+        exec.set_mount_root(Some(views.root().display().to_string()));
         let programs = Programs::open(
             db.clone(),
             live.clone(),

@@ -158,6 +158,16 @@ struct RwMount {
     files: Arc<Vec<FolderEntry>>,
 }
 
+/// A collected directory and where its files go.
+struct Source {
+    /// The directory inside the job.
+    at: String,
+    /// The file-store folder.
+    folder: String,
+    /// For a writable mount: the folder's change number and the files its view showed.
+    shown: Option<(u64, Arc<Vec<FolderEntry>>)>,
+}
+
 /// What [`Data::prepare`] resolved, held for the job's life (its views stay meanwhile).
 #[derive(Default)]
 pub struct Prepared {
@@ -425,21 +435,22 @@ impl Data {
         let max = self.inner.live.get().exec.max_output_files;
         let Prepared { outputs, rw, .. } = prepared;
         let mut fds: HashMap<String, OwnedFd> = collected.into_iter().collect();
-        // (directory inside, folder, files the view showed for a writable mount)
-        let mut sources: Vec<(String, String, Option<(u64, Arc<Vec<FolderEntry>>)>)> = rw
+        let mut sources: Vec<Source> = rw
             .iter()
-            .map(|r| {
-                (
-                    r.at.clone(),
-                    r.folder.clone(),
-                    Some((r.version, r.files.clone())),
-                )
+            .map(|r| Source {
+                at: r.at.clone(),
+                folder: r.folder.clone(),
+                shown: Some((r.version, r.files.clone())),
             })
             .collect();
-        sources.extend(outputs.into_iter().map(|(from, to)| (from, to, None)));
+        sources.extend(outputs.into_iter().map(|(at, folder)| Source {
+            at,
+            folder,
+            shown: None,
+        }));
         let walk_in: Vec<(String, Option<OwnedFd>)> = sources
             .iter()
-            .map(|(at, _, _)| (at.clone(), fds.remove(at)))
+            .map(|src| (src.at.clone(), fds.remove(&src.at)))
             .collect();
         let walked = tokio::task::spawn_blocking(move || {
             let mut skipped = Vec::new();
@@ -475,7 +486,7 @@ impl Data {
         let mut deletes: Vec<String> = Vec::new();
         let mut guards: Vec<(String, u64)> = Vec::new();
         let mut folders: BTreeSet<String> = BTreeSet::new();
-        for ((at, folder, shown), found) in sources.into_iter().zip(trees) {
+        for (Source { at, folder, shown }, found) in sources.into_iter().zip(trees) {
             folders.insert(folder.clone());
             let present: HashSet<String> = found.iter().map(|f| f.rel.clone()).collect();
             let before: HashMap<&str, &FolderEntry> = shown
