@@ -1576,6 +1576,60 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_deletes_in_its_transaction_and_refuses_a_changed_folder() {
+        let (dir, files) = store().await;
+        let c = || Caller::default();
+        let put = |p: &'static str| {
+            let files = files.clone();
+            async move {
+                files
+                    .put(p, body(&[b"x"]), None, None, Conditions::default(), c())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(files.folder_version("a/"), 0);
+        put("a/b/one").await;
+        let v_a = files.folder_version("a/");
+        let v_b = files.folder_version("a/b/");
+        assert!(v_a > 0 && v_a == v_b && files.folder_version("") == v_a);
+        put("other/x").await;
+        assert_eq!(files.folder_version("a/"), v_a, "another folder's change");
+        // A change in the folder since `v_a`: nothing of the batch is written.
+        put("a/two").await;
+        let mut batch = files.batch(Conditions::default(), c(), None).unwrap();
+        batch.add("a/new", body(&[b"n"]), None, None).await.unwrap();
+        batch.delete("a/b/one").unwrap();
+        batch.unchanged_since("a/", v_a);
+        assert!(matches!(batch.commit().await, Err(Error::Conflict(_))));
+        assert!(files.meta("a/new").await.is_err());
+        assert!(files.meta("a/b/one").await.is_ok());
+        // Unchanged: the new file and the deletion commit together.
+        let now = files.folder_version("a/");
+        let mut batch = files.batch(Conditions::default(), c(), None).unwrap();
+        batch.add("a/new", body(&[b"n"]), None, None).await.unwrap();
+        batch.delete("a/b/one").unwrap();
+        assert!(batch.delete("a/new").is_err(), "given twice");
+        batch.unchanged_since("a/", now);
+        batch.commit().await.unwrap();
+        assert!(files.meta("a/b/one").await.is_err());
+        assert_eq!(files.meta("a/new").await.unwrap().size, 1);
+        assert!(files.folder_version("a/b/") > now);
+        let (_, entries) = files.folder_entries("a/").await.unwrap();
+        let rels: Vec<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(rels, vec!["new", "two"]);
+        let u = files.usage().await.unwrap();
+        assert_eq!((u.used_bytes, u.file_count), (3, 3));
+        assert_eq!(files.inner.counters().committed, 3);
+        assert_eq!(files.inner.counters().files, 3);
+        // The refused batch's blob and the deleted file's are gone.
+        let blobs = std::fs::read_dir(dir.path().join("files/blobs"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_error_mid_stream_leaves_nothing() {
         let (dir, files) = store().await;
         let parts: Vec<std::result::Result<Bytes, String>> = vec![
