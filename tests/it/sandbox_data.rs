@@ -83,13 +83,17 @@ fn fixture() -> Fixture {
     file(&v1.join("sub/b.txt"), "inner\n", 0o644);
     file(&v1.join("run.sh"), "#!/bin/sh\necho run\n", 0o755);
     file(&root.join("secret.txt"), "mount root secret\n", 0o644);
-    let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, v1.join(name)).unwrap();
+    let link =
+        |target: &str, name: &str| std::os::unix::fs::symlink(target, v1.join(name)).unwrap();
     link("/etc/passwd", "evil");
     link("..", "up");
     link(&root.join("secret.txt").display().to_string(), "leak");
     std::os::unix::fs::symlink("v1", root.join("views/linked")).unwrap();
-    nix::unistd::mkfifo(&v1.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &v1.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     Fixture { _base: base, root }
 }
 
@@ -164,11 +168,23 @@ fn check_run(how: &str, out: &str, report: &Report, running: &mut Running) {
     assert_eq!(lines, EXPECTED, "{how}");
     let collected = running.collected();
     let paths: Vec<&str> = collected.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, ["/work/out", "/rw"], "{how}: the missing one is skipped");
-    assert_eq!(read_beneath(&collected[0].1, "deep/r.txt"), "result\n", "{how}");
+    assert_eq!(
+        paths,
+        ["/work/out", "/rw"],
+        "{how}: the missing one is skipped"
+    );
+    assert_eq!(
+        read_beneath(&collected[0].1, "deep/r.txt"),
+        "result\n",
+        "{how}"
+    );
     assert_eq!(read_beneath(&collected[1].1, "a.csv"), "changed\n", "{how}");
     assert_eq!(read_beneath(&collected[1].1, "new.txt"), "new\n", "{how}");
-    assert_eq!(read_beneath(&collected[1].1, "sub/b.txt"), "inner\n", "{how}");
+    assert_eq!(
+        read_beneath(&collected[1].1, "sub/b.txt"),
+        "inner\n",
+        "{how}"
+    );
     assert!(running.collected().is_empty(), "{how}: taken once");
 }
 
@@ -200,7 +216,11 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
     // mounts.
     let w = sandbox.warm(warm.clone()).await.unwrap();
     let plain = sandbox_policy(
-        &["/bin/sh", "-c", "ls /.mounts 2>&1 || echo gone; echo hi > x && cat x"],
+        &[
+            "/bin/sh",
+            "-c",
+            "ls /.mounts 2>&1 || echo gone; echo hi > x && cat x",
+        ],
         run_as,
     );
     let (out, report, _) = output_and_report(w.start(&plain, Vec::new()).unwrap(), false).await;
@@ -217,7 +237,11 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
 
     // A killed job hands nothing back.
     let mut sleeper = policy.clone();
-    sleeper.argv = vec!["/bin/sh".into(), "-c".into(), "mkdir /work/out; sleep 30".into()];
+    sleeper.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "mkdir /work/out; sleep 30".into(),
+    ];
     let running = sandbox.spawn(&sleeper, Vec::new()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, report, mut running) = output_and_report(running, true).await;
@@ -247,7 +271,10 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
     let (_, report, _) =
         output_and_report(sandbox.spawn(&small, Vec::new()).await.unwrap(), false).await;
     assert_eq!(report.kind, "error", "{report:?}");
-    assert!(report.message.contains("writable mount at /rw"), "{report:?}");
+    assert!(
+        report.message.contains("writable mount at /rw"),
+        "{report:?}"
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
