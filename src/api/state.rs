@@ -82,6 +82,15 @@ impl AppState {
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
         let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
+        // Warm sandboxes are built with the mount root (once it exists), so jobs with mounts
+        // take them too.
+        exec.set_mount_root(Some(
+            health
+                .state_dir
+                .join(crate::util::layout::MOUNTS_DIR)
+                .display()
+                .to_string(),
+        ));
         let pins = Arc::new(BlobPins::default());
         let files = Files::new(
             db.clone(),

@@ -454,11 +454,7 @@ fn run(warm: bool) -> R<Report> {
             )?;
             let cpu_ms = tv_ms(usage.ru_utime) + tv_ms(usage.ru_stime);
             let max_rss_kb = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-            // After the status line, for a job that ended by itself: what to collect.
-            let (status, collect) = match text.split_once('\n') {
-                Some((s, c)) if s.starts_with("exit ") || s.starts_with("signal ") => (s, c),
-                _ => (text.as_str(), ""),
-            };
+            let (status, collect) = split_status(&text);
             let report = parse_status(status, cpu_ms, max_rss_kb);
             if !collect.is_empty() {
                 send_collected(collect);
@@ -717,6 +713,16 @@ fn close_all_but(keep: &[RawFd]) -> R<()> {
 
 fn tv_ms(tv: libc::timeval) -> u64 {
     u64::try_from(tv.tv_sec).unwrap_or(0) * 1000 + u64::try_from(tv.tv_usec).unwrap_or(0) / 1000
+}
+
+/// Init's status text: (the status, what to collect). Only a job that ended by itself (exit
+/// or signal) has something to collect, on the line after its status; an error's message is
+/// all of the text.
+fn split_status(text: &str) -> (&str, &str) {
+    match text.split_once('\n') {
+        Some((s, c)) if s.starts_with("exit ") || s.starts_with("signal ") => (s, c),
+        _ => (text, ""),
+    }
 }
 
 fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
@@ -1950,6 +1956,16 @@ mod tests {
             ("error", "mount x: EPERM")
         );
         assert_eq!(parse_status("", 0, 0).kind, "error");
+        // What to collect follows a job's own end, never an error.
+        let (status, collect) = split_status("exit 0 full proc 12\n{\"collect\":[]}");
+        assert_eq!(parse_status(status, 0, 0).exec_mono_ns, 12);
+        assert_eq!(collect, "{\"collect\":[]}");
+        assert_eq!(split_status("signal 9 full proc 1\n{}").1, "{}");
+        assert_eq!(split_status("error a\nb"), ("error a\nb", ""));
+        assert_eq!(
+            split_status("exit 0 full proc 1"),
+            ("exit 0 full proc 1", "")
+        );
     }
 
     #[test]

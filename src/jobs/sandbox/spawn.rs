@@ -1011,3 +1011,31 @@ async fn read_report(fd: OwnedFd, by: Instant, max_collected: usize) -> Result<R
         text.extend_from_slice(bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collected_directories_are_told_from_the_report_by_their_marker() {
+        let m = super::super::child::COLLECT_MARKER;
+        assert_eq!(collect_message(&[b'3', m]), Some((&b""[..], 3)));
+        assert_eq!(
+            collect_message(&[b' ', b'1', b'2', m]),
+            Some((&b" "[..], 12))
+        );
+        // Init's pidfd, a terminal's master and the report itself are not.
+        assert_eq!(collect_message(b"\n"), None);
+        assert_eq!(
+            collect_message(&[super::super::child::TERMINAL_MARKER]),
+            None
+        );
+        assert_eq!(collect_message(br#"{"kind":"exit"}"#), None);
+        // A marker without an index, or an absurd one, names nothing.
+        assert_eq!(collect_message(&[m]), None);
+        assert_eq!(
+            collect_message(&[b'1'; 7].iter().chain([&m]).copied().collect::<Vec<_>>()),
+            None
+        );
+    }
+}
