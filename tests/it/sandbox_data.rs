@@ -226,6 +226,29 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
     let (out, report, _) = output_and_report(w.start(&plain, Vec::new()).unwrap(), false).await;
     assert_eq!(report.kind, "exit", "{report:?}");
     assert!(out.ends_with("gone\nhi\n"), "{out}");
+    // A view made after the warm sandbox was built is there for its job: the mount root is
+    // bound, not copied.
+    let w = sandbox.warm(warm.clone()).await.unwrap();
+    let late = fx.root.join("views/late");
+    std::fs::create_dir(&late).unwrap();
+    std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(late.join("n.txt"), "late\n").unwrap();
+    std::fs::set_permissions(late.join("n.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut later = sandbox_policy(&["/bin/cat", "/late/n.txt"], run_as);
+    later.mount_root = policy.mount_root.clone();
+    later.mounts = vec![JobMount {
+        source: "views/late".into(),
+        inside: "/late".into(),
+        writable: false,
+        size_bytes: 0,
+        inodes: 0,
+    }];
+    let (out, report, _) = output_and_report(w.start(&later, Vec::new()).unwrap(), false).await;
+    assert_eq!(
+        (report.kind.as_str(), out.as_str()),
+        ("exit", "late\n"),
+        "{report:?}"
+    );
     let other = sandbox
         .warm(Warm {
             mount_root: None,
