@@ -304,7 +304,12 @@ fn read_job_policy(template: &Policy) -> R<Policy> {
 }
 
 fn run(warm: bool) -> R<Report> {
-    let policy = if warm { read_warm()? } else { read_policy()? };
+    let mut policy = if warm { read_warm()? } else { read_policy()? };
+    // A job built for itself binds the mount root only when it has mounts (a warm sandbox
+    // always does: its job is not known yet).
+    if !warm && policy.mounts.is_empty() {
+        policy.mount_root = None;
+    }
     let parent = nix::unistd::getppid();
     // The first read-only bind of a directory (a stored program) is opened with the daemon's
     // credentials: it lives under the state directory, which a per-job uid may not traverse.
