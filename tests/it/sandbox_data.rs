@@ -226,6 +226,16 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
     let (out, report, _) = output_and_report(w.start(&plain, Vec::new()).unwrap(), false).await;
     assert_eq!(report.kind, "exit", "{report:?}");
     assert!(out.ends_with("gone\nhi\n"), "{out}");
+    // Built for a job with files but no mounts: no mount root either.
+    let mut files_only = plain.clone();
+    files_only.mount_root = policy.mount_root.clone();
+    files_only.argv[2] = "ls /.mounts 2>&1 || echo gone; cat main.py".into();
+    files_only.files = policy.files.clone();
+    let (out, report, _) =
+        output_and_report(sandbox.spawn(&files_only, Vec::new()).await.unwrap(), false).await;
+    assert_eq!(report.kind, "exit", "{report:?}");
+    assert!(out.ends_with("gone\nprint(1)"), "{out}");
+
     // A view made after the warm sandbox was built is there for its job: the mount root is
     // bound, not copied.
     let w = sandbox.warm(warm.clone()).await.unwrap();
