@@ -19,8 +19,36 @@
 //!
 //! File descriptors from the daemon: 0 job stdin, 1 job stdout, 2 job stderr, 3 the policy
 //! (JSON, read to EOF), 4 the report socket: a pidfd of init (carried by one newline byte)
-//! right after init is forked, then one JSON line at the end. (Any other kind of fd 4 gets
-//! the report line only.)
+//! right after init is forked, then the job's collected directories (below), then one JSON
+//! line at the end. (Any other kind of fd 4 gets the report line only.)
+//!
+//! Jobs on data (`Policy::mount_root`, `mounts`, `files`, `collect`). The mount root (the
+//! daemon's `$STATE_DIRECTORY/mounts`, under a directory a per-job uid may not traverse) is
+//! opened with the daemon's credentials and made the cwd before unshare, like the first
+//! read-only bind (and in its place when a policy has both: that bind is then opened by its
+//! path), reopened as "." after unshare and bound read-only at `/.mounts` in the new root. A
+//! warm sandbox is built with it (its warm line names it); a job built for itself binds it
+//! only when it has mounts. Once the job's policy is known (built for it: after the root;
+//! warm: after `read_job_policy`), init makes the skeleton root writable again, makes each
+//! mount point (0755, never through a symlink), and mounts each of the job's mounts: a
+//! read-only one is its source opened beneath `/.mounts` with openat2 (RESOLVE_BENEATH,
+//! NO_SYMLINKS, NO_MAGICLINKS, NO_XDEV), cloned (open_tree OPEN_TREE_CLONE, no path
+//! lookup), moved onto its mount point and remounted read-only keeping the flags the kernel
+//! locked; a writable one is a tmpfs of its size and inodes owned by the job, filled with a
+//! copy of its source (directories and regular files only, nothing followed or crossed,
+//! bounded by the tmpfs). Then `/.mounts` is detached and removed and the root turns
+//! read-only again; the inline files are written into the cwd (folders made, 0644 or 0755,
+//! new files only, nothing followed). A symlink planted in a read-only source stays a
+//! symlink, resolved in the job's own root, where nothing of the mount root is left.
+//!
+//! Collected directories: init passes the job's `collect` list (with its cwd, its writable
+//! mounts and the device and inode of its root) to the helper after its status line. Once
+//! init has been reaped (so nothing of the job is left to change them), the helper checks
+//! that its root is the job's, checks each path again (in the cwd or a writable mount), opens
+//! it (the cwd or mount from the root without following a symlink, the rest beneath it also
+//! without crossing a mount; a missing one is skipped) and sends it on the report socket
+//! after its index in `collect` and a `COLLECT_MARKER` byte, before the report. A job that
+//! the daemon kills never gets there: its helper is gone.
 //!
 //! A job with a terminal (`Policy::terminal`) runs on a pseudo-terminal made inside its
 //! sandbox. After unshare the helper creates a fresh devpts instance as a detached mount

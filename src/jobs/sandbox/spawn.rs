@@ -19,6 +19,11 @@
 //! that init itself and waits until its pidfd turns readable, which the kernel does only once
 //! every process of the job's PID namespace has been killed and reaped. Every wait at the end
 //! of a job has a deadline (`Running::finish`), so no helper, init or job can hold an answer.
+//!
+//! A job's collected directories (`Policy::collect`) come back on the same socket, each after
+//! its index in `collect` and `child::COLLECT_MARKER`: at most one per index, at most
+//! `collect.len()` in all (anything else is closed), kept only for a job that ended by itself
+//! and handed out by `Running::collected`.
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
