@@ -343,11 +343,15 @@ impl Executor {
         self.inner.mount_root.read().ok().and_then(|r| r.clone())
     }
 
-    /// The mount root a warm sandbox is built with now: the one set, while it is a directory
-    /// (a sandbox whose mount root cannot be opened would never be built).
+    /// The mount root a warm sandbox is built with now: the one set, while it is a plain
+    /// absolute path to a directory (a sandbox whose mount root cannot be opened would never
+    /// be built).
     fn warm_mount_root(&self) -> Option<String> {
-        self.mount_root()
-            .filter(|r| std::fs::metadata(r).is_ok_and(|m| m.is_dir()))
+        self.mount_root().filter(|r| {
+            r.strip_prefix('/')
+                .is_some_and(crate::jobs::sandbox::policy::plain_relative)
+                && std::fs::metadata(r).is_ok_and(|m| m.is_dir())
+        })
     }
 
     /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch

@@ -19,8 +19,36 @@
 //!
 //! File descriptors from the daemon: 0 job stdin, 1 job stdout, 2 job stderr, 3 the policy
 //! (JSON, read to EOF), 4 the report socket: a pidfd of init (carried by one newline byte)
-//! right after init is forked, then one JSON line at the end. (Any other kind of fd 4 gets
-//! the report line only.)
+//! right after init is forked, then the job's collected directories (below), then one JSON
+//! line at the end. (Any other kind of fd 4 gets the report line only.)
+//!
+//! Jobs on data (`Policy::mount_root`, `mounts`, `files`, `collect`). The mount root (the
+//! daemon's `$STATE_DIRECTORY/mounts`, under a directory a per-job uid may not traverse) is
+//! opened with the daemon's credentials and made the cwd before unshare, like the first
+//! read-only bind (and in its place when a policy has both: that bind is then opened by its
+//! path), reopened as "." after unshare and bound read-only at `/.mounts` in the new root. A
+//! warm sandbox is built with it (its warm line names it); a job built for itself binds it
+//! only when it has mounts. Once the job's policy is known (built for it: after the root;
+//! warm: after `read_job_policy`), init makes the skeleton root writable again, makes each
+//! mount point (0755, never through a symlink), and mounts each of the job's mounts: a
+//! read-only one is its source opened beneath `/.mounts` with openat2 (RESOLVE_BENEATH,
+//! NO_SYMLINKS, NO_MAGICLINKS, NO_XDEV), cloned (open_tree OPEN_TREE_CLONE, no path
+//! lookup), moved onto its mount point and remounted read-only keeping the flags the kernel
+//! locked; a writable one is a tmpfs of its size and inodes owned by the job, filled with a
+//! copy of its source (directories and regular files only, nothing followed or crossed,
+//! bounded by the tmpfs). Then `/.mounts` is detached and removed and the root turns
+//! read-only again; the inline files are written into the cwd (folders made, 0644 or 0755,
+//! new files only, nothing followed). A symlink planted in a read-only source stays a
+//! symlink, resolved in the job's own root, where nothing of the mount root is left.
+//!
+//! Collected directories: init passes the job's `collect` list (with its cwd, its writable
+//! mounts and the device and inode of its root) to the helper after its status line. Once
+//! init has been reaped (so nothing of the job is left to change them), the helper checks
+//! that its root is the job's, checks each path again (in the cwd or a writable mount), opens
+//! it (the cwd or mount from the root without following a symlink, the rest beneath it also
+//! without crossing a mount; a missing one is skipped) and sends it on the report socket
+//! after its index in `collect` and a `COLLECT_MARKER` byte, before the report. A job that
+//! the daemon kills never gets there: its helper is gone.
 //!
 //! A job with a terminal (`Policy::terminal`) runs on a pseudo-terminal made inside its
 //! sandbox. After unshare the helper creates a fresh devpts instance as a detached mount
@@ -304,7 +332,12 @@ fn read_job_policy(template: &Policy) -> R<Policy> {
 }
 
 fn run(warm: bool) -> R<Report> {
-    let policy = if warm { read_warm()? } else { read_policy()? };
+    let mut policy = if warm { read_warm()? } else { read_policy()? };
+    // A job built for itself binds the mount root only when it has mounts (a warm sandbox
+    // always does: its job is not known yet).
+    if !warm && policy.mounts.is_empty() {
+        policy.mount_root = None;
+    }
     let parent = nix::unistd::getppid();
     // The first read-only bind of a directory (a stored program) is opened with the daemon's
     // credentials: it lives under the state directory, which a per-job uid may not traverse.
@@ -454,11 +487,7 @@ fn run(warm: bool) -> R<Report> {
             )?;
             let cpu_ms = tv_ms(usage.ru_utime) + tv_ms(usage.ru_stime);
             let max_rss_kb = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-            // After the status line, for a job that ended by itself: what to collect.
-            let (status, collect) = match text.split_once('\n') {
-                Some((s, c)) if s.starts_with("exit ") || s.starts_with("signal ") => (s, c),
-                _ => (text.as_str(), ""),
-            };
+            let (status, collect) = split_status(&text);
             let report = parse_status(status, cpu_ms, max_rss_kb);
             if !collect.is_empty() {
                 send_collected(collect);
@@ -717,6 +746,16 @@ fn close_all_but(keep: &[RawFd]) -> R<()> {
 
 fn tv_ms(tv: libc::timeval) -> u64 {
     u64::try_from(tv.tv_sec).unwrap_or(0) * 1000 + u64::try_from(tv.tv_usec).unwrap_or(0) / 1000
+}
+
+/// Init's status text: (the status, what to collect). Only a job that ended by itself (exit
+/// or signal) has something to collect, on the line after its status; an error's message is
+/// all of the text.
+fn split_status(text: &str) -> (&str, &str) {
+    match text.split_once('\n') {
+        Some((s, c)) if s.starts_with("exit ") || s.starts_with("signal ") => (s, c),
+        _ => (text, ""),
+    }
 }
 
 fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
@@ -1950,6 +1989,16 @@ mod tests {
             ("error", "mount x: EPERM")
         );
         assert_eq!(parse_status("", 0, 0).kind, "error");
+        // What to collect follows a job's own end, never an error.
+        let (status, collect) = split_status("exit 0 full proc 12\n{\"collect\":[]}");
+        assert_eq!(parse_status(status, 0, 0).exec_mono_ns, 12);
+        assert_eq!(collect, "{\"collect\":[]}");
+        assert_eq!(split_status("signal 9 full proc 1\n{}").1, "{}");
+        assert_eq!(split_status("error a\nb"), ("error a\nb", ""));
+        assert_eq!(
+            split_status("exit 0 full proc 1"),
+            ("exit 0 full proc 1", "")
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! that init itself and waits until its pidfd turns readable, which the kernel does only once
 //! every process of the job's PID namespace has been killed and reaped. Every wait at the end
 //! of a job has a deadline (`Running::finish`), so no helper, init or job can hold an answer.
+//!
+//! A job's collected directories (`Policy::collect`) come back on the same socket, each after
+//! its index in `collect` and `child::COLLECT_MARKER`: at most one per index, at most
+//! `collect.len()` in all (anything else is closed), kept only for a job that ended by itself
+//! and handed out by `Running::collected`.
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -1009,5 +1014,33 @@ async fn read_report(fd: OwnedFd, by: Instant, max_collected: usize) -> Result<R
             ));
         }
         text.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collected_directories_are_told_from_the_report_by_their_marker() {
+        let m = super::super::child::COLLECT_MARKER;
+        assert_eq!(collect_message(&[b'3', m]), Some((&b""[..], 3)));
+        assert_eq!(
+            collect_message(&[b' ', b'1', b'2', m]),
+            Some((&b" "[..], 12))
+        );
+        // Init's pidfd, a terminal's master and the report itself are not.
+        assert_eq!(collect_message(b"\n"), None);
+        assert_eq!(
+            collect_message(&[super::super::child::TERMINAL_MARKER]),
+            None
+        );
+        assert_eq!(collect_message(br#"{"kind":"exit"}"#), None);
+        // A marker without an index, or an absurd one, names nothing.
+        assert_eq!(collect_message(&[m]), None);
+        assert_eq!(
+            collect_message(&[b'1'; 7].iter().chain([&m]).copied().collect::<Vec<_>>()),
+            None
+        );
     }
 }
