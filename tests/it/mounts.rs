@@ -564,3 +564,32 @@ fn a_deleted_program_takes_its_view_along() {
     assert!(views(&d, 'p').is_empty());
     d.stop();
 }
+
+#[test]
+fn mounts_and_outputs_work_when_the_daemon_is_unprivileged() {
+    // The packaged unit runs as the localhostd user: jobs keep its uid outside, the views
+    // and the blobs are its own.
+    let d = Daemon::start_with(Options {
+        config: "[rate-limit]\nenabled = false\n".into(),
+        user: Some(crate::sandbox::test_user()),
+        ..Options::default()
+    });
+    let mut d = d;
+    let t = d.admin_token();
+    put_file(&d, &t, "in/a.txt", b"21");
+    let v = exec(
+        &d,
+        &t,
+        &json!({
+            "command": "mkdir out && echo $(( $(cat /in/a.txt) * 2 )) > out/r.txt && echo x >> /rw/a.txt && (echo y > /in/b.txt 2>/dev/null || echo refused)",
+            "mounts": [{"files": "in", "at": "/in"}, {"files": "in", "at": "/rw", "mode": "rw"}],
+            "outputs": [{"from": "/work/out", "to": "res"}]
+        }),
+    );
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["stdout"], "refused\n", "{v}");
+    assert_eq!(v["outputs"]["state"], "committed", "{v}");
+    assert_eq!(download(&d, &t, "res/r.txt"), b"42\n");
+    assert_eq!(download(&d, &t, "in/a.txt"), b"21x\n");
+    d.stop();
+}
