@@ -292,6 +292,9 @@ struct Inner {
     /// When each folder last changed, for views of folders (`store::views`) to tell in O(1)
     /// whether they are still current.
     changes: Mutex<Changes>,
+    /// Called after every committed change (on the database's writer thread: it must be quick
+    /// and must not touch the database).
+    on_change: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Folder change counters, in memory (views are a cache rebuilt after a restart): every
@@ -341,6 +344,13 @@ impl Inner {
         match self.changes.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
+        }
+    }
+    /// Stamps the folders above `paths` as changed, then tells the listener.
+    fn changed<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        self.changes().stamp(paths);
+        if let Some(f) = self.on_change.get() {
+            f();
         }
     }
     fn tmp_dir(&self) -> PathBuf {
@@ -517,6 +527,7 @@ impl Files {
                 missing: Mutex::new(BTreeSet::new()),
                 pins,
                 changes: Mutex::new(Changes::default()),
+                on_change: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -671,6 +682,12 @@ impl Files {
         })
     }
 
+    /// Sets what is called after every committed change (once; later calls are ignored). It
+    /// runs on the database's writer thread, right after the commit: it must be quick.
+    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.inner.on_change.set(f);
+    }
+
     /// The change number of `folder` (`""`, or a path ending in `/`): it grows whenever a file
     /// beneath it is created, replaced or deleted. O(1), in memory.
     pub fn folder_version(&self, folder: &str) -> u64 {
@@ -823,7 +840,7 @@ impl Files {
                     )?;
                     Ok((old, blob))
                 },
-                move |_| stamp.0.changes().stamp([stamp.1.as_str()]),
+                move |_| stamp.0.changed([stamp.1.as_str()]),
             )
             .await?;
         let (old, blob) = old;
@@ -1319,7 +1336,7 @@ impl Batch {
                     out.push((meta, old));
                 }
                 Ok((out, removed))
-            }, move |_| stamp.changes().stamp(touched.iter().map(String::as_str)))
+            }, move |_| stamp.changed(touched.iter().map(String::as_str)))
             .await?;
         // Committed: the blobs are the files' now.
         let mut stored = Vec::with_capacity(committed.len());

@@ -12,7 +12,8 @@
 //! copy). A view is built once and reused until its folder changes: the file store keeps a
 //! change number per folder (`Files::folder_version`), so the check is O(1). A stale view is
 //! rebuilt under a new name for the next job and removed once no running job holds it (a
-//! [`ViewLease`] lives as long as the job). Program views live until their program is
+//! [`ViewLease`] lives as long as the job): at once when its folder changes while no job holds
+//! it, else when its last job ends. Program views live until their program is
 //! deleted. The whole directory is a cache: it is emptied at every start.
 
 use std::collections::{HashMap, HashSet};
@@ -51,6 +52,8 @@ struct Inner {
     building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Views built since the start (what tests and operators can watch for reuse).
     builds: AtomicU64,
+    /// Where removals run (they may be asked for on the database's writer thread).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -161,11 +164,11 @@ impl Inner {
                 }
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
+        match &self.runtime {
+            Some(h) => {
                 h.spawn_blocking(work);
             }
-            Err(_) => work(),
+            None => work(),
         }
     }
 
@@ -357,16 +360,25 @@ impl Views {
             Err(e) => return Err(e.into()),
         }
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(ROOT_MODE))?;
-        Ok(Views {
-            inner: Arc::new(Inner {
-                root,
-                files,
-                state: Mutex::new(State::default()),
-                next: AtomicU64::new(1),
-                building: Mutex::new(HashMap::new()),
-                builds: AtomicU64::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            root,
+            files: files.clone(),
+            state: Mutex::new(State::default()),
+            next: AtomicU64::new(1),
+            building: Mutex::new(HashMap::new()),
+            builds: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
+        // A view no job holds goes as soon as its folder changes: a deleted file's blob does
+        // not outlive it in a view nobody uses.
+        let weak = Arc::downgrade(&inner);
+        files.on_change(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let doomed = inner.stale_unused(&mut inner.state());
+                inner.remove(doomed);
+            }
+        }));
+        Ok(Views { inner })
     }
 
     /// The mounts directory.
@@ -562,6 +574,24 @@ mod tests {
                 .count(),
             0
         );
+        // Held by no job, a view goes as soon as its folder changes (no other call needed):
+        // the blob of a deleted file does not stay behind in it.
+        drop(c);
+        let gone = views
+            .root()
+            .join(names(&views).into_iter().find(|n| *n != e.name).unwrap());
+        files
+            .delete("r/2026/a.csv", Caller::default())
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            if !gone.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!gone.exists());
+        assert_eq!(names(&views), vec![e.name.clone()]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
