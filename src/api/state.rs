@@ -114,7 +114,11 @@ impl AppState {
             pins.clone(),
             views,
         )?;
-        data.set_programs(programs.clone());
+        let of = programs.clone();
+        data.set_programs(Box::new(move |id| {
+            let programs = of.clone();
+            Box::pin(async move { programs.view(&id).await })
+        }));
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
         Ok(AppState(Arc::new(Services {

@@ -18,12 +18,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::LiveConfig;
 use crate::error::{Error, Result};
-use crate::jobs::exec::Status;
 use crate::jobs::sandbox::policy::{RESERVED_INSIDE, is_within, plain_relative};
 use crate::jobs::sandbox::{InlineFile, JobMount, Policy};
 use crate::store::audit::Caller;
 use crate::store::files::{Conditions, Files, FolderEntry, validate_path};
-use crate::store::programs::Programs;
 use crate::store::views::{ViewLease, Views, folder_key};
 
 const PAGE: u64 = 4096;
@@ -78,10 +76,12 @@ pub enum KeepOutputs {
 }
 
 impl KeepOutputs {
-    fn keeps(self, status: Status) -> bool {
+    /// Whether a job that ended with `status` (as the result names it: `ok`,
+    /// `nonzero_exit`, `timeout`, …) keeps its outputs.
+    fn keeps(self, status: &str) -> bool {
         match self {
-            KeepOutputs::OnSuccess => status == Status::Ok,
-            KeepOutputs::OnExit => matches!(status, Status::Ok | Status::NonzeroExit),
+            KeepOutputs::OnSuccess => status == "ok",
+            KeepOutputs::OnExit => matches!(status, "ok" | "nonzero_exit"),
         }
     }
 
@@ -185,6 +185,14 @@ impl Prepared {
     }
 }
 
+/// Resolves a program mount: the view of program `id` (404 when there is none). Given by the
+/// program store (which runs jobs through the executor, so this module does not name it).
+pub type ProgramViews = Box<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ViewLease>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The data plane of jobs; cheap to clone.
 #[derive(Clone)]
 pub struct Data {
@@ -196,7 +204,7 @@ struct Inner {
     views: Views,
     live: Arc<LiveConfig>,
     /// Set once the program store is open (it needs the executor, which needs this).
-    programs: OnceLock<Programs>,
+    programs: OnceLock<ProgramViews>,
     /// One commit at a time per target folder.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -231,7 +239,7 @@ impl Data {
     }
 
     /// Lets program mounts be resolved (called once, when the program store is open).
-    pub fn set_programs(&self, programs: Programs) {
+    pub fn set_programs(&self, programs: ProgramViews) {
         let _ = self.inner.programs.set(programs);
     }
 
@@ -377,7 +385,7 @@ impl Data {
 
     async fn program_view(&self, id: &str) -> Result<ViewLease> {
         match self.inner.programs.get() {
-            Some(p) => p.view(id).await,
+            Some(views) => views(id.to_owned()).await,
             None => Err(Error::Unavailable(
                 "stored programs cannot be mounted here".into(),
             )),
@@ -393,7 +401,7 @@ impl Data {
     pub async fn finish(
         &self,
         prepared: Prepared,
-        status: Status,
+        status: &str,
         collected: Vec<(String, OwnedFd)>,
         caller: &Caller,
     ) -> Option<OutputsReport> {
@@ -405,7 +413,7 @@ impl Data {
                 OutputsState::Discarded,
                 format!(
                     "the job ended with status {}; keep_outputs is {}: nothing was written",
-                    status.as_str(),
+                    status,
                     prepared.keep.as_str()
                 ),
                 Vec::new(),
@@ -434,7 +442,7 @@ impl Data {
     ) -> std::result::Result<OutputsReport, (OutputsState, String, Vec<Skipped>)> {
         let max = self.inner.live.get().exec.max_output_files;
         let Prepared { outputs, rw, .. } = prepared;
-        let mut fds: HashMap<String, OwnedFd> = collected.into_iter().collect();
+        let fds: HashMap<String, OwnedFd> = collected.into_iter().collect();
         let mut sources: Vec<Source> = rw
             .iter()
             .map(|r| Source {
@@ -450,7 +458,12 @@ impl Data {
         }));
         let walk_in: Vec<(String, Option<OwnedFd>)> = sources
             .iter()
-            .map(|src| (src.at.clone(), fds.remove(&src.at)))
+            // One directory may be both a read-write mount and an output's `from`: each
+            // walk gets its own descriptor.
+            .map(|src| {
+                let fd = fds.get(&src.at).and_then(|fd| fd.try_clone().ok());
+                (src.at.clone(), fd)
+            })
             .collect();
         let walked = tokio::task::spawn_blocking(move || {
             let mut skipped = Vec::new();
@@ -809,18 +822,18 @@ mod tests {
 
     #[test]
     fn keep_outputs_keeps_what_it_says() {
-        assert!(KeepOutputs::OnSuccess.keeps(Status::Ok));
-        assert!(!KeepOutputs::OnSuccess.keeps(Status::NonzeroExit));
-        assert!(KeepOutputs::OnExit.keeps(Status::NonzeroExit));
+        assert!(KeepOutputs::OnSuccess.keeps("ok"));
+        assert!(!KeepOutputs::OnSuccess.keeps("nonzero_exit"));
+        assert!(KeepOutputs::OnExit.keeps("nonzero_exit"));
         for s in [
-            Status::Timeout,
-            Status::Killed,
-            Status::MemoryLimit,
-            Status::CpuLimit,
-            Status::OutputLimit,
-            Status::SandboxError,
+            "timeout",
+            "killed",
+            "memory_limit",
+            "cpu_limit",
+            "output_limit",
+            "sandbox_error",
         ] {
-            assert!(!KeepOutputs::OnExit.keeps(s), "{s:?}");
+            assert!(!KeepOutputs::OnExit.keeps(s), "{s}");
         }
     }
 

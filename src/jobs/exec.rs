@@ -640,7 +640,7 @@ impl Executor {
         result.outputs = self
             .inner
             .data
-            .finish(prepared, result.status, collected, caller)
+            .finish(prepared, result.status.as_str(), collected, caller)
             .await;
         self.inner.metrics.execution_finished(
             result.status.as_str(),

@@ -1038,7 +1038,15 @@ impl Programs {
             )));
         }
         let files: Vec<String> = p.files.iter().map(|f| f.path.clone()).collect();
-        self.inner.views.program(id, &dir, &files).await
+        let lease = self.inner.views.program(id, &dir, &files).await?;
+        // Deleted while its view was built: the view goes with it (the delete may have looked
+        // for it before it was there).
+        if !dir.is_dir() {
+            drop(lease);
+            self.inner.views.forget_program(id);
+            return Err(not_found(id));
+        }
+        Ok(lease)
     }
 
     /// A program's run history.

@@ -380,7 +380,9 @@ fn read_write_mounts_commit_changes_and_deletions_or_nothing_on_a_conflict() {
         &t,
         &json!({
             "command": "cd /p && printf new > change.txt && rm gone.txt && mkdir -p d && printf x > d/added.txt && ln -s /etc/passwd link",
-            "mounts": [{"files": "proj", "at": "/p", "mode": "rw"}]
+            "mounts": [{"files": "proj", "at": "/p", "mode": "rw"}],
+            // The same directory as an output too: a snapshot of what the job left.
+            "outputs": [{"from": "/p", "to": "snap/"}]
         }),
     );
     assert_eq!(v["status"], "ok", "{v}");
@@ -393,7 +395,17 @@ fn read_write_mounts_commit_changes_and_deletions_or_nothing_on_a_conflict() {
         .map(|f| f["path"].as_str().unwrap())
         .collect();
     written.sort();
-    assert_eq!(written, vec!["proj/change.txt", "proj/d/added.txt"], "{v}");
+    assert_eq!(
+        written,
+        vec![
+            "proj/change.txt",
+            "proj/d/added.txt",
+            "snap/change.txt",
+            "snap/d/added.txt",
+            "snap/keep.txt"
+        ],
+        "{v}"
+    );
     assert_eq!(o["deleted"], json!(["proj/gone.txt"]), "{v}");
     assert_eq!(o["skipped"][0]["path"], "/p/link", "{v}");
     let paths: Vec<String> = listed(&d, &t, "proj/").into_iter().map(|f| f.0).collect();
