@@ -18,7 +18,180 @@ use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
 use crate::api::state::AppState;
+use crate::jobs::data::{JobData, KeepOutputs, MountSource, MountSpec, OutputSpec};
 use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, RequestLimits};
+use crate::jobs::sandbox::InlineFile;
+use crate::store::auth::{Actor, Scope};
+
+/// How a folder is mounted.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMode {
+    /// Read-only (needs the `read` scope).
+    #[default]
+    Ro,
+    /// A copy the job may change; its changes are committed back to the folder when the job
+    /// ends with a kept status (needs the `write` scope).
+    Rw,
+}
+
+/// One mount: a file-store folder (`files`) or a stored program (`program`), at `at`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountBody {
+    /// A file-store folder: `""` is the whole store, a trailing `/` is optional. An empty or
+    /// unknown folder mounts empty.
+    files: Option<String>,
+    /// A stored program's id: its files, read-only.
+    program: Option<String>,
+    /// Where the job sees it: an absolute path, not in a system directory (`/usr`, `/bin`,
+    /// `/sbin`, `/lib*`, `/etc`, `/dev`, `/proc`, `/sys`, `/tmp`, `/run`, `/var`), not
+    /// `/work` itself, not overlapping another mount (`/program` is a program run's own).
+    at: String,
+    /// `ro` (default) or `rw` (folders only).
+    mode: Option<MountMode>,
+}
+
+/// A directory of the job whose regular files are committed to a file-store folder.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputBody {
+    /// A directory under `/work` or under a read-write mount.
+    from: String,
+    /// A file-store folder (the files land at `to` + their path beneath `from`).
+    to: String,
+}
+
+/// How an inline file's `content` is written.
+#[derive(Deserialize, Clone, Copy, Default, utoipa::ToSchema)]
+pub enum FileEncoding {
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "base64")]
+    Base64,
+}
+
+/// A file placed in `/work` before the job starts.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileBody {
+    /// Its path under `/work` (folders are made), named as file-store paths are.
+    name: String,
+    content: String,
+    /// `utf-8` (default) or `base64`.
+    encoding: Option<FileEncoding>,
+    /// Mode 0755 rather than 0644.
+    executable: Option<bool>,
+}
+
+/// The data fields of a job's request (`POST /api/v1/exec` and program runs).
+pub struct DataFields {
+    pub mounts: Option<Vec<MountBody>>,
+    pub outputs: Option<Vec<OutputBody>>,
+    pub keep_outputs: Option<KeepOutputs>,
+    pub files: Option<Vec<FileBody>>,
+}
+
+/// Refuses (403, audited) a mount the caller's scopes do not allow.
+async fn mount_allowed(
+    state: &AppState,
+    actor: &Actor,
+    caller: &crate::store::audit::Caller,
+    needed: Scope,
+    what: &str,
+) -> Result<(), ApiError> {
+    if actor.scopes.allows(needed) {
+        return Ok(());
+    }
+    state
+        .audit_event(caller.event(
+            "auth.forbidden",
+            what,
+            "refused",
+            format!("needs scope {needed}, has {}", actor.scopes),
+        ))
+        .await;
+    Err(ApiError::forbidden(format!(
+        "{what} needs the `{needed}` scope; this credential has: {}",
+        actor.scopes
+    )))
+}
+
+/// The request's mounts, outputs and inline files, with the caller's scopes checked: a
+/// read-only or program mount needs `read`, a read-write one `write`.
+pub async fn job_data(
+    state: &AppState,
+    actor: &Actor,
+    caller: &crate::store::audit::Caller,
+    f: DataFields,
+) -> Result<JobData, ApiError> {
+    let mut mounts = Vec::new();
+    for m in f.mounts.unwrap_or_default() {
+        let writable = m.mode.unwrap_or_default() == MountMode::Rw;
+        let source = match (m.files, m.program) {
+            (Some(folder), None) => MountSource::Files(folder),
+            (None, Some(id)) => {
+                if writable {
+                    return Err(ApiError::bad_request(format!(
+                        "the program mount at {} is read-only: leave mode out or give \"ro\"",
+                        m.at
+                    )));
+                }
+                MountSource::Program(id)
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "each mount names exactly one of files (a folder) or program (an id)",
+                ));
+            }
+        };
+        let (needed, what) = if writable {
+            (Scope::Write, format!("the read-write mount at {}", m.at))
+        } else {
+            (Scope::Read, format!("the mount at {}", m.at))
+        };
+        mount_allowed(state, actor, caller, needed, &what).await?;
+        mounts.push(MountSpec {
+            source,
+            at: m.at,
+            writable,
+        });
+    }
+    let mut files = Vec::new();
+    for file in f.files.unwrap_or_default() {
+        let content = match file.encoding.unwrap_or_default() {
+            FileEncoding::Utf8 => file.content.into_bytes(),
+            FileEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(file.content.as_bytes())
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the content of inline file {:?} is not base64: {e}",
+                        file.name
+                    ))
+                })?,
+        };
+        files.push(InlineFile {
+            name: file.name,
+            content,
+            executable: file.executable.unwrap_or(false),
+        });
+    }
+    Ok(JobData {
+        mounts,
+        files,
+        outputs: f
+            .outputs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| OutputSpec {
+                from: o.from,
+                to: o.to,
+            })
+            .collect(),
+        keep_outputs: f.keep_outputs.unwrap_or_default(),
+    })
+}
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +242,14 @@ pub struct ExecBody {
     timeout_ms: Option<u64>,
     limits: Option<LimitsBody>,
     profile: Option<String>,
+    /// File-store folders and programs to show the job.
+    mounts: Option<Vec<MountBody>>,
+    /// Directories whose files are committed to the file store when the job ends.
+    outputs: Option<Vec<OutputBody>>,
+    /// `on_success` (default: status `ok` only) or `on_exit` (also `nonzero_exit`).
+    keep_outputs: Option<KeepOutputs>,
+    /// Files placed in `/work` before the job starts.
+    files: Option<Vec<FileBody>>,
 }
 
 /// Text as UTF-8 when it is, else base64 — said by the `*_encoding` field.
@@ -107,6 +288,12 @@ pub fn result_json(r: &ExecResult, with_output: bool) -> Value {
         if let Some(m) = &r.message {
             obj.insert("message".into(), m.clone().into());
         }
+        if let Some(o) = &r.outputs {
+            obj.insert(
+                "outputs".into(),
+                serde_json::to_value(o).unwrap_or(Value::Null),
+            );
+        }
     }
     v
 }
@@ -121,7 +308,7 @@ pub fn wants_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
+fn build_request(body: ExecBody, data: JobData) -> Result<ExecRequest, ApiError> {
     let (argv, label) = match (body.argv, body.command) {
         (Some(argv), None) => {
             let label = argv.join(" ");
@@ -152,6 +339,7 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
         profile: body.profile,
         label: label.chars().take(512).collect(),
         kind: "command",
+        data,
         ..ExecRequest::default()
     })
 }
@@ -172,19 +360,29 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
                 (crate::api::openapi::ExecOutcome = "application/json"),
                 (String = "text/event-stream"),
             )),
-        (status = 400, description = "Not the body asked for: neither or both of argv and command, both stdin fields, bad base64 (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
-        (status = 422, description = "A limit or timeout above what the profile or exec.max-timeout allows, or an unknown profile (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 400, description = "Not the body asked for: neither or both of argv and command, both stdin fields, bad base64, a mount point or output path against the rules, a bad folder or inline file name (`bad_request`, `invalid_json`, `invalid_path`).", body = crate::api::openapi::ErrorResponse),
+        (status = 403, description = "A mount the token's scopes do not allow: `read` for read-only and program mounts, `write` for read-write ones (`forbidden`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "A program mount names no program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "A limit or timeout above what the profile or exec.max-timeout allows, an unknown profile, or more mounts, outputs or inline files (count or bytes) than `[exec]` allows (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "Outputs asked for while the file store has no room left (`files.max-total-size` or `storage.min-free-disk`).", body = crate::api::openapi::ErrorResponse),
         (status = 429, description = "Every job slot and queue place is taken, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
             headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
     )
 )]
 pub async fn run(
     State(state): State<AppState>,
-    Requester { caller, .. }: Requester,
+    Requester { caller, actor, .. }: Requester,
     headers: HeaderMap,
-    Json(body): Json<ExecBody>,
+    Json(mut body): Json<ExecBody>,
 ) -> Result<Response, ApiError> {
-    let req = build_request(body)?;
+    let fields = DataFields {
+        mounts: body.mounts.take(),
+        outputs: body.outputs.take(),
+        keep_outputs: body.keep_outputs.take(),
+        files: body.files.take(),
+    };
+    let data = job_data(&state, &actor, &caller, fields).await?;
+    let req = build_request(body, data)?;
     if wants_stream(&headers) {
         let rid = caller.request_id.clone();
         return Ok(stream_job(rid, move |tx| async move {

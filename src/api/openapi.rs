@@ -341,6 +341,9 @@ pub struct ExecOutcome {
     /// What went wrong building the sandbox (status `sandbox_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What became of the outputs and read-write mounts asked for (absent when none were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<crate::jobs::data::OutputsReport>,
 }
 
 /// `POST /api/v1/files` (multipart/form-data): every part with a filename is a file, stored

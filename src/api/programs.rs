@@ -17,10 +17,14 @@ use serde_json::json;
 
 use super::access::BodyLimitNote;
 use super::error::ApiError;
-use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
+use super::exec::{
+    DataFields, FileBody, LimitsBody, MountBody, OutputBody, job_data, result_json, stdin_bytes,
+    stream_job, wants_stream,
+};
 use super::extract::Json;
 use super::extract::Requester;
 use crate::api::state::AppState;
+use crate::jobs::data::KeepOutputs;
 use crate::store::audit::Caller;
 use crate::store::programs::{RunRequest, UploadMeta};
 
@@ -363,6 +367,15 @@ pub struct RunBody {
     timeout_ms: Option<u64>,
     limits: Option<LimitsBody>,
     profile: Option<String>,
+    /// More file-store folders and programs to show the job (its own program is at
+    /// `/program`).
+    mounts: Option<Vec<MountBody>>,
+    /// Directories whose files are committed to the file store when the job ends.
+    outputs: Option<Vec<OutputBody>>,
+    /// `on_success` (default: status `ok` only) or `on_exit` (also `nonzero_exit`).
+    keep_outputs: Option<KeepOutputs>,
+    /// Files placed in `/work` before the job starts.
+    files: Option<Vec<FileBody>>,
 }
 
 #[utoipa::path(
@@ -380,17 +393,19 @@ pub struct RunBody {
                 (crate::api::openapi::ExecOutcome = "application/json"),
                 (String = "text/event-stream"),
             )),
-        (status = 400, description = "Not a program id, both stdin fields, bad base64, or not the JSON asked for (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
-        (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 400, description = "Not a program id, both stdin fields, bad base64, not the JSON asked for, a mount point or output path against the rules, a bad folder or inline file name (`bad_request`, `invalid_json`, `invalid_path`).", body = crate::api::openapi::ErrorResponse),
+        (status = 403, description = "A mount the token's scopes do not allow: `read` for read-only and program mounts, `write` for read-write ones (`forbidden`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such program, or a program mount names none (`not_found`).", body = crate::api::openapi::ErrorResponse),
         (status = 409, description = "The program has no main file yet, or is being deleted (`conflict`).", body = crate::api::openapi::ErrorResponse),
-        (status = 422, description = "A limit or timeout above what is allowed, an unknown profile, or a main file that cannot run here (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 422, description = "A limit or timeout above what is allowed, an unknown profile, a main file that cannot run here, or more mounts, outputs or inline files (count or bytes) than `[exec]` allows (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
+        (status = 507, description = "Outputs asked for while the file store has no room left (`files.max-total-size` or `storage.min-free-disk`).", body = crate::api::openapi::ErrorResponse),
         (status = 429, description = "Every job slot and queue place is taken, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
             headers(("Retry-After" = String, description = "Seconds to wait before retrying."))),
     )
 )]
 pub async fn run(
     State(state): State<AppState>,
-    Requester { caller, .. }: Requester,
+    Requester { caller, actor, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request: axum::extract::Request,
@@ -404,12 +419,20 @@ pub async fn run(
     } else {
         RunBody::default()
     };
+    let fields = DataFields {
+        mounts: body.mounts,
+        outputs: body.outputs,
+        keep_outputs: body.keep_outputs,
+        files: body.files,
+    };
+    let data = job_data(&state, &actor, &caller, fields).await?;
     let req = RunRequest {
         args: body.args.unwrap_or_default(),
         stdin: stdin_bytes(body.stdin, body.stdin_base64)?,
         timeout: body.timeout_ms.map(Duration::from_millis),
         limits: body.limits.unwrap_or_default().into(),
         profile: body.profile,
+        data,
     };
     if wants_stream(&headers) {
         // Refuse an unknown program before the stream starts.

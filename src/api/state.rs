@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::api::ratelimit::RateLimits;
 use crate::config::LiveConfig;
+use crate::jobs::data::Data;
 use crate::jobs::exec::Executor;
 use crate::jobs::sandbox::Sandbox;
 use crate::jobs::terminals::Terminals;
@@ -18,6 +19,7 @@ use crate::store::files::Files;
 use crate::store::kv::Kv;
 use crate::store::pins::BlobPins;
 use crate::store::programs::Programs;
+use crate::store::views::Views;
 
 /// What every request handler can reach: one shared `Services`. Cloning is one reference
 /// count, because handlers and middleware clone it several times per request and cloning the
@@ -81,7 +83,6 @@ impl AppState {
         db.set_min_free_disk(live.get().storage.min_free_disk);
         let limits = Arc::new(RateLimits::new(&live.get().rate_limit));
         let metrics = Metrics::new(db.clone(), live.clone(), health.state_dir.clone())?;
-        let exec = Executor::new(sandbox, db.clone(), live.clone(), cgroups, metrics.clone());
         let pins = Arc::new(BlobPins::default());
         let files = Files::new(
             db.clone(),
@@ -89,13 +90,35 @@ impl AppState {
             health.state_dir.join(crate::util::layout::FILES_DIR),
             pins.clone(),
         );
+        // A cache of what jobs mount, emptied here (views are rebuilt on demand).
+        let views = Views::open(
+            health.state_dir.join(crate::util::layout::MOUNTS_DIR),
+            files.clone(),
+        )?;
+        let data = Data::new(files.clone(), views.clone(), live.clone());
+        let exec = Executor::new(
+            sandbox,
+            db.clone(),
+            live.clone(),
+            cgroups,
+            metrics.clone(),
+            data.clone(),
+        );
+        // Warm sandboxes are built with the views' directory, so jobs with mounts take them.
+        exec.set_mount_root(Some(views.root().display().to_string()));
         let programs = Programs::open(
             db.clone(),
             live.clone(),
             &health.state_dir,
             exec.clone(),
             pins.clone(),
+            views,
         )?;
+        let of = programs.clone();
+        data.set_programs(Box::new(move |id| {
+            let programs = of.clone();
+            Box::pin(async move { programs.view(&id).await })
+        }));
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
         Ok(AppState(Arc::new(Services {

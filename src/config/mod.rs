@@ -197,6 +197,14 @@ pub struct ExecConfig {
     /// Bytes of a job's argv kept in its history record; the rest is cut and a marker says
     /// how much (the job itself gets its argv whole).
     pub history_max_argv_size: ByteSize,
+    /// Inline files (`files` of a run) a request may give, and their bytes in all (decoded).
+    pub max_inline_files: usize,
+    pub max_inline_bytes: ByteSize,
+    /// Regular files a job's outputs (and read-write mounts) may bring back into the file
+    /// store in one run; past that nothing is written (outputs `failed`).
+    pub max_output_files: usize,
+    /// Mounts (of folders and programs) one request may name.
+    pub max_mounts: usize,
 }
 
 impl Default for ExecConfig {
@@ -211,6 +219,10 @@ impl Default for ExecConfig {
             keep_last: 10_000,
             keep_within: HumanDuration(Duration::from_secs(30 * 86400)),
             history_max_argv_size: ByteSize(4 << 10),
+            max_inline_files: 64,
+            max_inline_bytes: ByteSize(1 << 20),
+            max_output_files: 10_000,
+            max_mounts: 16,
         }
     }
 }

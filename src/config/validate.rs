@@ -222,6 +222,24 @@ fn exec(exec: &ExecConfig) -> Checked {
             "must be between 256B and 1MiB",
         ));
     }
+    if exec.max_inline_files > 10_000 {
+        return Err(invalid("exec.max-inline-files", "must be at most 10000"));
+    }
+    if exec.max_inline_bytes.bytes() > 64 << 20 {
+        return Err(invalid(
+            "exec.max-inline-bytes",
+            "must be at most 64MiB (inline files travel in the request body and the job's policy)",
+        ));
+    }
+    if exec.max_output_files == 0 || exec.max_output_files > 1_000_000 {
+        return Err(invalid(
+            "exec.max-output-files",
+            "must be between 1 and 1000000",
+        ));
+    }
+    if exec.max_mounts > 64 {
+        return Err(invalid("exec.max-mounts", "must be at most 64"));
+    }
     Ok(())
 }
 

@@ -54,6 +54,8 @@ pub struct ExecRequest {
     pub program_id: Option<String>,
     /// Ends the job early (status `killed`) when notified, e.g. a program deleted with force.
     pub cancel: Option<Arc<tokio::sync::Notify>>,
+    /// Mounts, outputs and inline files (`jobs::data`).
+    pub data: crate::jobs::data::JobData,
 }
 
 /// How a job ended.
@@ -118,6 +120,8 @@ pub struct ExecResult {
     pub dropped_bytes: u64,
     /// What held the job to its memory limit.
     pub memory_limited_by: MemoryLimitedBy,
+    /// What became of the outputs (and read-write mounts) the request asked for.
+    pub outputs: Option<crate::jobs::data::OutputsReport>,
 }
 
 /// A piece of output, for streaming callers.
@@ -179,12 +183,16 @@ struct Inner {
     pool: Mutex<Vec<Pooled>>,
     /// Warm sandboxes being built now.
     warming: AtomicUsize,
+    /// The mount root warm sandboxes are built with (`set_mount_root`).
+    mount_root: std::sync::RwLock<Option<String>>,
     as_root: bool,
     /// Where per-job memory cgroups are made (a delegated cgroup v2 subtree or the cgroup v1
     /// memory controller), when there is one; without, rlimits limit memory.
     cgroups: Option<crate::jobs::sandbox::Cgroups>,
     /// Executions by status, their duration and the sandbox's spawn latency.
     metrics: crate::ops::metrics::Metrics,
+    /// Mounts and outputs: the views jobs see, the file store outputs go to.
+    data: crate::jobs::data::Data,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -250,6 +258,7 @@ impl Executor {
         live: Arc<LiveConfig>,
         cgroups: Option<crate::jobs::sandbox::Cgroups>,
         metrics: crate::ops::metrics::Metrics,
+        data: crate::jobs::data::Data,
     ) -> Executor {
         let max = live.get().exec.max_concurrent;
         Executor {
@@ -263,11 +272,18 @@ impl Executor {
                 uids: Arc::new(Mutex::new(BTreeSet::new())),
                 pool: Mutex::new(Vec::new()),
                 warming: AtomicUsize::new(0),
+                mount_root: std::sync::RwLock::new(None),
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
                 metrics,
+                data,
             }),
         }
+    }
+
+    /// The data plane jobs use (views, outputs).
+    pub fn data(&self) -> &crate::jobs::data::Data {
+        &self.inner.data
     }
 
     /// The daemon's metrics (terminal sessions count their starts and ends there).
@@ -306,13 +322,46 @@ impl Executor {
         })
     }
 
+    /// Sets the mount root (`Policy::mount_root`, `$STATE_DIRECTORY/mounts`) warm sandboxes
+    /// are built with, so that jobs with mounts beneath it can take one; `None`: built without.
+    /// Warm sandboxes already built for another root are dropped (and built again).
+    pub fn set_mount_root(&self, root: Option<String>) {
+        let changed = match self.inner.mount_root.write() {
+            Ok(mut current) if *current != root => {
+                *current = root;
+                true
+            }
+            _ => false,
+        };
+        if changed && let Ok(mut pool) = self.inner.pool.lock() {
+            pool.clear();
+        }
+    }
+
+    /// The mount root set by `set_mount_root`.
+    pub fn mount_root(&self) -> Option<String> {
+        self.inner.mount_root.read().ok().and_then(|r| r.clone())
+    }
+
+    /// The mount root a warm sandbox is built with now: the one set, while it is a plain
+    /// absolute path to a directory (a sandbox whose mount root cannot be opened would never
+    /// be built).
+    fn warm_mount_root(&self) -> Option<String> {
+        self.mount_root().filter(|r| {
+            r.strip_prefix('/')
+                .is_some_and(crate::jobs::sandbox::policy::plain_relative)
+                && std::fs::metadata(r).is_ok_and(|m| m.is_dir())
+        })
+    }
+
     /// Whether jobs like `policy` may take a warm sandbox: no network, no binds, the scratch
-    /// cwd.
+    /// cwd, mounts only from the mount root warm sandboxes are built with.
     fn poolable(&self, policy: &Policy) -> bool {
         self.inner.live.get().sandbox.warm_pool > 0
             && !policy.network
             && policy.ro_binds.is_empty()
             && policy.cwd == SCRATCH
+            && (policy.mounts.is_empty() || policy.mount_root == self.mount_root())
     }
 
     /// A live warm sandbox with its uid, if one is ready (dead ones are dropped).
@@ -388,6 +437,7 @@ impl Executor {
                                 run_as: lease.uid.map(|u| (u, u)),
                                 tmpfs_bytes,
                                 tmpfs_inodes: profile.tmpfs_inodes,
+                                mount_root: me.warm_mount_root(),
                             },
                             cgroup.as_ref(),
                         )
@@ -534,7 +584,11 @@ impl Executor {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let (mut policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
+        let (mut policy, profile, output_limit, timeout, mut memory) = self.policy(&req)?;
+        // Mounts, inline files and collected directories into the policy; the views stay
+        // until `prepared` is dropped.
+        let prepared = self.inner.data.prepare(&req.data, &mut policy).await?;
+        memory.tmpfs_bytes = memory.tmpfs_bytes.min(policy.limits.tmpfs_bytes);
         let cfg = self.inner.live.get();
         if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
             >= cfg.exec.max_queue + self.inner.slots.available_permits()
@@ -582,7 +636,12 @@ impl Executor {
             Err(e) => Err(e),
         };
         self.inner.running.fetch_sub(1, Ordering::SeqCst);
-        let result = result?;
+        let (mut result, collected) = result?;
+        result.outputs = self
+            .inner
+            .data
+            .finish(prepared, result.status.as_str(), collected, caller)
+            .await;
         self.inner.metrics.execution_finished(
             result.status.as_str(),
             Duration::from_millis(result.wall_ms),
@@ -606,7 +665,7 @@ impl Executor {
         stream: Option<mpsc::Sender<Chunk>>,
         cancel: Option<Arc<tokio::sync::Notify>>,
         start: (Option<(WarmSandbox, Option<JobCgroup>)>, Vec<u8>),
-    ) -> Result<ExecResult> {
+    ) -> Result<(ExecResult, Vec<(String, std::os::fd::OwnedFd)>)> {
         let Bounds {
             output_limit,
             timeout,
@@ -633,22 +692,26 @@ impl Executor {
             .spawn(&policy, stdin, warm, cgroup.as_ref(), due)
             .await?
         else {
-            return Ok(ExecResult {
-                id,
-                status: Status::Timeout,
-                exit_code: None,
-                signal: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                truncated: false,
-                wall_ms: start.elapsed().as_millis() as u64,
-                cpu_ms: 0,
-                max_rss_kb: 0,
-                message: None,
-                started_at,
-                dropped_bytes: 0,
-                memory_limited_by,
-            });
+            return Ok((
+                ExecResult {
+                    id,
+                    status: Status::Timeout,
+                    exit_code: None,
+                    signal: None,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    truncated: false,
+                    wall_ms: start.elapsed().as_millis() as u64,
+                    cpu_ms: 0,
+                    max_rss_kb: 0,
+                    message: None,
+                    started_at,
+                    dropped_bytes: 0,
+                    memory_limited_by,
+                    outputs: None,
+                },
+                Vec::new(),
+            ));
         };
         let output = collect_output(&mut running, output_limit, due, stream, cancel).await;
         // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
@@ -659,28 +722,34 @@ impl Executor {
             cg.kill();
         }
         let report: Report = running.finish(kill, due + END_GRACE).await?;
+        // The directories the job's outputs are read from (none after a kill).
+        let collected = running.collected();
         let wall_ms = start.elapsed().as_millis() as u64;
         self.record_spawn_latency(&report, spawn_start);
         let cpu_limit_ms = policy.limits.cpu_s * 1000;
         let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0);
         drop(cgroup);
         let (status, exit_code, signal) = classify(&report, &output, oom_killed, cpu_limit_ms);
-        Ok(ExecResult {
-            id,
-            status,
-            exit_code,
-            signal,
-            stdout: output.out,
-            stderr: output.err,
-            truncated: output.overflow,
-            wall_ms,
-            cpu_ms: report.cpu_ms,
-            max_rss_kb: report.max_rss_kb,
-            message: (status == Status::SandboxError).then(|| report.message.clone()),
-            started_at,
-            dropped_bytes: output.dropped,
-            memory_limited_by,
-        })
+        Ok((
+            ExecResult {
+                id,
+                status,
+                exit_code,
+                signal,
+                stdout: output.out,
+                stderr: output.err,
+                truncated: output.overflow,
+                wall_ms,
+                cpu_ms: report.cpu_ms,
+                max_rss_kb: report.max_rss_kb,
+                message: (status == Status::SandboxError).then(|| report.message.clone()),
+                started_at,
+                dropped_bytes: output.dropped,
+                memory_limited_by,
+                outputs: None,
+            },
+            collected,
+        ))
     }
 
     /// The warm sandbox the job may still use and the job's cgroup, if it gets one. A warm
@@ -911,6 +980,8 @@ pub struct TerminalJob {
     cgroup: Option<JobCgroup>,
     /// Held until the job is gone, so no other job gets its uid meanwhile.
     _lease: UidLease,
+    /// The views it mounts (a program's session: its program), held as long.
+    _data: crate::jobs::data::Prepared,
 }
 
 /// How a terminal job ended.
@@ -976,7 +1047,14 @@ impl Executor {
         size: TerminalSize,
     ) -> Result<TerminalJob> {
         size.validate().map_err(Error::Invalid)?;
-        let (mut policy, profile, _output, _timeout, memory) = self.policy(req)?;
+        let (mut policy, profile, _output, _timeout, mut memory) = self.policy(req)?;
+        let data = self.inner.data.prepare(&req.data, &mut policy).await?;
+        if data.wants_outputs() {
+            return Err(Error::Invalid(
+                "a terminal session brings no outputs back: run the job instead".into(),
+            ));
+        }
+        memory.tmpfs_bytes = memory.tmpfs_bytes.min(policy.limits.tmpfs_bytes);
         let lease = self.lease_uid()?;
         policy.run_as = lease.uid.map(|u| (u, u));
         policy.terminal = Some(size);
@@ -996,6 +1074,7 @@ impl Executor {
             running,
             cgroup,
             _lease: lease,
+            _data: data,
         })
     }
 }

@@ -10,7 +10,7 @@
 //! file. A crash between steps leaves temp files or blobs without metadata: [`Files::recover`]
 //! removes them at startup. Metadata whose blob is gone is reported, never hidden.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -289,6 +289,42 @@ struct Inner {
     missing: Mutex<BTreeSet<String>>,
     /// Blob removals wait while a backup runs (it may still have to read them).
     pins: Arc<BlobPins>,
+    /// When each folder last changed, for views of folders (`store::views`) to tell in O(1)
+    /// whether they are still current.
+    changes: Mutex<Changes>,
+    /// Called after every committed change (on the database's writer thread: it must be quick
+    /// and must not touch the database).
+    on_change: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// Folder change counters, in memory (views are a cache rebuilt after a restart): every
+/// committed change to a path takes the next number and stamps it on each folder above the
+/// path (`""`, `a/`, `a/b/` for `a/b/c.txt`). Stamped on the database's writer thread right
+/// after the commit, in commit order, so a check made inside a later write transaction sees
+/// every change committed before it.
+#[derive(Debug, Default)]
+struct Changes {
+    seq: u64,
+    folders: HashMap<String, u64>,
+}
+
+impl Changes {
+    fn stamp<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        self.seq += 1;
+        let seq = self.seq;
+        for p in paths {
+            self.folders.insert(String::new(), seq);
+            for (i, b) in p.bytes().enumerate() {
+                if b == b'/' {
+                    self.folders.insert(p[..=i].to_owned(), seq);
+                }
+            }
+        }
+    }
+
+    fn of(&self, folder: &str) -> u64 {
+        self.folders.get(folder).copied().unwrap_or(0)
+    }
 }
 
 impl Inner {
@@ -302,6 +338,19 @@ impl Inner {
         match self.missing.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
+        }
+    }
+    fn changes(&self) -> MutexGuard<'_, Changes> {
+        match self.changes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+    /// Stamps the folders above `paths` as changed, then tells the listener.
+    fn changed<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        self.changes().stamp(paths);
+        if let Some(f) = self.on_change.get() {
+            f();
         }
     }
     fn tmp_dir(&self) -> PathBuf {
@@ -401,10 +450,12 @@ fn io_error(e: std::io::Error) -> Error {
 /// meanwhile, so hashing and writing use two cores) and fsyncs on `Done`. A queue closed
 /// without `Done` means the upload was aborted: the temp file is removed.
 fn write_temp(path: &Path, mut rx: mpsc::Receiver<Msg>) -> Result<u64> {
+    // 0644: a view (`store::views`) links blobs into what a job with its own uid reads; the
+    // state directory (0700) keeps everyone else out.
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(BLOB_MODE)
         .open(path)
         .map_err(io_error)?;
     let mut n: u64 = 0;
@@ -434,6 +485,21 @@ fn sync_dir(dir: &Path) -> Result<()> {
     crate::util::fs::sync_dir(dir).map_err(io_error)
 }
 
+/// The mode of a blob: readable by a job's uid through a view (the state directory, 0700,
+/// keeps everyone else out).
+pub const BLOB_MODE: u32 = 0o644;
+
+/// One file of a folder, as a view of the folder links it.
+#[derive(Debug, Clone)]
+pub struct FolderEntry {
+    /// Its path beneath the folder.
+    pub rel: String,
+    /// Its blob on disk.
+    pub blob: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// Uploads that commit together: one file (`PUT`) or all files of a form (`POST`). Nothing is
 /// visible until [`Batch::commit`], and then all of them are.
 pub struct Batch {
@@ -441,6 +507,11 @@ pub struct Batch {
     cond: Conditions,
     caller: Caller,
     staged: Vec<Staged>,
+    /// Paths removed by the same transaction (a read-write mount's deleted files).
+    deletions: Vec<String>,
+    /// Folders that must not have changed since the given change number (see
+    /// [`Files::folder_version`]), checked inside the transaction: a conflict otherwise.
+    unchanged: Vec<(String, u64)>,
 }
 
 impl Files {
@@ -455,6 +526,8 @@ impl Files {
                 counters: Mutex::new(Counters::default()),
                 missing: Mutex::new(BTreeSet::new()),
                 pins,
+                changes: Mutex::new(Changes::default()),
+                on_change: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -604,7 +677,89 @@ impl Files {
             cond,
             caller,
             staged: Vec::new(),
+            deletions: Vec::new(),
+            unchanged: Vec::new(),
         })
+    }
+
+    /// Sets what is called after every committed change (once; later calls are ignored). It
+    /// runs on the database's writer thread, right after the commit: it must be quick.
+    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.inner.on_change.set(f);
+    }
+
+    /// The change number of `folder` (`""`, or a path ending in `/`): it grows whenever a file
+    /// beneath it is created, replaced or deleted. O(1), in memory.
+    pub fn folder_version(&self, folder: &str) -> u64 {
+        self.inner.changes().of(folder)
+    }
+
+    /// Every file beneath `folder` (`""` or ending in `/`) with its blob, and the folder's
+    /// change number read before them (a change while they are read makes the number stale,
+    /// never the other way round).
+    pub async fn folder_entries(&self, folder: &str) -> Result<(u64, Vec<FolderEntry>)> {
+        let version = self.folder_version(folder);
+        let prefix = folder.to_owned();
+        let rows: Vec<(String, String, u64, String)> = self
+            .inner
+            .db
+            .read(move |c| {
+                let mut w = crate::store::db::Conditions::default();
+                if !prefix.is_empty() {
+                    w.add("path >=", prefix.clone());
+                    if let Some(upper) = crate::store::db::prefix_upper(&prefix) {
+                        w.add("path <", upper);
+                    }
+                }
+                let (filter, limit, args) = w.finish(i64::MAX);
+                let mut st = c.prepare(&format!(
+                    "SELECT path, blob, size, sha256 FROM files {filter} ORDER BY path LIMIT ?{limit}"
+                ))?;
+                let rows = st
+                    .query_map(rusqlite::params_from_iter(args), |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                            r.get::<_, String>(3)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (path, blob, size, sha256) in rows {
+            let id = stored_blob(&path, &blob)?;
+            let Some(rel) = path.strip_prefix(folder) else {
+                continue;
+            };
+            out.push(FolderEntry {
+                rel: rel.to_owned(),
+                blob: self.inner.blob_path(&id),
+                size,
+                sha256,
+            });
+        }
+        Ok((version, out))
+    }
+
+    /// Bytes that may still be added to the store: what `files.max-total-size` leaves (with
+    /// uploads in flight counted) and what the disk holds above `storage.min-free-disk`,
+    /// whichever is less.
+    pub fn room(&self) -> u64 {
+        let cfg = self.inner.live.get();
+        let quota = {
+            let c = self.inner.counters();
+            cfg.files
+                .max_total_size
+                .bytes()
+                .saturating_sub(c.committed.saturating_add(c.inflight))
+        };
+        let disk = crate::util::disk::free_bytes(self.free_probe())
+            .unwrap_or(0)
+            .saturating_sub(cfg.storage.min_free_disk.bytes());
+        quota.min(disk)
     }
 
     /// The file's metadata.
@@ -659,30 +814,34 @@ impl Files {
     pub async fn delete(&self, path: &str, caller: Caller) -> Result<()> {
         validate_path(path)?;
         let p = path.to_owned();
+        let stamp = (self.inner.clone(), path.to_owned());
         let old = self
             .inner
             .db
-            .write(move |c| {
-                let Some(old) = get_meta(c, &p)? else {
-                    return Err(not_found(&p));
-                };
-                // Checked before anything changes: a blob id that is not one is never removed.
-                let blob = stored_blob(&p, &old.blob)?;
-                c.execute("DELETE FROM files WHERE path = ?1", [&p])?;
-                audit::insert(
-                    c,
-                    &Event {
-                        actor: caller.actor,
-                        action: "file.delete".into(),
-                        target: p.clone(),
-                        result: "ok".into(),
-                        client: caller.client,
-                        request_id: caller.request_id,
-                        detail: format!("{} bytes, sha256 {}", old.size, old.sha256),
-                    },
-                )?;
-                Ok((old, blob))
-            })
+            .write_then(
+                move |c| {
+                    let Some(old) = get_meta(c, &p)? else {
+                        return Err(not_found(&p));
+                    };
+                    // Checked before anything changes: a blob id that is not one is never removed.
+                    let blob = stored_blob(&p, &old.blob)?;
+                    c.execute("DELETE FROM files WHERE path = ?1", [&p])?;
+                    audit::insert(
+                        c,
+                        &Event {
+                            actor: caller.actor,
+                            action: "file.delete".into(),
+                            target: p.clone(),
+                            result: "ok".into(),
+                            client: caller.client,
+                            request_id: caller.request_id,
+                            detail: format!("{} bytes, sha256 {}", old.size, old.sha256),
+                        },
+                    )?;
+                    Ok((old, blob))
+                },
+                move |_| stamp.0.changed([stamp.1.as_str()]),
+            )
             .await?;
         let (old, blob) = old;
         {
@@ -1023,13 +1182,41 @@ impl Batch {
         Ok(())
     }
 
+    /// Stages one file of the batch from an open file of `size` bytes (a job's output),
+    /// under the same limits as an upload.
+    pub async fn add_file(&mut self, path: &str, file: File, size: u64) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let reader = tokio::fs::File::from_std(file).take(size);
+        let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
+        self.add(path, body, Some(size), None).await
+    }
+
+    /// Deletes the file at `path` in the same transaction (a file that is gone by then is
+    /// passed over).
+    pub fn delete(&mut self, path: &str) -> Result<()> {
+        validate_path(path)?;
+        if self.staged.iter().any(|s| s.path == path) || self.deletions.iter().any(|d| d == path) {
+            return Err(Error::InvalidPath(format!(
+                "{path} is given twice in one change"
+            )));
+        }
+        self.deletions.push(path.to_owned());
+        Ok(())
+    }
+
+    /// Refuses the commit (a conflict, nothing written) if a file beneath `folder` changed
+    /// after its change number was `version`.
+    pub fn unchanged_since(&mut self, folder: &str, version: u64) {
+        self.unchanged.push((folder.to_owned(), version));
+    }
+
     /// How many files are staged.
     pub fn len(&self) -> usize {
         self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.staged.is_empty()
+        self.staged.is_empty() && self.deletions.is_empty()
     }
 
     /// Makes every staged file visible at once, or none. Runs to its end in its own task even
@@ -1047,6 +1234,8 @@ impl Batch {
             cond,
             caller,
             staged,
+            deletions,
+            unchanged,
         } = self;
         let inner = files.inner.clone();
         // tmp → blobs/<id>, then one fsync of blobs/ for all of them.
@@ -1077,9 +1266,43 @@ impl Batch {
                 )
             })
             .collect();
-        let committed = inner
+        let mut touched: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        touched.extend(deletions.iter().cloned());
+        let check = inner.clone();
+        let stamp = inner.clone();
+        let (committed, removed) = inner
             .db
-            .write(move |c| {
+            .write_then(move |c| {
+                // Stamps are made on this (the writer) thread after each commit: what a
+                // folder's number says here covers every commit before this transaction.
+                {
+                    let changes = check.changes();
+                    if let Some((folder, _)) =
+                        unchanged.iter().find(|(f, v)| changes.of(f) != *v)
+                    {
+                        return Err(Error::Conflict(format!(
+                            "the folder {folder:?} changed while the job ran; nothing was written"
+                        )));
+                    }
+                }
+                let mut removed = Vec::with_capacity(deletions.len());
+                for path in &deletions {
+                    let Some(old) = get_meta(c, path)? else {
+                        continue;
+                    };
+                    let blob = stored_blob(path, &old.blob)?;
+                    c.execute("DELETE FROM files WHERE path = ?1", [path])?;
+                    audit::insert(
+                        c,
+                        &caller.event(
+                            "file.delete",
+                            path,
+                            "ok",
+                            format!("{} bytes, sha256 {}", old.size, old.sha256),
+                        ),
+                    )?;
+                    removed.push((old, blob));
+                }
                 let now = now_ms();
                 let mut out = Vec::with_capacity(rows.len());
                 for (path, blob, size, sha) in rows {
@@ -1112,8 +1335,8 @@ impl Batch {
                         .ok_or_else(|| Error::Internal("a stored file vanished".into()))?;
                     out.push((meta, old));
                 }
-                Ok(out)
-            })
+                Ok((out, removed))
+            }, move |_| stamp.changed(touched.iter().map(String::as_str)))
             .await?;
         // Committed: the blobs are the files' now.
         let mut stored = Vec::with_capacity(committed.len());
@@ -1121,6 +1344,12 @@ impl Batch {
         {
             let mut counters = inner.counters();
             let mut missing = inner.missing();
+            for (old, blob) in removed {
+                counters.committed = counters.committed.saturating_sub(old.size);
+                counters.files = counters.files.saturating_sub(1);
+                missing.remove(&old.path);
+                old_blobs.push(inner.blob_path(&blob));
+            }
             for ((mut s, _), (meta, old)) in moved.into_iter().zip(committed) {
                 s.cleanup.disarm();
                 counters.committed = counters.committed.saturating_add(s.size);
@@ -1361,6 +1590,60 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(tmp, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_deletes_in_its_transaction_and_refuses_a_changed_folder() {
+        let (dir, files) = store().await;
+        let c = || Caller::default();
+        let put = |p: &'static str| {
+            let files = files.clone();
+            async move {
+                files
+                    .put(p, body(&[b"x"]), None, None, Conditions::default(), c())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(files.folder_version("a/"), 0);
+        put("a/b/one").await;
+        let v_a = files.folder_version("a/");
+        let v_b = files.folder_version("a/b/");
+        assert!(v_a > 0 && v_a == v_b && files.folder_version("") == v_a);
+        put("other/x").await;
+        assert_eq!(files.folder_version("a/"), v_a, "another folder's change");
+        // A change in the folder since `v_a`: nothing of the batch is written.
+        put("a/two").await;
+        let mut batch = files.batch(Conditions::default(), c(), None).unwrap();
+        batch.add("a/new", body(&[b"n"]), None, None).await.unwrap();
+        batch.delete("a/b/one").unwrap();
+        batch.unchanged_since("a/", v_a);
+        assert!(matches!(batch.commit().await, Err(Error::Conflict(_))));
+        assert!(files.meta("a/new").await.is_err());
+        assert!(files.meta("a/b/one").await.is_ok());
+        // Unchanged: the new file and the deletion commit together.
+        let now = files.folder_version("a/");
+        let mut batch = files.batch(Conditions::default(), c(), None).unwrap();
+        batch.add("a/new", body(&[b"n"]), None, None).await.unwrap();
+        batch.delete("a/b/one").unwrap();
+        assert!(batch.delete("a/new").is_err(), "given twice");
+        batch.unchanged_since("a/", now);
+        batch.commit().await.unwrap();
+        assert!(files.meta("a/b/one").await.is_err());
+        assert_eq!(files.meta("a/new").await.unwrap().size, 1);
+        assert!(files.folder_version("a/b/") > now);
+        let (_, entries) = files.folder_entries("a/").await.unwrap();
+        let rels: Vec<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(rels, vec!["new", "two"]);
+        let u = files.usage().await.unwrap();
+        assert_eq!((u.used_bytes, u.file_count), (3, 3));
+        assert_eq!(files.inner.counters().committed, 3);
+        assert_eq!(files.inner.counters().files, 3);
+        // The refused batch's blob and the deleted file's are gone.
+        let blobs = std::fs::read_dir(dir.path().join("files/blobs"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,11 +19,13 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::{LiveConfig, ProgramsConfig};
 use crate::error::{Error, Result};
+use crate::jobs::data::{JobData, MountSource, MountSpec};
 use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
 use crate::store::audit::{self, Caller};
 use crate::store::db::Db;
 use crate::store::pins::BlobPins;
 use crate::store::stored::{ProgramId, ProgramPath, open_beneath};
+use crate::store::views::{ViewLease, Views};
 use crate::util::time::{now_unix, rfc3339};
 use crate::util::{layout, paging};
 
@@ -88,6 +90,8 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     pub limits: RequestLimits,
     pub profile: Option<String>,
+    /// Mounts (besides the program's own at `/program`), outputs and inline files.
+    pub data: JobData,
 }
 
 #[derive(Default)]
@@ -105,6 +109,8 @@ struct Inner {
     next_run: AtomicU64,
     /// Removals of deleted programs wait while a backup runs (it may still read them).
     pins: Arc<BlobPins>,
+    /// The views jobs mount: a run sees its program through one.
+    views: Views,
 }
 
 /// The program store. Cheap to clone.
@@ -638,6 +644,7 @@ impl Programs {
         state_dir: &Path,
         exec: Executor,
         pins: Arc<BlobPins>,
+        views: Views,
     ) -> Result<Programs> {
         let root = state_dir.join(layout::PROGRAMS_DIR);
         std::fs::create_dir_all(&root)?;
@@ -662,6 +669,7 @@ impl Programs {
                 active: Mutex::new(HashMap::new()),
                 next_run: AtomicU64::new(1),
                 pins,
+                views,
             }),
         })
     }
@@ -903,7 +911,12 @@ impl Programs {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let job = self.job(id, req.args).await?;
+        let mut job = self.job(id, req.args).await?;
+        let RunRequest { data, .. } = req;
+        job.data.mounts.extend(data.mounts);
+        job.data.files = data.files;
+        job.data.outputs = data.outputs;
+        job.data.keep_outputs = data.keep_outputs;
         let cancel = Arc::new(Notify::new());
         let run = self.inner.next_run.fetch_add(1, Ordering::SeqCst);
         {
@@ -987,13 +1000,53 @@ impl Programs {
         argv.extend(args);
         Ok(ExecRequest {
             argv,
-            ro_binds: vec![(dir.display().to_string(), INSIDE.to_owned())],
+            // Through a view (hard links under the mounts directory), as any program mount:
+            // such a job can take a warm sandbox.
+            data: JobData {
+                mounts: vec![MountSpec {
+                    source: MountSource::Program(id.to_owned()),
+                    at: INSIDE.to_owned(),
+                    writable: false,
+                }],
+                ..JobData::default()
+            },
             cwd: Some(crate::jobs::sandbox::SCRATCH.to_owned()),
             label: p.name.chars().take(512).collect(),
             kind: "program",
             program_id: Some(id.to_owned()),
             ..ExecRequest::default()
         })
+    }
+
+    /// A view of program `id` for one job (`store::views`): its files as hard links, held
+    /// until the lease is dropped. 404 for an unknown program or one being deleted.
+    pub async fn view(&self, id: &str) -> Result<ViewLease> {
+        let (pid, p) = self.get_checked(id).await?;
+        let deleting = self
+            .inner
+            .active
+            .lock()
+            .map(|m| m.get(id).is_some_and(|a| a.deleting))
+            .unwrap_or(false);
+        if deleting {
+            return Err(not_found(id));
+        }
+        let dir = self.dir(&pid);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Internal(format!(
+                "the directory of program {pid} is missing or not a directory"
+            )));
+        }
+        let files: Vec<String> = p.files.iter().map(|f| f.path.clone()).collect();
+        let lease = self.inner.views.program(id, &dir, &files).await?;
+        // Deleted while its view was built: the view goes with it (the delete may have looked
+        // for it before it was there).
+        if !dir.is_dir() {
+            drop(lease);
+            self.inner.views.forget_program(id);
+            return Err(not_found(id));
+        }
+        Ok(lease)
     }
 
     /// A program's run history.
@@ -1179,6 +1232,7 @@ impl Programs {
             .await;
         match removed {
             Ok(()) => {
+                self.inner.views.forget_program(id);
                 let pins = self.inner.pins.clone();
                 let _ = tokio::task::spawn_blocking(move || pins.remove(trash)).await;
                 Ok(())

@@ -67,6 +67,7 @@ mod lifecycle;
 mod login_url;
 mod memory;
 mod metrics;
+mod mounts;
 mod programs;
 mod pty;
 mod quotas;

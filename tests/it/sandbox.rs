@@ -730,3 +730,6 @@ fn hostile_jobs_are_refused_when_the_daemon_runs_unprivileged() {
     }
     run_suite(Some(test_user()));
 }
+
+#[path = "sandbox_data.rs"]
+mod data;

@@ -19,8 +19,36 @@
 //!
 //! File descriptors from the daemon: 0 job stdin, 1 job stdout, 2 job stderr, 3 the policy
 //! (JSON, read to EOF), 4 the report socket: a pidfd of init (carried by one newline byte)
-//! right after init is forked, then one JSON line at the end. (Any other kind of fd 4 gets
-//! the report line only.)
+//! right after init is forked, then the job's collected directories (below), then one JSON
+//! line at the end. (Any other kind of fd 4 gets the report line only.)
+//!
+//! Jobs on data (`Policy::mount_root`, `mounts`, `files`, `collect`). The mount root (the
+//! daemon's `$STATE_DIRECTORY/mounts`, under a directory a per-job uid may not traverse) is
+//! opened with the daemon's credentials and made the cwd before unshare, like the first
+//! read-only bind (and in its place when a policy has both: that bind is then opened by its
+//! path), reopened as "." after unshare and bound read-only at `/.mounts` in the new root. A
+//! warm sandbox is built with it (its warm line names it); a job built for itself binds it
+//! only when it has mounts. Once the job's policy is known (built for it: after the root;
+//! warm: after `read_job_policy`), init makes the skeleton root writable again, makes each
+//! mount point (0755, never through a symlink), and mounts each of the job's mounts: a
+//! read-only one is its source opened beneath `/.mounts` with openat2 (RESOLVE_BENEATH,
+//! NO_SYMLINKS, NO_MAGICLINKS, NO_XDEV), cloned (open_tree OPEN_TREE_CLONE, no path
+//! lookup), moved onto its mount point and remounted read-only keeping the flags the kernel
+//! locked; a writable one is a tmpfs of its size and inodes owned by the job, filled with a
+//! copy of its source (directories and regular files only, nothing followed or crossed,
+//! bounded by the tmpfs). Then `/.mounts` is detached and removed and the root turns
+//! read-only again; the inline files are written into the cwd (folders made, 0644 or 0755,
+//! new files only, nothing followed). A symlink planted in a read-only source stays a
+//! symlink, resolved in the job's own root, where nothing of the mount root is left.
+//!
+//! Collected directories: init passes the job's `collect` list (with its cwd, its writable
+//! mounts and the device and inode of its root) to the helper after its status line. Once
+//! init has been reaped (so nothing of the job is left to change them), the helper checks
+//! that its root is the job's, checks each path again (in the cwd or a writable mount), opens
+//! it (the cwd or mount from the root without following a symlink, the rest beneath it also
+//! without crossing a mount; a missing one is skipped) and sends it on the report socket
+//! after its index in `collect` and a `COLLECT_MARKER` byte, before the report. A job that
+//! the daemon kills never gets there: its helper is gone.
 //!
 //! A job with a terminal (`Policy::terminal`) runs on a pseudo-terminal made inside its
 //! sandbox. After unshare the helper creates a fresh devpts instance as a detached mount
@@ -217,11 +245,15 @@ fn read_policy() -> R<Policy> {
 /// What a warm helper knows before its job: the uid to run as (the daemon leased it) and the
 /// size of the scratch, /tmp and /dev/shm tmpfs (the profile's; a job that asks for other
 /// sizes gets them remounted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `mount_root`: the mount root it binds out of sight (`Policy::mount_root`), so that jobs
+/// with mounts beneath it can take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warm {
     pub run_as: Option<(u32, u32)>,
     pub tmpfs_bytes: u64,
     pub tmpfs_inodes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_root: Option<String>,
 }
 
 /// The limits a warm sandbox is built with; the job's own are applied when it arrives
@@ -257,7 +289,7 @@ fn read_warm() -> R<Policy> {
         }
     }
     let w: Warm = serde_json::from_slice(&line).map_err(|e| format!("bad warm line: {e}"))?;
-    Ok(Policy {
+    let template = Policy {
         argv: vec!["/bin/true".into()],
         env: Vec::new(),
         cwd: super::policy::SCRATCH.into(),
@@ -272,19 +304,25 @@ fn read_warm() -> R<Policy> {
         allow_degraded: false,
         net_allow: Vec::new(),
         terminal: None,
-        mount_root: None,
+        mount_root: w.mount_root,
         mounts: Vec::new(),
         files: Vec::new(),
         collect: Vec::new(),
-    })
+    };
+    template.validate()?;
+    Ok(template)
 }
 
 /// In a warm sandbox's init: the job's policy (the rest of the policy pipe), which must fit
-/// what was built (no binds, no network, the scratch cwd, the same uid).
+/// what was built (no binds, no network, the scratch cwd, the same uid, mounts only from the
+/// mount root it was built with).
 fn read_job_policy(template: &Policy) -> R<Policy> {
     let p = read_policy()?;
     if p.network || !p.ro_binds.is_empty() || p.cwd != template.cwd || p.run_as != template.run_as {
         return Err("the job does not fit its warm sandbox (network, binds, cwd or uid)".into());
+    }
+    if !p.mounts.is_empty() && p.mount_root != template.mount_root {
+        return Err("the job's mounts come from another mount root than its warm sandbox's".into());
     }
     // A terminal is made before init exists; a warm sandbox has none.
     if p.terminal.is_some() {
@@ -294,19 +332,28 @@ fn read_job_policy(template: &Policy) -> R<Policy> {
 }
 
 fn run(warm: bool) -> R<Report> {
-    let policy = if warm { read_warm()? } else { read_policy()? };
+    let mut policy = if warm { read_warm()? } else { read_policy()? };
+    // A job built for itself binds the mount root only when it has mounts (a warm sandbox
+    // always does: its job is not known yet).
+    if !warm && policy.mounts.is_empty() {
+        policy.mount_root = None;
+    }
     let parent = nix::unistd::getppid();
     // The first read-only bind of a directory (a stored program) is opened with the daemon's
     // credentials: it lives under the state directory, which a per-job uid may not traverse.
     // It becomes the cwd before unshare, which moves the cwd into the new mount namespace,
     // where `open_bind_sources` opens it again as "." (a bind source must be a mount of the
     // caller's namespace).
-    let early_dir = match policy.ro_binds.first() {
-        Some((host, _)) if std::fs::metadata(host).is_ok_and(|m| m.is_dir()) => {
+    // The mount root (`Policy::mount_root`) is opened the same way, and takes the trick when
+    // a policy has both (one cwd): the first bind is then opened by its path after unshare.
+    let early_dir = match (&policy.mount_root, policy.ro_binds.first()) {
+        (Some(root), _) => Some(open_path(root).map_err(|e| format!("the mount root: {e}"))?),
+        (None, Some((host, _))) if std::fs::metadata(host).is_ok_and(|m| m.is_dir()) => {
             Some(open_path(host)?)
         }
         _ => None,
     };
+    let mount_root_is_cwd = policy.mount_root.is_some();
     if let Some((uid, gid)) = policy.run_as {
         if uid == 0 || gid == 0 {
             return Err("refusing to run a job as uid or gid 0".into());
@@ -371,7 +418,11 @@ fn run(warm: bool) -> R<Report> {
     let _egress = egress.map(super::net::Egress::start).transpose()?;
 
     // Host paths to show inside are opened now, before any mount hides them.
-    let binds = open_bind_sources(&policy, early_dir.is_some())?;
+    let binds = open_bind_sources(
+        &policy,
+        early_dir.is_some() && !mount_root_is_cwd,
+        mount_root_is_cwd,
+    )?;
     drop(early_dir);
     let pty = policy.terminal.map(make_terminal).transpose()?;
 
@@ -436,7 +487,12 @@ fn run(warm: bool) -> R<Report> {
             )?;
             let cpu_ms = tv_ms(usage.ru_utime) + tv_ms(usage.ru_stime);
             let max_rss_kb = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-            Ok(parse_status(&text, cpu_ms, max_rss_kb))
+            let (status, collect) = split_status(&text);
+            let report = parse_status(status, cpu_ms, max_rss_kb);
+            if !collect.is_empty() {
+                send_collected(collect);
+            }
+            Ok(report)
         }
     }
 }
@@ -692,6 +748,16 @@ fn tv_ms(tv: libc::timeval) -> u64 {
     u64::try_from(tv.tv_sec).unwrap_or(0) * 1000 + u64::try_from(tv.tv_usec).unwrap_or(0) / 1000
 }
 
+/// Init's status text: (the status, what to collect). Only a job that ended by itself (exit
+/// or signal) has something to collect, on the line after its status; an error's message is
+/// all of the text.
+fn split_status(text: &str) -> (&str, &str) {
+    match text.split_once('\n') {
+        Some((s, c)) if s.starts_with("exit ") || s.starts_with("signal ") => (s, c),
+        _ => (text, ""),
+    }
+}
+
 fn parse_status(text: &str, cpu_ms: u64, max_rss_kb: u64) -> Report {
     let mut r = Report {
         cpu_ms,
@@ -784,8 +850,9 @@ fn open_path(path: &str) -> R<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `first_is_cwd`: the first read-only bind is the current directory (see `run`).
-fn open_bind_sources(policy: &Policy, first_is_cwd: bool) -> R<Binds> {
+/// `first_is_cwd`: the first read-only bind is the current directory (see `run`);
+/// `mount_root_is_cwd`: the mount root is, and is bound at `MOUNTS_INSIDE`.
+fn open_bind_sources(policy: &Policy, first_is_cwd: bool, mount_root_is_cwd: bool) -> R<Binds> {
     let mut list = Vec::new();
     let mut symlinks = Vec::new();
     for dir in SYSTEM_DIRS {
@@ -824,6 +891,13 @@ fn open_bind_sources(policy: &Policy, first_is_cwd: bool) -> R<Binds> {
             fd: open_path(source)?,
             inside: inside.clone(),
             is_dir: meta.is_dir(),
+        });
+    }
+    if mount_root_is_cwd {
+        list.push(Bind {
+            fd: open_path(".")?,
+            inside: MOUNTS_INSIDE.into(),
+            is_dir: true,
         });
     }
     Ok(Binds { list, symlinks })
@@ -1063,13 +1137,7 @@ fn build_root(policy: &Policy, binds: &Binds, devpts: Option<&OwnedFd>) -> R<boo
     )?;
     std::fs::remove_dir("/.oldroot").map_err(|e| format!("rmdir /.oldroot: {e}"))?;
     // The skeleton itself becomes read-only: no new top-level names.
-    mount(
-        None,
-        "/",
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755,size=1m,nr_inodes=1024"),
-    )?;
+    remount_root(true)?;
     Ok(proc_mounted)
 }
 
@@ -1114,6 +1182,416 @@ fn resize_scratch(built: &Policy, job: &Policy) -> R<()> {
         )?;
     }
     Ok(())
+}
+
+/// Where the mount root (`Policy::mount_root`) is bound in the job's root while it is built;
+/// detached and removed before the job starts.
+const MOUNTS_INSIDE: &str = "/.mounts";
+
+/// The byte that carries a collected directory on the report socket, after the directory's
+/// index in the job's `collect` list (decimal digits). Whitespace to a JSON reader, like the
+/// other markers; the daemon takes the digits and the marker out of the report's text.
+pub const COLLECT_MARKER: u8 = b'\t';
+
+/// open_tree(2)'s flag for a detached copy of the mount (linux/mount.h, absent from libc).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// Lookups that never follow a symlink, never leave the starting directory and never cross
+/// into another mount.
+fn strict() -> nix::fcntl::ResolveFlag {
+    use nix::fcntl::ResolveFlag;
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        | ResolveFlag::RESOLVE_NO_XDEV
+}
+
+/// openat2 beneath `dir` with `resolve`.
+fn open_beneath<P: ?Sized + nix::NixPath>(
+    dir: &OwnedFd,
+    path: &P,
+    flags: nix::fcntl::OFlag,
+    resolve: nix::fcntl::ResolveFlag,
+) -> nix::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(flags | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(resolve);
+    nix::fcntl::openat2(dir, path, how)
+}
+
+/// The skeleton root (a 1 MiB tmpfs), read-only or writable again.
+fn remount_root(read_only: bool) -> R<()> {
+    let ro = if read_only { libc::MS_RDONLY } else { 0 };
+    mount(
+        None,
+        "/",
+        None,
+        libc::MS_REMOUNT | ro | libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=1m,nr_inodes=1024"),
+    )
+}
+
+/// In init, once the job's policy is known (a cold sandbox: right after its root is built; a
+/// warm one: when its job comes): the job's mounts, made from the mount root bound at
+/// `MOUNTS_INSIDE` (`mounts_bound`), which is then detached and removed; then its inline
+/// files. A sandbox built without a mount root and a job without files change nothing here.
+fn apply_data(policy: &Policy, mounts_bound: bool) -> R<()> {
+    if mounts_bound {
+        remount_root(false)?;
+        let root = nix::fcntl::open(
+            MOUNTS_INSIDE,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {MOUNTS_INSIDE}: {e}"))?;
+        for m in &policy.mounts {
+            job_mount(&root, m)?;
+        }
+        drop(root);
+        nix::mount::umount2(MOUNTS_INSIDE, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("umount {MOUNTS_INSIDE}: {e}"))?;
+        std::fs::remove_dir(MOUNTS_INSIDE).map_err(|e| format!("rmdir {MOUNTS_INSIDE}: {e}"))?;
+        remount_root(true)?;
+    } else if !policy.mounts.is_empty() {
+        return Err("the job's mounts need a sandbox built with their mount root".into());
+    }
+    write_files(policy)
+}
+
+/// Makes the directory `path` (absolute) and its missing parents, 0755, never through a
+/// symlink.
+fn mount_point(path: &str) -> R<()> {
+    let mut at = String::new();
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        at.push('/');
+        at.push_str(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Err(format!("mount point {path}: {at} is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| format!("mkdir {at}: {e}"))?;
+                std::fs::set_permissions(&at, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(|e| format!("chmod {at}: {e}"))?;
+            }
+            Err(e) => return Err(format!("mount point {path}: {at}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// One of the job's mounts, from `root` (the mount root): a read-only bind of its source, or
+/// a tmpfs the job owns holding a copy of it.
+fn job_mount(root: &OwnedFd, m: &super::policy::JobMount) -> R<()> {
+    use nix::fcntl::OFlag;
+    mount_point(&m.inside)?;
+    let target = cstr(&m.inside)?;
+    if !m.writable {
+        let source = open_beneath(
+            root,
+            m.source.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            strict(),
+        )
+        .map_err(|e| format!("mount source {}: {e}", m.source))?;
+        let tree = owned(
+            // SAFETY: open_tree of a descriptor we own, an empty path, flags only.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_open_tree,
+                    source.as_raw_fd(),
+                    c"".as_ptr(),
+                    OPEN_TREE_CLONE
+                        | libc::O_CLOEXEC as libc::c_uint
+                        | libc::AT_EMPTY_PATH as libc::c_uint,
+                )
+            },
+            &format!("open_tree {}", m.source),
+        )?;
+        check(
+            // SAFETY: move_mount of the detached tree we hold onto a valid C string path.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            } as libc::c_int,
+            &format!("move_mount {} to {}", m.source, m.inside),
+        )?;
+        return remount_ro(&m.inside);
+    }
+    let opts = format!(
+        "mode=0755,size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
+        m.size_bytes, m.inodes
+    );
+    mount(
+        Some("tmpfs"),
+        &m.inside,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&opts),
+    )?;
+    if m.source.is_empty() {
+        return Ok(());
+    }
+    let from = open_beneath(
+        root,
+        m.source.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        strict(),
+    )
+    .map_err(|e| format!("mount source {}: {e}", m.source))?;
+    let to = nix::fcntl::open(
+        m.inside.as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", m.inside))?;
+    copy_tree(&from, &to).map_err(|e| {
+        format!(
+            "copying {} into the writable mount at {} ({} bytes, {} inodes): {e}",
+            m.source, m.inside, m.size_bytes, m.inodes
+        )
+    })
+}
+
+/// Copies the tree under `from` into `to`: directories (0755) and regular files (0755 when
+/// the source is executable, else 0644), nothing else (symlinks, devices, fifos, sockets
+/// are left out), no symlink followed, no mount crossed. The tmpfs it fills bounds it: a
+/// source too large fails with ENOSPC. Directories wait in a list of paths, so neither the
+/// stack nor the open descriptors grow with the tree's depth or breadth.
+fn copy_tree(from: &OwnedFd, to: &OwnedFd) -> R<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{Mode, SFlag};
+    use std::os::unix::ffi::OsStrExt;
+    let mut pending = vec![std::path::PathBuf::from(".")];
+    while let Some(rel) = pending.pop() {
+        let dir = open_beneath(from, &rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, strict())
+            .map_err(|e| format!("{}: {e}", rel.display()))?;
+        let out = open_beneath(to, &rel, OFlag::O_PATH | OFlag::O_DIRECTORY, strict())
+            .map_err(|e| format!("{}: {e}", rel.display()))?;
+        let listing = dir.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let names: Vec<CString> = nix::dir::Dir::from_fd(listing)
+            .map_err(|e| format!("{}: {e}", rel.display()))?
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect();
+        for name in names {
+            let path = rel.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+            let st = nix::sys::stat::fstatat(
+                &dir,
+                name.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            if kind == SFlag::S_IFDIR {
+                nix::sys::stat::mkdirat(&out, name.as_c_str(), Mode::from_bits_truncate(0o700))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let made = open_beneath(
+                    &out,
+                    name.as_c_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                    strict(),
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                nix::sys::stat::fchmod(&made, Mode::from_bits_truncate(0o755))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                pending.push(path);
+            } else if kind == SFlag::S_IFREG {
+                copy_file(&dir, &out, &name, st.st_mode & 0o111 != 0)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the regular file `name` of `from` to a new file of that name in `to`.
+fn copy_file(from: &OwnedFd, to: &OwnedFd, name: &std::ffi::CStr, executable: bool) -> R<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let src = open_beneath(
+        from,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        strict(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut src = std::fs::File::from(src);
+    // Looked at again through the descriptor: it may have been replaced since the listing.
+    if !src.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Ok(());
+    }
+    let mode = if executable { 0o755 } else { 0o644 };
+    let dst = nix::fcntl::openat(
+        to,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| e.to_string())?;
+    nix::sys::stat::fchmod(&dst, Mode::from_bits_truncate(mode)).map_err(|e| e.to_string())?;
+    let mut dst = std::fs::File::from(dst);
+    std::io::copy(&mut src, &mut dst).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The job's inline files, in its cwd: folders made (0755), each file new (0644 or 0755),
+/// owned by the job (init's uid inside is the job's), no symlink followed.
+fn write_files(policy: &Policy) -> R<()> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    use nix::sys::stat::Mode;
+    if policy.files.is_empty() {
+        return Ok(());
+    }
+    let cwd = nix::fcntl::open(
+        policy.cwd.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", policy.cwd))?;
+    let beneath = ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    for f in &policy.files {
+        let what = |e: nix::Error| format!("inline file {}: {e}", f.name);
+        let (folders, leaf) = f.name.rsplit_once('/').unwrap_or(("", f.name.as_str()));
+        let mut dir = cwd.try_clone().map_err(|e| format!("dup: {e}"))?;
+        for c in folders.split('/').filter(|c| !c.is_empty()) {
+            let made = match nix::sys::stat::mkdirat(&dir, c, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => true,
+                Err(nix::errno::Errno::EEXIST) => false,
+                Err(e) => return Err(what(e)),
+            };
+            dir = open_beneath(&dir, c, OFlag::O_RDONLY | OFlag::O_DIRECTORY, beneath)
+                .map_err(what)?;
+            if made {
+                nix::sys::stat::fchmod(&dir, Mode::from_bits_truncate(0o755)).map_err(what)?;
+            }
+        }
+        let mode = Mode::from_bits_truncate(if f.executable { 0o755 } else { 0o644 });
+        let fd = nix::fcntl::openat(
+            &dir,
+            leaf,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            mode,
+        )
+        .map_err(what)?;
+        nix::sys::stat::fchmod(&fd, mode).map_err(what)?;
+        std::fs::File::from(fd)
+            .write_all(&f.content)
+            .map_err(|e| format!("inline file {}: {e}", f.name))?;
+    }
+    Ok(())
+}
+
+/// What init tells the helper to collect once the job has ended, after its status line:
+/// empty without a `collect` list.
+#[derive(Debug, Serialize, Deserialize)]
+struct CollectRequest {
+    /// The job's `collect` list, in its order.
+    collect: Vec<String>,
+    /// Its cwd and its writable mounts: the only places a collected directory may be.
+    cwd: String,
+    writable: Vec<String>,
+    /// Device and inode of init's root (the job's), which the helper checks it sees too.
+    root: (u64, u64),
+}
+
+/// In init: the line (with its leading newline) that tells the helper what to collect.
+fn collect_request(policy: &Policy) -> R<String> {
+    if policy.collect.is_empty() {
+        return Ok(String::new());
+    }
+    let root = std::fs::metadata("/").map_err(|e| format!("stat /: {e}"))?;
+    let req = CollectRequest {
+        collect: policy.collect.clone(),
+        cwd: policy.cwd.clone(),
+        writable: policy
+            .mounts
+            .iter()
+            .filter(|m| m.writable)
+            .map(|m| m.inside.clone())
+            .collect(),
+        root: (root.dev(), root.ino()),
+    };
+    let json = serde_json::to_string(&req).map_err(|e| format!("collect request: {e}"))?;
+    Ok(format!("\n{json}"))
+}
+
+/// In the helper, once init has been reaped (so no process of the job is left to change
+/// them): opens each directory `text` (init's collect request) names, in the job's mount
+/// namespace, and hands it to the daemon after its index and a `COLLECT_MARKER`. Each is
+/// checked again: a plain absolute path in the job's cwd or a writable mount. The directory
+/// holding it (the cwd or the mount) is opened from the root without following a symlink,
+/// the rest beneath it without following one or crossing a mount; one that is missing (or
+/// not a directory) is skipped. Nothing is sent when the helper's root is not the job's.
+fn send_collected(text: &str) {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    let Ok(req) = serde_json::from_str::<CollectRequest>(text) else {
+        return;
+    };
+    let Ok(root) = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    match nix::sys::stat::fstat(&root) {
+        Ok(st) if (st.st_dev, st.st_ino) == req.root => {}
+        _ => return,
+    }
+    for (i, path) in req.collect.iter().enumerate() {
+        let base = req
+            .writable
+            .iter()
+            .filter(|w| super::policy::is_within(path, w))
+            .max_by_key(|w| w.len())
+            .or_else(|| super::policy::is_within(path, &req.cwd).then_some(&req.cwd));
+        let Some(base) = base else { continue };
+        if !(super::policy::plain_relative(path.trim_start_matches('/'))
+            && path.starts_with('/')
+            && super::policy::plain_relative(base.trim_start_matches('/')))
+        {
+            continue;
+        }
+        let Ok(dir) = open_beneath(
+            &root,
+            base.trim_start_matches('/'),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        ) else {
+            continue;
+        };
+        let rest = path[base.len()..].trim_start_matches('/');
+        let rest = if rest.is_empty() { "." } else { rest };
+        let Ok(fd) = open_beneath(&dir, rest, OFlag::O_RDONLY | OFlag::O_DIRECTORY, strict())
+        else {
+            continue;
+        };
+        let fds = [fd.as_raw_fd()];
+        let mut msg = i.to_string().into_bytes();
+        msg.push(COLLECT_MARKER);
+        let _ = nix::sys::socket::sendmsg::<()>(
+            REPORT_FD,
+            &[std::io::IoSlice::new(&msg)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+    }
 }
 
 fn loopback_up() -> R<()> {
@@ -1185,6 +1663,10 @@ fn init(
     // The root is built: the handles on the host's unmasked /etc, /usr… are not needed again.
     drop(binds);
     drop(devpts);
+    let mounts_bound = template.mount_root.is_some();
+    if !warm {
+        apply_data(template, mounts_bound)?;
+    }
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
     loopback_up()?;
     // A warm sandbox is complete here; it waits for its one job.
@@ -1192,10 +1674,13 @@ fn init(
     let policy = if warm {
         job_policy = read_job_policy(template)?;
         resize_scratch(template, &job_policy)?;
+        apply_data(&job_policy, mounts_bound)?;
         &job_policy
     } else {
         template
     };
+    // What the helper collects once the job has ended (see `collect_dirs`).
+    let collect_line = collect_request(policy)?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
     // SAFETY: init is single-threaded; the child runs arbitrary code after fork.
@@ -1253,10 +1738,16 @@ fn init(
                 {
                     return Err(setup_error);
                 }
-                return Ok(format!("exit {} {tail}", libc::WEXITSTATUS(status)));
+                return Ok(format!(
+                    "exit {} {tail}{collect_line}",
+                    libc::WEXITSTATUS(status)
+                ));
             }
             if libc::WIFSIGNALED(status) {
-                return Ok(format!("signal {} {tail}", libc::WTERMSIG(status)));
+                return Ok(format!(
+                    "signal {} {tail}{collect_line}",
+                    libc::WTERMSIG(status)
+                ));
             }
         }
     }
@@ -1316,10 +1807,24 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R
         .map(|d| d.to_string())
         .collect();
     ro.extend(policy.ro_binds.iter().map(|(_, inside)| inside.clone()));
+    ro.extend(
+        policy
+            .mounts
+            .iter()
+            .filter(|m| !m.writable)
+            .map(|m| m.inside.clone()),
+    );
     if proc_mounted {
         ro.push("/proc".into());
     }
-    let rw = [policy.cwd.clone(), "/tmp".into(), "/dev/shm".into()];
+    let mut rw = vec![policy.cwd.clone(), "/tmp".into(), "/dev/shm".into()];
+    rw.extend(
+        policy
+            .mounts
+            .iter()
+            .filter(|m| m.writable)
+            .map(|m| m.inside.clone()),
+    );
     let devices: Vec<String> = DEVICES.iter().map(|d| format!("/dev/{d}")).collect();
     // The job may reopen its own terminal (a shell opens /dev/tty) and use its ioctls (those
     // that inject input stay refused by seccomp); never `ptmx`, so it cannot make another.
@@ -1484,6 +1989,16 @@ mod tests {
             ("error", "mount x: EPERM")
         );
         assert_eq!(parse_status("", 0, 0).kind, "error");
+        // What to collect follows a job's own end, never an error.
+        let (status, collect) = split_status("exit 0 full proc 12\n{\"collect\":[]}");
+        assert_eq!(parse_status(status, 0, 0).exec_mono_ns, 12);
+        assert_eq!(collect, "{\"collect\":[]}");
+        assert_eq!(split_status("signal 9 full proc 1\n{}").1, "{}");
+        assert_eq!(split_status("error a\nb"), ("error a\nb", ""));
+        assert_eq!(
+            split_status("exit 0 full proc 1"),
+            ("exit 0 full proc 1", "")
+        );
     }
 
     #[test]

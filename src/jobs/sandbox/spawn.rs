@@ -19,6 +19,11 @@
 //! that init itself and waits until its pidfd turns readable, which the kernel does only once
 //! every process of the job's PID namespace has been killed and reaped. Every wait at the end
 //! of a job has a deadline (`Running::finish`), so no helper, init or job can hold an answer.
+//!
+//! A job's collected directories (`Policy::collect`) come back on the same socket, each after
+//! its index in `collect` and `child::COLLECT_MARKER`: at most one per index, at most
+//! `collect.len()` in all (anything else is closed), kept only for a job that ended by itself
+//! and handed out by `Running::collected`.
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -76,6 +81,9 @@ pub struct Running {
     /// pidfd, and report text (only when the sandbox failed before the terminal was sent).
     early_init: Option<OwnedFd>,
     early_text: Vec<u8>,
+    /// The job's `collect` list, and what came of it once the job has ended (`collected`).
+    collect: Vec<String>,
+    collected: Vec<(String, OwnedFd)>,
 }
 
 /// Most a report may be: a JSON line with an error message.
@@ -309,7 +317,8 @@ impl Sandbox {
         }
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
-        let (running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
+        let (mut running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
+        running.collect = policy.collect.clone();
         feed.send(payload, stdin)?;
         Ok(running)
     }
@@ -337,6 +346,7 @@ impl Sandbox {
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
         let (mut running, feed) = self.launch(open_cgroup(cgroup)?, false).await?;
+        running.collect = policy.collect.clone();
         // No stdin: the job reads its terminal.
         feed.send(payload, Vec::new())?;
         match running.take_terminal_master(by).await? {
@@ -359,8 +369,9 @@ impl Sandbox {
     }
 
     /// Builds a sandbox ahead of its job (run as `run_as`, no network, no binds, the
-    /// scratch cwd): everything but the job's own scratch mounts and the job itself. It
-    /// serves exactly one job (`WarmSandbox::start`); dropping it unused kills it.
+    /// scratch cwd, the mount root `warm.mount_root` bound out of sight): everything but the
+    /// job's own scratch sizes, mounts, files and the job itself. It serves exactly one job
+    /// (`WarmSandbox::start`); dropping it unused kills it.
     pub async fn warm(&self, warm: super::child::Warm) -> Result<WarmSandbox> {
         self.warm_in(warm, None).await
     }
@@ -373,6 +384,7 @@ impl Sandbox {
         cgroup: Option<&super::JobCgroup>,
     ) -> Result<WarmSandbox> {
         let run_as = warm.run_as;
+        let mount_root = warm.mount_root.clone();
         let line =
             serde_json::to_vec(&warm).map_err(|e| Error::Internal(format!("warm line: {e}")))?;
         let (running, mut feed) = self.launch(open_cgroup(cgroup)?, true).await?;
@@ -382,6 +394,7 @@ impl Sandbox {
             running,
             feed,
             run_as,
+            mount_root,
         })
     }
 
@@ -433,6 +446,8 @@ impl Sandbox {
             report: Some(report_r),
             early_init: None,
             early_text: Vec::new(),
+            collect: Vec::new(),
+            collected: Vec::new(),
         };
         let feed = Feed {
             policy: std::fs::File::from(policy_w),
@@ -493,6 +508,7 @@ pub struct WarmSandbox {
     running: Running,
     feed: Feed,
     run_as: Option<(u32, u32)>,
+    mount_root: Option<String>,
 }
 
 impl WarmSandbox {
@@ -501,14 +517,20 @@ impl WarmSandbox {
         self.run_as
     }
 
+    /// The mount root it was built with.
+    pub fn mount_root(&self) -> Option<&str> {
+        self.mount_root.as_deref()
+    }
+
     /// Whether `policy` can run in it: no network, no binds, no terminal, the scratch cwd,
-    /// its uid.
+    /// its uid, mounts only from its mount root (files and collected directories fit any).
     pub fn fits(&self, policy: &Policy) -> bool {
         !policy.network
             && policy.terminal.is_none()
             && policy.ro_binds.is_empty()
             && policy.cwd == super::policy::SCRATCH
             && policy.run_as == self.run_as
+            && (policy.mounts.is_empty() || policy.mount_root == self.mount_root)
     }
 
     /// Whether its helper is still there (a warm sandbox whose helper died is discarded).
@@ -533,7 +555,10 @@ impl WarmSandbox {
         }
         let payload =
             serde_json::to_vec(policy).map_err(|e| Error::Internal(format!("policy: {e}")))?;
-        let WarmSandbox { running, feed, .. } = self;
+        let WarmSandbox {
+            mut running, feed, ..
+        } = self;
+        running.collect = policy.collect.clone();
         feed.send(payload, stdin)?;
         Ok(running)
     }
@@ -606,7 +631,12 @@ impl Running {
                 "the sandbox helper did not exit by the job's end"
             );
         }
-        let (mut text, init, complete) = read_report(fd, by).await?;
+        let ReadReport {
+            mut text,
+            init,
+            complete,
+            collected,
+        } = read_report(fd, by, self.collect.len()).await?;
         let init = self.early_init.take().or(init);
         text.splice(0..0, std::mem::take(&mut self.early_text));
         if let Some(init) = init {
@@ -631,8 +661,27 @@ impl Running {
                 ..Report::default()
             });
         }
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Internal(format!("bad report from the sandbox helper: {e}")))
+        let report: Report = serde_json::from_slice(&text)
+            .map_err(|e| Error::Internal(format!("bad report from the sandbox helper: {e}")))?;
+        // Only a job that ended by itself hands anything back: a killed one (the deadline, a
+        // cancel, the output limit) leaves its directories to close here, whatever came.
+        if !kill && matches!(report.kind, ReportKind::Exit | ReportKind::Signal) {
+            self.collected = collected
+                .into_iter()
+                .filter_map(|(i, fd)| self.collect.get(i).map(|p| (p.clone(), fd)))
+                .collect();
+        }
+        Ok(report)
+    }
+
+    /// The job's collected directories (`Policy::collect`) as the helper opened them once
+    /// the job had ended, each with its path from `collect` (one that was missing or not a
+    /// directory is left out), read-only (O_RDONLY | O_DIRECTORY). Filled by `finish` for a
+    /// job that exited or was ended by a signal of its own; empty for a killed job, and
+    /// before `finish`. Taken: a second call returns nothing. The descriptors keep the job's
+    /// tmpfs alive after its namespaces are gone.
+    pub fn collected(&mut self) -> Vec<(String, OwnedFd)> {
+        std::mem::take(&mut self.collected)
     }
 }
 
@@ -853,16 +902,47 @@ fn watch(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
         .map_err(|e| Error::from(e.into_parts().1))
 }
 
-/// Reads the report socket until EOF or `by`: (the bytes, init's pidfd if one came, whether
-/// EOF was reached).
-async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedFd>, bool)> {
+/// What the report socket carried.
+struct ReadReport {
+    /// The report's text (the collected directories' indices and markers taken out).
+    text: Vec<u8>,
+    /// Init's pidfd, if one came.
+    init: Option<OwnedFd>,
+    /// Whether EOF was reached.
+    complete: bool,
+    /// Collected directories by their index in the job's `collect` list.
+    collected: Vec<(usize, OwnedFd)>,
+}
+
+/// The index a collected directory's message carries (`child::COLLECT_MARKER`): `bytes` is a
+/// read that ended with a descriptor; (the text before the message, the index).
+fn collect_message(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let rest = bytes.strip_suffix(&[super::child::COLLECT_MARKER])?;
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 6 {
+        return None;
+    }
+    let (text, index) = rest.split_at(rest.len() - digits);
+    let index = std::str::from_utf8(index).ok()?.parse().ok()?;
+    Some((text, index))
+}
+
+/// Reads the report socket until EOF or `by`; at most `max_collected` collected directories
+/// are kept (one per index), any other descriptor is closed.
+async fn read_report(fd: OwnedFd, by: Instant, max_collected: usize) -> Result<ReadReport> {
     let fd = watch(fd)?;
     let mut text = Vec::new();
     let mut init = None;
+    let mut collected: Vec<(usize, OwnedFd)> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let Ok(guard) = tokio::time::timeout_at(by, fd.readable()).await else {
-            return Ok((text, init, false));
+            return Ok(ReadReport {
+                text,
+                init,
+                complete: false,
+                collected,
+            });
         };
         let mut guard = guard?;
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
@@ -902,20 +982,65 @@ async fn read_report(fd: OwnedFd, by: Instant) -> Result<(Vec<u8>, Option<OwnedF
         // that carries descriptors: `\n` carries init's pidfd, `TERMINAL_MARKER` (never
         // in the JSON, which escapes control characters) a terminal's master, which a reader
         // that comes late (past `spawn_terminal`'s deadline) must not take for the pidfd;
-        // dropping it closes it.
-        if !buf[..got].contains(&super::child::TERMINAL_MARKER) {
-            for f in fds {
-                init.get_or_insert(f);
+        // dropping it closes it. `COLLECT_MARKER` after an index carries a collected
+        // directory.
+        let mut bytes = &buf[..got];
+        match collect_message(bytes) {
+            Some((before, index)) if !fds.is_empty() => {
+                bytes = before;
+                let fresh = index < max_collected && collected.iter().all(|(i, _)| *i != index);
+                if fresh && let Some(f) = fds.into_iter().next() {
+                    collected.push((index, f));
+                }
             }
+            _ if !bytes.contains(&super::child::TERMINAL_MARKER) => {
+                for f in fds {
+                    init.get_or_insert(f);
+                }
+            }
+            _ => {}
         }
         if got == 0 {
-            return Ok((text, init, true));
+            return Ok(ReadReport {
+                text,
+                init,
+                complete: true,
+                collected,
+            });
         }
-        if text.len() + got > MAX_REPORT {
+        if text.len() + bytes.len() > MAX_REPORT {
             return Err(Error::Internal(
                 "the sandbox helper's report is too large".into(),
             ));
         }
-        text.extend_from_slice(&buf[..got]);
+        text.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collected_directories_are_told_from_the_report_by_their_marker() {
+        let m = super::super::child::COLLECT_MARKER;
+        assert_eq!(collect_message(&[b'3', m]), Some((&b""[..], 3)));
+        assert_eq!(
+            collect_message(&[b' ', b'1', b'2', m]),
+            Some((&b" "[..], 12))
+        );
+        // Init's pidfd, a terminal's master and the report itself are not.
+        assert_eq!(collect_message(b"\n"), None);
+        assert_eq!(
+            collect_message(&[super::super::child::TERMINAL_MARKER]),
+            None
+        );
+        assert_eq!(collect_message(br#"{"kind":"exit"}"#), None);
+        // A marker without an index, or an absurd one, names nothing.
+        assert_eq!(collect_message(&[m]), None);
+        assert_eq!(
+            collect_message(&[b'1'; 7].iter().chain([&m]).copied().collect::<Vec<_>>()),
+            None
+        );
     }
 }
