@@ -844,7 +844,11 @@ impl Executor {
                 record.truncated = r.truncated;
                 record.stdout_bytes = r.stdout.len() as i64;
                 record.stderr_bytes = r.stderr.len() as i64;
-                record.message = r.message.clone().unwrap_or_default();
+                record.message = match (&r.message, r.status) {
+                    (Some(m), _) => m.clone(),
+                    (None, Status::Interrupted) => "the daemon stopped while it ran".into(),
+                    (None, _) => String::new(),
+                };
                 record.memory_limited_by = r.memory_limited_by.as_str().to_owned();
             }
             Err(e) => {
