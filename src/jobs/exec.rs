@@ -198,7 +198,7 @@ pub struct View {
 /// followed) or the finished one's kept output.
 pub enum OutputSource {
     Live(Arc<Live>),
-    Finished(View),
+    Finished(Box<View>),
 }
 
 /// Which executions a listing shows.
@@ -1222,7 +1222,7 @@ impl Executor {
             Some(live) if view.record.state != State::Finished.as_str() => {
                 Ok(OutputSource::Live(live))
             }
-            _ => Ok(OutputSource::Finished(view)),
+            _ => Ok(OutputSource::Finished(Box::new(view))),
         }
     }
 

@@ -448,17 +448,17 @@ fn an_execution_is_its_tokens_and_admins_and_the_list_filters() {
             })
             .collect()
     };
-    assert_eq!(ids(&alice, ""), [waited.clone(), mine.clone()]);
-    assert_eq!(ids(&bob, ""), [theirs.clone()]);
+    assert_eq!(ids(&alice, ""), [waited.as_str(), mine.as_str()]);
+    assert_eq!(ids(&bob, ""), [theirs.as_str()]);
     assert_eq!(
         ids(&admin, ""),
-        [theirs.clone(), waited.clone(), mine.clone()]
+        [theirs.as_str(), waited.as_str(), mine.as_str()]
     );
-    assert_eq!(ids(&admin, "?actor=bob"), [theirs.clone()]);
-    assert_eq!(ids(&admin, "?actor=alice&limit=1"), [waited.clone()]);
+    assert_eq!(ids(&admin, "?actor=bob"), [theirs.as_str()]);
+    assert_eq!(ids(&admin, "?actor=alice&limit=1"), [waited.as_str()]);
     assert_eq!(
         ids(&alice, "?state=finished"),
-        [waited.clone(), mine.clone()]
+        [waited.as_str(), mine.as_str()]
     );
     assert!(ids(&alice, "?state=running").is_empty());
     assert!(ids(&admin, "?since=2999-01-01T00:00:00Z").is_empty());
