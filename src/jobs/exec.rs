@@ -231,7 +231,7 @@ struct Inner {
     sandbox: Sandbox,
     db: Db,
     live: Arc<LiveConfig>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     running: AtomicUsize,
     /// uids in use by running jobs and warm sandboxes (daemon as root).
@@ -321,7 +321,7 @@ impl Executor {
                 sandbox,
                 db,
                 live,
-                slots: Semaphore::new(max),
+                slots: Arc::new(Semaphore::new(max)),
                 waiting: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 uids: Arc::new(Mutex::new(BTreeSet::new())),
@@ -622,8 +622,7 @@ impl Executor {
         let job = self.admit(req, caller, None)?;
         let row = self.queued_row(&job)?;
         if let Err(e) = row.outcome().await {
-            self.inner.executions.remove(&job.live.id);
-            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.unadmit(&job);
             return Err(e);
         }
         let live = job.live.clone();
@@ -643,8 +642,11 @@ impl Executor {
         let (policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
         let cfg = self.inner.live.get();
         let id = random_id()?;
-        if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
-            >= cfg.exec.max_queue + self.inner.slots.available_permits()
+        // A free slot is taken now: the job's row is written as running, in one write.
+        let slot = self.inner.slots.clone().try_acquire_owned().ok();
+        if slot.is_none()
+            && self.inner.waiting.fetch_add(1, Ordering::SeqCst)
+                >= cfg.exec.max_queue + self.inner.slots.available_permits()
         {
             self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Busy(format!(
@@ -669,14 +671,22 @@ impl Executor {
             actor: caller.actor.clone(),
             client: caller.client.clone(),
             request_id: caller.request_id.clone(),
-            state: State::Queued.as_str().to_owned(),
+            state: if slot.is_some() {
+                State::Running
+            } else {
+                State::Queued
+            }
+            .as_str()
+            .to_owned(),
             started_at: rfc3339(submitted),
             output_kept: keep > 0,
             ..Record::default()
         };
         let live = Live::new(record, req.owner.clone(), keep.min(output_limit));
         if let Err(e) = self.inner.executions.insert(live.clone()) {
-            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            if slot.is_none() {
+                self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
             return Err(e);
         }
         Ok(Job {
@@ -691,10 +701,20 @@ impl Executor {
             stream,
             live,
             submitted,
+            slot,
         })
     }
 
-    /// Hands the execution's row (queued) to the database writer.
+    /// Undoes `admit` for a job that will not run: its entry and its queue place go.
+    fn unadmit(&self, job: &Job) {
+        self.inner.executions.remove(&job.live.id);
+        if job.slot.is_none() {
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Hands the execution's row (queued, or running when it got a slot at once) to the
+    /// database writer.
     fn queued_row(&self, job: &Job) -> Result<crate::store::db::Queued<()>> {
         let r = job.live.record();
         let owner = job.req.owner.clone();
@@ -704,18 +724,17 @@ impl Executor {
             c.execute(
                 "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
                     started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message, state, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', ?10, 0, 0, 0, 0, 0, 0, '', 'queued', ?11)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', ?10, 0, 0, 0, 0, 0, 0, '', ?12, ?11)
                  ON CONFLICT(id) DO NOTHING",
                 rusqlite::params![
                     r.id, r.kind, r.program_id, r.label, argv, r.profile, r.actor, r.client,
-                    r.request_id, submitted, owner,
+                    r.request_id, submitted, owner, r.state,
                 ],
             )?;
             Ok(())
         });
         if queued.is_err() {
-            self.inner.executions.remove(&job.live.id);
-            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.unadmit(job);
         }
         queued
     }
@@ -726,7 +745,7 @@ impl Executor {
     /// whole either way).
     fn launch(
         &self,
-        job: Job,
+        mut job: Job,
         row: Option<crate::store::db::Queued<()>>,
     ) -> tokio::task::JoinHandle<Result<ExecResult>> {
         let me = self.clone();
@@ -739,7 +758,8 @@ impl Executor {
                     }
                 });
             }
-            let outcome = me.wait_and_run(&job).await;
+            let slot = job.slot.take();
+            let outcome = me.wait_and_run(&job, slot).await;
             let recorded = me.finish(&job, &outcome).await;
             me.inner.executions.remove(&job.live.id);
             recorded?;
@@ -749,8 +769,18 @@ impl Executor {
 
     /// Waits for a slot (or for the job's stop or its request's cancel: then it never
     /// starts), then runs the job.
-    async fn wait_and_run(&self, job: &Job) -> Result<ExecResult> {
+    async fn wait_and_run(
+        &self,
+        job: &Job,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<ExecResult> {
         let live = &job.live;
+        if let Some(_slot) = slot {
+            self.inner.running.fetch_add(1, Ordering::SeqCst);
+            let result = self.run_in_slot(job, false).await;
+            self.inner.running.fetch_sub(1, Ordering::SeqCst);
+            return result;
+        }
         let cancel = async {
             match &job.req.cancel {
                 Some(n) => n.notified().await,
@@ -768,31 +798,17 @@ impl Executor {
             Err(status) => return Ok(never_started(live, status)),
         };
         self.inner.running.fetch_add(1, Ordering::SeqCst);
-        let result = self.run_in_slot(job).await;
+        let result = self.run_in_slot(job, true).await;
         self.inner.running.fetch_sub(1, Ordering::SeqCst);
         result
     }
 
-    /// The job has its slot: recorded as running, then run in a warm sandbox when one fits,
-    /// else in one built now.
-    async fn run_in_slot(&self, job: &Job) -> Result<ExecResult> {
+    /// The job has its slot: recorded as running (when it `waited` as queued for it), then
+    /// run in a warm sandbox when one fits, else in one built now.
+    async fn run_in_slot(&self, job: &Job, waited: bool) -> Result<ExecResult> {
         let live = &job.live;
-        let started = now_unix();
-        live.set_running(rfc3339(started));
-        let id = live.id.clone();
-        if let Ok(q) = self.inner.db.write_queued(move |c| {
-            c.execute(
-                "UPDATE executions SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
-                rusqlite::params![id, started],
-            )?;
-            Ok(())
-        }) {
-            let id = live.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = q.outcome().await {
-                    tracing::warn!(execution = %id, error = %e, "cannot record the execution as running");
-                }
-            });
+        if waited {
+            self.mark_running(live);
         }
         let mut policy = job.policy.clone();
         let warm = if self.poolable(&policy) {
@@ -819,6 +835,28 @@ impl Executor {
             .await;
         drop(lease);
         r
+    }
+
+    /// A queued job got its slot: its entry and (queued for the writer, not awaited) its row
+    /// say so.
+    fn mark_running(&self, live: &Live) {
+        let started = now_unix();
+        live.set_running(rfc3339(started));
+        let id = live.id.clone();
+        if let Ok(q) = self.inner.db.write_queued(move |c| {
+            c.execute(
+                "UPDATE executions SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+                rusqlite::params![id, started],
+            )?;
+            Ok(())
+        }) {
+            let id = live.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = q.outcome().await {
+                    tracing::warn!(execution = %id, error = %e, "cannot record the execution as running");
+                }
+            });
+        }
     }
 
     /// Writes the execution's end: its row finished (with what it kept of its output, or why
@@ -1351,6 +1389,8 @@ struct Job {
     live: Arc<Live>,
     /// When it was submitted (unix seconds).
     submitted: i64,
+    /// The slot it took at once, if one was free (else it holds a queue place).
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The result of an execution stopped before it got a slot: nothing ran.
