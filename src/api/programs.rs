@@ -18,11 +18,12 @@ use serde_json::json;
 use super::access::BodyLimitNote;
 use super::error::ApiError;
 use super::exec::{
-    DataFields, FileBody, LimitsBody, MountBody, OutputBody, job_data, result_json, stdin_bytes,
-    stream_job, wants_stream,
+    DataFields, FileBody, LimitsBody, MountBody, OutputBody, accepted, job_data, result_json,
+    stdin_bytes, stream_job, wants_stream,
 };
 use super::extract::Json;
 use super::extract::Requester;
+use super::terminals::viewer_of;
 use crate::api::state::AppState;
 use crate::jobs::data::KeepOutputs;
 use crate::store::audit::Caller;
@@ -376,6 +377,9 @@ pub struct RunBody {
     keep_outputs: Option<KeepOutputs>,
     /// Files placed in `/work` before the job starts.
     files: Option<Vec<FileBody>>,
+    /// `false`: run in the background; the answer is 202 with the execution's id and
+    /// `Location` (default `true`: the answer is the result).
+    wait: Option<bool>,
 }
 
 #[utoipa::path(
@@ -393,6 +397,9 @@ pub struct RunBody {
                 (crate::api::openapi::ExecOutcome = "application/json"),
                 (String = "text/event-stream"),
             )),
+        (status = 202, description = "`wait: false`: the run is queued (or already running) in the background; follow `Location`.",
+            body = crate::api::openapi::ExecAccepted,
+            headers(("Location" = String, description = "`/api/v1/executions/{id}`."))),
         (status = 400, description = "Not a program id, both stdin fields, bad base64, not the JSON asked for, a mount point or output path against the rules, a bad folder or inline file name (`bad_request`, `invalid_json`, `invalid_path`).", body = crate::api::openapi::ErrorResponse),
         (status = 403, description = "A mount the token's scopes do not allow: `read` for read-only and program mounts, `write` for read-write ones (`forbidden`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such program, or a program mount names none (`not_found`).", body = crate::api::openapi::ErrorResponse),
@@ -433,7 +440,12 @@ pub async fn run(
         limits: body.limits.unwrap_or_default().into(),
         profile: body.profile,
         data,
+        owner: viewer_of(&actor).owner,
     };
+    if body.wait == Some(false) {
+        let record = state.programs.submit(&id, req, &caller).await?;
+        return Ok(accepted(&record));
+    }
     if wants_stream(&headers) {
         // Refuse an unknown program before the stream starts.
         state.programs.get(&id).await?;
@@ -451,6 +463,8 @@ pub async fn run(
     path = "/api/v1/programs/{id}/runs",
     tag = "programs",
     operation_id = "programs_runs",
+    description = "The program's runs the caller may see, newest first: its own; admin sees \
+        everyone's. Light: byte counts, no output (`GET /api/v1/executions/{id}` has it).",
     params(("id" = String, Path, description = "The program's id."), super::PageQuery),
     responses(
         (status = 200, description = "A page of the program's runs, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
@@ -460,13 +474,16 @@ pub async fn run(
 )]
 pub async fn runs(
     State(state): State<AppState>,
+    Requester { actor, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<super::PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
     let Query(q) = q?;
     let limit = super::page_limit(q.limit)?;
-    let page = state.programs.runs(&id, limit, q.cursor).await?;
+    let viewer = viewer_of(&actor);
+    let owner = (!viewer.admin).then_some(viewer.owner);
+    let page = state.programs.runs(&id, owner, limit, q.cursor).await?;
     Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 

@@ -205,6 +205,11 @@ pub struct ExecConfig {
     pub max_output_files: usize,
     /// Mounts (of folders and programs) one request may name.
     pub max_mounts: usize,
+    /// stdout + stderr kept per execution with its record (the first bytes, in the order the
+    /// job wrote them; within the job's output limit). 0 keeps none.
+    pub keep_output_size: ByteSize,
+    /// How long an execution's kept output stays (its record stays for `keep-within`).
+    pub keep_output_within: HumanDuration,
 }
 
 impl Default for ExecConfig {
@@ -223,6 +228,8 @@ impl Default for ExecConfig {
             max_inline_bytes: ByteSize(1 << 20),
             max_output_files: 10_000,
             max_mounts: 16,
+            keep_output_size: ByteSize(1 << 20),
+            keep_output_within: HumanDuration(Duration::from_secs(7 * 86400)),
         }
     }
 }

@@ -240,6 +240,10 @@ fn exec(exec: &ExecConfig) -> Checked {
     if exec.max_mounts > 64 {
         return Err(invalid("exec.max-mounts", "must be at most 64"));
     }
+    // Kept in one database row per execution, read whole when it is shown.
+    if exec.keep_output_size.bytes() > 64 << 20 {
+        return Err(invalid("exec.keep-output-size", "must be at most 64MiB"));
+    }
     Ok(())
 }
 
