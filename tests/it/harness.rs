@@ -457,5 +457,9 @@ pub fn sandbox_policy(
         allow_degraded: false,
         net_allow: vec![],
         terminal: None,
+        mount_root: None,
+        mounts: vec![],
+        files: vec![],
+        collect: vec![],
     }
 }

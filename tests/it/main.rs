@@ -70,6 +70,7 @@ mod metrics;
 mod programs;
 mod pty;
 mod quotas;
+mod runtimes;
 mod sandbox;
 mod streams;
 mod system;
