@@ -165,6 +165,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::error!(error = %e, "cannot sweep the program store"),
     }
+    match state.exec.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            interrupted = n,
+            "executions left queued or running by the last daemon are recorded as interrupted (not run again)"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot close the executions of the last daemon")
+        }
+    }
     match state.terminals.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -182,6 +192,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let backups = state.backups.clone();
     let terminals = state.terminals.clone();
+    let exec = state.exec.clone();
     let app = crate::api::router(state.clone());
 
     // Signals are installed before READY so that a stop request is never lost.
@@ -241,6 +252,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(idle_exit(
             activity,
             terminals.clone(),
+            exec.clone(),
             idle.get(),
             shutdown_tx.clone(),
         ));
@@ -273,6 +285,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Ok(Err(e)) => return Err(e).context("serving failed"),
         Err(e) => return Err(anyhow::anyhow!("server task failed: {e}")),
     };
+    // Jobs no request waits for any more (background ones, and those whose client the drain
+    // closed) end as waited ones do at a stop: killed, their records saying `interrupted`.
+    exec.shutdown(live.get().server.shutdown_timeout.get())
+        .await;
     if let Some(s) = sampler
         && let Err(e) = s.await
     {
@@ -420,7 +436,7 @@ fn release_free_heap() -> bool {
 }
 
 /// Periodic upkeep: forget idle rate-limit buckets and ended terminal sessions; delete old
-/// terminal recordings, audit events and dead sessions.
+/// terminal recordings, executions and their kept output, audit events and dead sessions.
 async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut n: u64 = 0;
@@ -439,6 +455,14 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         if n.is_multiple_of(60) {
             let cfg = state.live.get();
+            match state.exec.prune().await {
+                Ok(0) => {}
+                Ok(k) => tracing::info!(
+                    deleted = k,
+                    "old executions deleted (exec.keep-last, exec.keep-within)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the execution history"),
+            }
             match state.audit.prune(cfg.auth.audit_keep_within.get()).await {
                 Ok(0) => {}
                 Ok(k) => tracing::info!(
@@ -580,6 +604,7 @@ async fn watchdog(db: Db, timeout: Duration, mut shutdown: watch::Receiver<bool>
 async fn idle_exit(
     activity: Arc<Activity>,
     terminals: crate::jobs::terminals::Terminals,
+    exec: crate::jobs::exec::Executor,
     idle: Duration,
     shutdown: watch::Sender<bool>,
 ) {
@@ -590,8 +615,9 @@ async fn idle_exit(
             return;
         }
         // A running terminal session keeps the daemon up: its clients may be detached (an
-        // attached WebSocket no longer counts as a connection once upgraded).
-        if terminals.running() == 0 && activity.idle_for() >= idle {
+        // attached WebSocket no longer counts as a connection once upgraded). So does a job
+        // queued or running in the background, which no connection waits for.
+        if terminals.running() == 0 && exec.in_progress() == 0 && activity.idle_for() >= idle {
             tracing::info!(
                 idle_s = idle.as_secs_f64(),
                 "no connection for server.idle-exit-after; exiting until the next one"

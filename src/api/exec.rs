@@ -1,12 +1,16 @@
-//! `POST /api/v1/exec` (run a command in the sandbox; JSON result, or Server-Sent Events with
-//! `Accept: text/event-stream`) and `GET /api/v1/executions` (the history).
+//! `POST /api/v1/exec` (run a command in the sandbox; JSON result, Server-Sent Events with
+//! `Accept: text/event-stream`, or `wait: false` for a background job answered 202) and
+//! `/api/v1/executions`: the history, one execution with its kept output, its output as
+//! Server-Sent Events (replayed, then live), its cancel. An execution, its output and its
+//! cancel are for the token that started it and for admin (the rule of terminal sessions).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -17,8 +21,10 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::extract::Json;
 use super::extract::Requester;
+use super::terminals::viewer_of;
 use crate::api::state::AppState;
-use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, RequestLimits};
+use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, Filter, OutputSource, Record, RequestLimits, View};
+use crate::jobs::executions::State as ExecState;
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +75,9 @@ pub struct ExecBody {
     timeout_ms: Option<u64>,
     limits: Option<LimitsBody>,
     profile: Option<String>,
+    /// `false`: run in the background; the answer is 202 with the execution's id and
+    /// `Location` (default `true`: the answer is the result).
+    wait: Option<bool>,
 }
 
 /// Text as UTF-8 when it is, else base64 — said by the `*_encoding` field.
@@ -156,6 +165,19 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
     })
 }
 
+/// The answer to a job submitted with `wait: false`: 202, `{id, state, location}` and
+/// `Location`.
+pub fn accepted(record: &Record) -> Response {
+    let location = format!("/api/v1/executions/{}", record.id);
+    let body = json!({"id": record.id, "state": record.state, "location": location});
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/exec",
@@ -172,6 +194,9 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
                 (crate::api::openapi::ExecOutcome = "application/json"),
                 (String = "text/event-stream"),
             )),
+        (status = 202, description = "`wait: false`: the job is queued (or already running) in the background; follow `Location`.",
+            body = crate::api::openapi::ExecAccepted,
+            headers(("Location" = String, description = "`/api/v1/executions/{id}`."))),
         (status = 400, description = "Not the body asked for: neither or both of argv and command, both stdin fields, bad base64 (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
         (status = 422, description = "A limit or timeout above what the profile or exec.max-timeout allows, or an unknown profile (`unprocessable`).", body = crate::api::openapi::ErrorResponse),
         (status = 429, description = "Every job slot and queue place is taken, or the rate limit (`rate_limited`).", body = crate::api::openapi::ErrorResponse,
@@ -180,11 +205,17 @@ fn build_request(body: ExecBody) -> Result<ExecRequest, ApiError> {
 )]
 pub async fn run(
     State(state): State<AppState>,
-    Requester { caller, .. }: Requester,
+    Requester { caller, actor, .. }: Requester,
     headers: HeaderMap,
     Json(body): Json<ExecBody>,
 ) -> Result<Response, ApiError> {
-    let req = build_request(body)?;
+    let wait = body.wait.unwrap_or(true);
+    let mut req = build_request(body)?;
+    req.owner = viewer_of(&actor).owner;
+    if !wait {
+        let record = state.exec.submit(req, &caller).await?;
+        return Ok(accepted(&record));
+    }
     if wants_stream(&headers) {
         let rid = caller.request_id.clone();
         return Ok(stream_job(rid, move |tx| async move {
@@ -251,23 +282,235 @@ where
     resp
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only executions in this state: `queued`, `running` or `finished`.
+    state: Option<String>,
+    /// Only this program's runs.
+    program: Option<String>,
+    /// Only this actor's (the name of the token that started them).
+    actor: Option<String>,
+    /// Started at or after this time (RFC 3339; a queued one: submitted).
+    since: Option<String>,
+    /// Started at or before this time (RFC 3339).
+    until: Option<String>,
+    /// How many items (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Where the previous page ended (its `next_cursor`).
+    cursor: Option<String>,
+}
+
+fn parse_time(s: &str, what: &str) -> Result<i64, ApiError> {
+    crate::util::time::parse_rfc3339(s).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{what} must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"
+        ))
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/executions",
     tag = "exec",
     operation_id = "executions_list",
-    params(super::PageQuery),
+    description = "The executions the caller may see, newest first: its own (those started with \
+        its token, or a browser login made with it); admin sees everyone's. Light: byte counts, \
+        no output (`GET /api/v1/executions/{id}` has it).",
+    params(ListQuery),
     responses(
-        (status = 200, description = "A page of past executions, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
-        (status = 400, description = "A bad limit, cursor or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 200, description = "A page of executions, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
+        (status = 400, description = "A bad limit, cursor, state, time or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
-    q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
+    Requester { actor, .. }: Requester,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let limit = super::page_limit(q.limit)?;
-    let page = state.exec.list(None, limit, q.cursor).await?;
+    let exec_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(ExecState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state must be queued, running or finished, not {s:?}"
+            ))
+        })?),
+    };
+    let viewer = viewer_of(&actor);
+    let filter = Filter {
+        program_id: q.program,
+        state: exec_state,
+        actor: q.actor,
+        since: q.since.as_deref().map(|t| parse_time(t, "since")).transpose()?,
+        until: q.until.as_deref().map(|t| parse_time(t, "until")).transpose()?,
+        owner: (!viewer.admin).then_some(viewer.owner),
+    };
+    let page = state.exec.list(filter, limit, q.cursor).await?;
     Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+fn execution_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(format!("invalid execution id: {}", e.body_text())))
+}
+
+/// An execution's record with its kept output (`*_encoding` says text or base64).
+fn view_json(v: &View) -> Value {
+    let mut j = serde_json::to_value(&v.record).unwrap_or(Value::Null);
+    if let Some(obj) = j.as_object_mut() {
+        let (out, oe) = encode_output(&v.stdout);
+        let (err, ee) = encode_output(&v.stderr);
+        obj.insert("stdout".into(), out);
+        obj.insert("stdout_encoding".into(), oe.into());
+        obj.insert("stderr".into(), err);
+        obj.insert("stderr_encoding".into(), ee.into());
+    }
+    j
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}",
+    tag = "exec",
+    operation_id = "executions_get",
+    description = "One execution: its state (`queued`, `running`, `finished`), how it ended \
+        (`status`, once finished) and the stdout and stderr it kept (while it runs: what it has \
+        produced so far). Only for the token that started it and for admin.",
+    params(("id" = String, Path, description = "The execution's id.")),
+    responses(
+        (status = 200, description = "The execution.", body = crate::api::openapi::ExecutionView),
+        (status = 400, description = "Not an execution id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such execution, or not the caller's (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Requester { actor, .. }: Requester,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    let view = state.exec.get(&id, &viewer_of(&actor)).await?;
+    Ok(axum::Json(view_json(&view)).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/executions/{id}/cancel",
+    tag = "exec",
+    operation_id = "executions_cancel",
+    description = "Cancels an execution: a queued one never starts, a running one is killed \
+        with everything it started (status `cancelled`). The answer comes at once with the \
+        execution as it stood; its record says how it ended (a job that was ending anyway may \
+        end with its own status).",
+    params(("id" = String, Path, description = "The execution's id.")),
+    responses(
+        (status = 202, description = "Asked to stop: `{id, state, location}`.", body = crate::api::openapi::ExecAccepted,
+            headers(("Location" = String, description = "`/api/v1/executions/{id}`."))),
+        (status = 400, description = "Not an execution id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such execution, or not the caller's (`not_found`).", body = crate::api::openapi::ErrorResponse),
+        (status = 409, description = "It is already finished (`conflict`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Requester { actor, caller, .. }: Requester,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    let record = state.exec.cancel(&id, &viewer_of(&actor), &caller).await?;
+    Ok(accepted(&record))
+}
+
+/// Most bytes one output event carries when stored output is replayed.
+const MAX_EVENT: usize = 64 << 10;
+
+fn output_event(stderr: bool, bytes: &[u8]) -> Event {
+    let (data, encoding) = encode_output(bytes);
+    Event::default()
+        .event(if stderr { "stderr" } else { "stdout" })
+        .data(json!({"data": data, "encoding": encoding}).to_string())
+}
+
+fn result_event(record: &Record) -> Event {
+    Event::default()
+        .event("result")
+        .data(serde_json::to_string(record).unwrap_or_default())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}/output",
+    tag = "exec",
+    operation_id = "executions_output",
+    description = "The execution's output as Server-Sent Events, from the start: `stdout` and \
+        `stderr` events (`{\"data\":…,\"encoding\":\"utf-8\"|\"base64\"}`), then one `result` \
+        event (the execution's record, without output) and the stream ends. While it runs, what \
+        it produced so far is replayed in the order it was written, then what comes follows \
+        live; once finished, the kept stdout is replayed, then the kept stderr. Either way only \
+        the kept output (`exec.keep-output-size`) is in the stream; the record's byte counts \
+        say how much the job wrote.",
+    params(("id" = String, Path, description = "The execution's id.")),
+    responses(
+        (status = 200, description = "The stream.", content((String = "text/event-stream"))),
+        (status = 400, description = "Not an execution id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
+        (status = 404, description = "No such execution, or not the caller's (`not_found`).", body = crate::api::openapi::ErrorResponse),
+    )
+)]
+pub async fn output(
+    State(state): State<AppState>,
+    Requester { actor, .. }: Requester,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    let source = state.exec.output(&id, &viewer_of(&actor)).await?;
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(16);
+    tokio::spawn(async move {
+        match source {
+            OutputSource::Finished(v) => {
+                for (stderr, bytes) in [(false, &v.stdout), (true, &v.stderr)] {
+                    for chunk in bytes.chunks(MAX_EVENT) {
+                        if tx.send(Ok(output_event(stderr, chunk))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(result_event(&v.record))).await;
+            }
+            OutputSource::Live(live) => {
+                // Follows the execution: at most the pieces not sent yet are held here, and
+                // the entry keeps no more than its bound.
+                let mut changed = live.subscribe();
+                let mut next = 0;
+                loop {
+                    changed.borrow_and_update();
+                    let (pieces, done) = live.read_from(next);
+                    next += pieces.len();
+                    for p in pieces {
+                        if tx.send(Ok(output_event(p.stderr, &p.bytes))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(record) = done {
+                        let _ = tx.send(Ok(result_event(&record))).await;
+                        return;
+                    }
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // nginx: pass events through as they come.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }

@@ -66,6 +66,9 @@ use super::{
         audit::list,
         exec::run,
         exec::list,
+        exec::get,
+        exec::output,
+        exec::cancel,
         programs::upload,
         programs::list,
         programs::get,
@@ -342,6 +345,28 @@ pub struct ExecOutcome {
     /// What went wrong building the sandbox (status `sandbox_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The answer to a job submitted with `wait: false` (202), and to a cancel.
+#[derive(Serialize, ToSchema)]
+pub struct ExecAccepted {
+    pub id: String,
+    /// `queued` or `running` (a cancel: as it stood when asked).
+    pub state: crate::jobs::executions::State,
+    /// `/api/v1/executions/{id}`, also in the `Location` header.
+    pub location: String,
+}
+
+/// `GET /api/v1/executions/{id}`: the execution's record with the output it kept.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionView {
+    #[serde(flatten)]
+    pub record: crate::jobs::exec::Record,
+    /// The kept stdout (while it runs: so far); empty when `output_kept` is false.
+    pub stdout: String,
+    pub stdout_encoding: OutputEncoding,
+    pub stderr: String,
+    pub stderr_encoding: OutputEncoding,
 }
 
 /// `POST /api/v1/files` (multipart/form-data): every part with a filename is a file, stored

@@ -17,9 +17,10 @@ use serde_json::json;
 
 use super::access::BodyLimitNote;
 use super::error::ApiError;
-use super::exec::{LimitsBody, result_json, stdin_bytes, stream_job, wants_stream};
+use super::exec::{LimitsBody, accepted, result_json, stdin_bytes, stream_job, wants_stream};
 use super::extract::Json;
 use super::extract::Requester;
+use super::terminals::viewer_of;
 use crate::api::state::AppState;
 use crate::store::audit::Caller;
 use crate::store::programs::{RunRequest, UploadMeta};
@@ -363,6 +364,9 @@ pub struct RunBody {
     timeout_ms: Option<u64>,
     limits: Option<LimitsBody>,
     profile: Option<String>,
+    /// `false`: run in the background; the answer is 202 with the execution's id and
+    /// `Location` (default `true`: the answer is the result).
+    wait: Option<bool>,
 }
 
 #[utoipa::path(
@@ -380,6 +384,9 @@ pub struct RunBody {
                 (crate::api::openapi::ExecOutcome = "application/json"),
                 (String = "text/event-stream"),
             )),
+        (status = 202, description = "`wait: false`: the run is queued (or already running) in the background; follow `Location`.",
+            body = crate::api::openapi::ExecAccepted,
+            headers(("Location" = String, description = "`/api/v1/executions/{id}`."))),
         (status = 400, description = "Not a program id, both stdin fields, bad base64, or not the JSON asked for (`bad_request`, `invalid_json`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),
         (status = 409, description = "The program has no main file yet, or is being deleted (`conflict`).", body = crate::api::openapi::ErrorResponse),
@@ -390,7 +397,7 @@ pub struct RunBody {
 )]
 pub async fn run(
     State(state): State<AppState>,
-    Requester { caller, .. }: Requester,
+    Requester { caller, actor, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request: axum::extract::Request,
@@ -410,7 +417,12 @@ pub async fn run(
         timeout: body.timeout_ms.map(Duration::from_millis),
         limits: body.limits.unwrap_or_default().into(),
         profile: body.profile,
+        owner: viewer_of(&actor).owner,
     };
+    if body.wait == Some(false) {
+        let record = state.programs.submit(&id, req, &caller).await?;
+        return Ok(accepted(&record));
+    }
     if wants_stream(&headers) {
         // Refuse an unknown program before the stream starts.
         state.programs.get(&id).await?;
@@ -428,6 +440,8 @@ pub async fn run(
     path = "/api/v1/programs/{id}/runs",
     tag = "programs",
     operation_id = "programs_runs",
+    description = "The program's runs the caller may see, newest first: its own; admin sees \
+        everyone's. Light: byte counts, no output (`GET /api/v1/executions/{id}` has it).",
     params(("id" = String, Path, description = "The program's id."), super::PageQuery),
     responses(
         (status = 200, description = "A page of the program's runs, newest first.", body = crate::api::openapi::Page<crate::jobs::exec::Record>),
@@ -437,13 +451,16 @@ pub async fn run(
 )]
 pub async fn runs(
     State(state): State<AppState>,
+    Requester { actor, .. }: Requester,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<super::PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
     let Query(q) = q?;
     let limit = super::page_limit(q.limit)?;
-    let page = state.programs.runs(&id, limit, q.cursor).await?;
+    let viewer = viewer_of(&actor);
+    let owner = (!viewer.admin).then_some(viewer.owner);
+    let page = state.programs.runs(&id, owner, limit, q.cursor).await?;
     Ok(axum::Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 

@@ -376,6 +376,30 @@ pub fn table() -> Vec<Route> {
             Class::Read,
             get(exec::list),
         ),
+        // One execution, its output and its cancel: for the token that started it (a job
+        // needs `exec`) and admin; others get 404. The output stream bounds itself (the job's
+        // end).
+        r(
+            Method::GET,
+            "/api/v1/executions/{id}",
+            exec_scope,
+            Class::Read,
+            get(exec::get),
+        ),
+        long(r(
+            Method::GET,
+            "/api/v1/executions/{id}/output",
+            exec_scope,
+            Class::Read,
+            get(exec::output),
+        )),
+        r(
+            Method::POST,
+            "/api/v1/executions/{id}/cancel",
+            exec_scope,
+            Class::Write,
+            post(exec::cancel),
+        ),
         // The program store. Uploads stream to disk up to programs.max-upload-size; runs
         // bound themselves like /api/v1/exec.
         Route {

@@ -197,6 +197,11 @@ pub struct ExecConfig {
     /// Bytes of a job's argv kept in its history record; the rest is cut and a marker says
     /// how much (the job itself gets its argv whole).
     pub history_max_argv_size: ByteSize,
+    /// stdout + stderr kept per execution with its record (the first bytes, in the order the
+    /// job wrote them; within the job's output limit). 0 keeps none.
+    pub keep_output_size: ByteSize,
+    /// How long an execution's kept output stays (its record stays for `keep-within`).
+    pub keep_output_within: HumanDuration,
 }
 
 impl Default for ExecConfig {
@@ -211,6 +216,8 @@ impl Default for ExecConfig {
             keep_last: 10_000,
             keep_within: HumanDuration(Duration::from_secs(30 * 86400)),
             history_max_argv_size: ByteSize(4 << 10),
+            keep_output_size: ByteSize(1 << 20),
+            keep_output_within: HumanDuration(Duration::from_secs(7 * 86400)),
         }
     }
 }

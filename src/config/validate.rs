@@ -222,6 +222,10 @@ fn exec(exec: &ExecConfig) -> Checked {
             "must be between 256B and 1MiB",
         ));
     }
+    // Kept in one database row per execution, read whole when it is shown.
+    if exec.keep_output_size.bytes() > 64 << 20 {
+        return Err(invalid("exec.keep-output-size", "must be at most 64MiB"));
+    }
     Ok(())
 }
 

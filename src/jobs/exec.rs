@@ -1,7 +1,9 @@
 //! Running jobs in the sandbox on behalf of a caller: profiles and their limits, the
 //! concurrency cap with a bounded queue, a per-job uid when the daemon is root, output
 //! capture with a cap, the wall-clock timeout that ends the whole tree, and the history of
-//! every run. No HTTP here.
+//! every run: a row from its submission (queued, running, finished) with the output it kept.
+//! A job runs in a task of its own, waited for or not (`run`, `submit`); while it is queued or
+//! running, [`crate::jobs::executions`] holds what its owner reaches. No HTTP here.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -15,11 +17,13 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::error::{Error, Result};
+use crate::jobs::executions::{Live, Registry, State, Stop};
 use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
     Sandbox, Terminal, TerminalSize, WarmSandbox,
 };
 use crate::store::audit::{self, Caller};
+use crate::jobs::terminals::Viewer;
 use crate::store::db::Db;
 use crate::util::paging;
 use crate::util::time::{now_unix, rfc3339};
@@ -54,6 +58,12 @@ pub struct ExecRequest {
     pub program_id: Option<String>,
     /// Ends the job early (status `killed`) when notified, e.g. a program deleted with force.
     pub cancel: Option<Arc<tokio::sync::Notify>>,
+    /// Who may see the execution, its output and its cancel besides admin: the owner key of
+    /// the token that started it (the rule of terminal sessions, [`Viewer`]).
+    pub owner: String,
+    /// Kept until the execution ends, waited for or not (a program run's registration, so
+    /// deleting the program sees the run).
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How a job ended.
@@ -68,11 +78,15 @@ pub enum Status {
     OutputLimit,
     Killed,
     SandboxError,
+    /// Its owner cancelled it (`POST /api/v1/executions/{id}/cancel`).
+    Cancelled,
+    /// The daemon stopped while it was queued or running.
+    Interrupted,
 }
 
 impl Status {
     /// Every status (the executions metric registers each one up front).
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 10] = [
         Status::Ok,
         Status::NonzeroExit,
         Status::Timeout,
@@ -81,6 +95,8 @@ impl Status {
         Status::OutputLimit,
         Status::Killed,
         Status::SandboxError,
+        Status::Cancelled,
+        Status::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +109,8 @@ impl Status {
             Status::OutputLimit => "output_limit",
             Status::Killed => "killed",
             Status::SandboxError => "sandbox_error",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
         }
     }
 }
@@ -128,22 +146,29 @@ pub enum Chunk {
 }
 
 /// An execution as the history lists it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[schema(as = Execution)]
 pub struct Record {
     pub id: String,
     pub kind: String,
     pub program_id: Option<String>,
     pub label: String,
+    #[schema(value_type = Vec<String>)]
     pub argv: serde_json::Value,
     pub profile: String,
     pub actor: String,
     pub client: String,
     pub request_id: String,
-    pub status: String,
+    /// `queued`, `running` or `finished`.
+    pub state: String,
+    /// How it ended; null until it is finished.
+    pub status: Option<String>,
     pub exit_code: Option<i64>,
     pub signal: Option<String>,
+    /// When it started running (while queued: when it was submitted).
     pub started_at: String,
+    /// When it finished (null until then, and for runs recorded before it was).
+    pub finished_at: Option<String>,
     pub wall_ms: i64,
     pub cpu_ms: i64,
     pub max_rss_kb: i64,
@@ -153,6 +178,42 @@ pub struct Record {
     pub message: String,
     /// `cgroup` or `rlimit` (empty for runs recorded before it was).
     pub memory_limited_by: String,
+    /// Whether its stdout and stderr are kept (`exec.keep-output-size`,
+    /// `exec.keep-output-within`): shown by `GET /api/v1/executions/{id}` and its output
+    /// stream. While it runs: whether they will be.
+    pub output_kept: bool,
+    /// Why the output is not kept, or not whole (cut at `exec.keep-output-size`).
+    pub output_reason: Option<String>,
+}
+
+/// One execution with the output it kept (while it runs: what it has produced so far).
+#[derive(Debug, Clone)]
+pub struct View {
+    pub record: Record,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// What the output stream of an execution reads: the execution in progress (replayed, then
+/// followed) or the finished one's kept output.
+pub enum OutputSource {
+    Live(Arc<Live>),
+    Finished(View),
+}
+
+/// Which executions a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this program's runs.
+    pub program_id: Option<String>,
+    pub state: Option<State>,
+    /// Only this actor's (a token's name).
+    pub actor: Option<String>,
+    /// Started at or after / at or before (unix seconds).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Only this owner's executions; `None` (admin) for everyone's.
+    pub owner: Option<String>,
 }
 
 pub struct Page {
@@ -185,6 +246,8 @@ struct Inner {
     cgroups: Option<crate::jobs::sandbox::Cgroups>,
     /// Executions by status, their duration and the sandbox's spawn latency.
     metrics: crate::ops::metrics::Metrics,
+    /// Executions queued or running now.
+    executions: Registry,
 }
 
 /// Environment every job gets; a request adds to it.
@@ -215,6 +278,7 @@ fn signal_name(sig: i32) -> String {
 }
 
 /// What the daemon enforces on a running job from outside.
+#[derive(Clone, Copy)]
 struct Bounds {
     output_limit: u64,
     timeout: Duration,
@@ -266,6 +330,7 @@ impl Executor {
                 as_root: nix::unistd::geteuid().is_root(),
                 cgroups,
                 metrics,
+                executions: Registry::default(),
             }),
         }
     }
@@ -273,6 +338,11 @@ impl Executor {
     /// The daemon's metrics (terminal sessions count their starts and ends there).
     pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// Executions queued or running now (waited for or not).
+    pub fn in_progress(&self) -> usize {
+        self.inner.executions.len()
     }
 
     /// Jobs running now and jobs waiting for a slot.
@@ -526,16 +596,53 @@ impl Executor {
         Ok((policy, name, output, timeout, memory))
     }
 
-    /// Runs `req`, waiting for a slot if all are busy (429-style `Busy` when the queue is
-    /// full). Output goes to `stream` as it is produced when one is given.
+    /// Runs `req` and waits for its end: a slot when one is free, else a place in the queue
+    /// (429-style `Busy` when the queue is full). Output goes to `stream` as it is produced
+    /// when one is given. The job runs in a task of its own: a caller that goes away does not
+    /// end it, and its record is written whatever happens to the caller.
     pub async fn run(
         &self,
         req: ExecRequest,
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let (mut policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
+        let job = self.admit(req, caller, stream)?;
+        // The row is queued for the writer before the job can start, and committed before the
+        // job's end is (one writer, in order): the job does not wait for it.
+        let row = self.queued_row(&job)?;
+        self.launch(job, Some(row))
+            .await
+            .map_err(|e| Error::Internal(format!("the execution's task failed: {e}")))?
+    }
+
+    /// Queues `req` to run in the background (`wait: false`), under the same slots and queue
+    /// as `run`; answers once its row is written, with the row as it stands (queued, or
+    /// already running).
+    pub async fn submit(&self, req: ExecRequest, caller: &Caller) -> Result<Record> {
+        let job = self.admit(req, caller, None)?;
+        let row = self.queued_row(&job)?;
+        if let Err(e) = row.outcome().await {
+            self.inner.executions.remove(&job.live.id);
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        let live = job.live.clone();
+        drop(self.launch(job, None));
+        Ok(live.record())
+    }
+
+    /// Checks `req` (its policy, a place in the queue) and makes its execution: an id, a row
+    /// as queued, an entry among those in progress. The job holds its queue place
+    /// (`waiting`) until it gets a slot or ends.
+    fn admit(
+        &self,
+        req: ExecRequest,
+        caller: &Caller,
+        stream: Option<mpsc::Sender<Chunk>>,
+    ) -> Result<Job> {
+        let (policy, profile, output_limit, timeout, memory) = self.policy(&req)?;
         let cfg = self.inner.live.get();
+        let id = random_id()?;
         if self.inner.waiting.fetch_add(1, Ordering::SeqCst)
             >= cfg.exec.max_queue + self.inner.slots.available_permits()
         {
@@ -545,10 +652,149 @@ impl Executor {
                 cfg.exec.max_concurrent, cfg.exec.max_queue
             )));
         }
-        let permit = self.inner.slots.acquire().await;
+        let submitted = now_unix();
+        let max_argv = cfg.exec.history_max_argv_size.bytes();
+        let argv = history_argv(
+            &policy.argv,
+            usize::try_from(max_argv).unwrap_or(usize::MAX),
+        );
+        let keep = cfg.exec.keep_output_size.bytes();
+        let record = Record {
+            id,
+            kind: req.kind.to_owned(),
+            program_id: req.program_id.clone(),
+            label: req.label.clone(),
+            argv: serde_json::Value::from(argv),
+            profile,
+            actor: caller.actor.clone(),
+            client: caller.client.clone(),
+            request_id: caller.request_id.clone(),
+            state: State::Queued.as_str().to_owned(),
+            started_at: rfc3339(submitted),
+            output_kept: keep > 0,
+            ..Record::default()
+        };
+        let live = Live::new(record, req.owner.clone(), keep.min(output_limit));
+        if let Err(e) = self.inner.executions.insert(live.clone()) {
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(Job {
+            req,
+            policy,
+            bounds: Bounds {
+                output_limit,
+                timeout,
+                memory,
+            },
+            caller: caller.clone(),
+            stream,
+            live,
+            submitted,
+        })
+    }
+
+    /// Hands the execution's row (queued) to the database writer.
+    fn queued_row(&self, job: &Job) -> Result<crate::store::db::Queued<()>> {
+        let r = job.live.record();
+        let owner = job.req.owner.clone();
+        let submitted = job.submitted;
+        let argv = r.argv.to_string();
+        let queued = self.inner.db.write_queued(move |c| {
+            c.execute(
+                "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
+                    started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message, state, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', ?10, 0, 0, 0, 0, 0, 0, '', 'queued', ?11)
+                 ON CONFLICT(id) DO NOTHING",
+                rusqlite::params![
+                    r.id, r.kind, r.program_id, r.label, argv, r.profile, r.actor, r.client,
+                    r.request_id, submitted, owner,
+                ],
+            )?;
+            Ok(())
+        });
+        if queued.is_err() {
+            self.inner.executions.remove(&job.live.id);
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        queued
+    }
+
+    /// Runs the job in a task of its own: it waits for a slot (or its stop), runs, and its
+    /// record is written however it ended; then its entry goes. `row`: the queued row's
+    /// write, when nobody waited for it (its failure is logged; the end record is written
+    /// whole either way).
+    fn launch(
+        &self,
+        job: Job,
+        row: Option<crate::store::db::Queued<()>>,
+    ) -> tokio::task::JoinHandle<Result<ExecResult>> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(row) = row {
+                let id = job.live.id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = row.outcome().await {
+                        tracing::warn!(execution = %id, error = %e, "cannot record the execution as queued");
+                    }
+                });
+            }
+            let outcome = me.wait_and_run(&job).await;
+            let recorded = me.finish(&job, &outcome).await;
+            me.inner.executions.remove(&job.live.id);
+            recorded?;
+            outcome
+        })
+    }
+
+    /// Waits for a slot (or for the job's stop or its request's cancel: then it never
+    /// starts), then runs the job.
+    async fn wait_and_run(&self, job: &Job) -> Result<ExecResult> {
+        let live = &job.live;
+        let cancel = async {
+            match &job.req.cancel {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let permit = tokio::select! {
+            p = self.inner.slots.acquire() => Ok(p),
+            why = live.stopped() => Err(why.status()),
+            () = cancel => Err(Status::Killed),
+        };
         self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.map_err(|_| Error::Unavailable("shutting down".into()))?;
+        let _permit = match permit {
+            Ok(p) => p.map_err(|_| Error::Unavailable("shutting down".into()))?,
+            Err(status) => return Ok(never_started(live, status)),
+        };
         self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let result = self.run_in_slot(job).await;
+        self.inner.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// The job has its slot: recorded as running, then run in a warm sandbox when one fits,
+    /// else in one built now.
+    async fn run_in_slot(&self, job: &Job) -> Result<ExecResult> {
+        let live = &job.live;
+        let started = now_unix();
+        live.set_running(rfc3339(started));
+        let id = live.id.clone();
+        if let Ok(q) = self.inner.db.write_queued(move |c| {
+            c.execute(
+                "UPDATE executions SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+                rusqlite::params![id, started],
+            )?;
+            Ok(())
+        }) {
+            let id = live.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = q.outcome().await {
+                    tracing::warn!(execution = %id, error = %e, "cannot record the execution as running");
+                }
+            });
+        }
+        let mut policy = job.policy.clone();
         let warm = if self.poolable(&policy) {
             let w = self.take_warm();
             self.refill();
@@ -556,51 +802,169 @@ impl Executor {
         } else {
             None
         };
-        let lease = match warm {
-            Some(p) => Ok((Some((p.sandbox, p.cgroup)), p.lease)),
-            None => self.lease_uid().map(|l| (None, l)),
+        let (warm, lease) = match warm {
+            Some(p) => (Some((p.sandbox, p.cgroup)), p.lease),
+            None => (None, self.lease_uid()?),
         };
-        let result = match lease {
-            Ok((warm, lease)) => {
-                policy.run_as = lease.uid.map(|u| (u, u));
-                let r = self
-                    .run_confined(
-                        &policy,
-                        Bounds {
-                            output_limit,
-                            timeout,
-                            memory,
-                        },
-                        stream,
-                        req.cancel.clone(),
-                        (warm, req.stdin.clone()),
-                    )
-                    .await;
-                drop(lease);
-                r
-            }
-            Err(e) => Err(e),
-        };
-        self.inner.running.fetch_sub(1, Ordering::SeqCst);
-        let result = result?;
-        self.inner.metrics.execution_finished(
-            result.status.as_str(),
-            Duration::from_millis(result.wall_ms),
-        );
-        self.record(&req, &policy, &profile, caller, &result)
-            .await?;
-        if result.status == Status::SandboxError {
-            tracing::error!(execution = %result.id, error = result.message.as_deref().unwrap_or(""), "the sandbox could not be built");
-        }
-        Ok(result)
+        policy.run_as = lease.uid.map(|u| (u, u));
+        let r = self
+            .run_confined(
+                live,
+                &policy,
+                job.bounds,
+                job.stream.clone(),
+                job.req.cancel.clone(),
+                (warm, job.req.stdin.clone()),
+            )
+            .await;
+        drop(lease);
+        r
     }
 
+    /// Writes the execution's end: its row finished (with what it kept of its output, or why
+    /// not), a program's counters and the audit event, in one transaction; then whoever
+    /// follows its output gets the record.
+    async fn finish(&self, job: &Job, outcome: &Result<ExecResult>) -> Result<()> {
+        let cfg = self.inner.live.get();
+        let live = &job.live;
+        let finished = now_unix();
+        let mut record = live.record();
+        record.state = State::Finished.as_str().to_owned();
+        record.finished_at = Some(rfc3339(finished));
+        let (out, err, cut) = live.kept();
+        match outcome {
+            Ok(r) => {
+                record.status = Some(r.status.as_str().to_owned());
+                record.exit_code = r.exit_code.map(i64::from);
+                record.signal = r.signal.clone();
+                record.started_at = r.started_at.clone();
+                record.wall_ms = r.wall_ms as i64;
+                record.cpu_ms = r.cpu_ms as i64;
+                record.max_rss_kb = r.max_rss_kb as i64;
+                record.truncated = r.truncated;
+                record.stdout_bytes = r.stdout.len() as i64;
+                record.stderr_bytes = r.stderr.len() as i64;
+                record.message = r.message.clone().unwrap_or_default();
+                record.memory_limited_by = r.memory_limited_by.as_str().to_owned();
+            }
+            Err(e) => {
+                record.status = Some(Status::SandboxError.as_str().to_owned());
+                record.message = e.to_string();
+            }
+        }
+        let keep = cfg.exec.keep_output_size;
+        let size = (out.len() + err.len()) as u64;
+        let (kept, reason) = if keep.bytes() == 0 {
+            (false, Some("exec.keep-output-size is 0".to_owned()))
+        } else {
+            match self.inner.db.ensure_free(size) {
+                Err(e) => (false, Some(format!("not kept: {e}"))),
+                Ok(()) if cut => (
+                    true,
+                    Some(format!(
+                        "only the first {keep} of the output are kept (exec.keep-output-size)"
+                    )),
+                ),
+                Ok(()) => (true, None),
+            }
+        };
+        record.output_kept = kept;
+        record.output_reason = reason;
+        let started = match outcome {
+            Ok(r) => crate::util::time::parse_rfc3339(&r.started_at).unwrap_or(job.submitted),
+            Err(_) => job.submitted,
+        };
+        let (r, req_kind, owner) = (record.clone(), job.req.kind, job.req.owner.clone());
+        let caller = job.caller.clone();
+        let argv = r.argv.to_string();
+        let written = self
+            .inner
+            .db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
+                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message,
+                        memory_limited_by, state, owner, finished_at, output_kept, output_reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                        'finished', ?22, ?23, ?24, ?25)
+                     ON CONFLICT(id) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code,
+                        signal = excluded.signal, started_at = excluded.started_at, wall_ms = excluded.wall_ms,
+                        cpu_ms = excluded.cpu_ms, max_rss_kb = excluded.max_rss_kb, truncated = excluded.truncated,
+                        stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes,
+                        message = excluded.message, memory_limited_by = excluded.memory_limited_by,
+                        state = 'finished', finished_at = excluded.finished_at,
+                        output_kept = excluded.output_kept, output_reason = excluded.output_reason",
+                    rusqlite::params![
+                        r.id,
+                        req_kind,
+                        r.program_id,
+                        r.label,
+                        argv,
+                        r.profile,
+                        r.actor,
+                        r.client,
+                        r.request_id,
+                        r.status,
+                        r.exit_code,
+                        r.signal,
+                        started,
+                        r.wall_ms,
+                        r.cpu_ms,
+                        r.max_rss_kb,
+                        r.truncated,
+                        r.stdout_bytes,
+                        r.stderr_bytes,
+                        r.message,
+                        r.memory_limited_by,
+                        owner,
+                        finished,
+                        r.output_kept,
+                        r.output_reason.clone().unwrap_or_default(),
+                    ],
+                )?;
+                if r.output_kept && !(out.is_empty() && err.is_empty()) {
+                    c.execute(
+                        "INSERT OR REPLACE INTO execution_output(id, at, stdout, stderr) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![r.id, finished, out, err],
+                    )?;
+                }
+                let status = r.status.clone().unwrap_or_default();
+                // A stored program's counters commit with its history row (one transaction
+                // per run, not two).
+                if let Some(pid) = &r.program_id {
+                    c.execute(
+                        "UPDATE programs SET run_count = run_count + 1, last_run_status = ?2, last_run_at = ?3 WHERE id = ?1",
+                        rusqlite::params![pid, status, finished],
+                    )?;
+                }
+                audit::insert(
+                    c,
+                    &caller.event(&format!("{req_kind}.run"), &r.label, &status, format!("execution {}", r.id)),
+                )
+            })
+            .await;
+        if let Ok(result) = outcome {
+            self.inner.metrics.execution_finished(
+                result.status.as_str(),
+                Duration::from_millis(result.wall_ms),
+            );
+            if result.status == Status::SandboxError {
+                tracing::error!(execution = %result.id, error = result.message.as_deref().unwrap_or(""), "the sandbox could not be built");
+            }
+        }
+        if let Err(e) = &written {
+            tracing::error!(execution = %record.id, error = %e, "cannot record the end of an execution");
+        }
+        live.finish(record);
+        written
+    }
     /// `start`: the warm sandbox to use, if any, and the job's stdin. The steps, in order: the
     /// job's cgroup and the policy fitted to what limits its memory, the sandbox started (with
     /// the job's stdin), the output collected up to the deadline and the limits, the job ended
     /// and its report read, the spawn latency recorded, the result classified.
     async fn run_confined(
         &self,
+        live: &Live,
         policy: &Policy,
         bounds: Bounds,
         stream: Option<mpsc::Sender<Chunk>>,
@@ -613,7 +977,7 @@ impl Executor {
             memory,
         } = bounds;
         let (warm, stdin) = start;
-        let id = random_id()?;
+        let id = live.id.clone();
         let started_at = rfc3339(now_unix());
         let start = Instant::now();
         // The job's clock starts before its sandbox is asked for: a slow start is the job's
@@ -650,11 +1014,11 @@ impl Executor {
                 memory_limited_by,
             });
         };
-        let output = collect_output(&mut running, output_limit, due, stream, cancel).await;
+        let output = collect_output(&mut running, output_limit, due, stream, cancel, live).await;
         // On a kill: SIGKILL to the helper and to the job's init, whose death ends everything
         // left in the job's PID namespace, and to its cgroup if it has one; the answer waits
         // for the namespace to be gone, but not past the grace.
-        let kill = output.timed_out || output.overflow || output.cancelled;
+        let kill = output.timed_out || output.overflow || output.stopped.is_some();
         if kill && let Some(cg) = &cgroup {
             cg.kill();
         }
@@ -761,126 +1125,196 @@ impl Executor {
         }
     }
 
-    async fn record(
-        &self,
-        req: &ExecRequest,
-        policy: &Policy,
-        profile: &str,
-        caller: &Caller,
-        r: &ExecResult,
-    ) -> Result<()> {
-        let max_argv = self.inner.live.get().exec.history_max_argv_size.bytes();
-        let kept = history_argv(
-            &policy.argv,
-            usize::try_from(max_argv).unwrap_or(usize::MAX),
-        );
-        let argv = serde_json::to_string(&kept).unwrap_or_default();
-        let (req, caller, r) = (req.clone(), caller.clone(), r.clone());
-        let profile = profile.to_owned();
-        self.inner
-            .db
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
-                        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message,
-                        memory_limited_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-                    rusqlite::params![
-                        r.id,
-                        req.kind,
-                        req.program_id,
-                        req.label,
-                        argv,
-                        profile,
-                        caller.actor,
-                        caller.client,
-                        caller.request_id,
-                        r.status.as_str(),
-                        r.exit_code,
-                        r.signal,
-                        now_unix(),
-                        r.wall_ms as i64,
-                        r.cpu_ms as i64,
-                        r.max_rss_kb as i64,
-                        r.truncated,
-                        r.stdout.len() as i64,
-                        r.stderr.len() as i64,
-                        r.message.clone().unwrap_or_default(),
-                        r.memory_limited_by.as_str(),
-                    ],
-                )?;
-                // A stored program's counters commit with its history row (one transaction
-                // per run, not two).
-                if let Some(pid) = &req.program_id {
-                    c.execute(
-                        "UPDATE programs SET run_count = run_count + 1, last_run_status = ?2, last_run_at = ?3 WHERE id = ?1",
-                        rusqlite::params![pid, r.status.as_str(), now_unix()],
-                    )?;
-                }
-                audit::insert(
-                    c,
-                    &caller.event(&format!("{}.run", req.kind), &req.label, r.status.as_str(), format!("execution {}", r.id)),
-                )
-            })
-            .await
-    }
-
-    /// The history, newest first; `program_id` narrows it to one program's runs.
+    /// The history, newest first, narrowed by `filter`.
     pub async fn list(
         &self,
-        program_id: Option<String>,
+        filter: Filter,
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page> {
         let before = paging::parse_seq_cursor(cursor.as_deref(), 'e')?;
-        self.inner
+        let rows = self
+            .inner
             .db
             .read(move |c| {
-                let (sql, args) = history_query(program_id, before, paging::take(limit));
+                let (sql, args) = history_query(&filter, before, paging::take(limit));
                 let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
-                    let argv: String = r.get(5)?;
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        Record {
-                            id: r.get(1)?,
-                            kind: r.get(2)?,
-                            program_id: r.get(3)?,
-                            label: r.get(4)?,
-                            argv: serde_json::from_str(&argv).unwrap_or(serde_json::Value::Null),
-                            profile: r.get(6)?,
-                            actor: r.get(7)?,
-                            client: r.get(8)?,
-                            request_id: r.get(9)?,
-                            status: r.get(10)?,
-                            exit_code: r.get(11)?,
-                            signal: r.get(12)?,
-                            started_at: rfc3339(r.get(13)?),
-                            wall_ms: r.get(14)?,
-                            cpu_ms: r.get(15)?,
-                            max_rss_kb: r.get(16)?,
-                            truncated: r.get(17)?,
-                            stdout_bytes: r.get(18)?,
-                            stderr_bytes: r.get(19)?,
-                            message: r.get(20)?,
-                            memory_limited_by: r.get(21)?,
-                        },
-                    ))
-                })?;
-                let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-                let (items, next_cursor) =
-                    paging::keyed_page(rows, limit, |seq| paging::seq_cursor('e', *seq));
-                Ok(Page { items, next_cursor })
+                let rows = st.query_map(rusqlite::params_from_iter(args), row_record)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        // A row written as queued may be running by now: the entry in progress says.
+        let rows = rows
+            .into_iter()
+            .map(|(seq, _, r)| match self.inner.executions.get_any(&r.id) {
+                Some(live) => (seq, live.record()),
+                None => (seq, r),
+            })
+            .collect();
+        let (items, next_cursor) =
+            paging::keyed_page(rows, limit, |seq| paging::seq_cursor('e', *seq));
+        Ok(Page { items, next_cursor })
+    }
+
+    /// One execution `viewer` may see (its owner, or admin), with the output it kept; while
+    /// it runs, with what it has produced so far.
+    pub async fn get(&self, id: &str, viewer: &Viewer) -> Result<View> {
+        if let Some(live) = self.inner.executions.get(id, viewer) {
+            let (stdout, stderr, _) = live.kept();
+            return Ok(View {
+                record: live.record(),
+                stdout,
+                stderr,
+            });
+        }
+        let (idq, v) = (id.to_owned(), viewer.clone());
+        let found = self
+            .inner
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?;
+                let Some((_, owner, record)) =
+                    st.query_map([&idq], row_record)?.next().transpose()?
+                else {
+                    return Ok(None);
+                };
+                if !(v.admin || owner == v.owner) {
+                    return Ok(None);
+                }
+                let mut st =
+                    c.prepare_cached("SELECT stdout, stderr FROM execution_output WHERE id = ?1")?;
+                let output: Option<(Vec<u8>, Vec<u8>)> = st
+                    .query_map([&idq], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .next()
+                    .transpose()?;
+                let (stdout, stderr) = output.unwrap_or_default();
+                Ok(Some(View {
+                    record,
+                    stdout,
+                    stderr,
+                }))
+            })
+            .await?;
+        match found {
+            Some(view) => Ok(view),
+            // Finished between the two looks: its row is written before its entry goes.
+            None => match self.inner.executions.get(id, viewer) {
+                Some(live) => {
+                    let (stdout, stderr, _) = live.kept();
+                    Ok(View {
+                        record: live.record(),
+                        stdout,
+                        stderr,
+                    })
+                }
+                None => Err(not_found(id)),
+            },
+        }
+    }
+
+    /// What the output stream of execution `id` reads, for `viewer`.
+    pub async fn output(&self, id: &str, viewer: &Viewer) -> Result<OutputSource> {
+        if let Some(live) = self.inner.executions.get(id, viewer) {
+            return Ok(OutputSource::Live(live));
+        }
+        let view = self.get(id, viewer).await?;
+        // Still in progress if it finished between the looks only in the other direction.
+        match self.inner.executions.get(id, viewer) {
+            Some(live) if view.record.state != State::Finished.as_str() => {
+                Ok(OutputSource::Live(live))
+            }
+            _ => Ok(OutputSource::Finished(view)),
+        }
+    }
+
+    /// Cancels execution `id` for `viewer`: a queued one never starts, a running one is
+    /// killed (status `cancelled`). Returns the record as it stands; a finished one is a
+    /// conflict.
+    pub async fn cancel(&self, id: &str, viewer: &Viewer, caller: &Caller) -> Result<Record> {
+        let Some(live) = self.inner.executions.get(id, viewer) else {
+            let view = self.get(id, viewer).await?;
+            return Err(Error::Conflict(format!(
+                "execution {id} is already finished ({})",
+                view.record.status.as_deref().unwrap_or("")
+            )));
+        };
+        let record = live.record();
+        if live.stop(Stop::Cancelled) {
+            let ev = caller.event(
+                "execution.cancel",
+                id,
+                "ok",
+                format!("{} was {}", record.label, record.state),
+            );
+            if let Err(e) = self.inner.db.write(move |c| audit::insert(c, &ev)).await {
+                tracing::warn!(execution = %id, error = %e, "cannot record the cancel in the audit trail");
+            }
+        }
+        Ok(record)
+    }
+
+    /// At start: executions the last daemon left queued or running are finished as
+    /// `interrupted` (never run again). Returns how many.
+    pub async fn recover(&self) -> Result<usize> {
+        self.inner
+            .db
+            .write(|c| {
+                let now = now_unix();
+                c.execute(
+                    "UPDATE programs SET
+                        run_count = run_count + (SELECT count(*) FROM executions e
+                                                 WHERE e.program_id = programs.id AND e.state <> 'finished'),
+                        last_run_status = 'interrupted', last_run_at = ?1
+                     WHERE id IN (SELECT program_id FROM executions WHERE state <> 'finished')",
+                    [now],
+                )?;
+                Ok(c.execute(
+                    "UPDATE executions SET state = 'finished', status = 'interrupted', finished_at = ?1,
+                        message = 'the daemon stopped before the job finished', output_kept = 0,
+                        output_reason = 'the daemon stopped before the job finished'
+                     WHERE state <> 'finished'",
+                    [now],
+                )?)
             })
             .await
     }
 
-    /// Applies `exec.keep-last` and `exec.keep-within` to the history.
+    /// At daemon stop: takes no new job and ends every execution still queued or running
+    /// (status `interrupted`, its record written), waiting up to `within` for their records.
+    pub async fn shutdown(&self, within: Duration) {
+        let n = self.inner.executions.close(Stop::Interrupted);
+        if n == 0 {
+            return;
+        }
+        tracing::info!(
+            executions = n,
+            "ending the executions still queued or running (interrupted)"
+        );
+        let until = tokio::time::Instant::now() + within;
+        while !self.inner.executions.is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.inner.executions.len();
+        if left > 0 {
+            tracing::warn!(
+                executions = left,
+                "executions not recorded by the shutdown timeout; the next start marks them interrupted"
+            );
+        }
+    }
+
+    /// Applies `exec.keep-last` and `exec.keep-within` to the history (finished executions
+    /// only) and `exec.keep-output-within` to the output kept with it. Returns how many
+    /// executions were deleted.
     pub async fn prune(&self) -> Result<usize> {
         let cfg = self.inner.live.get();
         let keep_last = i64::try_from(cfg.exec.keep_last).unwrap_or(i64::MAX);
-        let cutoff = now_unix().saturating_sub(
-            i64::try_from(cfg.exec.keep_within.get().as_secs()).unwrap_or(i64::MAX),
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = now_unix().saturating_sub(secs(cfg.exec.keep_within.get()));
+        let output_cutoff = now_unix().saturating_sub(secs(cfg.exec.keep_output_within.get()));
+        let note = format!(
+            "deleted after exec.keep-output-within ({})",
+            cfg.exec.keep_output_within
         );
         self.inner
             .db
@@ -888,13 +1322,105 @@ impl Executor {
                 let max: Option<i64> =
                     c.query_row("SELECT max(seq) FROM executions", [], |r| r.get(0))?;
                 let floor = max.unwrap_or(0).saturating_sub(keep_last);
+                c.execute(
+                    "UPDATE executions SET output_kept = 0, output_reason = ?2
+                     WHERE id IN (SELECT id FROM execution_output WHERE at < ?1)",
+                    rusqlite::params![output_cutoff, note],
+                )?;
+                c.execute(
+                    "DELETE FROM execution_output WHERE at < ?1
+                        OR id IN (SELECT id FROM executions
+                                  WHERE state = 'finished' AND (seq <= ?2 OR started_at < ?3))",
+                    rusqlite::params![output_cutoff, floor, cutoff],
+                )?;
                 Ok(c.execute(
-                    "DELETE FROM executions WHERE seq <= ?1 OR started_at < ?2",
+                    "DELETE FROM executions WHERE state = 'finished' AND (seq <= ?1 OR started_at < ?2)",
                     rusqlite::params![floor, cutoff],
                 )?)
             })
             .await
     }
+}
+
+/// An execution admitted and not yet finished: its request, what it runs with, and its entry.
+struct Job {
+    req: ExecRequest,
+    policy: Policy,
+    bounds: Bounds,
+    caller: Caller,
+    stream: Option<mpsc::Sender<Chunk>>,
+    live: Arc<Live>,
+    /// When it was submitted (unix seconds).
+    submitted: i64,
+}
+
+/// The result of an execution stopped before it got a slot: nothing ran.
+fn never_started(live: &Live, status: Status) -> ExecResult {
+    ExecResult {
+        id: live.id.clone(),
+        status,
+        exit_code: None,
+        signal: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        truncated: false,
+        wall_ms: 0,
+        cpu_ms: 0,
+        max_rss_kb: 0,
+        message: Some("stopped while queued: it never started".into()),
+        started_at: live.record().started_at,
+        dropped_bytes: 0,
+        memory_limited_by: MemoryLimitedBy::Rlimit,
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("no execution {id}"))
+}
+
+/// The columns `row_record` reads.
+const SELECT: &str = "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
+        exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
+        stderr_bytes, message, memory_limited_by, state, owner, finished_at, output_kept, output_reason
+    FROM executions";
+
+/// A row of `SELECT` as (seq, owner, record).
+fn row_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Record)> {
+    let argv: String = r.get(5)?;
+    let state: String = r.get(22)?;
+    let finished = state == State::Finished.as_str();
+    let reason: String = r.get(26)?;
+    Ok((
+        r.get(0)?,
+        r.get(23)?,
+        Record {
+            id: r.get(1)?,
+            kind: r.get(2)?,
+            program_id: r.get(3)?,
+            label: r.get(4)?,
+            argv: serde_json::from_str(&argv).unwrap_or(serde_json::Value::Null),
+            profile: r.get(6)?,
+            actor: r.get(7)?,
+            client: r.get(8)?,
+            request_id: r.get(9)?,
+            status: finished.then(|| r.get(10)).transpose()?,
+            exit_code: r.get(11)?,
+            signal: r.get(12)?,
+            started_at: rfc3339(r.get(13)?),
+            wall_ms: r.get(14)?,
+            cpu_ms: r.get(15)?,
+            max_rss_kb: r.get(16)?,
+            truncated: r.get(17)?,
+            stdout_bytes: r.get(18)?,
+            stderr_bytes: r.get(19)?,
+            message: r.get(20)?,
+            memory_limited_by: r.get(21)?,
+            state,
+            finished_at: r.get::<_, Option<i64>>(24)?.map(rfc3339),
+            output_kept: r.get(25)?,
+            output_reason: (!reason.is_empty()).then_some(reason),
+        },
+    ))
 }
 
 /// A job on a pseudo-terminal (`Executor::start_terminal`): everything that confines it and
@@ -1022,24 +1548,27 @@ struct Output {
     dropped: u64,
     timed_out: bool,
     overflow: bool,
-    cancelled: bool,
+    /// Ended early: `killed` (its request's cancel), `cancelled` or `interrupted` (its stop).
+    stopped: Option<Status>,
 }
 
-/// Reads the job's stdout and stderr (streamed to `stream` as they come) until both end and
-/// the helper exits, or until the deadline, a cancel or more output than `output_limit`.
+/// Reads the job's stdout and stderr (streamed to `stream` as they come, and kept in `live`
+/// up to its bound) until both end and the helper exits, or until the deadline, a cancel, the
+/// execution's stop or more output than `output_limit`.
 async fn collect_output(
     running: &mut Running,
     output_limit: u64,
     due: tokio::time::Instant,
     stream: Option<mpsc::Sender<Chunk>>,
     cancel: Option<Arc<tokio::sync::Notify>>,
+    live: &Live,
 ) -> Output {
     let deadline = tokio::time::sleep_until(due);
     tokio::pin!(deadline);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let (mut o_done, mut e_done) = (false, false);
-    let (mut timed_out, mut overflow, mut cancelled) = (false, false, false);
+    let (mut timed_out, mut overflow, mut stopped) = (false, false, None);
     let cancel_wait = async {
         match &cancel {
             Some(n) => n.notified().await,
@@ -1047,6 +1576,8 @@ async fn collect_output(
         }
     };
     tokio::pin!(cancel_wait);
+    let stop_wait = live.stopped();
+    tokio::pin!(stop_wait);
     let mut total: u64 = 0;
     let mut dropped: u64 = 0;
     let mut exited = None;
@@ -1065,7 +1596,8 @@ async fn collect_output(
             },
             _ = running.exit.wait(), if exited.is_none() => { exited = Some(()); None },
             _ = &mut deadline => { timed_out = true; break; }
-            _ = &mut cancel_wait => { cancelled = true; break; }
+            _ = &mut cancel_wait => { stopped = Some(Status::Killed); break; }
+            why = &mut stop_wait => { stopped = Some(why.status()); break; }
         };
         let Some((is_out, n)) = chunk else { continue };
         let room = output_limit.saturating_sub(total) as usize;
@@ -1076,6 +1608,7 @@ async fn collect_output(
         } else {
             err.extend_from_slice(bytes)
         }
+        live.push(!is_out, bytes);
         total += n as u64;
         if let Some(tx) = &stream
             && take > 0
@@ -1104,7 +1637,7 @@ async fn collect_output(
         dropped,
         timed_out,
         overflow,
-        cancelled,
+        stopped,
     }
 }
 
@@ -1127,8 +1660,8 @@ fn classify(
         (Status::SandboxError, None, None)
     } else if output.timed_out {
         (Status::Timeout, None, Some("SIGKILL".to_owned()))
-    } else if output.cancelled {
-        (Status::Killed, None, Some("SIGKILL".to_owned()))
+    } else if let Some(status) = output.stopped {
+        (status, None, Some("SIGKILL".to_owned()))
     } else if output.overflow {
         (Status::OutputLimit, None, Some("SIGKILL".to_owned()))
     } else if report.kind == ReportKind::Signal {
@@ -1168,27 +1701,38 @@ fn runtime_headroom(sandbox: &crate::config::SandboxConfig, argv: &[String]) -> 
         .map_or(0, |b| b.bytes())
 }
 
-/// The history listing's SQL: with `program_id`, a walk down `executions_program
-/// (program_id, seq)` from the cursor; without, down the table itself.
+/// The history listing's SQL: with a program, a walk down `executions_program (program_id,
+/// seq)` from the cursor; with an owner (a caller who is not admin), down `executions_owner
+/// (owner, seq)`; else down the table itself. The other filters are checked on the way.
 fn history_query(
-    program_id: Option<String>,
+    f: &Filter,
     before: Option<i64>,
     take: i64,
 ) -> (String, Vec<rusqlite::types::Value>) {
     let mut w = crate::store::db::Conditions::default();
-    if let Some(p) = program_id {
-        w.add("program_id =", p);
+    if let Some(p) = &f.program_id {
+        w.add("program_id =", p.clone());
+    }
+    if let Some(o) = &f.owner {
+        w.add("owner =", o.clone());
+    }
+    if let Some(s) = f.state {
+        w.add("state =", s.as_str().to_owned());
+    }
+    if let Some(a) = &f.actor {
+        w.add("actor =", a.clone());
+    }
+    if let Some(t) = f.since {
+        w.add("started_at >=", t);
+    }
+    if let Some(t) = f.until {
+        w.add("started_at <=", t);
     }
     if let Some(b) = before {
         w.add("seq <", b);
     }
     let (filter, limit, args) = w.finish(take);
-    let sql = format!(
-        "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
-                exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
-                stderr_bytes, message, memory_limited_by
-         FROM executions {filter} ORDER BY seq DESC LIMIT ?{limit}"
-    );
+    let sql = format!("{SELECT} {filter} ORDER BY seq DESC LIMIT ?{limit}");
     (sql, args)
 }
 
@@ -1259,7 +1803,11 @@ mod tests {
     async fn one_programs_history_walks_its_index() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
-        let (sql, args) = history_query(Some("p1".into()), Some(40), 101);
+        let filter = Filter {
+            program_id: Some("p1".into()),
+            ..Filter::default()
+        };
+        let (sql, args) = history_query(&filter, Some(40), 101);
         let plan = db
             .write(move |c| Ok(crate::store::db::query_plan(c, &sql, args)?))
             .await

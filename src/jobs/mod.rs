@@ -1,10 +1,12 @@
-//! Work run on the host's behalf: [`exec`] queues, limits and records jobs; [`runtimes`] says
-//! which interpreters jobs can run here; [`terminals`] are
+//! Work run on the host's behalf: [`exec`] queues, limits and records jobs, and
+//! [`executions`] holds those in progress for their owners; [`runtimes`] says which
+//! interpreters jobs can run here; [`terminals`] are
 //! interactive jobs on a pseudo-terminal that clients attach to; [`sandbox`] is the
 //! confinement every job runs in (policy as data, spawn, the zygote, the helper that builds
 //! it, seccomp, network, cgroups).
 
 pub mod exec;
+pub mod executions;
 pub mod runtimes;
 pub mod sandbox;
 pub mod terminals;

@@ -286,6 +286,27 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL,
         used_at     INTEGER
     ) STRICT;",
+    // 15: every execution has a row from its submission (`state` queued, running, finished;
+    // `status` is '' until it is finished), the owner key of the token that started it (the
+    // rule of terminal sessions; '' for rows from before, which only admin sees), when it
+    // finished, and its stdout and stderr kept in `execution_output` (bounded by
+    // `exec.keep-output-size`, for `exec.keep-output-within`) or why not.
+    "ALTER TABLE executions ADD COLUMN state TEXT NOT NULL DEFAULT 'finished'
+        CHECK (state IN ('queued', 'running', 'finished'));
+    ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN finished_at INTEGER;
+    ALTER TABLE executions ADD COLUMN output_kept INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN output_reason TEXT NOT NULL DEFAULT '';
+    UPDATE executions SET output_reason = 'recorded before outputs were kept';
+    CREATE INDEX executions_owner ON executions(owner, seq);
+    CREATE INDEX executions_unfinished ON executions(state) WHERE state <> 'finished';
+    CREATE TABLE execution_output (
+        id     TEXT PRIMARY KEY NOT NULL,
+        at     INTEGER NOT NULL,
+        stdout BLOB NOT NULL,
+        stderr BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX execution_output_at ON execution_output(at);",
 ];
 
 /// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
@@ -379,10 +400,25 @@ const SCHEMA: &str = "
         stdout_bytes INTEGER NOT NULL,
         stderr_bytes INTEGER NOT NULL,
         message      TEXT NOT NULL,
-        memory_limited_by TEXT NOT NULL DEFAULT ''
+        memory_limited_by TEXT NOT NULL DEFAULT '',
+        state        TEXT NOT NULL DEFAULT 'finished'
+            CHECK (state IN ('queued', 'running', 'finished')),
+        owner        TEXT NOT NULL DEFAULT '',
+        finished_at  INTEGER,
+        output_kept  INTEGER NOT NULL DEFAULT 0,
+        output_reason TEXT NOT NULL DEFAULT ''
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);
+    CREATE INDEX executions_owner ON executions(owner, seq);
+    CREATE INDEX executions_unfinished ON executions(state) WHERE state <> 'finished';
+    CREATE TABLE execution_output (
+        id     TEXT PRIMARY KEY NOT NULL,
+        at     INTEGER NOT NULL,
+        stdout BLOB NOT NULL,
+        stderr BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX execution_output_at ON execution_output(at);
     CREATE TABLE files (
         path         TEXT PRIMARY KEY NOT NULL,
         blob         TEXT NOT NULL UNIQUE,
@@ -506,6 +542,18 @@ type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// may have left part of its changes behind (then the whole group is rolled back).
 type Job = Box<dyn FnOnce(&Connection) -> (Completion, bool) + Send>;
 
+/// The outcome of a write handed to the writer by [`Db::write_queued`].
+pub struct Queued<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Queued<T> {
+    /// Resolves once the write committed (or failed).
+    pub async fn outcome(self) -> Result<T> {
+        self.0
+            .await
+            .map_err(|_| Error::Unavailable("the database writer stopped".into()))?
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -628,7 +676,30 @@ impl Db {
         .await
     }
 
+    /// Like `write`, but `f` is handed to the writer before this returns: writes queued one
+    /// after another commit in that order, whether and whenever their outcome is awaited
+    /// (dropping the returned [`Queued`] leaves the write to happen). For a write that must
+    /// come before a later one without making its caller wait for the commit.
+    pub fn write_queued<T, F>(&self, f: F) -> Result<Queued<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_job(move |conn| (run_in_savepoint(conn, f), false), |_| {})
+            .map(Queued)
+    }
+
     async fn run_job<T, F, C>(&self, f: F, committed: C) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> (Result<T>, bool) + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        Queued(self.queue_job(f, committed)?).outcome().await
+    }
+
+    /// Hands `f` to the writer; the receiver gets its outcome once its group committed.
+    fn queue_job<T, F, C>(&self, f: F, committed: C) -> Result<oneshot::Receiver<Result<T>>>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> (Result<T>, bool) + Send + 'static,
@@ -651,9 +722,7 @@ impl Db {
             (done, broke)
         });
         self.submit(job)?;
-        reply_rx
-            .await
-            .map_err(|_| Error::Unavailable("the database writer stopped".into()))?
+        Ok(reply_rx)
     }
 
     fn submit(&self, job: Job) -> Result<()> {

@@ -87,6 +87,8 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     pub limits: RequestLimits,
     pub profile: Option<String>,
+    /// Who may see the execution besides admin ([`ExecRequest::owner`]).
+    pub owner: String,
 }
 
 #[derive(Default)]
@@ -912,36 +914,35 @@ impl Programs {
         caller: &Caller,
         stream: Option<mpsc::Sender<Chunk>>,
     ) -> Result<ExecResult> {
-        let job = self.job(id, req.args).await?;
-        let cancel = Arc::new(Notify::new());
-        let run = self.inner.next_run.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut map = self
-                .inner
-                .active
-                .lock()
-                .map_err(|_| Error::Internal("running set poisoned".into()))?;
-            let a = map.entry(id.to_owned()).or_default();
-            if a.deleting {
-                return Err(not_found(id));
-            }
-            a.runs.insert(run, cancel.clone());
-        }
-        let _guard = RunGuard {
-            inner: &self.inner,
-            id: id.to_owned(),
-            run,
-        };
-        let exec_req = ExecRequest {
+        let job = self.run_job(id, req).await?;
+        // The executor records the run and the program's counters in one transaction.
+        self.inner.exec.run(job, caller, stream).await
+    }
+
+    /// Queues a run of the program in the background (`wait: false`); see [`Programs::run`].
+    pub async fn submit(
+        &self,
+        id: &str,
+        req: RunRequest,
+        caller: &Caller,
+    ) -> Result<crate::jobs::exec::Record> {
+        let job = self.run_job(id, req).await?;
+        self.inner.exec.submit(job, caller).await
+    }
+
+    /// The job of a run of program `id`, registered as a run of it for as long as the job
+    /// lives (its `hold`), waited for or not: deleting the program sees it.
+    async fn run_job(&self, id: &str, req: RunRequest) -> Result<ExecRequest> {
+        let (job, hold) = self.session_job(id, req.args).await?;
+        Ok(ExecRequest {
             stdin: req.stdin,
             timeout: req.timeout,
             limits: req.limits,
             profile: req.profile,
-            cancel: Some(cancel),
+            owner: req.owner,
+            hold: Some(Arc::new(hold)),
             ..job
-        };
-        // The executor records the run and the program's counters in one transaction.
-        self.inner.exec.run(exec_req, caller, stream).await
+        })
     }
 
     /// The job of a terminal session of program `id` (see [`Programs::job`]), registered as
@@ -1005,18 +1006,22 @@ impl Programs {
         })
     }
 
-    /// A program's run history.
+    /// A program's run history; with `owner`, only that owner's runs (a caller who is not
+    /// admin sees its own runs, as with every execution).
     pub async fn runs(
         &self,
         id: &str,
+        owner: Option<String>,
         limit: usize,
         cursor: Option<String>,
     ) -> Result<crate::jobs::exec::Page> {
         self.get(id).await?;
-        self.inner
-            .exec
-            .list(Some(id.to_owned()), limit, cursor)
-            .await
+        let filter = crate::jobs::exec::Filter {
+            program_id: Some(id.to_owned()),
+            owner,
+            ..Default::default()
+        };
+        self.inner.exec.list(filter, limit, cursor).await
     }
 
     /// Removes program directories without a database row (a crash between the rename into

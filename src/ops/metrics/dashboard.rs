@@ -130,7 +130,8 @@ const RECENT: i64 = 10;
 fn recent(c: &rusqlite::Connection) -> Result<Activity> {
     let executions = c
         .prepare(
-            "SELECT id, kind, label, status, started_at, wall_ms FROM executions ORDER BY seq DESC LIMIT ?1",
+            "SELECT id, kind, label, CASE WHEN state = 'finished' THEN status ELSE state END, started_at, wall_ms
+             FROM executions ORDER BY seq DESC LIMIT ?1",
         )?
         .query_map([RECENT], |r| {
             Ok(RecentExecution {

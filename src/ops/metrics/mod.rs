@@ -35,7 +35,7 @@ pub use sampler::{Sample, load_history, run as run_sampler};
 /// The `status` label of `localhostd_executions_total`: how a job can end, registered up front
 /// so every series exists before the first job. The list lives with the metric so that metrics
 /// names no job type; `jobs::exec` tests that it is exactly its statuses.
-pub const EXECUTION_STATUSES: [&str; 8] = [
+pub const EXECUTION_STATUSES: [&str; 10] = [
     "ok",
     "nonzero_exit",
     "timeout",
@@ -44,6 +44,8 @@ pub const EXECUTION_STATUSES: [&str; 8] = [
     "output_limit",
     "killed",
     "sandbox_error",
+    "cancelled",
+    "interrupted",
 ];
 
 /// Why terminal sessions end, as `localhostd_terminals_ended_total{reason}` labels (a fixed
@@ -470,7 +472,8 @@ impl Metrics {
     pub fn execution_finished(&self, status: &str, wall: Duration) {
         self.inner.executions.with_label_values(&[status]).inc();
         self.inner.exec_duration.observe(wall.as_secs_f64());
-        if status != "ok" {
+        // A job its owner cancelled did not fail.
+        if status != "ok" && status != "cancelled" {
             self.inner.failed_executions.fetch_add(1, Ordering::Relaxed);
         }
     }
