@@ -3,7 +3,7 @@
 // the execution history (GET /api/v1/executions, newest first, paged). Its options add mounts,
 // outputs and inline files (the result then shows the outputs report) and a run in the
 // background (`wait: false`: the job is followed on the Jobs page).
-import { STATUS_TEXT, statusKind, statusBadge, decodeOutput, runOptions, backgroundBox, startedInBackground, showOutputs } from "../jobs.js";
+import { STATUS_TEXT, statusKind, statusBadge as badgeOf, decodeOutput, runOptions, backgroundBox, startedInBackground, showOutputs } from "../jobs.js";
 
 /** Output chunk text: as is for utf-8, decoded (invalid bytes replaced) for base64. */
 function chunkText(chunk) {
@@ -300,7 +300,7 @@ export default {
                     h("span", { class: "mono" }, isCommand(e) ? commandOf(e) : e.label),
                   ),
               },
-              { label: "Status", value: (e) => statusBadge(e.status || e.state) },
+              { label: "Status", value: (e) => badgeOf(e.status || e.state) },
               { label: "Exit", class: "num", value: (e) => (e.exit_code === null || e.exit_code === undefined ? e.signal || "–" : String(e.exit_code)) },
               { label: "Duration", class: "num", value: (e) => ui.formatDuration(e.wall_ms) },
               { label: "By", value: (e) => e.actor },
