@@ -1,7 +1,7 @@
 """Jobs on the user's data (issue 27): the runtimes on the programs page match the API and the
 host; a command run in the background from the console is listed on the Jobs page, its output
-followed live, and a long one cancelled; a run with an output folder and an inline file shows
-the committed file, linked to the Files page."""
+followed live, and a long one cancelled; a run with a mounted folder, an inline file and an
+output folder shows the committed file, linked to the Files page."""
 
 import os
 import re
@@ -122,9 +122,15 @@ def test_a_background_command_is_followed_and_cancelled_on_the_jobs_page(page):
 
 def test_a_run_with_an_output_folder_lists_the_committed_file(page):
     page.ensure_logged_in()
+    page.daemon.request("PUT", "/api/v1/files/ui-in/words.txt", b"mounted words\n",
+                        headers={"Content-Type": "application/octet-stream"})
     page.open("/console", "console")
-    page.set_value("command", "mkdir -p out && tr a-z A-Z < note.txt > out/shout.txt && cat out/shout.txt", exact=True)
+    page.set_value("command", "mkdir -p out && cat note.txt /data/words.txt | tr a-z A-Z > out/shout.txt"
+                   " && cat out/shout.txt", exact=True)
     open_run_options(page)
+    page.click(page.button("add a mount"))
+    page.js("document.querySelector('[data-test=mount-source]').value = 'ui-in/'")
+    page.js("document.querySelector('[data-test=mount-at]').value = '/data'")
     page.click(page.button("add a file"))
     page.js("document.querySelector('[data-test=file-name]').value = 'note.txt'")
     page.js("document.querySelector('[data-test=file-content]').value = 'inline words\\n'")
@@ -135,12 +141,14 @@ def test_a_run_with_an_output_folder_lists_the_committed_file(page):
     wait_unless_refused(page, lambda: "INLINE WORDS" in page.js(
         "const o = document.querySelector('[role=log]'); return o ? o.textContent : ''"),
         "the job's output")
+    assert "MOUNTED WORDS" in page.js("return document.querySelector('[role=log]').textContent")
     report = page.wait(lambda: text_of(page, "[data-test=outputs-report]") or None, "the outputs report", timeout=60)
     assert "committed" in report, report
     link = page.link("ui-results/run-1/shout.txt")
     assert link.get_attribute("href").endswith("/files?path=ui-results%2Frun-1%2F"), link.get_attribute("href")
     status, body = page.daemon.request("GET", "/api/v1/files/ui-results/run-1/shout.txt", raw=True)
-    assert status == 200 and body == b"INLINE WORDS\n", (status, body)
+    assert status == 200 and body == b"INLINE WORDS\nMOUNTED WORDS\n", (status, body)
+    page.screenshot("console-outputs")
     page.click(link)
     page.wait_ready("files")
     page.text("shout.txt")
