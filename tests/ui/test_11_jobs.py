@@ -152,3 +152,28 @@ def test_a_run_with_an_output_folder_lists_the_committed_file(page):
     page.click(link)
     page.wait_ready("files")
     page.text("shout.txt")
+
+
+def test_a_program_run_in_the_background_and_its_output_from_the_run_history(page):
+    page.ensure_logged_in()
+    prog = page.daemon.request("POST", "/api/v1/programs?name=bg-prog.sh",
+                               b'#!/bin/sh\necho "prog-out-$1"\necho "prog-err" >&2\n',
+                               headers={"Content-Type": "application/octet-stream"})
+    page.open(f"/programs?id={prog['id']}", "programs")
+    page.set_value("arguments, one per line", "bg")
+    page.click(page.field("run in the background"))
+    page.click(page.button("run", exact=True))
+    wait_unless_refused(page, lambda: page.find("link", "follow it on the jobs page"), "the background run started")
+    page.click(page.link("follow it on the jobs page"))
+    page.wait_ready("jobs")
+    page.wait(lambda: "prog-out-bg" in text_of(page, "[data-test=job-output]")
+              and "prog-err" in text_of(page, "[data-test=job-output]"), "the run's output", timeout=60)
+    page.wait(lambda: "finished" in text_of(page, "[data-test=job-state]"), "the run finished", timeout=60)
+    page.link("bg-prog.sh")  # the detail names the program, linked to its page
+
+    # The program's run history opens each run's output.
+    page.open(f"/programs?id={prog['id']}", "programs")
+    page.click(page.link("show output"))
+    page.wait_ready("jobs")
+    page.wait(lambda: "prog-out-bg" in text_of(page, "[data-test=job-output]"), "the stored output", timeout=30)
+    page.check("jobs-program-run")

@@ -510,8 +510,8 @@ async function mountDetails(wrap, ctx, id, cleanups) {
           { label: "Duration", value: (r) => formatDuration(r.wall_ms), class: "num" },
           {
             label: "Output",
-            value: (r) => h("a", { href: `/jobs?id=${encodeURIComponent(r.id)}`, "on:click": go(ctx, `/jobs?id=${encodeURIComponent(r.id)}`), "aria-label": `Output of the run started ${formatTime(r.started_at)}` },
-              r.status ? `${formatBytes(r.stdout_bytes)} out, ${formatBytes(r.stderr_bytes)} err` : (r.state || "running")),
+            value: (r) => h("a", { href: `/jobs?id=${encodeURIComponent(r.id)}`, "on:click": go(ctx, `/jobs?id=${encodeURIComponent(r.id)}`), "data-test": "run-output-link" },
+              r.status ? `Show output (${formatBytes(r.stdout_bytes)} out, ${formatBytes(r.stderr_bytes)} err)` : `Follow output (${r.state || "running"})`),
           },
           { label: "By", value: (r) => r.actor },
         ],
