@@ -23,7 +23,9 @@ use super::extract::Json;
 use super::extract::Requester;
 use super::terminals::viewer_of;
 use crate::api::state::AppState;
-use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, Filter, OutputSource, Record, RequestLimits, View};
+use crate::jobs::exec::{
+    Chunk, ExecRequest, ExecResult, Filter, OutputSource, Record, RequestLimits, View,
+};
 use crate::jobs::executions::State as ExecState;
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -345,8 +347,16 @@ pub async fn list(
         program_id: q.program,
         state: exec_state,
         actor: q.actor,
-        since: q.since.as_deref().map(|t| parse_time(t, "since")).transpose()?,
-        until: q.until.as_deref().map(|t| parse_time(t, "until")).transpose()?,
+        since: q
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, "since"))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, "until"))
+            .transpose()?,
         owner: (!viewer.admin).then_some(viewer.owner),
     };
     let page = state.exec.list(filter, limit, q.cursor).await?;

@@ -22,8 +22,8 @@ use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
     Sandbox, Terminal, TerminalSize, WarmSandbox,
 };
-use crate::store::audit::{self, Caller};
 use crate::jobs::terminals::Viewer;
+use crate::store::audit::{self, Caller};
 use crate::store::db::Db;
 use crate::util::paging;
 use crate::util::time::{now_unix, rfc3339};
@@ -844,7 +844,11 @@ impl Executor {
                 record.truncated = r.truncated;
                 record.stdout_bytes = r.stdout.len() as i64;
                 record.stderr_bytes = r.stderr.len() as i64;
-                record.message = r.message.clone().unwrap_or_default();
+                record.message = match (&r.message, r.status) {
+                    (Some(m), _) => m.clone(),
+                    (None, Status::Interrupted) => "the daemon stopped while it ran".into(),
+                    (None, _) => String::new(),
+                };
                 record.memory_limited_by = r.memory_limited_by.as_str().to_owned();
             }
             Err(e) => {
@@ -1126,12 +1130,7 @@ impl Executor {
     }
 
     /// The history, newest first, narrowed by `filter`.
-    pub async fn list(
-        &self,
-        filter: Filter,
-        limit: usize,
-        cursor: Option<String>,
-    ) -> Result<Page> {
+    pub async fn list(&self, filter: Filter, limit: usize, cursor: Option<String>) -> Result<Page> {
         let before = paging::parse_seq_cursor(cursor.as_deref(), 'e')?;
         let rows = self
             .inner
@@ -1797,6 +1796,196 @@ mod tests {
     fn the_executions_metric_lists_every_status() {
         let ours: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(ours, crate::ops::metrics::EXECUTION_STATUSES);
+    }
+
+    /// An executor on the database at `path` (no job runs: the sandbox binary is absent).
+    fn executor(dir: &std::path::Path, db: &Db, cfg: crate::config::Config) -> Executor {
+        let live = Arc::new(LiveConfig::new(cfg));
+        let sandbox = Sandbox::start(std::path::PathBuf::from("/nonexistent/localhostd")).unwrap();
+        let metrics =
+            crate::ops::metrics::Metrics::new(db.clone(), live.clone(), dir.to_owned()).unwrap();
+        Executor::new(sandbox, db.clone(), live, None, metrics)
+    }
+
+    fn admin() -> Viewer {
+        Viewer {
+            owner: "token:admin".into(),
+            admin: true,
+        }
+    }
+
+    fn owner(o: &str) -> Viewer {
+        Viewer {
+            owner: o.into(),
+            admin: false,
+        }
+    }
+
+    /// A schema-14 database: its runs stay listed, finished, with no owner (only admin sees
+    /// them) and no kept output, saying why; runs recorded after the migration keep theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_15_keeps_the_history_finished_and_owned_by_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        crate::store::db::database_at_schema(
+            &p,
+            14,
+            "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id,
+                status, exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated,
+                stdout_bytes, stderr_bytes, message, memory_limited_by)
+             VALUES ('00000000000000aa', 'command', NULL, 'echo hi', '[\"echo\",\"hi\"]', 'default',
+                'old', '127.0.0.1', 'r1', 'ok', 0, NULL, 1700000000, 5, 1, 1000, 0, 3, 0, '', 'cgroup');",
+        );
+        let db = Db::open(&p, 1).unwrap();
+        let exec = executor(dir.path(), &db, crate::config::Config::default());
+        let v = exec.get("00000000000000aa", &admin()).await.unwrap();
+        assert_eq!(v.record.state, "finished");
+        assert_eq!(v.record.status.as_deref(), Some("ok"));
+        assert_eq!(v.record.argv, serde_json::json!(["echo", "hi"]));
+        assert!(!v.record.output_kept);
+        assert_eq!(
+            v.record.output_reason.as_deref(),
+            Some("recorded before outputs were kept")
+        );
+        assert!(v.stdout.is_empty());
+        assert!(matches!(
+            exec.get("00000000000000aa", &owner("token:t1")).await,
+            Err(Error::NotFound(_))
+        ));
+        let mine = Filter {
+            owner: Some("token:t1".into()),
+            ..Filter::default()
+        };
+        assert!(exec.list(mine, 10, None).await.unwrap().items.is_empty());
+        let all = exec.list(Filter::default(), 10, None).await.unwrap();
+        assert_eq!(all.items.len(), 1);
+        db.close();
+    }
+
+    /// Rows the last daemon left queued or running are finished as `interrupted` at start,
+    /// their program's counters with them; finished rows are left alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_marks_what_was_in_progress_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
+        db.write(|c| {
+            c.execute_batch(
+                "INSERT INTO programs(id, name, kind, files, size, sha256, created_at, run_count)
+                     VALUES ('p1', 'x.py', 'file', '[]', 1, '', 1, 4);
+                 INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client,
+                     request_id, status, started_at, wall_ms, cpu_ms, max_rss_kb, truncated,
+                     stdout_bytes, stderr_bytes, message, state, owner)
+                 VALUES ('0000000000000001', 'program', 'p1', 'x.py', '[]', 'default', 'a', '', '', '',
+                         10, 0, 0, 0, 0, 0, 0, '', 'running', 'token:t1'),
+                        ('0000000000000002', 'command', NULL, 'true', '[]', 'default', 'a', '', '', '',
+                         10, 0, 0, 0, 0, 0, 0, '', 'queued', 'token:t1'),
+                        ('0000000000000003', 'command', NULL, 'true', '[]', 'default', 'a', '', '', 'ok',
+                         10, 0, 0, 0, 0, 0, 0, '', 'finished', 'token:t1');",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let exec = executor(dir.path(), &db, crate::config::Config::default());
+        assert_eq!(exec.recover().await.unwrap(), 2);
+        assert_eq!(exec.recover().await.unwrap(), 0);
+        let mine = owner("token:t1");
+        for id in ["0000000000000001", "0000000000000002"] {
+            let r = exec.get(id, &mine).await.unwrap().record;
+            assert_eq!(r.state, "finished", "{r:?}");
+            assert_eq!(r.status.as_deref(), Some("interrupted"), "{r:?}");
+            assert!(!r.output_kept && r.finished_at.is_some(), "{r:?}");
+        }
+        let r = exec.get("0000000000000003", &mine).await.unwrap().record;
+        assert_eq!(r.status.as_deref(), Some("ok"));
+        let (count, last): (i64, String) = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT run_count, last_run_status FROM programs WHERE id = 'p1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, last.as_str()), (5, "interrupted"));
+        let filter = Filter {
+            state: Some(State::Finished),
+            owner: Some("token:t1".into()),
+            ..Filter::default()
+        };
+        assert_eq!(exec.list(filter, 10, None).await.unwrap().items.len(), 3);
+        db.close();
+    }
+
+    /// Kept output goes after `exec.keep-output-within` (the row says so) and with its row
+    /// after `exec.keep-last`; rows still in progress are never pruned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_deletes_old_output_and_old_rows_but_not_unfinished_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 1).unwrap();
+        let now = now_unix();
+        db.write(move |c| {
+            for (i, state, at) in [
+                (1, "queued", now - 100),
+                (2, "finished", now - 100),
+                (3, "finished", now - 10 * 86400),
+                (4, "finished", now),
+                (5, "finished", now),
+            ] {
+                let id = format!("{i:016x}");
+                c.execute(
+                    "INSERT INTO executions(id, kind, label, argv, profile, actor, client, request_id,
+                         status, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
+                         stderr_bytes, message, state, owner, output_kept)
+                     VALUES (?1, 'command', 'x', '[]', 'default', 'a', '', '', 'ok', ?2, 0, 0, 0, 0, 1, 0,
+                             '', ?3, 'token:t', 1)",
+                    rusqlite::params![id, at, state],
+                )?;
+                c.execute(
+                    "INSERT INTO execution_output(id, at, stdout, stderr) VALUES (?1, ?2, x'41', x'')",
+                    rusqlite::params![id, at],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.exec.keep_last = 3;
+        let exec = executor(dir.path(), &db, cfg);
+        // keep-last 3 of max seq 5: seq 1 and 2 go, but 1 is queued; 3 keeps its row (within
+        // 30 days) but not its output (older than 7 days).
+        assert_eq!(exec.prune().await.unwrap(), 1);
+        let v = owner("token:t");
+        assert!(matches!(
+            exec.get(&format!("{:016x}", 2), &v).await,
+            Err(Error::NotFound(_))
+        ));
+        let queued = exec.get(&format!("{:016x}", 1), &v).await.unwrap();
+        assert_eq!(queued.stdout, b"A");
+        let old = exec.get(&format!("{:016x}", 3), &v).await.unwrap();
+        assert!(
+            !old.record.output_kept && old.stdout.is_empty(),
+            "{:?}",
+            old.record
+        );
+        assert!(
+            old.record
+                .output_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("exec.keep-output-within")),
+            "{:?}",
+            old.record
+        );
+        let fresh = exec.get(&format!("{:016x}", 5), &v).await.unwrap();
+        assert!(fresh.record.output_kept && fresh.stdout == b"A");
+        let outputs: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM execution_output", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(outputs, 3);
+        db.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,7 +166,10 @@ impl Live {
     pub fn read_from(&self, next: usize) -> (Vec<Piece>, Option<Record>) {
         let log = lock(&self.log);
         (
-            log.pieces.get(next..).map(<[Piece]>::to_vec).unwrap_or_default(),
+            log.pieces
+                .get(next..)
+                .map(<[Piece]>::to_vec)
+                .unwrap_or_default(),
             log.done.clone(),
         )
     }

@@ -59,6 +59,7 @@ mod config_cli;
 mod deadline;
 mod durability;
 mod exec;
+mod executions;
 mod files;
 mod init_fds;
 mod kv;
