@@ -17,6 +17,7 @@ mod programs;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
+mod runtimes;
 pub mod server;
 mod session;
 pub mod state;

@@ -25,8 +25,8 @@ use super::access::{Access, CSRF_HEADER, SESSION_COOKIE};
 use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
 use super::{
-    audit, backups, data, exec, files, health, metrics, programs, session, system, terminals,
-    tokens, ws,
+    audit, backups, data, exec, files, health, metrics, programs, runtimes, session, system,
+    terminals, tokens, ws,
 };
 
 #[derive(OpenApi)]
@@ -77,6 +77,7 @@ use super::{
         programs::archive,
         programs::run,
         programs::runs,
+        runtimes::list,
         data::list,
         data::post,
         data::batch,
@@ -395,6 +396,12 @@ pub struct ProgramForm {
 #[derive(Serialize, ToSchema)]
 pub struct StoredFiles {
     pub items: Vec<crate::store::files::FileMeta>,
+}
+
+/// The runtimes of `GET /api/v1/runtimes`.
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeList {
+    pub items: Vec<crate::jobs::runtimes::Runtime>,
 }
 
 /// A key's value and version (`value` absent with `?keys_only=true`).

@@ -8,8 +8,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use super::access::Access;
 use super::ratelimit::Class;
 use super::{
-    audit, backups, data, exec, files, health, metrics, openapi, programs, session, system,
-    terminals, tokens, ui, ws,
+    audit, backups, data, exec, files, health, metrics, openapi, programs, runtimes, session,
+    system, terminals, tokens, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -461,6 +461,14 @@ pub fn table() -> Vec<Route> {
             read,
             Class::Read,
             get(programs::runs),
+        ),
+        // What jobs can run here (the interpreters of programs.runtimes).
+        r(
+            Method::GET,
+            "/api/v1/runtimes",
+            read,
+            Class::Read,
+            get(runtimes::list),
         ),
         // Terminal sessions (jobs on a pseudo-terminal); every route needs `exec`, and a
         // caller sees only its own sessions (admin: all). Creating one is a job start (the exec

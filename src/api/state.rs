@@ -59,6 +59,8 @@ pub struct Services {
     pub files: Files,
     /// Stored programs (`/api/v1/programs`), under the state directory's `programs/`.
     pub programs: Programs,
+    /// What jobs can run here (`/api/v1/runtimes`); versions asked once per config.
+    pub runtimes: crate::jobs::runtimes::Runtimes,
     /// Host and application metrics, history and alerts (`/metrics`, the dashboard).
     pub metrics: Metrics,
     /// Backups (`/api/v1/backups`); shares its blob pins with `files` and `programs`.
@@ -119,6 +121,7 @@ impl AppState {
             let programs = of.clone();
             Box::pin(async move { programs.view(&id).await })
         }));
+        let runtimes = crate::jobs::runtimes::Runtimes::new(live.clone());
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
         Ok(AppState(Arc::new(Services {
@@ -133,6 +136,7 @@ impl AppState {
             exec,
             files,
             programs,
+            runtimes,
             metrics,
             backups,
             terminals,

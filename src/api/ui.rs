@@ -33,6 +33,7 @@ pub const PAGES: &[&str] = &[
     "/files",
     "/programs",
     "/console",
+    "/jobs",
     "/terminal",
     "/admin",
 ];

@@ -1931,7 +1931,12 @@ mod tests {
         let sandbox = Sandbox::start(std::path::PathBuf::from("/nonexistent/localhostd")).unwrap();
         let metrics =
             crate::ops::metrics::Metrics::new(db.clone(), live.clone(), dir.to_owned()).unwrap();
-        Executor::new(sandbox, db.clone(), live, None, metrics)
+        let pins = Arc::new(crate::store::pins::BlobPins::default());
+        let files =
+            crate::store::files::Files::new(db.clone(), live.clone(), dir.join("files"), pins);
+        let views = crate::store::views::Views::open(dir.join("mounts"), files.clone()).unwrap();
+        let data = crate::jobs::data::Data::new(files, views, live.clone());
+        Executor::new(sandbox, db.clone(), live, None, metrics, data)
     }
 
     fn admin() -> Viewer {

@@ -21,6 +21,7 @@ use crate::config::{LiveConfig, ProgramsConfig};
 use crate::error::{Error, Result};
 use crate::jobs::data::{JobData, MountSource, MountSpec};
 use crate::jobs::exec::{Chunk, ExecRequest, ExecResult, Executor, RequestLimits};
+use crate::jobs::runtimes;
 use crate::store::audit::{self, Caller};
 use crate::store::db::Db;
 use crate::store::pins::BlobPins;
@@ -34,8 +35,6 @@ pub const INSIDE: &str = "/program";
 /// Entries written past this size must keep within `programs.max-ratio` (small files compress
 /// far better than any sane ratio, so the ratio only matters for large outputs).
 const RATIO_GRACE: u64 = 1 << 20;
-/// Directories searched for a runtime named without a path (what jobs see as PATH).
-const SEARCH_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 /// Candidate main files, in order of preference.
 const MAIN_NAMES: &[&str] = &["main.py", "__main__.py", "main.sh", "index.js", "main.js"];
 
@@ -524,18 +523,47 @@ fn detect_main(dir: &Path, files: &[FileEntry], asked: Option<&str>) -> Result<O
     Ok(None)
 }
 
-fn find_interpreter(name: &str) -> Option<String> {
-    let usable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.starts_with('/') {
-        return usable(Path::new(name)).then(|| name.to_owned());
+/// How a main file runs, or why it cannot.
+enum HowToRun {
+    /// The argv prefix and the runtime's name.
+    Ready(Vec<String>, String),
+    /// Its extension names a runtime this host lacks (an upload is refused).
+    Missing(String),
+    /// Nothing says how: no runtime for its extension, no `#!` line, not ELF.
+    Unknown(String),
+}
+
+fn how_to_run(dir: &Path, main: &ProgramPath, cfg: &ProgramsConfig) -> HowToRun {
+    let inside = format!("{INSIDE}/{main}");
+    let head = stored_head(dir, main);
+    if is_elf(&head) {
+        return HowToRun::Ready(vec![inside], "elf".into());
     }
-    SEARCH_PATH
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| usable(p))
-        .map(|p| p.display().to_string())
+    let ext = Path::new(main.as_str())
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if let Some((e, interp)) = ext
+        .as_deref()
+        .and_then(|e| cfg.runtimes.get(e).map(|i| (e, i)))
+    {
+        return match runtimes::locate(interp) {
+            Ok(path) => HowToRun::Ready(vec![path, inside], interp.clone()),
+            Err(why) => HowToRun::Missing(format!(
+                "the runtime {interp:?} for .{e} files is not available on this host: {why}"
+            )),
+        };
+    }
+    if is_shebang(&head) {
+        return HowToRun::Ready(vec![inside], "shebang".into());
+    }
+    HowToRun::Unknown(format!(
+        "cannot tell how to run {main:?}: no #! line, not an ELF executable, and no interpreter for {} in programs.runtimes",
+        match ext {
+            Some(e) => format!(".{e} files"),
+            None => "files without an extension".into(),
+        }
+    ))
 }
 
 /// How to start `main`: the argv prefix and the runtime's name.
@@ -544,34 +572,10 @@ fn resolve_runtime(
     main: &ProgramPath,
     cfg: &ProgramsConfig,
 ) -> Result<(Vec<String>, String)> {
-    let inside = format!("{INSIDE}/{main}");
-    let head = stored_head(dir, main);
-    if is_elf(&head) {
-        return Ok((vec![inside], "elf".into()));
+    match how_to_run(dir, main, cfg) {
+        HowToRun::Ready(argv, name) => Ok((argv, name)),
+        HowToRun::Missing(why) | HowToRun::Unknown(why) => Err(Error::Unprocessable(why)),
     }
-    let ext = Path::new(main.as_str())
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    if let Some(interp) = ext.as_deref().and_then(|e| cfg.runtimes.get(e)) {
-        let Some(path) = find_interpreter(interp) else {
-            return Err(Error::Unprocessable(format!(
-                "the interpreter {interp:?} for .{} files is not installed on this host",
-                ext.unwrap_or_default()
-            )));
-        };
-        return Ok((vec![path, inside], interp.clone()));
-    }
-    if is_shebang(&head) {
-        return Ok((vec![inside], "shebang".into()));
-    }
-    Err(Error::Unprocessable(format!(
-        "cannot tell how to run {main:?}: no #! line, not an ELF executable, and no interpreter for {} in programs.runtimes",
-        match ext {
-            Some(e) => format!(".{e} files"),
-            None => "files without an extension".into(),
-        }
-    )))
 }
 
 fn row_to_program(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Program)> {
@@ -750,11 +754,16 @@ impl Programs {
                 }]
             };
             let main = detect_main(&tmp, &files, asked_main.as_deref())?;
-            let runtime = main
-                .as_deref()
-                .and_then(|m| ProgramPath::parse(m).ok())
-                .and_then(|m| resolve_runtime(&tmp, &m, &cfg).ok())
-                .map(|(_, r)| r);
+            // A main whose runtime is missing here is refused (naming it); one nothing says
+            // how to run is kept, for a main to be chosen later.
+            let runtime = match main.as_deref().and_then(|m| ProgramPath::parse(m).ok()) {
+                Some(m) => match how_to_run(&tmp, &m, &cfg) {
+                    HowToRun::Ready(_, r) => Some(r),
+                    HowToRun::Missing(why) => return Err(Error::Unprocessable(why)),
+                    HowToRun::Unknown(_) => None,
+                },
+                None => None,
+            };
             crate::util::fs::sync_dir(&tmp)?;
             std::fs::rename(&tmp, &final_dir)?;
             cleanup.0 = Some(final_dir.clone());

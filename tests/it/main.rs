@@ -72,6 +72,7 @@ mod mounts;
 mod programs;
 mod pty;
 mod quotas;
+mod runtimes;
 mod sandbox;
 mod streams;
 mod system;

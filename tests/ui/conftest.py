@@ -61,6 +61,7 @@ PAGES = {
     "/files": "files",
     "/programs": "programs",
     "/console": "console",
+    "/jobs": "jobs",
     "/terminal": "terminal",
     "/admin": "admin",
 }

@@ -817,7 +817,7 @@ struct Bind {
 
 /// System directories shown read-only. A name that is a symlink on the host (merged /usr)
 /// becomes the same symlink inside.
-const SYSTEM_DIRS: &[&str] = &[
+pub const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 ];
 /// Device nodes a job may use.

@@ -15,6 +15,7 @@ const ROUTES = {
   "/files": "files",
   "/programs": "programs",
   "/console": "console",
+  "/jobs": "jobs",
   "/terminal": "terminal",
   "/admin": "admin",
 };

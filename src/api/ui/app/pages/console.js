@@ -1,32 +1,13 @@
 // The console: runs a command in the sandbox with POST /api/v1/exec (Server-Sent Events:
 // stdout/stderr as they come, then the result), shows status, exit code and duration, and lists
-// the execution history (GET /api/v1/executions, newest first, paged).
-
-const STATUS_TEXT = {
-  ok: "finished",
-  nonzero_exit: "exited with an error",
-  timeout: "timed out",
-  cpu_limit: "hit the CPU limit",
-  memory_limit: "hit the memory limit",
-  output_limit: "hit the output limit",
-  killed: "was killed",
-  sandbox_error: "could not start (sandbox error)",
-};
-
-function statusKind(status) {
-  if (status === "ok") return "ok";
-  if (status === "running") return "";
-  if (status === "nonzero_exit") return "warn";
-  return "danger";
-}
+// the execution history (GET /api/v1/executions, newest first, paged). Its options add mounts,
+// outputs and inline files (the result then shows the outputs report) and a run in the
+// background (`wait: false`: the job is followed on the Jobs page).
+import { STATUS_TEXT, statusKind, statusBadge as badgeOf, decodeOutput, runOptions, backgroundBox, startedInBackground, showOutputs } from "../jobs.js";
 
 /** Output chunk text: as is for utf-8, decoded (invalid bytes replaced) for base64. */
 function chunkText(chunk) {
-  if (chunk.encoding !== "base64") return chunk.data;
-  const bin = atob(chunk.data);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+  return decodeOutput(chunk.data, chunk.encoding);
 }
 
 export default {
@@ -53,6 +34,8 @@ export default {
     const profiles = h("datalist", { id: "console-profiles" }, h("option", { value: "default" }), h("option", { value: "net" }));
     const timeout = h("input", { type: "number", id: "console-timeout", min: "1", step: "1", inputmode: "numeric", placeholder: "the server's default" });
     const stdin = h("textarea", { id: "console-stdin", rows: 3, spellcheck: "false" });
+    const options = runOptions({ prefix: "console", inlineFiles: true });
+    const background = backgroundBox("console");
     const runBtn = h("button", { type: "submit", class: "btn primary" }, "Run");
     const stopBtn = h("button", { type: "button", class: "btn", hidden: true, "on:click": () => stopFollowing() }, "Stop following");
     const formErr = h("div");
@@ -75,12 +58,15 @@ export default {
         profiles,
         ui.field("Standard input", stdin),
       ),
+      options.el,
+      background.el,
       h("div", { class: "row" }, runBtn, stopBtn),
     );
 
     // ---- The result ----
     const statusBadge = h("span", { class: "badge" }, "not run yet");
     const facts = h("dl", { class: "facts run-facts" });
+    const outputsBox = h("div");
     const output = h("pre", { class: "console-output", role: "log", "aria-label": "Output", tabindex: "0" });
     const resultErr = h("div");
     const result = h(
@@ -90,6 +76,7 @@ export default {
       resultErr,
       output,
       facts,
+      outputsBox,
     );
 
     // ---- History ----
@@ -168,12 +155,24 @@ export default {
       }
       timeout.removeAttribute("aria-invalid");
       if (stdin.value) body.stdin = stdin.value;
+      try {
+        Object.assign(body, options.value());
+      } catch (err) {
+        ui.showError(err, formErr);
+        return;
+      }
 
       formErr.querySelector(":scope > .alert")?.remove();
       resultErr.querySelector(":scope > .alert")?.remove();
       result.hidden = false;
       ui.clear(output);
       ui.clear(facts);
+      ui.clear(outputsBox);
+      if (background.input.checked) {
+        runInBackground(body);
+        return;
+      }
+      output.hidden = false;
       setStatus("running…", "");
       runBtn.disabled = true;
       stopBtn.hidden = false;
@@ -197,6 +196,7 @@ export default {
             if (!output.firstChild) output.appendChild(h("span", { class: "muted" }, "(no output)"));
             setStatus(r_label(d), statusKind(d.status));
             showFacts(d);
+            showOutputs(outputsBox, d.outputs);
             finish();
             loadHistory(false);
           } else if (ev.event === "error") {
@@ -220,6 +220,23 @@ export default {
           }
         },
       });
+    }
+
+    async function runInBackground(body) {
+      setStatus("starting…", "");
+      runBtn.disabled = true;
+      output.hidden = true;
+      try {
+        const started = await api.api("POST", "/api/v1/exec", { json: { ...body, wait: false } });
+        setStatus(started.state || "queued", "");
+        ui.fill(outputsBox, startedInBackground(started));
+        loadHistory(false);
+      } catch (err) {
+        setStatus("failed", "danger");
+        ui.showError(err, resultErr);
+      } finally {
+        runBtn.disabled = false;
+      }
     }
 
     function r_label(d) {
@@ -283,7 +300,7 @@ export default {
                     h("span", { class: "mono" }, isCommand(e) ? commandOf(e) : e.label),
                   ),
               },
-              { label: "Status", value: (e) => ui.badge(e.status, statusKind(e.status)) },
+              { label: "Status", value: (e) => badgeOf(e.status || e.state) },
               { label: "Exit", class: "num", value: (e) => (e.exit_code === null || e.exit_code === undefined ? e.signal || "–" : String(e.exit_code)) },
               { label: "Duration", class: "num", value: (e) => ui.formatDuration(e.wall_ms) },
               { label: "By", value: (e) => e.actor },
@@ -291,22 +308,27 @@ export default {
                 label: "Actions",
                 class: "actions",
                 value: (e) =>
-                  isCommand(e) && commandOf(e)
-                    ? h(
-                        "button",
-                        {
-                          type: "button",
-                          class: "btn small",
-                          "aria-label": `Use the command ${commandOf(e)}`,
-                          "on:click": () => {
-                            command.value = commandOf(e);
-                            command.focus();
-                            window.scrollTo(0, 0);
+                  h(
+                    "span",
+                    { class: "row" },
+                    h("a", { class: "btn small", href: `/jobs?id=${encodeURIComponent(e.id)}`, "aria-label": `Details of the execution ${e.id}` }, "Details"),
+                    isCommand(e) && commandOf(e)
+                      ? h(
+                          "button",
+                          {
+                            type: "button",
+                            class: "btn small",
+                            "aria-label": `Use the command ${commandOf(e)}`,
+                            "on:click": () => {
+                              command.value = commandOf(e);
+                              command.focus();
+                              window.scrollTo(0, 0);
+                            },
                           },
-                        },
-                        "Use",
-                      )
-                    : "",
+                          "Use",
+                        )
+                      : null,
+                  ),
               },
             ],
             rows,

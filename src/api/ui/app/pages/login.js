@@ -3,7 +3,7 @@
 // servers, so it lands in no log; the page removes it from the address bar at once and posts
 // it to POST /api/v1/session. `?next=` is honoured only for the UI's own same-origin paths.
 
-const UI_PATHS = new Set(["/", "/data", "/files", "/programs", "/console", "/terminal", "/admin"]);
+const UI_PATHS = new Set(["/", "/data", "/files", "/programs", "/console", "/jobs", "/terminal", "/admin"]);
 
 /** Where to go after logging in: `next` when it is a same-origin path of the UI, else "/". */
 export function safeNext(next) {

@@ -2,32 +2,18 @@
 // project, and the list. With `?id=ID`: one program's details (files, main file, runtime),
 // setting the main file, a run with arguments and stdin whose output streams in (the run
 // route answers Server-Sent Events to `Accept: text/event-stream`), its run history, opening
-// it in a terminal session, and deleting it.
+// it in a terminal session, and deleting it. A run may mount file-store folders and other
+// programs, write outputs to the file store (the result shows what was written) and run in the
+// background (followed on the Jobs page); each run in the history opens its output there. The
+// list also shows the runtimes this host has (GET /api/v1/runtimes).
 import { api, events, upload, ApiError } from "../api.js";
 import { h, clear, showError, toast, confirmDialog, formatBytes, formatTime, formatDuration, table } from "../ui.js";
+import { runOptions, backgroundBox, startedInBackground, showOutputs, decodeOutput, statusBadge } from "../jobs.js";
 
 const PAGE = 50;
 
 function programUrl(id) {
   return `/api/v1/programs/${encodeURIComponent(id)}`;
-}
-
-/** Output text of a stream chunk or result field ({data, encoding}). */
-function decodeChunk(data, encoding) {
-  if (encoding !== "base64") return data;
-  try {
-    const bin = atob(data);
-    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-    return new TextDecoder().decode(bytes);
-  } catch {
-    return "[output that is not text]";
-  }
-}
-
-function statusBadge(status) {
-  if (!status) return h("span", { class: "muted" }, "–");
-  const cls = status === "ok" ? "ok" : status === "nonzero_exit" ? "warn" : "danger";
-  return h("span", { class: `badge ${cls}` }, status.replace(/_/g, " "));
 }
 
 export default {
@@ -93,10 +79,38 @@ async function mountList(wrap, ctx, cleanups) {
   let cursor = null;
   let rows = [];
 
+  const runtimesError = h("div", {});
+  const runtimesHolder = h("div", { class: "table-wrap", "data-test": "runtimes" });
+
   wrap.append(
     h("section", { class: "card", "aria-labelledby": "prog-upload-h" }, h("h2", { id: "prog-upload-h" }, "Upload a program"), form),
     h("section", { class: "card", "aria-labelledby": "prog-list-h" }, h("h2", { id: "prog-list-h" }, "Programs"), listError, listHolder, more),
+    h("section", { class: "card", "aria-labelledby": "prog-rt-h" },
+      h("h2", { id: "prog-rt-h" }, "Runtimes"),
+      h("p", { class: "hint muted" }, "What programs can run on this host, by file extension (the daemon's programs.runtimes). Files with a #! line and compiled executables run directly. An upload whose main file needs a missing runtime is refused."),
+      runtimesError, runtimesHolder),
   );
+
+  async function loadRuntimes() {
+    try {
+      const page = await api("GET", "/api/v1/runtimes");
+      clear(runtimesHolder);
+      runtimesHolder.append(table({
+        caption: "Runtimes",
+        columns: [
+          { label: "Runtime", value: (r) => h("span", { class: "mono" }, r.name) },
+          { label: "Extensions", value: (r) => (r.extensions || []).map((e) => `.${e}`).join(" ") },
+          { label: "Available", value: (r) => (r.present ? h("span", { class: "badge ok" }, "present") : h("span", { class: "badge danger" }, "missing")) },
+          { label: "Version", value: (r) => r.version || (r.present ? h("span", { class: "muted" }, "not told") : "–") },
+          { label: "Interpreter", value: (r) => (r.present ? h("span", { class: "mono" }, r.interpreter) : h("span", { class: "muted" }, r.reason || "not found")) },
+        ],
+        rows: page.items || [],
+        empty: "No runtimes are configured: only #! scripts and executables run.",
+      }));
+    } catch (err) {
+      showError(err, runtimesError);
+    }
+  }
 
   async function send() {
     clear(uploadError);
@@ -175,7 +189,7 @@ async function mountList(wrap, ctx, cleanups) {
     }
   }
   more.addEventListener("click", () => load(false));
-  await load(true);
+  await Promise.all([load(true), loadRuntimes()]);
 }
 
 // ---------------------------------------------------------------- one program
@@ -307,6 +321,9 @@ async function mountDetails(wrap, ctx, id, cleanups) {
   const runBtn = h("button", { type: "submit", class: "btn primary" }, "Run");
   const stopBtn = h("button", { type: "button", class: "btn" }, "Stop watching");
   stopBtn.hidden = true;
+  const options = runOptions({ prefix: "run" });
+  const background = backgroundBox("run");
+  const outputsBox = h("div", {});
   const runError = h("div", {});
   const runStatus = h("div", { class: "run-status", "aria-live": "polite", "data-test": "run-status" });
   const output = h("pre", { class: "output mono", role: "log", "aria-label": "Program output", tabindex: "0", "data-test": "run-output" });
@@ -325,9 +342,11 @@ async function mountDetails(wrap, ctx, id, cleanups) {
       h("div", { class: "field" }, h("label", { for: "run-stdin" }, "Standard input (optional)"), stdinInput)),
     h("div", { class: "row" },
       h("div", { class: "field narrow" }, h("label", { for: "run-timeout" }, "Timeout in seconds (optional)"), timeoutInput)),
+    options.el,
+    background.el,
     h("div", { class: "row" }, runBtn, stopBtn, termBtn));
   wrap.append(h("section", { class: "card", "aria-labelledby": "run-h" },
-    h("h2", { id: "run-h" }, "Run"), runForm, runError, runStatus, output));
+    h("h2", { id: "run-h" }, "Run"), runForm, runError, runStatus, output, outputsBox));
 
   // The run's event stream while it is read, and how to end the wait for it.
   let running = null;
@@ -384,6 +403,28 @@ async function mountDetails(wrap, ctx, id, cleanups) {
       }
       body.timeout_ms = s * 1000;
     }
+    try {
+      Object.assign(body, options.value());
+    } catch (err) {
+      showError(err, runError);
+      return;
+    }
+    clear(outputsBox);
+    if (background.input.checked) {
+      runBtn.disabled = true;
+      output.hidden = true;
+      clear(runStatus);
+      try {
+        const started = await api("POST", `${programUrl(id)}/runs`, { json: { ...body, wait: false } });
+        runStatus.append(startedInBackground(started));
+        loadRuns(true);
+      } catch (err) {
+        showError(err, runError);
+      } finally {
+        runBtn.disabled = false;
+      }
+      return;
+    }
     runBtn.disabled = true;
     stopBtn.hidden = false;
     clear(output);
@@ -400,10 +441,11 @@ async function mountDetails(wrap, ctx, id, cleanups) {
         onMessage(ev) {
           let d;
           try { d = JSON.parse(ev.data); } catch { return; }
-          if (ev.event === "stdout" || ev.event === "stderr") append(decodeChunk(d.data, d.encoding), ev.event);
+          if (ev.event === "stdout" || ev.event === "stderr") append(decodeOutput(d.data, d.encoding), ev.event);
           else if (ev.event === "result") {
             gotResult = true;
             showResult(d);
+            showOutputs(outputsBox, d.outputs);
           } else if (ev.event === "error") {
             gotResult = true;
             clear(runStatus);
@@ -463,10 +505,14 @@ async function mountDetails(wrap, ctx, id, cleanups) {
       runsHolder.append(table({
         columns: [
           { label: "Started", value: (r) => formatTime(r.started_at) },
-          { label: "Status", value: (r) => statusBadge(r.status) },
+          { label: "Status", value: (r) => statusBadge(r.status || r.state) },
           { label: "Exit", value: (r) => (r.exit_code === null || r.exit_code === undefined ? (r.signal || "–") : String(r.exit_code)), class: "num" },
           { label: "Duration", value: (r) => formatDuration(r.wall_ms), class: "num" },
-          { label: "Output", value: (r) => `${formatBytes(r.stdout_bytes)} out, ${formatBytes(r.stderr_bytes)} err` },
+          {
+            label: "Output",
+            value: (r) => h("a", { href: `/jobs?id=${encodeURIComponent(r.id)}`, "on:click": go(ctx, `/jobs?id=${encodeURIComponent(r.id)}`), "data-test": "run-output-link" },
+              r.status ? `Show output (${formatBytes(r.stdout_bytes)} out, ${formatBytes(r.stderr_bytes)} err)` : `Follow output (${r.state || "running"})`),
+          },
           { label: "By", value: (r) => r.actor },
         ],
         rows: runs,
