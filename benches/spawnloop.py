@@ -87,6 +87,8 @@ class Zygote:
         """A warm sandbox, built before its sample starts (as the daemon's pool does)."""
         warm_line = {"run_as": policy["run_as"], "tmpfs_bytes": policy["limits"]["tmpfs_bytes"],
                      "tmpfs_inodes": policy["limits"]["tmpfs_inodes"]}
+        if policy.get("mount_root"):
+            warm_line["mount_root"] = policy["mount_root"]
         pid, pidfd, pw, orr, rr = self.launch(FLAG_WARM)
         os.write(pw, json.dumps(warm_line).encode() + b"\n")
         # Ready when its init waits for the policy (blocked reading the pipe).
