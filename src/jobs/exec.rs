@@ -188,6 +188,11 @@ pub struct Record {
     pub output_kept: bool,
     /// Why the output is not kept, or not whole (cut at `exec.keep-output-size`).
     pub output_reason: Option<String>,
+    /// What the job brought back into the file store (`outputs` of the result, see
+    /// `jobs::data`): absent when it asked for no outputs and no read-write mount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::jobs::data::OutputsReport>)]
+    pub outputs: Option<serde_json::Value>,
 }
 
 /// One execution with the output it kept (while it runs: what it has produced so far).
@@ -976,6 +981,11 @@ impl Executor {
         };
         record.output_kept = kept;
         record.output_reason = reason;
+        record.outputs = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.outputs.as_ref())
+            .and_then(|o| serde_json::to_value(o).ok());
         let started = match outcome {
             Ok(r) => crate::util::time::parse_rfc3339(&r.started_at).unwrap_or(job.submitted),
             Err(_) => job.submitted,
@@ -990,16 +1000,17 @@ impl Executor {
                 c.execute(
                     "INSERT INTO executions(id, kind, program_id, label, argv, profile, actor, client, request_id, status,
                         exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes, stderr_bytes, message,
-                        memory_limited_by, state, owner, finished_at, output_kept, output_reason)
+                        memory_limited_by, state, owner, finished_at, output_kept, output_reason, outputs)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                        'finished', ?22, ?23, ?24, ?25)
+                        'finished', ?22, ?23, ?24, ?25, ?26)
                      ON CONFLICT(id) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code,
                         signal = excluded.signal, started_at = excluded.started_at, wall_ms = excluded.wall_ms,
                         cpu_ms = excluded.cpu_ms, max_rss_kb = excluded.max_rss_kb, truncated = excluded.truncated,
                         stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes,
                         message = excluded.message, memory_limited_by = excluded.memory_limited_by,
                         state = 'finished', finished_at = excluded.finished_at,
-                        output_kept = excluded.output_kept, output_reason = excluded.output_reason",
+                        output_kept = excluded.output_kept, output_reason = excluded.output_reason,
+                        outputs = excluded.outputs",
                     rusqlite::params![
                         r.id,
                         req_kind,
@@ -1026,6 +1037,7 @@ impl Executor {
                         finished,
                         r.output_kept,
                         r.output_reason.clone().unwrap_or_default(),
+                        r.outputs.as_ref().map(|v| v.to_string()),
                     ],
                 )?;
                 if r.output_kept && !(out.is_empty() && err.is_empty()) {
@@ -1497,7 +1509,8 @@ fn not_found(id: &str) -> Error {
 /// The columns `row_record` reads.
 const SELECT: &str = "SELECT seq, id, kind, program_id, label, argv, profile, actor, client, request_id, status,
         exit_code, signal, started_at, wall_ms, cpu_ms, max_rss_kb, truncated, stdout_bytes,
-        stderr_bytes, message, memory_limited_by, state, owner, finished_at, output_kept, output_reason
+        stderr_bytes, message, memory_limited_by, state, owner, finished_at, output_kept, output_reason,
+        outputs
     FROM executions";
 
 /// A row of `SELECT` as (seq, owner, record).
@@ -1535,6 +1548,9 @@ fn row_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Record)> 
             finished_at: r.get::<_, Option<i64>>(24)?.map(rfc3339),
             output_kept: r.get(25)?,
             output_reason: (!reason.is_empty()).then_some(reason),
+            outputs: r
+                .get::<_, Option<String>>(27)?
+                .and_then(|t| serde_json::from_str(&t).ok()),
         },
     ))
 }

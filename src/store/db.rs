@@ -297,6 +297,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE executions ADD COLUMN finished_at INTEGER;
     ALTER TABLE executions ADD COLUMN output_kept INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE executions ADD COLUMN output_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN outputs TEXT;
     UPDATE executions SET output_reason = 'recorded before outputs were kept';
     CREATE INDEX executions_owner ON executions(owner, seq);
     CREATE INDEX executions_unfinished ON executions(state) WHERE state <> 'finished';
@@ -406,7 +407,8 @@ const SCHEMA: &str = "
         owner        TEXT NOT NULL DEFAULT '',
         finished_at  INTEGER,
         output_kept  INTEGER NOT NULL DEFAULT 0,
-        output_reason TEXT NOT NULL DEFAULT ''
+        output_reason TEXT NOT NULL DEFAULT '',
+        outputs      TEXT
     ) STRICT;
     CREATE INDEX executions_started ON executions(started_at);
     CREATE INDEX executions_program ON executions(program_id, seq);

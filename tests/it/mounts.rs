@@ -605,3 +605,44 @@ fn mounts_and_outputs_work_when_the_daemon_is_unprivileged() {
     assert_eq!(download(&d, &t, "in/a.txt"), b"21x\n");
     d.stop();
 }
+
+/// A background run (`wait: false`) commits its outputs like a waited one, and its record
+/// (`GET /api/v1/executions/{id}`, where the caller learns how it ended) carries the report.
+#[test]
+fn a_background_runs_outputs_are_in_its_record() {
+    let (mut d, t) = start("");
+    let body = json!({
+        "command": "mkdir -p out && printf bg > out/r.txt",
+        "outputs": [{"from": "/work/out/", "to": "results/bg/"}],
+        "wait": false
+    });
+    let r = req(
+        &d,
+        &t,
+        "POST",
+        "/api/v1/exec",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let v = loop {
+        let v = req(&d, &t, "GET", &format!("/api/v1/executions/{id}"), "", b"").json();
+        if v["state"] == "finished" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never finished: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["outputs"]["state"], "committed", "{v}");
+    assert_eq!(v["outputs"]["files"][0]["path"], "results/bg/r.txt", "{v}");
+    assert_eq!(download(&d, &t, "results/bg/r.txt"), b"bg");
+    // A run without outputs has none in its record.
+    let plain = exec(&d, &t, &json!({"argv": ["true"]}));
+    let id = plain["id"].as_str().unwrap();
+    let v = req(&d, &t, "GET", &format!("/api/v1/executions/{id}"), "", b"").json();
+    assert!(v.get("outputs").is_none(), "{v}");
+    d.stop();
+}
