@@ -24,10 +24,10 @@ use super::extract::Requester;
 use super::terminals::viewer_of;
 use crate::api::state::AppState;
 use crate::jobs::data::{JobData, KeepOutputs, MountSource, MountSpec, OutputSpec};
+use crate::jobs::exec::executions::State as ExecState;
 use crate::jobs::exec::{
     Chunk, ExecRequest, ExecResult, Filter, OutputSource, Record, RequestLimits, View,
 };
-use crate::jobs::executions::State as ExecState;
 use crate::jobs::sandbox::InlineFile;
 use crate::store::auth::{Actor, Scope};
 

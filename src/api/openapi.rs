@@ -355,7 +355,7 @@ pub struct ExecOutcome {
 pub struct ExecAccepted {
     pub id: String,
     /// `queued` or `running` (a cancel: as it stood when asked).
-    pub state: crate::jobs::executions::State,
+    pub state: crate::jobs::exec::executions::State,
     /// `/api/v1/executions/{id}`, also in the `Location` header.
     pub location: String,
 }

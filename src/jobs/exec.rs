@@ -3,7 +3,9 @@
 //! capture with a cap, the wall-clock timeout that ends the whole tree, and the history of
 //! every run: a row from its submission (queued, running, finished) with the output it kept.
 //! A job runs in a task of its own, waited for or not (`run`, `submit`); while it is queued or
-//! running, [`crate::jobs::executions`] holds what its owner reaches. No HTTP here.
+//! running, [`crate::jobs::exec::executions`] holds what its owner reaches. No HTTP here.
+
+pub mod executions;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -17,16 +19,16 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{LiveConfig, SandboxProfile};
 use crate::error::{Error, Result};
-use crate::jobs::executions::{Live, Registry, State, Stop};
+use crate::jobs::exec::executions::{Live, Registry, State, Stop};
 use crate::jobs::sandbox::{
     JobCgroup, Limits, MemoryBudget, MemoryLimitedBy, Policy, Report, ReportKind, Running, SCRATCH,
     Sandbox, Terminal, TerminalSize, WarmSandbox,
 };
-use crate::jobs::terminals::Viewer;
 use crate::store::audit::{self, Caller};
 use crate::store::db::Db;
 use crate::util::paging;
 use crate::util::time::{now_unix, rfc3339};
+use executions::Viewer;
 
 /// Limits a request may ask for, each at most its profile's.
 #[derive(Debug, Clone, Default)]

@@ -1,5 +1,5 @@
-//! Work run on the host's behalf: [`exec`] queues, limits and records jobs, and
-//! [`executions`] holds those in progress for their owners; [`data`] is what they see of the
+//! Work run on the host's behalf: [`exec`] queues, limits and records jobs (its
+//! `executions` holds those in progress for their owners); [`data`] is what they see of the
 //! user's data (mounts, inline files) and bring back (outputs); [`runtimes`] says which
 //! interpreters jobs can run here; [`terminals`] are
 //! interactive jobs on a pseudo-terminal that clients attach to; [`sandbox`] is the
@@ -8,7 +8,6 @@
 
 pub mod data;
 pub mod exec;
-pub mod executions;
 pub mod runtimes;
 pub mod sandbox;
 pub mod terminals;

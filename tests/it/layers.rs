@@ -48,6 +48,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("store::audit", Domain),
     ("jobs::data", Domain),
     ("jobs::exec", Domain),
+    ("jobs::runtimes", Domain),
     ("jobs::terminals", Domain),
     ("ops::metrics", Domain),
     ("ops::backup", Domain),
@@ -1059,12 +1060,12 @@ fn a_module_missing_from_the_layer_table_is_reported() {
         "use super::error::ApiError;\nfn f() -> crate::ops::tunnels::Tunnel {\n    todo!()\n}\n";
     assert_reported(
         &planted(&[
-            ("jobs/mod.rs", "pub mod runtimes;\n"),
-            ("jobs/runtimes.rs", "pub struct Runtime;\n"),
+            ("jobs/mod.rs", "pub mod scheduler;\n"),
+            ("jobs/scheduler.rs", "pub struct Scheduler;\n"),
             ("api/files.rs", files),
         ]),
         &[
-            ("unknown", "src/jobs/runtimes.rs:1", "jobs::runtimes"),
+            ("unknown", "src/jobs/scheduler.rs:1", "jobs::scheduler"),
             (
                 "unknown",
                 "src/api/files.rs:2",

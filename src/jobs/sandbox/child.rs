@@ -1866,6 +1866,27 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R
 }
 
 /// The job after fork: everything up to execve. Returns only on failure.
+/// Every signal back to its default action and none blocked, so the job starts as a fresh
+/// process would whatever the daemon inherited: a shell that starts a program in the
+/// background without job control makes it ignore SIGINT and SIGQUIT, an ignored signal stays
+/// ignored across execve, and a terminal's ^C would then interrupt nothing in the job.
+fn reset_signals() -> R<()> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting a signal's action to SIG_DFL; the numbers the C library keeps for
+        // itself answer EINVAL, which leaves them as they are.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|e| format!("sigprocmask: {e}"))
+}
+
 fn exec_job(
     policy: &Policy,
     proc_mounted: bool,
@@ -1875,6 +1896,7 @@ fn exec_job(
     tty: Option<&JobTty>,
 ) -> R<std::convert::Infallible> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    reset_signals()?;
     if let Some(tty) = tty {
         take_terminal(tty)?;
     }

@@ -43,13 +43,9 @@ use crate::util::time::{now_unix, rfc3339};
 pub use ring::Read;
 pub use session::{Attachment, Ended, Session};
 
-/// Who is asking: the session's owner key (`token:<id>`, or `actor:<name>` for local admin)
-/// and whether they may see every session.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    pub owner: String,
-    pub admin: bool,
-}
+/// Who is asking: the session's owner key and whether they may see every session (the rule
+/// executions share).
+pub use crate::jobs::exec::executions::Viewer;
 
 /// A session to start.
 #[derive(Debug, Clone)]

@@ -12,7 +12,15 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::jobs::exec::{Record, Status};
-use crate::jobs::terminals::Viewer;
+
+/// Who is asking about an execution or a terminal session: the owner key of the token behind
+/// the request (`token:<id>`, or `actor:<name>` for local admin) and whether they may see
+/// everyone's.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub owner: String,
+    pub admin: bool,
+}
 
 /// Where an execution is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
