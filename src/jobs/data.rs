@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::sys::stat::{FileStat, SFlag};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -634,15 +634,11 @@ struct Found {
 
 /// How an entry is opened: beneath its directory, never through a symlink (magic ones
 /// included), never onto another filesystem.
-fn how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        )
+fn strict() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        | ResolveFlag::RESOLVE_NO_XDEV
 }
 
 fn kind(st: &FileStat) -> SFlag {
@@ -720,7 +716,12 @@ fn walk(
                 skip("not a regular file (a device, fifo or socket)");
                 continue;
             };
-            let opened = match nix::fcntl::openat2(&dir, name.as_c_str(), how(flags)) {
+            let opened = match crate::util::fs::open_beneath(
+                &dir,
+                name.as_c_str(),
+                flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
+                strict(),
+            ) {
                 Ok(f) => f,
                 Err(Errno::ELOOP) => {
                     skip("a symlink");

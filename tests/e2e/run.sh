@@ -237,11 +237,12 @@ boot_container() {
         [ -f "$f" ] && binds+=(--bind-ro="$f":"$f")
     done
     # nspawn 252 confines the whole container with its own system call allow-list, which lacks
-    # landlock (EPERM for every process in it, whatever our unit says): add it, so the job
-    # sandbox runs as it would on a real host.
+    # landlock (EPERM for every process in it, whatever our unit says) and openat2 and
+    # open_tree (ENOSYS: a job's mounts and the walk of its outputs use them): add them, so the
+    # job sandbox runs as it would on a real host.
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -D "$WORK/rootfs" -b -M localhostd-e2e \
         --register=no --keep-unit --volatile=overlay "${binds[@]}" \
-        --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self' \
+        --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self openat2 open_tree' \
         >"$CONSOLE_LOG" 2>&1 </dev/null &
     pid=$!
     # Known to cleanup() from now on, whatever happens next.

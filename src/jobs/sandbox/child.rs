@@ -1206,17 +1206,15 @@ fn strict() -> nix::fcntl::ResolveFlag {
         | ResolveFlag::RESOLVE_NO_XDEV
 }
 
-/// openat2 beneath `dir` with `resolve`.
+/// openat2 beneath `dir` with `resolve` (the same rules walked by hand where a filter refuses
+/// openat2: `util::fs::open_beneath`).
 fn open_beneath<P: ?Sized + nix::NixPath>(
     dir: &OwnedFd,
     path: &P,
     flags: nix::fcntl::OFlag,
     resolve: nix::fcntl::ResolveFlag,
 ) -> nix::Result<OwnedFd> {
-    let how = nix::fcntl::OpenHow::new()
-        .flags(flags | nix::fcntl::OFlag::O_CLOEXEC)
-        .resolve(resolve);
-    nix::fcntl::openat2(dir, path, how)
+    crate::util::fs::open_beneath(dir, path, flags, resolve)
 }
 
 /// The skeleton root (a 1 MiB tmpfs), read-only or writable again.
