@@ -716,7 +716,7 @@ fn walk(
                 skip("not a regular file (a device, fifo or socket)");
                 continue;
             };
-            let opened = match crate::util::fs::open_beneath(
+            let opened = match crate::jobs::sandbox::beneath::open_beneath(
                 &dir,
                 name.as_c_str(),
                 flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,

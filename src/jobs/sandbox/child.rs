@@ -1207,14 +1207,14 @@ fn strict() -> nix::fcntl::ResolveFlag {
 }
 
 /// openat2 beneath `dir` with `resolve` (the same rules walked by hand where a filter refuses
-/// openat2: `util::fs::open_beneath`).
+/// openat2: `sandbox::beneath::open_beneath`).
 fn open_beneath<P: ?Sized + nix::NixPath>(
     dir: &OwnedFd,
     path: &P,
     flags: nix::fcntl::OFlag,
     resolve: nix::fcntl::ResolveFlag,
 ) -> nix::Result<OwnedFd> {
-    crate::util::fs::open_beneath(dir, path, flags, resolve)
+    crate::jobs::sandbox::beneath::open_beneath(dir, path, flags, resolve)
 }
 
 /// The skeleton root (a 1 MiB tmpfs), read-only or writable again.

@@ -16,6 +16,7 @@
 //! most are in `child`, the rest in `zygote`, `spawn` and `net`; `policy`, `seccomp` and
 //! `cgroup` have none.
 
+pub mod beneath;
 pub mod cgroup;
 pub mod child;
 mod net;
