@@ -48,6 +48,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub terminals: TerminalsConfig,
     pub ui: UiConfig,
+    pub tunnels: TunnelsConfig,
 }
 
 /// `[ui]`: the web UI served by the daemon (`/`, `/login`, … and its assets under `/ui/`).
@@ -453,6 +454,156 @@ impl Default for TerminalsConfig {
             recording_retention: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
         }
     }
+}
+
+/// `[tunnels]`: public tunnels to this host's API through ngrok, localtunnel, cloudflared or
+/// an SSH reverse tunnel, run as supervised, confined clients (`/api/v1/tunnels`). Off by
+/// default: a tunnel publishes the API to the internet.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TunnelsConfig {
+    /// Off: every tunnel route answers 403 saying how to turn tunnels on, and no client runs.
+    pub enabled: bool,
+    /// The public listener the clients forward to: a loopback TCP address the daemon binds
+    /// itself when tunnels are on (port 0: a free port, chosen at startup). Whatever arrives
+    /// on it is treated as coming from the internet: never loopback, never a trusted proxy,
+    /// never the local admin.
+    pub listen: SocketAddr,
+    /// The first pause before a client that ended is started again; it doubles with each
+    /// failure in a row, up to `max-restart-delay`.
+    pub restart_delay: HumanDuration,
+    pub max_restart_delay: HumanDuration,
+    /// Failures in a row (a client that ended, or gave no public URL within `url-timeout`)
+    /// after which the tunnel is marked failed and no longer restarted.
+    pub max_failures: u32,
+    /// A client that has run this long counts as having started well: its failures are
+    /// forgotten.
+    pub stable_after: HumanDuration,
+    /// How long a client has to report its public URL.
+    pub url_timeout: HumanDuration,
+    /// The data segment (RLIMIT_DATA) each client may grow to (node, which runs localtunnel's
+    /// client, needs a few hundred MiB of address space).
+    pub memory: ByteSize,
+    pub ssh: SshTunnelConfig,
+    pub localtunnel: LocaltunnelConfig,
+    pub cloudflared: CloudflaredConfig,
+    pub ngrok: NgrokConfig,
+}
+
+impl Default for TunnelsConfig {
+    fn default() -> Self {
+        TunnelsConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            restart_delay: HumanDuration(Duration::from_secs(1)),
+            max_restart_delay: HumanDuration(Duration::from_secs(60)),
+            max_failures: 5,
+            stable_after: HumanDuration(Duration::from_secs(60)),
+            url_timeout: HumanDuration(Duration::from_secs(60)),
+            memory: ByteSize(1 << 30),
+            ssh: SshTunnelConfig::default(),
+            localtunnel: LocaltunnelConfig::default(),
+            cloudflared: CloudflaredConfig::default(),
+            ngrok: NgrokConfig::default(),
+        }
+    }
+}
+
+/// `[tunnels.ssh]`: a reverse tunnel (`ssh -R`) to a machine the admin owns.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SshTunnelConfig {
+    /// The client binary; empty: `ssh` on the daemon's PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The SSH server (required to start this provider), its port and the user to log in as.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The private key to log in with (read by the daemon, handed to the client; the client
+    /// never sees this path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// The server's host key(s) in known_hosts format; the client checks the server strictly
+    /// against them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// The address the server listens on for the tunnel (`-R bind:port:…`); empty: the
+    /// server's default (its loopback, unless its `GatewayPorts` says otherwise).
+    pub remote_bind: String,
+    /// The port the server listens on; 0: the server picks one (a start may ask for another).
+    pub remote_port: u16,
+    /// The URL the public reaches the tunnel at, `{port}` standing for the remote port (e.g.
+    /// `https://tunnel.example.com` when a proxy on the server forwards to it); empty:
+    /// `http://HOST:{port}`.
+    pub public_url: String,
+}
+
+impl Default for SshTunnelConfig {
+    fn default() -> Self {
+        SshTunnelConfig {
+            path: None,
+            host: String::new(),
+            port: 22,
+            user: String::new(),
+            identity_file: None,
+            known_hosts_file: None,
+            remote_bind: String::new(),
+            remote_port: 0,
+            public_url: String::new(),
+        }
+    }
+}
+
+/// `[tunnels.localtunnel]`: localtunnel's `lt` client (npm package `localtunnel`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LocaltunnelConfig {
+    /// The client; empty: `lt` on the daemon's PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The localtunnel server (`lt --host`).
+    pub host: String,
+}
+
+impl Default for LocaltunnelConfig {
+    fn default() -> Self {
+        LocaltunnelConfig {
+            path: None,
+            host: "https://localtunnel.me".into(),
+        }
+    }
+}
+
+/// `[tunnels.cloudflared]`: Cloudflare's `cloudflared`, a quick tunnel (a random
+/// trycloudflare.com name, no account) or a named tunnel (a token from the Cloudflare
+/// dashboard).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CloudflaredConfig {
+    /// The client; empty: `cloudflared` on the daemon's PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// A file holding the named tunnel's token (`TUNNEL_TOKEN`); without one only quick
+    /// tunnels can be started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The public hostname the named tunnel is routed to in the dashboard (its URL).
+    pub hostname: String,
+}
+
+/// `[tunnels.ngrok]`: the ngrok v3 agent.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct NgrokConfig {
+    /// The agent; empty: `ngrok` on the daemon's PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// A file holding the account's authtoken (required by ngrok).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authtoken_file: Option<PathBuf>,
+    /// A reserved domain to use (`--url`); empty: the account's default.
+    pub domain: String,
 }
 
 /// `[programs]`: the program store (`/api/v1/programs`): upload and ZIP limits, runtimes.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{
     AlertsConfig, AuthConfig, BackupConfig, COLLECTORS, Config, ConfigError, ExecConfig,
     FilesConfig, KvConfig, LogConfig, MetricsConfig, ProgramsConfig, RateLimitConfig,
-    SandboxConfig, ServerConfig, StorageConfig, TerminalsConfig,
+    SandboxConfig, ServerConfig, StorageConfig, TerminalsConfig, TunnelsConfig,
 };
 
 /// A refused value: its key and what is wrong with it (the file's path is added by
@@ -48,8 +48,106 @@ impl Config {
         state_dir(self.state_dir.as_deref())?;
         backup(&self.backup)?;
         terminals(&self.terminals)?;
+        tunnels(&self.tunnels)?;
         log(&self.log)
     }
+}
+
+/// `[tunnels]`.
+fn tunnels(t: &TunnelsConfig) -> Checked {
+    if !t.listen.ip().is_loopback() {
+        return Err(invalid(
+            "tunnels.listen",
+            "must be a loopback address (the clients run on this host; nothing else should reach the public listener directly)",
+        ));
+    }
+    if t.restart_delay.0.is_zero() || t.restart_delay.0 > t.max_restart_delay.0 {
+        return Err(invalid(
+            "tunnels.restart-delay",
+            "must be longer than zero and at most tunnels.max-restart-delay",
+        ));
+    }
+    if t.max_failures == 0 {
+        return Err(invalid("tunnels.max-failures", "must be at least 1"));
+    }
+    if t.url_timeout.0.is_zero() {
+        return Err(invalid("tunnels.url-timeout", "must be longer than zero"));
+    }
+    if t.memory.0 < 64 << 20 {
+        return Err(invalid("tunnels.memory", "must be at least 64MiB"));
+    }
+    let paths: [(&'static str, Option<&Path>); 8] = [
+        ("tunnels.ssh.path", t.ssh.path.as_deref()),
+        ("tunnels.ssh.identity-file", t.ssh.identity_file.as_deref()),
+        (
+            "tunnels.ssh.known-hosts-file",
+            t.ssh.known_hosts_file.as_deref(),
+        ),
+        ("tunnels.localtunnel.path", t.localtunnel.path.as_deref()),
+        ("tunnels.cloudflared.path", t.cloudflared.path.as_deref()),
+        (
+            "tunnels.cloudflared.token-file",
+            t.cloudflared.token_file.as_deref(),
+        ),
+        ("tunnels.ngrok.path", t.ngrok.path.as_deref()),
+        (
+            "tunnels.ngrok.authtoken-file",
+            t.ngrok.authtoken_file.as_deref(),
+        ),
+    ];
+    for (key, path) in paths {
+        if path.is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid(key, "must be an absolute path"));
+        }
+    }
+    let hostlike = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
+    };
+    if !hostlike(&t.ssh.host) || t.ssh.host.starts_with('-') {
+        return Err(invalid(
+            "tunnels.ssh.host",
+            "must be a host name or address (letters, digits, '.', '-', ':')",
+        ));
+    }
+    if !t
+        .ssh
+        .user
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        || t.ssh.user.starts_with('-')
+    {
+        return Err(invalid(
+            "tunnels.ssh.user",
+            "must be a user name (letters, digits, '.', '-', '_')",
+        ));
+    }
+    if !hostlike(&t.ssh.remote_bind) || t.ssh.remote_bind.starts_with('-') {
+        return Err(invalid("tunnels.ssh.remote-bind", "must be an address"));
+    }
+    if t.ssh.port == 0 {
+        return Err(invalid("tunnels.ssh.port", "must be a port (1-65535)"));
+    }
+    for (key, url) in [
+        ("tunnels.ssh.public-url", t.ssh.public_url.as_str()),
+        ("tunnels.localtunnel.host", t.localtunnel.host.as_str()),
+    ] {
+        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(key, "must be an http:// or https:// URL"));
+        }
+    }
+    for (key, name) in [
+        (
+            "tunnels.cloudflared.hostname",
+            t.cloudflared.hostname.as_str(),
+        ),
+        ("tunnels.ngrok.domain", t.ngrok.domain.as_str()),
+    ] {
+        if !hostlike(name) || name.starts_with('-') || name.contains(':') {
+            return Err(invalid(key, "must be a host name"));
+        }
+    }
+    Ok(())
 }
 
 /// `[terminals]`.
