@@ -183,6 +183,7 @@ pub async fn job_data(
             name: file.name,
             content,
             executable: file.executable.unwrap_or(false),
+            private: false,
         });
     }
     Ok(JobData {

@@ -1293,6 +1293,12 @@ impl Config {
         if self.server.idle_exit_after != new.server.idle_exit_after {
             out.push("server.idle-exit-after");
         }
+        if self.tunnels.enabled != new.tunnels.enabled {
+            out.push("tunnels.enabled");
+        }
+        if self.tunnels.listen != new.tunnels.listen {
+            out.push("tunnels.listen");
+        }
         if self.server.max_connections != new.server.max_connections {
             out.push("server.max-connections");
         }

@@ -122,11 +122,13 @@ fn data_policy(root: &Path, run_as: Option<(u32, u32)>) -> Policy {
             name: "main.py".into(),
             content: b"print(1)".to_vec(),
             executable: false,
+            private: false,
         },
         InlineFile {
             name: "bin/tool.sh".into(),
             content: b"#!/bin/sh\necho tool ran\n".to_vec(),
             executable: true,
+            private: false,
         },
     ];
     p.collect = vec!["/work/out".into(), "/rw".into(), "/work/missing".into()];

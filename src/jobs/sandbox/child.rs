@@ -1443,7 +1443,8 @@ fn copy_file(from: &OwnedFd, to: &OwnedFd, name: &std::ffi::CStr, executable: bo
     Ok(())
 }
 
-/// The job's inline files, in its cwd: folders made (0755), each file new (0644 or 0755),
+/// The job's inline files, in its cwd: folders made (0755), each file new (0644 or 0755; 0600
+/// or 0700 when private),
 /// owned by the job (init's uid inside is the job's), no symlink followed.
 fn write_files(policy: &Policy) -> R<()> {
     use nix::fcntl::{OFlag, ResolveFlag};
@@ -1476,7 +1477,12 @@ fn write_files(policy: &Policy) -> R<()> {
                 nix::sys::stat::fchmod(&dir, Mode::from_bits_truncate(0o755)).map_err(what)?;
             }
         }
-        let mode = Mode::from_bits_truncate(if f.executable { 0o755 } else { 0o644 });
+        let mode = Mode::from_bits_truncate(match (f.private, f.executable) {
+            (true, true) => 0o700,
+            (true, false) => 0o600,
+            (false, true) => 0o755,
+            (false, false) => 0o644,
+        });
         let fd = nix::fcntl::openat(
             &dir,
             leaf,

@@ -178,6 +178,9 @@ pub struct InlineFile {
     /// Mode 0755 rather than 0644.
     #[serde(default)]
     pub executable: bool,
+    /// Mode 0600 (readable by the job alone: a private key its client checks the mode of).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 mod base64_bytes {
@@ -585,6 +588,7 @@ mod tests {
             name: "src/main.py".into(),
             content: b"print(1)".to_vec(),
             executable: false,
+            private: false,
         }];
         p.collect = vec!["/work/out".into(), "/work/results".into()];
         p.validate().unwrap();
