@@ -26,6 +26,7 @@ mod terminals;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod tunnels;
 pub mod ui;
 mod ws;
 

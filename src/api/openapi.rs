@@ -26,7 +26,7 @@ use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
 use super::{
     audit, backups, data, exec, files, health, metrics, programs, runtimes, session, system,
-    terminals, tokens, ws,
+    terminals, tokens, tunnels, ws,
 };
 
 #[derive(OpenApi)]
@@ -78,6 +78,9 @@ use super::{
         programs::run,
         programs::runs,
         runtimes::list,
+        tunnels::list,
+        tunnels::start,
+        tunnels::stop,
         data::list,
         data::post,
         data::batch,
@@ -115,6 +118,7 @@ use super::{
         (name = "programs", description = "The program store: upload, run, download."),
         (name = "data", description = "The key-value store, with versions and a change stream."),
         (name = "files", description = "The file store: uploads, ranged downloads, usage."),
+        (name = "tunnels", description = "Public tunnels to this API through an SSH reverse tunnel, localtunnel, cloudflared or ngrok: supervised clients (admin; off unless the config enables them)."),
         (name = "terminals", description = "Interactive sessions: a job on a pseudo-terminal in the sandbox, attached over WebSocket or driven over HTTP; recordings."),
     )
 )]

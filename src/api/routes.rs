@@ -9,7 +9,7 @@ use super::access::Access;
 use super::ratelimit::Class;
 use super::{
     audit, backups, data, exec, files, health, metrics, openapi, programs, runtimes, session,
-    system, terminals, tokens, ui, ws,
+    system, terminals, tokens, tunnels, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -461,6 +461,29 @@ pub fn table() -> Vec<Route> {
             read,
             Class::Read,
             get(programs::runs),
+        ),
+        // Public tunnels (admin): every provider's state, start, stop. Off in the config,
+        // each answers 403 saying how to turn tunnels on.
+        r(
+            Method::GET,
+            "/api/v1/tunnels",
+            admin,
+            Class::Read,
+            get(tunnels::list),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/tunnels/{provider}/start",
+            admin,
+            Class::Write,
+            post(tunnels::start),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/tunnels/{provider}/stop",
+            admin,
+            Class::Write,
+            post(tunnels::stop),
         ),
         // What jobs can run here (the interpreters of programs.runtimes).
         r(

@@ -70,6 +70,8 @@ pub struct Services {
     /// The top processes (`/api/v1/processes`): keeps the last reading of /proc, the base
     /// of the next request's CPU shares.
     pub processes: crate::ops::processes::Processes,
+    /// Public tunnels (`/api/v1/tunnels`): supervised clients run by `exec`'s sandbox.
+    pub tunnels: crate::ops::tunnels::Tunnels,
 }
 
 impl AppState {
@@ -124,6 +126,8 @@ impl AppState {
         let runtimes = crate::jobs::runtimes::Runtimes::new(live.clone());
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
+        let tunnels =
+            crate::ops::tunnels::Tunnels::new(db.clone(), live.clone(), exec.clone(), metrics.clone());
         Ok(AppState(Arc::new(Services {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),
@@ -141,6 +145,7 @@ impl AppState {
             backups,
             terminals,
             processes: Default::default(),
+            tunnels,
         })))
     }
 

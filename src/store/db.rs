@@ -308,6 +308,15 @@ const MIGRATIONS: &[&str] = &[
         stderr BLOB NOT NULL
     ) STRICT;
     CREATE INDEX execution_output_at ON execution_output(at);",
+    // 16: the public tunnels an admin asked for (`/api/v1/tunnels`): up with these options, or
+    // down; a restarted daemon brings the ones that are up back.
+    "CREATE TABLE tunnels (
+        provider   TEXT PRIMARY KEY NOT NULL,
+        desired    TEXT NOT NULL CHECK (desired IN ('up', 'down')),
+        options    TEXT NOT NULL,
+        changed_at INTEGER NOT NULL,
+        changed_by TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema at `SCHEMA_VERSION`, as `MIGRATIONS` leave it, for a new database: created in
@@ -517,7 +526,14 @@ const SCHEMA: &str = "
         recording_bytes INTEGER NOT NULL DEFAULT 0,
         recording_truncated INTEGER NOT NULL DEFAULT 0
     ) STRICT;
-    CREATE INDEX terminals_owner ON terminals(owner);";
+    CREATE INDEX terminals_owner ON terminals(owner);
+    CREATE TABLE tunnels (
+        provider   TEXT PRIMARY KEY NOT NULL,
+        desired    TEXT NOT NULL CHECK (desired IN ('up', 'down')),
+        options    TEXT NOT NULL,
+        changed_at INTEGER NOT NULL,
+        changed_by TEXT NOT NULL
+    ) STRICT;";
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -104,6 +104,8 @@ struct Inner {
     terminals_running: IntGauge,
     terminals_started: IntCounter,
     terminals_ended: IntCounterVec,
+    tunnel_up: IntGaugeVec,
+    tunnel_restarts: IntCounterVec,
     backup_last_success: Gauge,
     alert_firing: IntGaugeVec,
     collector_success: IntGaugeVec,
@@ -307,6 +309,28 @@ impl Metrics {
         for reason in TERMINAL_END_REASONS {
             terminals_ended.with_label_values(&[reason]).reset();
         }
+        let tunnel_up = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "localhostd_tunnel_up",
+                    "Whether a public tunnel is up (its client runs and gave its URL), by provider.",
+                ),
+                &["provider"],
+            )
+            .map_err(perr)?,
+        )?;
+        let tunnel_restarts = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "localhostd_tunnel_restarts_total",
+                    "Restarts of a tunnel's client after it ended or gave no URL, by provider.",
+                ),
+                &["provider"],
+            )
+            .map_err(perr)?,
+        )?;
         let backup_last_success = reg(
             &r,
             Gauge::new(
@@ -421,6 +445,8 @@ impl Metrics {
                 terminals_running,
                 terminals_started,
                 terminals_ended,
+                tunnel_up,
+                tunnel_restarts,
                 backup_last_success,
                 alert_firing,
                 collector_success,
@@ -520,6 +546,24 @@ impl Metrics {
             .copied()
             .unwrap_or("other");
         self.inner.terminals_ended.with_label_values(&[label]).inc();
+    }
+
+    /// Whether the tunnel of `provider` is up (`localhostd_tunnel_up`).
+    pub fn set_tunnel_up(&self, provider: &str, up: bool) {
+        self.inner
+            .tunnel_up
+            .with_label_values(&[provider])
+            .set(i64::from(up));
+        // The restart counter's series exists from the start, at 0.
+        self.inner.tunnel_restarts.with_label_values(&[provider]);
+    }
+
+    /// The client of the tunnel of `provider` was started again.
+    pub fn tunnel_restarted(&self, provider: &str) {
+        self.inner
+            .tunnel_restarts
+            .with_label_values(&[provider])
+            .inc();
     }
 
     /// The backup module calls this when a backup has succeeded, with the time it finished
