@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use localhostd::jobs::sandbox::{NOBODY_ID, NetPorts, Policy, Report, Running, Sandbox};
+use localhostd::jobs::sandbox::{NOBODY_ID, NetPorts, Policy, Report, Running, Sandbox, Warm};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::time::Instant;
 
@@ -247,6 +247,26 @@ fn a_job_can_be_nobody_inside() {
         p.inside_id = Some(0);
         let e = sandbox.spawn(&p, Vec::new()).await.err().unwrap();
         assert!(e.to_string().contains("uid 0"), "{e}");
+
+        // A warm sandbox (built with the usual id and a network namespace of its own) takes
+        // neither a host-network job nor one with another id inside; port rules alone fit.
+        let w = sandbox
+            .warm(Warm {
+                run_as: run_as(),
+                tmpfs_bytes: 1 << 20,
+                tmpfs_inodes: 64,
+                mount_root: None,
+            })
+            .await
+            .unwrap();
+        let plain = sandbox_policy(&["/bin/true"], run_as());
+        let mut nobody = plain.clone();
+        nobody.inside_id = Some(NOBODY_ID);
+        let mut ported = plain.clone();
+        ported.net_ports = Some(NetPorts::default());
+        assert!(w.fits(&plain) && w.fits(&ported));
+        assert!(!w.fits(&service("true", None)) && !w.fits(&nobody));
+        assert!(w.start(&nobody, Vec::new()).is_err());
     });
 }
 
