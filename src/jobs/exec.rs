@@ -4,6 +4,8 @@
 //! every run: a row from its submission (queued, running, finished) with the output it kept.
 //! A job runs in a task of its own, waited for or not (`run`, `submit`); while it is queued or
 //! running, [`crate::jobs::exec::executions`] holds what its owner reaches. No HTTP here.
+//! Long-running confined services (a tunnel's client) start with `start_service`, outside the
+//! slots, the queue and the history, with a leased uid like a job's.
 
 pub mod executions;
 
@@ -308,6 +310,27 @@ struct Pooled {
     cgroup: Option<JobCgroup>,
 }
 
+/// A long-running confined process started by [`Executor::start_service`] for another domain
+/// module (a public tunnel's client): outside the exec slots, the queue and the history, with
+/// a uid of its own while it lives.
+///
+/// Read `running.stdout` and `running.stderr` as it runs; end it with
+/// `running.finish(true, deadline)` (its PID namespace guarantees the whole tree is gone by
+/// then). Dropping it kills the helper (and so the process) first, then gives the uid back:
+/// the fields drop in this order.
+pub struct Service {
+    pub running: Running,
+    lease: UidLease,
+}
+
+impl Service {
+    /// The uid it runs as outside its namespaces: one of `sandbox.uid-range` when the daemon
+    /// runs as root, `None` when it runs unprivileged (the daemon's own uid).
+    pub fn uid(&self) -> Option<u32> {
+        self.lease.uid
+    }
+}
+
 /// A uid from `sandbox.uid-range`, given back when dropped.
 struct UidLease {
     uids: Arc<Mutex<BTreeSet<u32>>>,
@@ -399,6 +422,20 @@ impl Executor {
         })
     }
 
+    /// Starts `policy` as a confined service ([`Service`]): no slot, no queue, no history row,
+    /// no cgroup (its `limits` are what bound it: give it `address_space_bytes`, as a job
+    /// limited by rlimits has), always in a sandbox built for it, its stdin empty. Its uid is
+    /// leased as a job's is (`run_as` is overwritten with it) and `allow_degraded` is the live
+    /// `sandbox.allow-degraded`. The policy is validated (`Invalid` when it cannot run); a
+    /// sandbox that cannot be built shows as the report `running.finish` returns.
+    pub async fn start_service(&self, mut policy: Policy) -> Result<Service> {
+        let lease = self.lease_uid()?;
+        policy.run_as = lease.uid.map(|u| (u, u));
+        policy.allow_degraded = self.inner.live.get().sandbox.allow_degraded;
+        let running = self.inner.sandbox.spawn(&policy, Vec::new()).await?;
+        Ok(Service { running, lease })
+    }
+
     /// Sets the mount root (`Policy::mount_root`, `$STATE_DIRECTORY/mounts`) warm sandboxes
     /// are built with, so that jobs with mounts beneath it can take one; `None`: built without.
     /// Warm sandboxes already built for another root are dropped (and built again).
@@ -436,6 +473,8 @@ impl Executor {
     fn poolable(&self, policy: &Policy) -> bool {
         self.inner.live.get().sandbox.warm_pool > 0
             && !policy.network
+            && !policy.host_network
+            && policy.inside_id.is_none()
             && policy.ro_binds.is_empty()
             && policy.cwd == SCRATCH
             && (policy.mounts.is_empty() || policy.mount_root == self.mount_root())
@@ -648,6 +687,9 @@ impl Executor {
             mounts: Vec::new(),
             files: Vec::new(),
             collect: Vec::new(),
+            host_network: false,
+            net_ports: None,
+            inside_id: None,
         };
         policy.validate().map_err(Error::Invalid)?;
         Ok((policy, name, output, timeout, memory))

@@ -461,5 +461,8 @@ pub fn sandbox_policy(
         mounts: vec![],
         files: vec![],
         collect: vec![],
+        host_network: false,
+        net_ports: None,
+        inside_id: None,
     }
 }

@@ -74,6 +74,7 @@ mod pty;
 mod quotas;
 mod runtimes;
 mod sandbox;
+mod sandbox_hostnet;
 mod streams;
 mod system;
 mod terminals;

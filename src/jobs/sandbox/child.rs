@@ -72,7 +72,7 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{INSIDE_ID, Policy};
+use super::policy::Policy;
 use super::seccomp;
 
 /// How a job ended: the `kind` of a [`Report`]. On the wire (the JSON line on the report
@@ -308,18 +308,30 @@ fn read_warm() -> R<Policy> {
         mounts: Vec::new(),
         files: Vec::new(),
         collect: Vec::new(),
+        host_network: false,
+        net_ports: None,
+        inside_id: None,
     };
     template.validate()?;
     Ok(template)
 }
 
 /// In a warm sandbox's init: the job's policy (the rest of the policy pipe), which must fit
-/// what was built (no binds, no network, the scratch cwd, the same uid, mounts only from the
-/// mount root it was built with).
+/// what was built (no binds, no network of its own nor the host's, the scratch cwd, the same
+/// uid outside and inside, mounts only from the mount root it was built with).
 fn read_job_policy(template: &Policy) -> R<Policy> {
     let p = read_policy()?;
-    if p.network || !p.ro_binds.is_empty() || p.cwd != template.cwd || p.run_as != template.run_as {
-        return Err("the job does not fit its warm sandbox (network, binds, cwd or uid)".into());
+    if p.network
+        || p.host_network
+        || !p.ro_binds.is_empty()
+        || p.cwd != template.cwd
+        || p.run_as != template.run_as
+        || p.inside_id() != template.inside_id()
+    {
+        return Err(
+            "the job does not fit its warm sandbox (network, host network, binds, cwd or uid)"
+                .into(),
+        );
     }
     if !p.mounts.is_empty() && p.mount_root != template.mount_root {
         return Err("the job's mounts come from another mount root than its warm sandbox's".into());
@@ -395,24 +407,35 @@ fn run(warm: bool) -> R<Report> {
     if let Some(fd) = &early_dir {
         nix::unistd::fchdir(fd).map_err(|e| format!("fchdir to the bind source: {e}"))?;
     }
+    // A confined service (`host_network`) stays in the host's network namespace.
+    let net = if policy.host_network {
+        0
+    } else {
+        libc::CLONE_NEWNET
+    };
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
+        | net
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
     check(
         // SAFETY: unshare with flag arguments only; we are single-threaded (a fresh process).
         unsafe { libc::unshare(flags) },
-        "unshare(user, mount, pid, net, ipc, uts, cgroup namespaces)",
+        if policy.host_network {
+            "unshare(user, mount, pid, ipc, uts, cgroup namespaces)"
+        } else {
+            "unshare(user, mount, pid, net, ipc, uts, cgroup namespaces)"
+        },
     )
     .map_err(|e| format!("{e} (are unprivileged user namespaces enabled?)"))?;
+    let inside = policy.inside_id();
     std::fs::write("/proc/self/setgroups", "deny")
         .map_err(|e| format!("write /proc/self/setgroups: {e}"))?;
-    std::fs::write("/proc/self/uid_map", format!("{INSIDE_ID} {outer_uid} 1\n"))
+    std::fs::write("/proc/self/uid_map", format!("{inside} {outer_uid} 1\n"))
         .map_err(|e| format!("write uid_map: {e}"))?;
-    std::fs::write("/proc/self/gid_map", format!("{INSIDE_ID} {outer_gid} 1\n"))
+    std::fs::write("/proc/self/gid_map", format!("{inside} {outer_gid} 1\n"))
         .map_err(|e| format!("write gid_map: {e}"))?;
     // Held until the report is written; slirp4netns ends with the helper.
     let _egress = egress.map(super::net::Egress::start).transpose()?;
@@ -1145,13 +1168,14 @@ fn build_root(policy: &Policy, binds: &Binds, devpts: Option<&OwnedFd>) -> R<boo
 /// limits, under `root` (the new root before pivot_root, "" after).
 fn mount_scratch(policy: &Policy, root: &str) -> R<()> {
     let l = &policy.limits;
+    let id = policy.inside_id();
     for (dir, mode) in [
         (policy.cwd.as_str(), "0700"),
         ("/tmp", "1777"),
         ("/dev/shm", "1777"),
     ] {
         let opts = format!(
-            "mode={mode},size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
+            "mode={mode},size={},nr_inodes={},uid={id},gid={id}",
             l.tmpfs_bytes, l.tmpfs_inodes
         );
         mount(
@@ -1246,7 +1270,7 @@ fn apply_data(policy: &Policy, mounts_bound: bool) -> R<()> {
         )
         .map_err(|e| format!("open {MOUNTS_INSIDE}: {e}"))?;
         for m in &policy.mounts {
-            job_mount(&root, m)?;
+            job_mount(&root, m, policy.inside_id())?;
         }
         drop(root);
         nix::mount::umount2(MOUNTS_INSIDE, nix::mount::MntFlags::MNT_DETACH)
@@ -1282,7 +1306,7 @@ fn mount_point(path: &str) -> R<()> {
 
 /// One of the job's mounts, from `root` (the mount root): a read-only bind of its source, or
 /// a tmpfs the job owns holding a copy of it.
-fn job_mount(root: &OwnedFd, m: &super::policy::JobMount) -> R<()> {
+fn job_mount(root: &OwnedFd, m: &super::policy::JobMount, id: u32) -> R<()> {
     use nix::fcntl::OFlag;
     mount_point(&m.inside)?;
     let target = cstr(&m.inside)?;
@@ -1325,7 +1349,7 @@ fn job_mount(root: &OwnedFd, m: &super::policy::JobMount) -> R<()> {
         return remount_ro(&m.inside);
     }
     let opts = format!(
-        "mode=0755,size={},nr_inodes={},uid={INSIDE_ID},gid={INSIDE_ID}",
+        "mode=0755,size={},nr_inodes={},uid={id},gid={id}",
         m.size_bytes, m.inodes
     );
     mount(
@@ -1672,7 +1696,10 @@ fn init(
         apply_data(template, mounts_bound)?;
     }
     nix::unistd::sethostname("sandbox").map_err(|e| format!("sethostname: {e}"))?;
-    loopback_up()?;
+    // The host's network namespace (a confined service) is not ours to configure.
+    if !template.host_network {
+        loopback_up()?;
+    }
     // A warm sandbox is complete here; it waits for its one job.
     let job_policy;
     let policy = if warm {
@@ -1791,11 +1818,70 @@ fn find_program(argv0: &str, env: &[(String, String)]) -> R<String> {
     Err(format!("exec: {argv0}: command not found"))
 }
 
+/// The landlock ABI version the kernel offers (0 without landlock).
+fn landlock_abi() -> i64 {
+    /// LANDLOCK_CREATE_RULESET_VERSION (linux/landlock.h).
+    const VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag
+    // only returns the ABI version (or -1); it creates nothing.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            VERSION,
+        )
+    };
+    v.max(0)
+}
+
+/// The first landlock ABI with TCP port rules (Linux 6.7).
+const LANDLOCK_NET_ABI: i64 = 4;
+
+/// The job's TCP port rules (`Policy::net_ports`) as landlock rules: each port with the rights
+/// it is listed for. `None`: no port rule to apply (none asked for, or, with
+/// `allow_degraded`, a kernel without them: the job is told so on its stderr). A kernel
+/// without them fails the job otherwise.
+fn net_port_rules(
+    policy: &Policy,
+) -> R<Option<std::collections::BTreeMap<u16, landlock::BitFlags<landlock::AccessNet>>>> {
+    use landlock::AccessNet;
+    let Some(ports) = &policy.net_ports else {
+        return Ok(None);
+    };
+    let abi = landlock_abi();
+    if abi < LANDLOCK_NET_ABI {
+        let why = format!(
+            "the job's TCP port rules (net_ports) need landlock ABI {LANDLOCK_NET_ABI} (Linux 6.7); this kernel's is {abi}"
+        );
+        if !policy.allow_degraded {
+            return Err(format!("landlock: {why}"));
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "localhostd sandbox: WARNING: TCP port rules not applied: {why} (sandbox.allow-degraded)"
+        );
+        return Ok(None);
+    }
+    let mut rules = std::collections::BTreeMap::new();
+    for (list, access) in [
+        (&ports.connect, AccessNet::ConnectTcp),
+        (&ports.bind, AccessNet::BindTcp),
+    ] {
+        for port in list {
+            *rules
+                .entry(*port)
+                .or_insert_with(landlock::BitFlags::<AccessNet>::empty) |= access;
+        }
+    }
+    Ok(Some(rules))
+}
+
 /// `tty`: N of the job's `/dev/pts/N`, if it has a terminal.
 fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R<&'static str> {
     use landlock::{
-        ABI, Access, AccessFs, CompatLevel, Compatible, RulesetAttr, RulesetCreatedAttr,
-        RulesetStatus, Scope, path_beneath_rules,
+        ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
     };
     let abi = ABI::V6;
     let level = if policy.allow_degraded {
@@ -1835,14 +1921,26 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R
     let terminal: Vec<String> = tty
         .map(|n| vec!["/dev/tty".into(), format!("/dev/pts/{n}")])
         .unwrap_or_default();
-    let status = landlock::Ruleset::default()
+    let net = net_port_rules(policy)?;
+    let ruleset = landlock::Ruleset::default()
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(abi))
         .map_err(le)?
         .scope(Scope::from_all(abi))
-        .map_err(le)?
-        .create()
-        .map_err(le)?
+        .map_err(le)?;
+    // TCP connect and bind handled (ABI 4's rights: UDP stays ungoverned) when the job has
+    // port rules: then only the listed ports are allowed.
+    let ruleset = match &net {
+        Some(_) => ruleset
+            .handle_access(AccessNet::from_all(ABI::V4))
+            .map_err(le)?,
+        None => ruleset,
+    };
+    let mut created = ruleset.create().map_err(le)?;
+    for (port, access) in net.iter().flatten() {
+        created = created.add_rule(NetPort::new(*port, *access)).map_err(le)?;
+    }
+    let status = created
         .add_rules(path_beneath_rules(&ro, read_exec))
         .map_err(le)?
         .add_rules(path_beneath_rules(&rw, AccessFs::from_all(abi)))
@@ -1862,7 +1960,9 @@ fn landlock_restrict(policy: &Policy, proc_mounted: bool, tty: Option<u32>) -> R
         .map_err(le)?
         .restrict_self()
         .map_err(le)?;
+    let skipped_ports = policy.net_ports.is_some() && net.is_none();
     Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced if skipped_ports => "partial",
         RulesetStatus::FullyEnforced => "full",
         RulesetStatus::PartiallyEnforced => "partial",
         RulesetStatus::NotEnforced => "none",

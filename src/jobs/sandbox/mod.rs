@@ -28,7 +28,7 @@ pub mod zygote;
 pub use cgroup::{CgroupLimits, Cgroups, JobCgroup};
 pub use child::{Report, ReportKind, Warm};
 pub use policy::{
-    Cidr, InlineFile, JobMount, Limits, MemoryBudget, MemoryLimitedBy, Policy, SCRATCH,
-    TerminalSize,
+    Cidr, InlineFile, JobMount, Limits, MemoryBudget, MemoryLimitedBy, NOBODY_ID, NetPorts, Policy,
+    SCRATCH, TerminalSize,
 };
 pub use spawn::{Exit, Running, Sandbox, Terminal, WarmSandbox};

@@ -1,5 +1,10 @@
 //! What a job may do, as plain data: the command, its environment, limits and whether it has a
 //! network. Built by the daemon, sent to the sandbox helper as JSON, validated on both sides.
+//!
+//! A confined service (a public tunnel's client) keeps the host's network namespace
+//! (`host_network`), with landlock narrowing the TCP ports it may connect to and bind
+//! (`net_ports`), and may run as another id inside its user namespace (`inside_id`); every
+//! other part of the sandbox stays.
 
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +153,32 @@ pub struct Policy {
     /// as open descriptors once the job has ended, for its outputs to be read from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collect: Vec<String>,
+    /// Keep the host's network namespace (no network namespace of its own): the job reaches
+    /// the host's loopback and whatever the host reaches, as narrowed by `net_ports`. Every
+    /// other namespace, the filesystem rules, seccomp and the rlimits stay. Never with
+    /// `network`; never in a warm sandbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Landlock's TCP port rules (landlock ABI 4, Linux 6.7): the job may connect only to
+    /// these ports and bind only these. `None`: no port rule. A kernel without them fails
+    /// the job, unless `allow_degraded` (then it runs and says the rule was not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_ports: Option<NetPorts>,
+    /// The uid and gid the job has inside its user namespace; `None`: [`INSIDE_ID`]. Never 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_id: Option<u32>,
+}
+
+/// The TCP ports a job may use (`Policy::net_ports`); an empty list allows none. UDP and
+/// other protocols are not governed by these rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPorts {
+    /// Remote ports it may connect to.
+    #[serde(default)]
+    pub connect: Vec<u16>,
+    /// Local ports it may bind.
+    #[serde(default)]
+    pub bind: Vec<u16>,
 }
 
 /// A directory beneath the sandbox's mount root shown inside the job.
@@ -321,10 +352,18 @@ impl<'de> Deserialize<'de> for Cidr {
 
 /// The uid and gid the job has inside its user namespace.
 pub const INSIDE_ID: u32 = 1000;
+/// The id of `nobody`, present in every /etc/passwd (a client such as OpenSSH's refuses to
+/// run as a uid it cannot look up): what a confined service runs as inside.
+pub const NOBODY_ID: u32 = 65534;
 /// The scratch directory inside (the job's cwd and HOME).
 pub const SCRATCH: &str = "/work";
 
 impl Policy {
+    /// The uid and gid the job has inside its user namespace.
+    pub fn inside_id(&self) -> u32 {
+        self.inside_id.unwrap_or(INSIDE_ID)
+    }
+
     /// Rejects what cannot be run: an empty argv, NUL bytes, bad environment names, relative
     /// or overlapping bind targets.
     pub fn validate(&self) -> Result<(), String> {
@@ -355,6 +394,15 @@ impl Policy {
         }
         if let Some(t) = &self.terminal {
             t.validate()?;
+        }
+        if self.host_network && self.network {
+            return Err(
+                "a job either keeps the host's network (host_network) or gets its own with egress (network), not both"
+                    .into(),
+            );
+        }
+        if self.inside_id == Some(0) {
+            return Err("a job cannot be uid 0 inside its namespace".into());
         }
         self.validate_data()
     }
@@ -471,6 +519,9 @@ mod tests {
             mounts: vec![],
             files: vec![],
             collect: vec![],
+            host_network: false,
+            net_ports: None,
+            inside_id: None,
         }
     }
 
@@ -627,5 +678,43 @@ mod tests {
         q.mounts[1].source = String::new();
         q.validate().unwrap();
         assert!(is_within("/work/out/a", "/work/out") && !is_within("/work/outer", "/work/out"));
+    }
+
+    #[test]
+    fn host_network_ports_and_inside_id_are_optional_on_the_wire_and_checked() {
+        // A policy without them is written as before, and reads back without them.
+        let v = serde_json::to_value(sample()).unwrap();
+        for k in ["host_network", "net_ports", "inside_id"] {
+            assert!(v.get(k).is_none(), "{k}: {v}");
+        }
+        let p: Policy = serde_json::from_value(v).unwrap();
+        assert!(!p.host_network && p.net_ports.is_none() && p.inside_id.is_none());
+        assert_eq!(p.inside_id(), INSIDE_ID);
+        let mut p = sample();
+        p.host_network = true;
+        p.net_ports = Some(NetPorts {
+            connect: vec![22, 443],
+            bind: vec![],
+        });
+        p.inside_id = Some(NOBODY_ID);
+        p.validate().unwrap();
+        let back: Policy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert!(back.host_network);
+        assert_eq!(back.net_ports, p.net_ports);
+        assert_eq!(back.inside_id(), NOBODY_ID);
+        // Missing port lists read as empty (none allowed).
+        let ports: NetPorts = serde_json::from_str("{}").unwrap();
+        assert_eq!(ports, NetPorts::default());
+
+        let mut both = p.clone();
+        both.network = true;
+        assert!(both.validate().unwrap_err().contains("host_network"));
+        let mut root = p.clone();
+        root.inside_id = Some(0);
+        assert!(root.validate().unwrap_err().contains("uid 0"));
+        // Port rules alone (in the job's own network namespace) are fine.
+        let mut own = sample();
+        own.net_ports = Some(NetPorts::default());
+        own.validate().unwrap();
     }
 }

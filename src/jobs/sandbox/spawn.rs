@@ -522,10 +522,13 @@ impl WarmSandbox {
         self.mount_root.as_deref()
     }
 
-    /// Whether `policy` can run in it: no network, no binds, no terminal, the scratch cwd,
-    /// its uid, mounts only from its mount root (files and collected directories fit any).
+    /// Whether `policy` can run in it: no network (its own or the host's), no binds, no
+    /// terminal, the scratch cwd, its uid outside and the usual one inside, mounts only from
+    /// its mount root (files and collected directories fit any).
     pub fn fits(&self, policy: &Policy) -> bool {
         !policy.network
+            && !policy.host_network
+            && policy.inside_id() == super::policy::INSIDE_ID
             && policy.terminal.is_none()
             && policy.ro_binds.is_empty()
             && policy.cwd == super::policy::SCRATCH
