@@ -83,7 +83,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     systemd::status("preparing listeners");
     let socket_activated = activated.is_some();
-    let listeners = match activated {
+    let mut listeners = match activated {
         Some(l) => l,
         None => {
             let mut l = systemd::bind(&config.server.listen)?;
@@ -93,11 +93,26 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let http_count = listeners
         .iter()
-        .filter(|l| l.name != systemd::ADMIN_FD_NAME)
+        .filter(|l| l.name != systemd::ADMIN_FD_NAME && l.name != systemd::TUNNEL_FD_NAME)
         .count();
     if http_count == 0 {
         anyhow::bail!("no HTTP listener: systemd passed only an admin socket");
     }
+    // The tunnels' public listener: bound by the daemon itself (also under socket
+    // activation), only when tunnels are on. What arrives on it is never trusted as local.
+    let tunnel_target = if config.tunnels.enabled {
+        let mut l = systemd::bind(&[crate::config::ListenAddr::Tcp(config.tunnels.listen)])?;
+        let mut public = l.pop().context("the tunnels' listener was not bound")?;
+        public.name = systemd::TUNNEL_FD_NAME.to_owned();
+        let addr = match &public.listener {
+            systemd::StdListener::Tcp(t) => t.local_addr().ok(),
+            systemd::StdListener::Unix(_) => None,
+        };
+        listeners.push(public);
+        addr
+    } else {
+        None
+    };
     let described: Vec<String> = listeners.iter().map(NamedListener::describe).collect();
 
     // Per-job memory cgroups: a subtree systemd delegated (Delegate=yes), else (as root) the
@@ -190,6 +205,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Ok(n) => tracing::warn!(removed = n, "removed what an interrupted backup left"),
         Err(e) => tracing::error!(error = %e, "cannot clean the backup directory"),
     }
+    if let Some(addr) = tunnel_target {
+        state.tunnels.set_target(addr);
+        tracing::info!(listen = %addr, "tunnels are enabled: their clients forward to this public listener");
+    }
+    let tunnels = state.tunnels.clone();
     let backups = state.backups.clone();
     let terminals = state.terminals.clone();
     let exec = state.exec.clone();
@@ -240,6 +260,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "localhostd ready"
     );
 
+    // The tunnels that were up before the restart (in the background: a client that cannot
+    // start only restarts with its pauses, it never holds up the daemon).
+    match tunnels.resume().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(tunnels = n, "tunnels meant to be up are starting"),
+        Err(e) => tracing::error!(error = %e, "cannot read the tunnels meant to be up"),
+    }
     if let Some(timeout) = systemd::watchdog_timeout() {
         tokio::spawn(watchdog(db.clone(), timeout, shutdown_rx.clone()));
     }
@@ -252,6 +279,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(idle_exit(
             activity,
             terminals.clone(),
+            tunnels.clone(),
             exec.clone(),
             idle.get(),
             shutdown_tx.clone(),
@@ -279,6 +307,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     terminals
         .shutdown(live.get().server.shutdown_timeout.get())
         .await;
+    // Tunnel clients end (their whole PID namespaces); what is stored stays, so the next
+    // daemon starts them again.
+    tunnels.shutdown().await;
 
     let drained = match server.await {
         Ok(Ok(all)) => all,
@@ -604,6 +635,7 @@ async fn watchdog(db: Db, timeout: Duration, mut shutdown: watch::Receiver<bool>
 async fn idle_exit(
     activity: Arc<Activity>,
     terminals: crate::jobs::terminals::Terminals,
+    tunnels: crate::ops::tunnels::Tunnels,
     exec: crate::jobs::exec::Executor,
     idle: Duration,
     shutdown: watch::Sender<bool>,
@@ -616,8 +648,14 @@ async fn idle_exit(
         }
         // A running terminal session keeps the daemon up: its clients may be detached (an
         // attached WebSocket no longer counts as a connection once upgraded). So does a job
-        // queued or running in the background, which no connection waits for.
-        if terminals.running() == 0 && exec.in_progress() == 0 && activity.idle_for() >= idle {
+        // queued or running in the background, which no connection waits for, and a tunnel
+        // meant to be up (socket activation would bring the daemon back only on a local
+        // connection, never for the tunnel's).
+        if terminals.running() == 0
+            && exec.in_progress() == 0
+            && !tunnels.wanted()
+            && activity.idle_for() >= idle
+        {
             tracing::info!(
                 idle_s = idle.as_secs_f64(),
                 "no connection for server.idle-exit-after; exiting until the next one"

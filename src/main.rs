@@ -184,6 +184,9 @@ fn check_config(args: ConfigArg) -> ExitCode {
                 );
             }
             print!("{}", config.to_toml());
+            if config.tunnels.enabled {
+                eprintln!("\n{}", localhostd::ops::tunnels::exposure(&config.tunnels));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -44,6 +44,8 @@ impl NamedListener {
 /// The name systemd gives the admin socket (`FileDescriptorName=admin`); every other passed
 /// socket serves the HTTP API.
 pub const ADMIN_FD_NAME: &str = "admin";
+/// The name of the tunnels' public listener (`tunnels.listen`, bound by the daemon itself).
+pub const TUNNEL_FD_NAME: &str = "tunnel";
 
 /// Sockets passed by systemd (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES). `None` when not
 /// socket-activated. Must run before any other thread exists: it clears those variables from

@@ -146,6 +146,21 @@ pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Cli
     let Some(conn) = conn else {
         return Client::unknown();
     };
+    if conn.public {
+        // A tunnel's client forwards the internet: nothing of the peer (a loopback address)
+        // or of what the request says of its origin is believed, bar the scheme the
+        // provider's edge served it with (for the session cookie and the Origin check).
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        return Client {
+            addr: "tunnel".into(),
+            secure,
+            local_admin_uid: None,
+            loopback_peer: false,
+        };
+    }
     let local_admin_uid = if conn.admin {
         conn.peer_uid
             .filter(|uid| *uid == 0 || *uid == nix::unistd::geteuid().as_raw())
@@ -181,18 +196,23 @@ pub fn client(cfg: &Config, conn: Option<&ConnInfo>, headers: &HeaderMap) -> Cli
     }
 }
 
-/// Whether the Host a request names is one of ours: localhost names, the listening addresses,
-/// or `server.server-names`. Stops DNS rebinding from a browser into a loopback daemon.
-pub fn host_allowed(cfg: &Config, conn: Option<&ConnInfo>, host: &str) -> bool {
-    // Compared without case rather than lowercased: no copy of the name per request.
+/// The name a Host header gives, without port, brackets or a trailing dot.
+pub fn host_name(host: &str) -> &str {
     let host = host.trim().trim_end_matches('.');
-    let name = if let Some(rest) = host.strip_prefix('[') {
+    if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else if host.matches(':').count() == 1 {
         host.split(':').next().unwrap_or("")
     } else {
         host
-    };
+    }
+}
+
+/// Whether the Host a request names is one of ours: localhost names, the listening addresses,
+/// or `server.server-names`. Stops DNS rebinding from a browser into a loopback daemon.
+pub fn host_allowed(cfg: &Config, conn: Option<&ConnInfo>, host: &str) -> bool {
+    // Compared without case rather than lowercased: no copy of the name per request.
+    let name = host_name(host);
     const SUFFIX: &[u8] = b".localhost";
     let b = name.as_bytes();
     if ["localhost", "127.0.0.1", "::1"]

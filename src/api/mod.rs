@@ -279,7 +279,14 @@ async fn context(api: Arc<ApiInner>, mut req: Request) -> Response {
                 .and_then(|v| v.to_str().ok())
         });
         match host {
-            Some(h) if access::host_allowed(&cfg, conn, h) => None,
+            // A tunnel's public host passes while that tunnel is up (looked up last: no
+            // cost for the names above).
+            Some(h)
+                if access::host_allowed(&cfg, conn, h)
+                    || state.tunnels.public_host(access::host_name(h)) =>
+            {
+                None
+            }
             h => Some(ApiError::bad_request(format!(
                 "Host {:?} is not a name of this server; add it to server.server-names",
                 h.unwrap_or_default()

@@ -41,6 +41,9 @@ pub struct ConnInfo {
     pub admin: bool,
     /// The peer's uid (SO_PEERCRED) on Unix sockets.
     pub peer_uid: Option<u32>,
+    /// The tunnels' public listener (`tunnels.listen`): whatever arrives here comes from the
+    /// internet, however local the peer's address.
+    pub public: bool,
     /// Our own address on this TCP connection (a Host naming it is ours).
     pub local_ip: Option<std::net::IpAddr>,
 }
@@ -153,6 +156,7 @@ pub async fn serve(
     for named in listeners {
         let name: Arc<str> = Arc::from(named.name.as_str());
         let admin = named.name == crate::systemd::ADMIN_FD_NAME;
+        let public = named.name == crate::systemd::TUNNEL_FD_NAME;
         // Each listener has its own budget, so connections on one (say the public TCP
         // port) can never take the room of another (nginx's socket, the admin socket).
         let budget = if admin {
@@ -166,6 +170,7 @@ pub async fn serve(
             Endpoint {
                 name,
                 admin,
+                public,
                 budget: Arc::new(Semaphore::new(budget)),
             },
             shared.clone(),
@@ -203,6 +208,8 @@ struct Endpoint {
     name: Arc<str>,
     /// The admin socket: its budget is taken after accepting, when the peer is known.
     admin: bool,
+    /// The tunnels' public listener.
+    public: bool,
     /// Connections this listener may have open at once.
     budget: Arc<Semaphore>,
 }
@@ -235,6 +242,7 @@ async fn accept_loop(
                     remote: Remote::Tcp(addr),
                     listener: ep.name.clone(),
                     admin: ep.admin,
+                    public: ep.public,
                     peer_uid: None,
                     local_ip: stream.local_addr().ok().map(|a| a.ip()),
                 };
@@ -249,6 +257,7 @@ async fn accept_loop(
                     remote: Remote::Unix,
                     listener: ep.name.clone(),
                     admin: ep.admin,
+                    public: ep.public,
                     peer_uid: uid,
                     local_ip: None,
                 };

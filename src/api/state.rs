@@ -126,8 +126,12 @@ impl AppState {
         let runtimes = crate::jobs::runtimes::Runtimes::new(live.clone());
         let backups = Backups::new(health.state_dir.clone(), live.clone(), pins);
         let terminals = Terminals::new(exec.clone(), db.clone(), live.clone(), &health.state_dir)?;
-        let tunnels =
-            crate::ops::tunnels::Tunnels::new(db.clone(), live.clone(), exec.clone(), metrics.clone());
+        let tunnels = crate::ops::tunnels::Tunnels::new(
+            db.clone(),
+            live.clone(),
+            exec.clone(),
+            metrics.clone(),
+        );
         Ok(AppState(Arc::new(Services {
             auth: Auth::new(db.clone()),
             audit: Audit::new(db.clone()),

@@ -84,7 +84,13 @@ pub async fn start(
     let options = options(&headers, &body)?;
     let result = state.tunnels.start(p, &options, &caller.actor).await;
     state
-        .audit_change(&caller, "tunnel.start", p.as_str(), &result, &options.to_string())
+        .audit_change(
+            &caller,
+            "tunnel.start",
+            p.as_str(),
+            &result,
+            &options.to_string(),
+        )
         .await;
     Ok(axum::Json(result?).into_response())
 }

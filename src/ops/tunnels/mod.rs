@@ -180,7 +180,10 @@ struct Inner {
 
 impl Tunnels {
     pub fn new(db: Db, live: Arc<LiveConfig>, exec: Executor, metrics: Metrics) -> Tunnels {
-        let slots = Provider::ALL.into_iter().map(|p| (p, Slot::new())).collect();
+        let slots = Provider::ALL
+            .into_iter()
+            .map(|p| (p, Slot::new()))
+            .collect();
         for p in Provider::ALL {
             metrics.set_tunnel_up(p.as_str(), false);
         }
@@ -267,7 +270,12 @@ impl Tunnels {
     /// Starts (or, with other options, restarts) a tunnel and stores that it is meant to be
     /// up. Refused when tunnels are off, the provider cannot run here (`Unprocessable`, with
     /// the reason) or an option is wrong (`Invalid`).
-    pub async fn start(&self, p: Provider, options: &serde_json::Value, by: &str) -> Result<TunnelView> {
+    pub async fn start(
+        &self,
+        p: Provider,
+        options: &serde_json::Value,
+        by: &str,
+    ) -> Result<TunnelView> {
         let _one = self.inner.changes.lock().await;
         let cfg = self.inner.live.get();
         if !cfg.tunnels.enabled {
@@ -281,7 +289,10 @@ impl Tunnels {
         let opts = provider::options(p, options).map_err(|e| Error::Invalid(e.to_string()))?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         provider::locate(p, &cfg.tunnels, &path).map_err(|reason| {
-            Error::Unprocessable(format!("the {} tunnel cannot run here: {reason}", p.as_str()))
+            Error::Unprocessable(format!(
+                "the {} tunnel cannot run here: {reason}",
+                p.as_str()
+            ))
         })?;
         let options_json = serde_json::to_value(&opts)
             .map_err(|e| Error::Internal(format!("tunnel options: {e}")))?;
@@ -346,7 +357,11 @@ impl Tunnels {
                 let mut st = c.prepare("SELECT provider, desired, options FROM tunnels")?;
                 let rows = st
                     .query_map([], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
@@ -389,7 +404,10 @@ impl Tunnels {
             if self.target().is_none() {
                 continue;
             }
-            tracing::info!(provider = p.as_str(), "starting a tunnel that was up before the restart");
+            tracing::info!(
+                provider = p.as_str(),
+                "starting a tunnel that was up before the restart"
+            );
             self.spawn_run(p, opts);
             started += 1;
         }
@@ -398,7 +416,9 @@ impl Tunnels {
 
     /// Whether a tunnel is meant to be up (the daemon then does not exit when idle).
     pub fn wanted(&self) -> bool {
-        self.slots().values().any(|s| s.desired_up && s.run.is_some())
+        self.slots()
+            .values()
+            .any(|s| s.desired_up && s.run.is_some())
     }
 
     /// Ends every client (at shutdown); what is stored is left as it is, so the next daemon
@@ -419,7 +439,13 @@ impl Tunnels {
             .is_ok_and(|h| h.iter().any(|(_, n)| n.eq_ignore_ascii_case(host)))
     }
 
-    async fn store(&self, p: Provider, up: bool, options: &serde_json::Value, by: &str) -> Result<()> {
+    async fn store(
+        &self,
+        p: Provider,
+        up: bool,
+        options: &serde_json::Value,
+        by: &str,
+    ) -> Result<()> {
         let name = p.as_str();
         let desired = if up { "up" } else { "down" };
         let options = options.to_string();
@@ -459,8 +485,14 @@ impl Tunnels {
         if let Some(run) = run {
             let _ = run.stop.send(true);
             let mut task = run.task;
-            if tokio::time::timeout(Duration::from_secs(15), &mut task).await.is_err() {
-                tracing::error!(provider = p.as_str(), "a tunnel's supervisor did not end in 15 s; aborting it");
+            if tokio::time::timeout(Duration::from_secs(15), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    provider = p.as_str(),
+                    "a tunnel's supervisor did not end in 15 s; aborting it"
+                );
                 task.abort();
             }
         }
@@ -518,6 +550,33 @@ impl Tunnels {
     }
 }
 
+/// What an enabled `[tunnels]` exposes, for `localhostd check-config`.
+pub fn exposure(cfg: &crate::config::TunnelsConfig) -> String {
+    let listen = if cfg.listen.port() == 0 {
+        format!("{} (a free port chosen at startup)", cfg.listen.ip())
+    } else {
+        cfg.listen.to_string()
+    };
+    format!(
+        "tunnels are ENABLED: an admin (a token with the admin scope) can publish this host's \
+         API and web UI to the internet with POST /api/v1/tunnels/{{ssh,localtunnel,cloudflared,ngrok}}/start. \
+         While a tunnel is up:\n\
+         - anyone on the internet who has its URL reaches every route of the API through the \
+         public listener {listen}; each request still needs a token or a login, like any \
+         other, and is rate-limited as one client (\"tunnel\");\n\
+         - nothing arriving there is trusted as local: no loopback privileges \
+         (metrics.public-on-loopback does not apply), no trusted-proxy headers, never the \
+         admin socket's local admin;\n\
+         - the tunnel's public host name passes the Host check (only while it is up);\n\
+         - /health, /health/ready and the login page are public, as on any listener;\n\
+         - the client runs confined (no state directory, landlock, seccomp, uid 65534 \
+         inside) but on the host's network; the ssh key, known_hosts and tokens named in \
+         [tunnels.*] are read by the daemon and handed to it.\n\
+         Tunnels meant to be up keep the daemon from exiting when idle and come back after a \
+         restart; docs/security.md has the details."
+    )
+}
+
 /// The message of every refusal while tunnels are off.
 pub fn disabled_message() -> String {
     "tunnels are disabled on this host; an admin enables them with `[tunnels] enabled = true` \
@@ -544,10 +603,19 @@ mod tests {
 
     #[test]
     fn host_of_urls() {
-        assert_eq!(host_of("https://Abc.trycloudflare.com").as_deref(), Some("abc.trycloudflare.com"));
-        assert_eq!(host_of("http://tunnel.example.com:8022/x?y").as_deref(), Some("tunnel.example.com"));
+        assert_eq!(
+            host_of("https://Abc.trycloudflare.com").as_deref(),
+            Some("abc.trycloudflare.com")
+        );
+        assert_eq!(
+            host_of("http://tunnel.example.com:8022/x?y").as_deref(),
+            Some("tunnel.example.com")
+        );
         assert_eq!(host_of("http://[::1]:80/").as_deref(), Some("::1"));
-        assert_eq!(host_of("https://u:p@h.example/").as_deref(), Some("h.example"));
+        assert_eq!(
+            host_of("https://u:p@h.example/").as_deref(),
+            Some("h.example")
+        );
         assert_eq!(host_of("https://"), None);
     }
 }

@@ -32,7 +32,12 @@ enum Ended {
     Failed(String),
 }
 
-pub(super) async fn run(tunnels: Tunnels, p: Provider, opts: StartOptions, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run(
+    tunnels: Tunnels,
+    p: Provider,
+    opts: StartOptions,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut failures: u32 = 0;
     let mut pause = tunnels.inner.live.get().tunnels.restart_delay.get();
     loop {
@@ -213,7 +218,11 @@ async fn once(
         Ok(l) => l,
         Err(e) => return Ended::Failed(e.to_string()),
     };
-    let policy = policy(&launch, launch.bind_dir.as_deref(), cfg.tunnels.memory.bytes());
+    let policy = policy(
+        &launch,
+        launch.bind_dir.as_deref(),
+        cfg.tunnels.memory.bytes(),
+    );
     let mut service = match tunnels.inner.exec.start_service(policy).await {
         Ok(s) => s,
         Err(e) => return Ended::Failed(format!("the sandbox could not start the client: {e}")),
@@ -285,10 +294,15 @@ async fn once(
     let kill = !matches!(&ended, Ended::Failed(r) if r.is_empty());
     // Whatever the client still wrote before it ended (its last words say why).
     if !kill {
-        for (pipe, pending) in [(&mut running.stdout, &mut out_pending), (&mut running.stderr, &mut err_pending)] {
+        for (pipe, pending) in [
+            (&mut running.stdout, &mut out_pending),
+            (&mut running.stderr, &mut err_pending),
+        ] {
             let mut rest = Vec::new();
             let mut buf = [0u8; 4096];
-            while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), pipe.read(&mut buf)).await {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), pipe.read(&mut buf)).await
+            {
                 if n == 0 || rest.len() > 64 << 10 {
                     break;
                 }
@@ -315,7 +329,9 @@ async fn once(
             Ok(r) => match r.kind {
                 ReportKind::Exit => format!("the client exited with status {}", r.code),
                 ReportKind::Signal => format!("the client was killed by signal {}", r.signal),
-                ReportKind::Error => format!("the sandbox could not start the client: {}", r.message),
+                ReportKind::Error => {
+                    format!("the sandbox could not start the client: {}", r.message)
+                }
                 ReportKind::Killed => "the client's sandbox was killed".to_owned(),
             },
             Err(e) => format!("the client ended; its report could not be read: {e}"),
