@@ -786,9 +786,33 @@ mod tests {
             remote,
             listener: "t".into(),
             admin: false,
+            public: false,
             peer_uid: None,
             local_ip: None,
         }
+    }
+
+    /// The tunnels' listener: a loopback peer, even one in a trusted proxy's network, is
+    /// the internet there; its forwarded headers name no address we believe.
+    #[test]
+    fn the_tunnel_listener_is_never_local_nor_a_trusted_proxy() {
+        let mut cfg = cfg_with(&["127.0.0.0/8"]);
+        cfg.metrics.public_on_loopback = true;
+        let mut c = conn(Remote::Tcp("127.0.0.1:5000".parse().unwrap()));
+        c.public = true;
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("127.0.0.1"));
+        h.insert("x-real-ip", HeaderValue::from_static("127.0.0.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let client = client(&cfg, Some(&c), &h);
+        assert!(!client.loopback_peer);
+        assert!(!client_is_loopback(&client));
+        assert_eq!(client.addr, "tunnel");
+        assert!(client.local_admin_uid.is_none());
+        assert!(client.secure, "the provider's edge served it over https");
+        // The same peer on an ordinary listener is a trusted proxy's request.
+        c.public = false;
+        assert_eq!(super::client(&cfg, Some(&c), &h).addr, "127.0.0.1");
     }
 
     #[test]

@@ -18,6 +18,7 @@ async fn on_admin_socket(app: &super::super::App, method: Method, path: &str) ->
         remote: Remote::Unix,
         listener: "admin".into(),
         admin: true,
+        public: false,
         peer_uid: Some(nix::unistd::geteuid().as_raw()),
         local_ip: None,
     });
