@@ -55,6 +55,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("ops::health", Domain),
     ("ops::system", Domain),
     ("ops::processes", Domain),
+    ("ops::tunnels", Domain),
     ("util", Infrastructure),
     ("config", Infrastructure),
     ("logging", Infrastructure),
