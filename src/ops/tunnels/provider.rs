@@ -188,6 +188,10 @@ impl StartOptions {
 pub fn options(p: Provider, v: &serde_json::Value) -> Result<StartOptions, ProviderError> {
     let opts: StartOptions = if v.is_null() {
         StartOptions::default()
+    } else if !v.is_object() {
+        return Err(ProviderError::BadOption(format!(
+            "options for {p} must be a JSON object"
+        )));
     } else {
         serde_json::from_value(v.clone())
             .map_err(|e| ProviderError::BadOption(format!("bad options for {p}: {e}")))?
@@ -904,5 +908,977 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(body.get(..size)?);
         body = body.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn target() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+
+    fn ports(list: &[u16]) -> impl FnMut() -> std::io::Result<u16> + '_ {
+        let mut i = 0;
+        move || {
+            i += 1;
+            Ok(list[i - 1])
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A config whose ssh key and known_hosts files exist in `dir`.
+    fn ssh_config(dir: &Path) -> TunnelsConfig {
+        std::fs::write(
+            dir.join("id"),
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nkey\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("known"), b"tunnel.example.com ssh-ed25519 AAAA\n").unwrap();
+        let mut cfg = TunnelsConfig::default();
+        cfg.ssh.host = "tunnel.example.com".into();
+        cfg.ssh.user = "tun".into();
+        cfg.ssh.port = 2222;
+        cfg.ssh.identity_file = Some(dir.join("id"));
+        cfg.ssh.known_hosts_file = Some(dir.join("known"));
+        cfg
+    }
+
+    fn executable(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn providers_have_stable_names() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_value(p).unwrap(), json!(p.as_str()));
+        }
+        assert_eq!(Provider::parse("Ngrok"), None);
+        assert_eq!(Provider::parse("lt"), None);
+    }
+
+    #[test]
+    fn options_are_checked_per_provider() {
+        assert_eq!(
+            options(Provider::Ssh, &serde_json::Value::Null).unwrap(),
+            StartOptions::default()
+        );
+        assert_eq!(
+            options(Provider::Ssh, &json!({"remote_port": 8022})).unwrap(),
+            StartOptions {
+                remote_port: Some(8022),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            options(Provider::Localtunnel, &json!({"subdomain": "my-host1"}))
+                .unwrap()
+                .subdomain
+                .as_deref(),
+            Some("my-host1")
+        );
+        assert_eq!(
+            options(Provider::Cloudflared, &json!({"named": true}))
+                .unwrap()
+                .named,
+            Some(true)
+        );
+        assert_eq!(
+            options(Provider::Ngrok, &json!({"domain": "api.example.com"}))
+                .unwrap()
+                .domain
+                .as_deref(),
+            Some("api.example.com")
+        );
+        // Another provider's option is refused, naming it and its provider.
+        let err = options(Provider::Ngrok, &json!({"subdomain": "abcd"})).unwrap_err();
+        assert_eq!(
+            err,
+            ProviderError::BadOption(
+                "`subdomain` is an option of localtunnel, not of ngrok".into()
+            )
+        );
+        let err = options(Provider::Ssh, &json!({"named": false})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`named` is an option of cloudflared"),
+            "{err}"
+        );
+        // Unknown fields and wrong types are refused.
+        let err = options(Provider::Ssh, &json!({"port": 1})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `port`"), "{err}");
+        assert!(options(Provider::Ssh, &json!({"remote_port": 70000})).is_err());
+        assert!(options(Provider::Ssh, &json!([1])).is_err());
+        // localtunnel's server's subdomain rule.
+        for good in ["abcd", "a1b2c3", "my-app", "x".repeat(63).as_str()] {
+            assert!(valid_subdomain(good), "{good}");
+        }
+        for bad in [
+            "abc",
+            "ABCD",
+            "-abcd",
+            "abcd-",
+            "ab-c",
+            "a_bcd",
+            "x".repeat(64).as_str(),
+        ] {
+            assert!(
+                options(Provider::Localtunnel, &json!({ "subdomain": bad })).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in ["", "a..b", "-a.com", "a b.com", "https://a.com"] {
+            assert!(
+                options(Provider::Ngrok, &json!({ "domain": bad })).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn locate_finds_the_binary_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let path_env = OsStr::new(bin.to_str().unwrap()).to_owned();
+        let cfg = ssh_config(dir.path());
+
+        // Not on the PATH: the package and the config key.
+        let err = locate(Provider::Ssh, &cfg, &path_env).unwrap_err();
+        assert!(err.contains("ssh is not on the PATH"), "{err}");
+        assert!(err.contains("openssh-client"), "{err}");
+        assert!(err.contains("[tunnels.ssh] path"), "{err}");
+        let err = locate(Provider::Localtunnel, &cfg, &path_env).unwrap_err();
+        assert!(err.contains("npm install -g localtunnel"), "{err}");
+
+        let ssh = executable(&bin, "ssh");
+        assert_eq!(
+            locate(Provider::Ssh, &cfg, &path_env).unwrap(),
+            ssh.canonicalize().unwrap()
+        );
+
+        // A file that is not executable is not a client.
+        std::fs::write(bin.join("lt"), b"").unwrap();
+        assert!(locate(Provider::Localtunnel, &cfg, &path_env).is_err());
+
+        // Each ssh prerequisite, named by its key.
+        let mut c = cfg.clone();
+        c.ssh.host.clear();
+        assert_eq!(
+            locate(Provider::Ssh, &c, &path_env).unwrap_err(),
+            "[tunnels.ssh] host is not set"
+        );
+        let mut c = cfg.clone();
+        c.ssh.user.clear();
+        assert_eq!(
+            locate(Provider::Ssh, &c, &path_env).unwrap_err(),
+            "[tunnels.ssh] user is not set"
+        );
+        let mut c = cfg.clone();
+        c.ssh.host = "-oProxyCommand=x".into();
+        assert!(
+            locate(Provider::Ssh, &c, &path_env)
+                .unwrap_err()
+                .contains("not a valid host")
+        );
+        let mut c = cfg.clone();
+        c.ssh.identity_file = None;
+        assert_eq!(
+            locate(Provider::Ssh, &c, &path_env).unwrap_err(),
+            "[tunnels.ssh] identity-file is not set"
+        );
+        let mut c = cfg.clone();
+        c.ssh.known_hosts_file = Some(dir.path().join("absent"));
+        let err = locate(Provider::Ssh, &c, &path_env).unwrap_err();
+        assert!(err.starts_with("[tunnels.ssh] known-hosts-file "), "{err}");
+        assert!(err.contains("absent"), "{err}");
+
+        // ngrok needs its authtoken file; cloudflared needs nothing for a quick tunnel.
+        executable(&bin, "ngrok");
+        executable(&bin, "cloudflared");
+        assert_eq!(
+            locate(Provider::Ngrok, &cfg, &path_env).unwrap_err(),
+            "[tunnels.ngrok] authtoken-file is not set"
+        );
+        assert!(locate(Provider::Cloudflared, &cfg, &path_env).is_ok());
+
+        // A configured path wins over the PATH, and must be executable.
+        let mut c = cfg.clone();
+        let elsewhere = executable(dir.path(), "cloudflared-2026");
+        c.cloudflared.path = Some(elsewhere.clone());
+        assert_eq!(
+            locate(Provider::Cloudflared, &c, OsStr::new("")).unwrap(),
+            elsewhere.canonicalize().unwrap()
+        );
+        c.cloudflared.path = Some(dir.path().join("id"));
+        let err = locate(Provider::Cloudflared, &c, &path_env).unwrap_err();
+        assert!(err.contains("[tunnels.cloudflared] path"), "{err}");
+    }
+
+    #[test]
+    fn launch_ssh_with_a_port_the_server_picks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ssh_config(dir.path());
+        let l = launch(
+            Provider::Ssh,
+            Path::new("/usr/bin/ssh"),
+            &cfg,
+            &StartOptions::default(),
+            target(),
+            &mut ports(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv,
+            strings(&[
+                "/usr/bin/ssh",
+                "-N",
+                "-T",
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/work/known_hosts",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityFile=/work/id",
+                "-p",
+                "2222",
+                "-R",
+                "0:127.0.0.1:8080",
+                "tun@tunnel.example.com",
+            ])
+        );
+        assert_eq!(l.bind_dir, None);
+        assert_eq!(
+            l.files,
+            vec![
+                (
+                    "id".to_string(),
+                    b"-----BEGIN OPENSSH PRIVATE KEY-----\nkey\n".to_vec(),
+                    true
+                ),
+                (
+                    "known_hosts".to_string(),
+                    b"tunnel.example.com ssh-ed25519 AAAA\n".to_vec(),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(l.connect_ports, Some(vec![53, 2222, 8080]));
+        assert!(l.bind_ports.is_empty());
+        assert_eq!(l.discovery, Discovery::Output);
+        assert_eq!(
+            l.env,
+            vec![
+                ("HOME".to_string(), "/work".to_string()),
+                (
+                    "PATH".to_string(),
+                    "/usr/local/bin:/usr/bin:/bin".to_string()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn launch_ssh_with_a_fixed_port_and_bind_address_asks_for_debug_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ssh_config(dir.path());
+        cfg.ssh.remote_bind = "::".into();
+        cfg.ssh.remote_port = 9000;
+        let opts = options(Provider::Ssh, &json!({"remote_port": 8022})).unwrap();
+        let l = launch(
+            Provider::Ssh,
+            Path::new("/usr/bin/ssh"),
+            &cfg,
+            &opts,
+            target(),
+            &mut ports(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv[l.argv.len() - 8..],
+            strings(&[
+                "IdentityFile=/work/id",
+                "-o",
+                "LogLevel=DEBUG1",
+                "-p",
+                "2222",
+                "-R",
+                "[::]:8022:127.0.0.1:8080",
+                "tun@tunnel.example.com",
+            ])
+        );
+        // An unreadable key is a reason, naming the key.
+        cfg.ssh.identity_file = Some(dir.path().join("gone"));
+        let err = launch(
+            Provider::Ssh,
+            Path::new("/usr/bin/ssh"),
+            &cfg,
+            &opts,
+            target(),
+            &mut ports(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("[tunnels.ssh] identity-file "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn launch_localtunnel() {
+        let mut cfg = TunnelsConfig::default();
+        cfg.localtunnel.host = "http://127.0.0.1:3000".into();
+        let opts = options(Provider::Localtunnel, &json!({"subdomain": "myhost"})).unwrap();
+        let l = launch(
+            Provider::Localtunnel,
+            Path::new("/usr/local/lib/node_modules/localtunnel/bin/lt.js"),
+            &cfg,
+            &opts,
+            target(),
+            &mut ports(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv,
+            strings(&[
+                "/usr/local/lib/node_modules/localtunnel/bin/lt.js",
+                "--port",
+                "8080",
+                "--local-host",
+                "127.0.0.1",
+                "--host",
+                "http://127.0.0.1:3000",
+                "--subdomain",
+                "myhost",
+            ])
+        );
+        assert_eq!(l.bind_dir, None);
+        assert_eq!(l.connect_ports, None);
+        assert_eq!(l.discovery, Discovery::Output);
+        assert!(l.files.is_empty());
+
+        // Installed outside /usr: the package directory is bound (lt.js loads ../ files).
+        let l = launch(
+            Provider::Localtunnel,
+            Path::new("/opt/node/lib/node_modules/localtunnel/bin/lt.js"),
+            &cfg,
+            &StartOptions::default(),
+            target(),
+            &mut ports(&[]),
+        )
+        .unwrap();
+        assert_eq!(l.argv[0], "/tunnel-client/bin/lt.js");
+        assert_eq!(
+            l.bind_dir.as_deref(),
+            Some(Path::new("/opt/node/lib/node_modules/localtunnel"))
+        );
+        assert_eq!(l.argv.len(), 7);
+    }
+
+    #[test]
+    fn launch_cloudflared_quick_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TunnelsConfig::default();
+        let l = launch(
+            Provider::Cloudflared,
+            Path::new("/opt/cloudflared/cloudflared"),
+            &cfg,
+            &StartOptions::default(),
+            target(),
+            &mut ports(&[20241]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv,
+            strings(&[
+                "/tunnel-client/cloudflared",
+                "tunnel",
+                "--no-autoupdate",
+                "--metrics",
+                "127.0.0.1:20241",
+                "--url",
+                "http://127.0.0.1:8080",
+            ])
+        );
+        assert_eq!(l.bind_dir.as_deref(), Some(Path::new("/opt/cloudflared")));
+        assert_eq!(l.connect_ports, Some(vec![53, 443, 853, 7844, 8080]));
+        assert_eq!(l.bind_ports, vec![20241]);
+        assert_eq!(
+            l.discovery,
+            Discovery::CloudflaredMetrics("127.0.0.1:20241".parse().unwrap())
+        );
+        assert_eq!(l.env.len(), 2);
+
+        // Named: refused without its config, then run with the token in the environment.
+        let named = options(Provider::Cloudflared, &json!({"named": true})).unwrap();
+        let err = launch(
+            Provider::Cloudflared,
+            Path::new("/usr/bin/cloudflared"),
+            &cfg,
+            &named,
+            target(),
+            &mut ports(&[20242]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ProviderError::Unavailable(
+                "a named tunnel needs [tunnels.cloudflared] token-file".into()
+            )
+        );
+        std::fs::write(dir.path().join("token"), b"eyJhIjoiYiJ9\n").unwrap();
+        cfg.cloudflared.token_file = Some(dir.path().join("token"));
+        assert!(
+            check(Provider::Cloudflared, &cfg, &named)
+                .unwrap_err()
+                .to_string()
+                .contains("hostname")
+        );
+        cfg.cloudflared.hostname = "api.example.com".into();
+        let l = launch(
+            Provider::Cloudflared,
+            Path::new("/usr/bin/cloudflared"),
+            &cfg,
+            &named,
+            target(),
+            &mut ports(&[20242]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv,
+            strings(&[
+                "/usr/bin/cloudflared",
+                "tunnel",
+                "--no-autoupdate",
+                "--metrics",
+                "127.0.0.1:20242",
+                "run",
+                "--url",
+                "http://127.0.0.1:8080",
+            ])
+        );
+        assert_eq!(l.bind_dir, None);
+        assert!(
+            l.env
+                .contains(&("TUNNEL_TOKEN".to_string(), "eyJhIjoiYiJ9".to_string()))
+        );
+        assert_eq!(
+            l.discovery,
+            Discovery::CloudflaredReady {
+                metrics: "127.0.0.1:20242".parse().unwrap(),
+                url: "https://api.example.com".into()
+            }
+        );
+    }
+
+    #[test]
+    fn launch_ngrok() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TunnelsConfig::default();
+        std::fs::write(dir.path().join("authtoken"), b"2abc\"def\n").unwrap();
+        cfg.ngrok.authtoken_file = Some(dir.path().join("authtoken"));
+        let l = launch(
+            Provider::Ngrok,
+            Path::new("/usr/local/bin/ngrok"),
+            &cfg,
+            &StartOptions::default(),
+            target(),
+            &mut ports(&[4041]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv,
+            strings(&[
+                "/usr/local/bin/ngrok",
+                "http",
+                "127.0.0.1:8080",
+                "--config",
+                "/work/ngrok.yml",
+            ])
+        );
+        assert_eq!(
+            l.files,
+            vec![(
+                "ngrok.yml".to_string(),
+                b"version: \"3\"\nagent:\n  authtoken: \"2abc\\\"def\"\n  web_addr: \"127.0.0.1:4041\"\n  update_check: false\n  console_ui: false\n  log: stdout\n  log_format: json\n  log_level: info\n".to_vec(),
+                true
+            )]
+        );
+        assert_eq!(l.connect_ports, Some(vec![53, 443, 8080]));
+        assert_eq!(l.bind_ports, vec![4041]);
+        assert_eq!(
+            l.discovery,
+            Discovery::NgrokApi("127.0.0.1:4041".parse().unwrap())
+        );
+
+        // The start option's domain, else the config's.
+        cfg.ngrok.domain = "fixed.ngrok.app".into();
+        let l = launch(
+            Provider::Ngrok,
+            Path::new("/usr/local/bin/ngrok"),
+            &cfg,
+            &StartOptions::default(),
+            target(),
+            &mut ports(&[4041]),
+        )
+        .unwrap();
+        assert_eq!(l.argv[5..], strings(&["--url", "https://fixed.ngrok.app"]));
+        let opts = options(Provider::Ngrok, &json!({"domain": "other.example.com"})).unwrap();
+        let l = launch(
+            Provider::Ngrok,
+            Path::new("/usr/local/bin/ngrok"),
+            &cfg,
+            &opts,
+            target(),
+            &mut ports(&[4041]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.argv[5..],
+            strings(&["--url", "https://other.example.com"])
+        );
+
+        // No free port: unavailable, saying why.
+        let err = launch(
+            Provider::Ngrok,
+            Path::new("/usr/local/bin/ngrok"),
+            &cfg,
+            &opts,
+            target(),
+            &mut || Err(std::io::Error::other("none left")),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("none left"), "{err}");
+    }
+}
+
+/// The format tests: URL discovery against samples of the clients' real output and API
+/// answers, each taken from the client's source or documentation (cited above it).
+#[cfg(test)]
+mod format_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn none() -> StartOptions {
+        StartOptions::default()
+    }
+
+    fn ssh_cfg(public_url: &str, remote_port: u16) -> TunnelsConfig {
+        let mut cfg = TunnelsConfig::default();
+        cfg.ssh.host = "tunnel.example.com".into();
+        cfg.ssh.public_url = public_url.into();
+        cfg.ssh.remote_port = remote_port;
+        cfg
+    }
+
+    // openssh/openssh-portable ssh.c, ssh_confirm_remote_forward, at commit
+    // 0ef0f5a839831c213f24e3f2ae434765c607fb50:
+    //   logit("Allocated port %u for remote forward to %s:%d", ...)
+    // written to stderr by log.c's do_log as "%s\r\n" (no prefix at INFO level).
+    const SSH_ALLOCATED: &str = "Allocated port 41273 for remote forward to 127.0.0.1:8080\r";
+    // The same function at the same commit, at LogLevel=DEBUG1 (log.c prefixes "debug1: "):
+    //   debug("remote forward %s for: listen %s%s%d, connect %s:%d", "success", ...)
+    const SSH_SUCCESS_FIXED: &str =
+        "debug1: remote forward success for: listen 8022, connect 127.0.0.1:8080\r";
+    const SSH_SUCCESS_BOUND: &str =
+        "debug1: remote forward success for: listen 0.0.0.0:8022, connect 127.0.0.1:8080\r";
+    // With port 0 the success line names port 0: the Allocated line is the one to use.
+    const SSH_SUCCESS_ZERO: &str =
+        "debug1: remote forward success for: listen 0, connect 127.0.0.1:8080\r";
+    // ssh.c at the same commit, a refused forward without ExitOnForwardFailure:
+    //   logit("Warning: remote port forwarding failed for listen port %d", ...)
+    const SSH_FAILED: &str = "Warning: remote port forwarding failed for listen port 8022\r";
+
+    #[test]
+    fn format_ssh_allocated_port() {
+        let cfg = ssh_cfg("", 0);
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_ALLOCATED, &cfg, &none()).as_deref(),
+            Some("http://tunnel.example.com:41273")
+        );
+        let cfg = ssh_cfg("https://t{port}.example.net/", 0);
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_ALLOCATED, &cfg, &none()).as_deref(),
+            Some("https://t41273.example.net/")
+        );
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_SUCCESS_ZERO, &cfg, &none()),
+            None
+        );
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_FAILED, &cfg, &none()),
+            None
+        );
+    }
+
+    #[test]
+    fn format_ssh_fixed_port_success() {
+        let cfg = ssh_cfg("https://tunnel.example.com", 8022);
+        for line in [SSH_SUCCESS_FIXED, SSH_SUCCESS_BOUND] {
+            assert_eq!(
+                url_from_line(Provider::Ssh, line, &cfg, &none()).as_deref(),
+                Some("https://tunnel.example.com"),
+                "{line}"
+            );
+        }
+        // The start option's port is the one expected.
+        let opts = StartOptions {
+            remote_port: Some(9000),
+            ..Default::default()
+        };
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_SUCCESS_FIXED, &cfg, &opts),
+            None
+        );
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_FAILED, &cfg, &none()),
+            None
+        );
+        // Without a fixed port a success line says nothing.
+        assert_eq!(
+            url_from_line(Provider::Ssh, SSH_SUCCESS_FIXED, &ssh_cfg("", 0), &none()),
+            None
+        );
+    }
+
+    // localtunnel/localtunnel bin/lt.js at commit 1f47bd6ae7a6cb71974b50fe9188b3884aff5789
+    // (2.0.2): console.log('your url is: %s', tunnel.url); the URL as localtunnel/server
+    // server.js (commit 78c06f8fc43ce0eacea2aeb88f2d1d63afaf4e19) makes it:
+    // schema + '://' + info.id + '.' + ctx.request.host, the id from human-readable-ids.
+    const LT_URL: &str = "your url is: https://wise-deer-62.loca.lt";
+    // The next line lt.js may print, for a caching proxy server.
+    const LT_CACHED: &str = "your cachedUrl is: https://cache.example.com/wise-deer-62";
+
+    #[test]
+    fn format_localtunnel_url_line() {
+        let cfg = TunnelsConfig::default();
+        assert_eq!(
+            url_from_line(Provider::Localtunnel, LT_URL, &cfg, &none()).as_deref(),
+            Some("https://wise-deer-62.loca.lt")
+        );
+        assert_eq!(
+            url_from_line(Provider::Localtunnel, LT_CACHED, &cfg, &none()),
+            None
+        );
+        assert_eq!(
+            url_from_line(Provider::Localtunnel, "your url is: ", &cfg, &none()),
+            None
+        );
+    }
+
+    // cloudflare/cloudflared at commit d1df7985bdf189c4caf34e290bafbf8f411e603b:
+    // cmd/cloudflared/tunnel/quick_tunnel.go logs, through cliutil.LogTable (asciiBox with
+    // padding 2, cmd/cloudflared/cliutil/logger.go), one Info line per box row; the console
+    // writer (logger/create.go: zerolog.ConsoleWriter, NoColor off a terminal, RFC 3339 time)
+    // prefixes "TIME INF ".
+    const CF_QUICK_BOX: [&str; 4] = [
+        "2026-08-20T10:00:01Z INF +--------------------------------------------------------------------------------------------+",
+        "2026-08-20T10:00:01Z INF |  Your quick Tunnel has been created! Visit it at (it may take some time to be reachable):  |",
+        "2026-08-20T10:00:01Z INF |  https://gadgets-richmond-fog-prepared.trycloudflare.com                                   |",
+        "2026-08-20T10:00:01Z INF +--------------------------------------------------------------------------------------------+",
+    ];
+    // quick_tunnel.go, same commit: the lines before the box, and its failure (which names the
+    // quick-tunnel service's own URL: not the tunnel's).
+    const CF_QUICK_OTHER: [&str; 3] = [
+        "2026-08-20T10:00:00Z INF Requesting new quick Tunnel on trycloudflare.com...",
+        "2026-08-20T10:00:00Z INF Thank you for trying Cloudflare Tunnel. Doing so, without a Cloudflare account, is a quick way to experiment and try it out. However, be aware that these account-less Tunnels have no uptime guarantee, are subject to the Cloudflare Online Services Terms of Use (https://www.cloudflare.com/website-terms/), and Cloudflare reserves the right to investigate your use of Tunnels for violations of such terms. If you intend to use Tunnels in production you should use a pre-created named tunnel by following: https://developers.cloudflare.com/cloudflare-one/connections/connect-apps",
+        "2026-08-20T10:00:00Z ERR failed to request quick Tunnel: Post \"https://api.trycloudflare.com/tunnel\": dial tcp: lookup api.trycloudflare.com: no such host",
+    ];
+    // connection/observer.go logConnected, same commit: Msg("Registered tunnel connection")
+    // with fields connIndex, connection, event, ip, location, protocol (the console writer
+    // sorts them).
+    const CF_REGISTERED: &str = "2026-08-20T10:00:02Z INF Registered tunnel connection connIndex=0 connection=4f1c7c2e-5d8a-4b53-9d71-0c3c8e2a1f10 event=0 ip=198.41.200.13 location=ams08 protocol=quic";
+
+    #[test]
+    fn format_cloudflared_quick_tunnel_banner() {
+        let cfg = TunnelsConfig::default();
+        let found: Vec<_> = CF_QUICK_BOX
+            .iter()
+            .chain(CF_QUICK_OTHER.iter())
+            .chain([CF_REGISTERED].iter())
+            .filter_map(|l| url_from_line(Provider::Cloudflared, l, &cfg, &none()))
+            .collect();
+        assert_eq!(
+            found,
+            ["https://gadgets-richmond-fog-prepared.trycloudflare.com"]
+        );
+    }
+
+    #[test]
+    fn format_cloudflared_named_registered_connection() {
+        let mut cfg = TunnelsConfig::default();
+        cfg.cloudflared.hostname = "api.example.com".into();
+        let named = StartOptions {
+            named: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            url_from_line(Provider::Cloudflared, CF_REGISTERED, &cfg, &named).as_deref(),
+            Some("https://api.example.com")
+        );
+        for line in CF_QUICK_OTHER {
+            assert_eq!(
+                url_from_line(Provider::Cloudflared, line, &cfg, &named),
+                None
+            );
+        }
+        // A quick tunnel's banner is not a named tunnel's URL.
+        assert_eq!(
+            url_from_line(Provider::Cloudflared, CF_QUICK_BOX[2], &cfg, &named),
+            None
+        );
+    }
+
+    // metrics/metrics.go, same commit:
+    //   fmt.Fprintf(w, `{"hostname":"%s"}`, config.QuickTunnelHostname)
+    // (the hostname as the quick-tunnel service returned it; empty for a named tunnel).
+    const CF_QUICKTUNNEL: &str =
+        r#"{"hostname":"gadgets-richmond-fog-prepared.trycloudflare.com"}"#;
+    const CF_QUICKTUNNEL_EMPTY: &str = r#"{"hostname":""}"#;
+    // metrics/readiness.go, same commit: json.Marshal of {status, readyConnections,
+    // connectorId}, 200 with connections, else 503.
+    const CF_READY: &str = r#"{"status":200,"readyConnections":1,"connectorId":"0b0e1e50-8a44-4c33-9f0d-1b8a4c1c5b6e"}"#;
+    const CF_NOT_READY: &str = r#"{"status":503,"readyConnections":0,"connectorId":"0b0e1e50-8a44-4c33-9f0d-1b8a4c1c5b6e"}"#;
+
+    #[test]
+    fn format_cloudflared_metrics_quicktunnel_and_ready() {
+        assert_eq!(
+            url_from_cloudflared_quicktunnel(CF_QUICKTUNNEL.as_bytes()).as_deref(),
+            Some("https://gadgets-richmond-fog-prepared.trycloudflare.com")
+        );
+        assert_eq!(
+            url_from_cloudflared_quicktunnel(CF_QUICKTUNNEL_EMPTY.as_bytes()),
+            None
+        );
+        assert_eq!(url_from_cloudflared_quicktunnel(b"OK\n"), None);
+        assert!(cloudflared_ready(200, CF_READY.as_bytes()));
+        assert!(!cloudflared_ready(503, CF_NOT_READY.as_bytes()));
+    }
+
+    // ngrok/ngrok-docs agent/api.mdx at commit 56a5f9960f4e7c7e134fbc0412f74b51b2df5eca,
+    // "List tunnels", example response of GET /api/tunnels (verbatim).
+    const NGROK_TUNNELS: &str = r#"{
+    "tunnels": [
+        {
+            "name": "command_line",
+            "uri": "/api/tunnels/command_line",
+            "public_url": "https://d95211d2.ngrok.app",
+            "proto": "https",
+            "config": {
+                "addr": "localhost:80",
+                "inspect": true
+            },
+            "metrics": {
+                "conns": {
+                    "count": 0,
+                    "gauge": 0,
+                    "rate1": 0,
+                    "rate5": 0,
+                    "rate15": 0,
+                    "p50": 0,
+                    "p90": 0,
+                    "p95": 0,
+                    "p99": 0
+                },
+                "http": {
+                    "count": 0,
+                    "rate1": 0,
+                    "rate5": 0,
+                    "rate15": 0,
+                    "p50": 0,
+                    "p90": 0,
+                    "p95": 0,
+                    "p99": 0
+                }
+            }
+        }
+    ],
+    "uri": "/api/tunnels"
+}"#;
+    // The same file, "List endpoints", example response of GET /api/endpoints (verbatim).
+    const NGROK_ENDPOINTS: &str = r#"{
+  "endpoints": [
+    {
+      "name": "command_line",
+      "uri": "/api/endpoints/command_line",
+      "url": "https://871e40f2d4c2.ngrok.paid.lan",
+      "upstream": {
+        "url": "http://localhost:8000",
+        "protocol": "https"
+      },
+      "inspect": true,
+      "traffic_policy": "on_http_request:\n - actions:\n - type: custom-response\n config:\n status_code: 200\n body: Hello, World!\n",
+      "pooling_enabled": true
+    }
+  ]
+}"#;
+
+    #[test]
+    fn format_ngrok_agent_api() {
+        assert_eq!(
+            url_from_ngrok_api(NGROK_TUNNELS.as_bytes()).as_deref(),
+            Some("https://d95211d2.ngrok.app")
+        );
+        assert_eq!(
+            url_from_ngrok_api(NGROK_ENDPOINTS.as_bytes()).as_deref(),
+            Some("https://871e40f2d4c2.ngrok.paid.lan")
+        );
+        // Before the tunnel starts the list is empty; https is preferred over http.
+        assert_eq!(
+            url_from_ngrok_api(br#"{"tunnels":[],"uri":"/api/tunnels"}"#),
+            None
+        );
+        let both = br#"{"tunnels":[{"public_url":"http://a.ngrok.app"},{"public_url":"https://a.ngrok.app"}]}"#;
+        assert_eq!(
+            url_from_ngrok_api(both).as_deref(),
+            Some("https://a.ngrok.app")
+        );
+    }
+
+    // ngrok's agent is not open source and its docs show no log record: this one is quoted
+    // from alexdlaird/pyngrok docs/troubleshooting.rst at commit
+    // 8604c65b12b2cd65b2d3fb23738b158c142f07b6 (pyngrok runs the agent with logfmt records on
+    // stdout and prints them after its own prefix, kept here; `<pub_sub>` is in the source).
+    const NGROK_LOGFMT: &str = "2023-09-14 08:33:25,594 - pyngrok.process.ngrok - INFO - t=2023-09-14T08:33:25-0500 lvl=info msg=\"started tunnel\" obj=tunnels name=http-80-7ce9805f-b438-48d0-92ab-ac305ba14869 addr=http://localhost:80 url=https://<pub_sub>.ngrok.app";
+    // The same record with `log_format: json` (what launch() configures): the same keys as a
+    // JSON object, one per line (ngrok-docs agent/config/v3.mdx: "newline-separated JSON
+    // objects"). Constructed from the record above, not captured.
+    const NGROK_JSON: &str = r#"{"addr":"http://localhost:80","lvl":"info","msg":"started tunnel","name":"http-80-7ce9805f-b438-48d0-92ab-ac305ba14869","obj":"tunnels","t":"2023-09-14T08:33:25-0500","url":"https://d95211d2.ngrok.app"}"#;
+
+    #[test]
+    fn format_ngrok_started_tunnel_log_record() {
+        let cfg = TunnelsConfig::default();
+        assert_eq!(
+            url_from_line(Provider::Ngrok, NGROK_LOGFMT, &cfg, &none()).as_deref(),
+            Some("https://<pub_sub>.ngrok.app")
+        );
+        assert_eq!(
+            url_from_line(Provider::Ngrok, NGROK_JSON, &cfg, &none()).as_deref(),
+            Some("https://d95211d2.ngrok.app")
+        );
+        for other in [
+            r#"{"lvl":"info","msg":"starting web service","obj":"web","addr":"127.0.0.1:4040","url":"http://127.0.0.1:4040"}"#,
+            r#"t=2023-09-14T08:33:25-0500 lvl=info msg="starting web service" obj=web addr=127.0.0.1:4040 url=http://127.0.0.1:4040"#,
+        ] {
+            assert_eq!(
+                url_from_line(Provider::Ngrok, other, &cfg, &none()),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    /// Serves `response` once per connection on a loopback port.
+    async fn serve(response: Vec<u8>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(&response).await;
+            }
+        });
+        addr
+    }
+
+    fn chunked(status: &str, body: &str) -> Vec<u8> {
+        let (a, b) = body.split_at(body.len() / 2);
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        )
+        .into_bytes()
+    }
+
+    fn plain(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn format_poll_url_reads_the_clients_local_apis() {
+        let ngrok = serve(chunked("200 OK", NGROK_TUNNELS)).await;
+        assert_eq!(
+            poll_url(&Discovery::NgrokApi(ngrok))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("https://d95211d2.ngrok.app")
+        );
+        let quick = serve(plain("200 OK", CF_QUICKTUNNEL)).await;
+        assert_eq!(
+            poll_url(&Discovery::CloudflaredMetrics(quick))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("https://gadgets-richmond-fog-prepared.trycloudflare.com")
+        );
+        let ready = serve(plain("200 OK", CF_READY)).await;
+        let d = Discovery::CloudflaredReady {
+            metrics: ready,
+            url: "https://api.example.com".into(),
+        };
+        assert_eq!(
+            poll_url(&d).await.unwrap().as_deref(),
+            Some("https://api.example.com")
+        );
+        let not_ready = serve(plain("503 Service Unavailable", CF_NOT_READY)).await;
+        let d = Discovery::CloudflaredReady {
+            metrics: not_ready,
+            url: "https://api.example.com".into(),
+        };
+        assert_eq!(poll_url(&d).await.unwrap(), None);
+
+        // Nothing listening yet: not there yet, no error.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert_eq!(poll_url(&Discovery::NgrokApi(closed)).await.unwrap(), None);
+        assert_eq!(poll_url(&Discovery::Output).await.unwrap(), None);
+
+        // Too big, or not HTTP: an error.
+        let big = serve(plain("200 OK", &"x".repeat(70 * 1024))).await;
+        assert!(
+            poll_url(&Discovery::NgrokApi(big))
+                .await
+                .unwrap_err()
+                .contains("64 KiB")
+        );
+        let junk = serve(b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()).await;
+        assert!(poll_url(&Discovery::NgrokApi(junk)).await.is_err());
     }
 }
