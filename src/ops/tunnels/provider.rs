@@ -36,7 +36,13 @@
 //!   configured hostname.
 //! - `ngrok` (v3 agent): `ngrok http 127.0.0.1:P --config /work/ngrok.yml [--url URL]`, the
 //!   config (`version: "3"`, `agent:` authtoken, web_addr, log to stdout as JSON) written into
-//!   `/work`; its URL from the agent API's `GET /api/tunnels` (ngrok docs, agent/api).
+//!   `/work`; its URL from the agent API's `GET /api/tunnels` (ngrok docs, agent/api). The log
+//!   settings are config keys (agent/config/v3.mdx) rather than `--log`/`--log-format`, which
+//!   the CLI docs list only among `ngrok api`'s flags.
+//!
+//! [`check`] tells early whether options fit the config (a named cloudflared tunnel needs
+//! `token-file` and `hostname`); [`launch`] checks it again and reads the secrets (ssh key,
+//! known_hosts, ngrok authtoken, cloudflared token) at each start.
 
 use std::ffi::OsStr;
 use std::fmt;
