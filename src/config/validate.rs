@@ -132,7 +132,7 @@ fn tunnels(t: &TunnelsConfig) -> Checked {
         ("tunnels.ssh.public-url", t.ssh.public_url.as_str()),
         ("tunnels.localtunnel.host", t.localtunnel.host.as_str()),
     ] {
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(invalid(key, "must be an http:// or https:// URL"));
         }
     }

@@ -55,6 +55,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("ops::health", Domain),
     ("ops::system", Domain),
     ("ops::processes", Domain),
+    ("ops::tunnels", Domain),
     ("util", Infrastructure),
     ("config", Infrastructure),
     ("logging", Infrastructure),
@@ -1057,7 +1058,7 @@ fn a_cycle_inside_a_layer_is_reported_with_both_arrows() {
 #[test]
 fn a_module_missing_from_the_layer_table_is_reported() {
     let files =
-        "use super::error::ApiError;\nfn f() -> crate::ops::tunnels::Tunnel {\n    todo!()\n}\n";
+        "use super::error::ApiError;\nfn f() -> crate::ops::weather::Report {\n    todo!()\n}\n";
     assert_reported(
         &planted(&[
             ("jobs/mod.rs", "pub mod scheduler;\n"),
@@ -1069,7 +1070,7 @@ fn a_module_missing_from_the_layer_table_is_reported() {
             (
                 "unknown",
                 "src/api/files.rs:2",
-                "crate::ops::tunnels::Tunnel",
+                "crate::ops::weather::Report",
             ),
         ],
     );

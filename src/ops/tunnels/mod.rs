@@ -294,6 +294,9 @@ impl Tunnels {
                 p.as_str()
             ))
         })?;
+        provider::check(p, &cfg.tunnels, &opts).map_err(|e| {
+            Error::Unprocessable(format!("the {} tunnel cannot run here: {e}", p.as_str()))
+        })?;
         let options_json = serde_json::to_value(&opts)
             .map_err(|e| Error::Internal(format!("tunnel options: {e}")))?;
         let running_same = {

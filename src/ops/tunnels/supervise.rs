@@ -14,8 +14,7 @@ use super::provider::{self, Discovery, Launch, Provider, StartOptions};
 use super::{LAST_LINES, MAX_LINE, State, Tunnels};
 use crate::jobs::sandbox::{InlineFile, Limits, NetPorts, Policy, ReportKind, SCRATCH};
 
-/// Where a client's directory is shown when its binary is not under the system directories.
-pub const CLIENT_DIR: &str = "/tunnel-client";
+use super::provider::CLIENT_DIR;
 /// The uid and gid a client has inside its user namespace: `nobody`, which every
 /// /etc/passwd has (OpenSSH's client exits when its uid has no passwd entry).
 const CLIENT_ID: u32 = 65534;
@@ -262,7 +261,7 @@ async fn once(
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => split_lines(&mut err_pending, &err_buf[..n], &mut got),
             },
-            _ = poll.tick(), if url.is_none() && matches!(launch.discovery, Discovery::NgrokApi(_) | Discovery::CloudflaredMetrics(_)) => {
+            _ = poll.tick(), if url.is_none() && !matches!(launch.discovery, Discovery::Output | Discovery::Fixed(_)) => {
                 match provider::poll_url(&launch.discovery).await {
                     Ok(Some(u)) => {
                         announce(tunnels, p, &u);
