@@ -101,7 +101,10 @@ fn body_for(m: &Method) -> Option<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_non_public_route_needs_credentials_and_its_scope() {
-    let (_d, state) = state().await;
+    // Tunnels on: off, their routes refuse everyone (403 saying how to turn them on).
+    let mut cfg = Config::default();
+    cfg.tunnels.enabled = true;
+    let (_d, state) = state_with(cfg).await;
     let app = super::router(state.clone());
     let table = routes::table();
     assert!(
