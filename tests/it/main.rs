@@ -80,4 +80,5 @@ mod streams;
 mod system;
 mod terminals;
 mod tunnel_fakes;
+mod tunnels_real;
 mod ui;
