@@ -75,12 +75,14 @@ fn tunnel(d: &Daemon, token: &str, provider: &str) -> Value {
         .unwrap_or_else(|| panic!("no {provider} in {list}"))
 }
 
-/// Polls the tunnel until `done` holds; panics (with the daemon's log) after [`WAIT`].
+/// Polls the tunnel until `done` holds; panics (with `more()` and the daemon's log) after
+/// [`WAIT`].
 fn wait_tunnel(
     d: &Daemon,
     token: &str,
     provider: &str,
     what: &str,
+    more: &dyn Fn() -> String,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -91,7 +93,8 @@ fn wait_tunnel(
         }
         if Instant::now() > deadline {
             panic!(
-                "{provider}: not {what} within {WAIT:?}: {t:#}\nlog:\n{}",
+                "{provider}: not {what} within {WAIT:?}: {t:#}\n{}\nlog:\n{}",
+                more(),
                 d.logs()
             );
         }
@@ -398,6 +401,7 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
     });
     let token = d.admin_token();
     let target = target_port(&d, &token);
+    let sshd_log = || format!("sshd log:\n{}", sshd.log());
     let fail = |what: &str, t: &Value| -> String {
         format!(
             "{what}: {t:#}\nsshd log:\n{}\ndaemon log:\n{}",
@@ -408,7 +412,7 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
 
     // Remote port 0: sshd picks one and ssh says "Allocated port N".
     start(&d, &token, "ssh", Some(&json!({})));
-    let t = wait_tunnel(&d, &token, "ssh", "up", |t| t["state"] == "up");
+    let t = wait_tunnel(&d, &token, "ssh", "up", &sshd_log, |t| t["state"] == "up");
     let url = t["url"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", fail("no url", &t)));
@@ -424,12 +428,13 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
         fail("localhostd_tunnel_up", &t)
     );
 
-    // The client, killed from the host: the supervisor starts it again, on a new port.
+    // The client, killed from the host: the supervisor starts it again (sshd picks a port
+    // anew).
     let clients = ssh_clients(target);
     assert_eq!(clients.len(), 1, "{}", fail("ssh clients", &t));
     // SAFETY: kill(2) on the ssh client the daemon started for this test.
     assert_eq!(unsafe { libc::kill(clients[0], libc::SIGKILL) }, 0);
-    let t = wait_tunnel(&d, &token, "ssh", "restarted and up", |t| {
+    let t = wait_tunnel(&d, &token, "ssh", "restarted and up", &sshd_log, |t| {
         t["state"] == "up" && t["restarts"].as_u64().unwrap_or(0) >= 1
     });
     // It went through `restarting`, saying why (the state's log event; `last_error` is
@@ -462,7 +467,9 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
 
     // Stop: stopped, no client left, the forwarded port closed (sshd's session ended).
     stop(&d, &token, "ssh");
-    let t = wait_tunnel(&d, &token, "ssh", "stopped", |t| t["state"] == "stopped");
+    let t = wait_tunnel(&d, &token, "ssh", "stopped", &sshd_log, |t| {
+        t["state"] == "stopped"
+    });
     assert!(t["url"].is_null(), "{}", fail("url after stop", &t));
     assert_eq!(
         metric(&d, "localhostd_tunnel_up", "ssh"),
@@ -485,7 +492,7 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
     // A fixed remote port: up once ssh logs (at debug1) the forward's success.
     let fixed = free_port();
     start(&d, &token, "ssh", Some(&json!({"remote_port": fixed})));
-    let t = wait_tunnel(&d, &token, "ssh", "up on the fixed port", |t| {
+    let t = wait_tunnel(&d, &token, "ssh", "up on the fixed port", &sshd_log, |t| {
         t["state"] == "up"
     });
     assert_eq!(
@@ -498,7 +505,9 @@ fn ssh_forwards_to_the_public_listener_and_comes_back_when_killed() {
     let health = get_via(&addr, &addr, "/health").unwrap();
     assert_eq!(health.status, 200, "{}", fail(&health.text(), &t));
     stop(&d, &token, "ssh");
-    wait_tunnel(&d, &token, "ssh", "stopped", |t| t["state"] == "stopped");
+    wait_tunnel(&d, &token, "ssh", "stopped", &sshd_log, |t| {
+        t["state"] == "stopped"
+    });
     wait_gone("the ssh client", &d, || ssh_clients(target));
 }
 
@@ -525,7 +534,9 @@ fn localtunnel_forwards_through_the_real_lt_client() {
     let target = target_port(&d, &token);
 
     start(&d, &token, "localtunnel", None);
-    let t = wait_tunnel(&d, &token, "localtunnel", "up", |t| t["state"] == "up");
+    let t = wait_tunnel(&d, &token, "localtunnel", "up", &String::new, |t| {
+        t["state"] == "up"
+    });
     let id = server
         .wait_client(WAIT)
         .unwrap_or_else(|| panic!("lt opened no tunnel socket: {t:#}\nlog:\n{}", d.logs()));
@@ -543,7 +554,7 @@ fn localtunnel_forwards_through_the_real_lt_client() {
     assert_eq!(lt_clients(target).len(), 1, "{t:#}");
 
     stop(&d, &token, "localtunnel");
-    let t = wait_tunnel(&d, &token, "localtunnel", "stopped", |t| {
+    let t = wait_tunnel(&d, &token, "localtunnel", "stopped", &String::new, |t| {
         t["state"] == "stopped"
     });
     assert!(t["url"].is_null(), "{t:#}");
