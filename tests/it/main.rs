@@ -81,4 +81,5 @@ mod system;
 mod terminals;
 mod tunnel_fakes;
 mod tunnels;
+mod tunnels_real;
 mod ui;

@@ -350,7 +350,7 @@ fn announce(tunnels: &Tunnels, p: Provider, url: &str) {
     tunnels.set_status(p, |s| {
         s.state = State::Up;
         s.since = SystemTime::now();
-        s.last_error = None;
+        // `last_error` stays: why the client last ended, even once it is back up.
     });
 }
 
