@@ -175,7 +175,7 @@ prepare_host() {
     fi
     command -v cargo >/dev/null || die "cargo not on PATH"
     local port
-    for port in "$NGINX_PORT" "$API_PORT"; do
+    for port in "$NGINX_PORT" "$API_PORT" "$SSH_PORT"; do
         if port_listening "$port"; then
             die "something on the host already listens on TCP port $port; the container shares the host's network and needs it (stop that service, e.g. a host nginx)"
         fi
@@ -1058,7 +1058,9 @@ check_ssh_tunnel_under_the_unit() {
     in_ct rm -f /usr/sbin/policy-rc.d
     in_ct systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
     # The tunnel's login: its key may only forward ports (restrict,port-forwarding).
-    in_ct useradd -m -s /bin/sh "$user"
+    # Password '*' (none), not useradd's '!': with UsePAM no, sshd refuses a locked account even
+    # for a key.
+    in_ct useradd -m -s /bin/sh -p '*' "$user"
     in_ct ssh-keygen -q -t ed25519 -N '' -C localhostd-tunnel -f /etc/localhostd/tunnel_ed25519
     in_ct install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
     in_ct sh -c "printf 'restrict,port-forwarding %s\n' \"\$(cat /etc/localhostd/tunnel_ed25519.pub)\" >/home/$user/.ssh/authorized_keys"
