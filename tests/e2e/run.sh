@@ -38,6 +38,7 @@ INCLUDE=systemd,systemd-sysv,dbus,curl,nginx,python3
 # The container shares the host's network namespace: these must be free on the host.
 NGINX_PORT=80      # the site in packaging/nginx/localhostd.conf
 API_PORT=8080      # ListenStream= of systemd/localhostd.socket
+SSH_PORT=2222      # the container's own sshd for the tunnel check (not 22: the host's)
 SCORE_GOAL=3.0     # systemd-analyze security exposure goal for localhostd.service
 # python3-venv: the virtual environment of tests/e2e/requirements.txt (the WebSocket client).
 HOST_PACKAGES=(debootstrap systemd-container zstd dpkg-dev debhelper lintian rpm rpmlint python3-venv)
@@ -46,6 +47,7 @@ NSPAWN_PID=
 CT_PID=
 WORK=
 CONSOLE_LOG=
+TUNNEL_TOK=
 STARTED=$(date +%s)
 
 log() { echo "e2e: $*"; }
@@ -173,7 +175,7 @@ prepare_host() {
     fi
     command -v cargo >/dev/null || die "cargo not on PATH"
     local port
-    for port in "$NGINX_PORT" "$API_PORT"; do
+    for port in "$NGINX_PORT" "$API_PORT" "$SSH_PORT"; do
         if port_listening "$port"; then
             die "something on the host already listens on TCP port $port; the container shares the host's network and needs it (stop that service, e.g. a host nginx)"
         fi
@@ -1001,6 +1003,174 @@ check_security_score() {
     echo "$score" >"$WORK/score"
 }
 
+# tunnel_item FIELD: FIELD of the ssh tunnel in GET /api/v1/tunnels (through nginx; $TUNNEL_TOK
+# is an admin token), or nothing.
+tunnel_item() {
+    local list
+    list=$(http /api/v1/tunnels -H "Authorization: Bearer $TUNNEL_TOK") || return 1
+    in_ct python3 -c '
+import json, sys
+for t in json.loads(sys.argv[1])["items"]:
+    if t["provider"] == "ssh":
+        v = t.get(sys.argv[2])
+        print("" if v is None else v)
+' "$list" "$1"
+}
+
+# tunnel_up_url FILE: the ssh tunnel is up with a URL, written to FILE.
+tunnel_up_url() {
+    [ "$(tunnel_item state)" = up ] || return 1
+    tunnel_item url >"$1"
+    [ -s "$1" ]
+}
+
+# unit_ssh_pids: the ssh clients in localhostd.service's cgroup (and its delegated subtree).
+unit_ssh_pids() {
+    in_ct sh -c 'cg=/sys/fs/cgroup$(systemctl show -P ControlGroup localhostd.service)
+        [ -d "$cg" ] || exit 0
+        for p in $(find "$cg" -name cgroup.procs -exec cat {} +); do
+            [ "$(cat /proc/$p/comm 2>/dev/null)" = ssh ] && echo "$p"
+        done; true'
+}
+
+check_ssh_tunnel_under_the_unit() {
+    # Issue 28: an SSH reverse tunnel under the packaged, hardened unit, to the container's own
+    # sshd (Debian's openssh-server on 127.0.0.1:$SSH_PORT with a config of its own; the
+    # container shares the host's network, so not on 22). The key and known_hosts are
+    # root:localhostd 0640 in /etc/localhostd, as docs/packaging.md says. Started through the
+    # API, the tunnel comes up; /health answers through the forwarded port; the journal has the
+    # state change with its fields; `systemctl restart` brings it back by itself (the stored
+    # desired state); a stop leaves no ssh process in the unit's cgroup. The service is not
+    # enabled by the package; it is enabled here as the docs say (tunnels at boot), and left so
+    # for the purge check.
+    local conf=/etc/localhostd/config.toml user=e2e-tunnel d=/root/e2e-sshd url url2 code pids
+    local urlf=$WORK/tunnel-url
+    [ "$(in_ct systemctl is-enabled localhostd.service || true)" = disabled ] \
+        || { fail "localhostd.service is $(in_ct systemctl is-enabled localhostd.service || true) after install, want disabled"; return 1; }
+    port_listening "$SSH_PORT" && { fail "TCP port $SSH_PORT is taken on the host; the container's sshd needs it"; return 1; }
+    # openssh-server, without starting Debian's ssh.service (it would take port 22 of the host).
+    in_ct sh -c 'printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d'
+    if ! in_ct timeout 300 apt-get install -y -q --no-install-recommends openssh-server openssh-client >"$WORK/ssh-apt.log" 2>&1; then
+        in_ct timeout 300 apt-get update -q >>"$WORK/ssh-apt.log" 2>&1 || true
+        in_ct timeout 300 apt-get install -y -q --no-install-recommends openssh-server openssh-client >>"$WORK/ssh-apt.log" 2>&1 \
+            || { tail -n 30 "$WORK/ssh-apt.log"; in_ct rm -f /usr/sbin/policy-rc.d; fail "apt-get install openssh-server failed"; return 1; }
+    fi
+    in_ct rm -f /usr/sbin/policy-rc.d
+    in_ct systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    # The tunnel's login: its key may only forward ports (restrict,port-forwarding).
+    # Password '*' (none), not useradd's '!': with UsePAM no, sshd refuses a locked account even
+    # for a key.
+    in_ct useradd -m -s /bin/sh -p '*' "$user"
+    in_ct ssh-keygen -q -t ed25519 -N '' -C localhostd-tunnel -f /etc/localhostd/tunnel_ed25519
+    in_ct install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
+    in_ct sh -c "printf 'restrict,port-forwarding %s\n' \"\$(cat /etc/localhostd/tunnel_ed25519.pub)\" >/home/$user/.ssh/authorized_keys"
+    in_ct chown "$user:$user" "/home/$user/.ssh/authorized_keys"
+    in_ct chmod 0600 "/home/$user/.ssh/authorized_keys"
+    # The test's sshd: its own host key, config and port, loopback only, keys only.
+    in_ct install -d -m 0700 "$d"
+    in_ct install -d -m 0755 /run/sshd
+    in_ct ssh-keygen -q -t ed25519 -N '' -f "$d/host_ed25519"
+    in_ct sh -c "cat >$d/sshd_config" <<SSHD
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $d/host_ed25519
+PidFile $d/sshd.pid
+AuthenticationMethods publickey
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowUsers $user
+AllowTcpForwarding remote
+GatewayPorts no
+X11Forwarding no
+PermitTTY no
+LogLevel VERBOSE
+SSHD
+    in_ct /usr/sbin/sshd -t -f "$d/sshd_config" || { fail "sshd -t refuses the test's config"; return 1; }
+    in_ct systemd-run --quiet --unit=e2e-sshd --collect /usr/sbin/sshd -D -e -f "$d/sshd_config"
+    wait_for 20 "the container's sshd on 127.0.0.1:$SSH_PORT" port_listening "$SSH_PORT" || return 1
+    in_ct sh -c "printf '[127.0.0.1]:$SSH_PORT %s\n' \"\$(cut -d' ' -f1,2 $d/host_ed25519.pub)\" >/etc/localhostd/tunnel_known_hosts"
+    # Root-owned, readable by the daemon's group only.
+    in_ct chown root:localhostd /etc/localhostd/tunnel_ed25519 /etc/localhostd/tunnel_known_hosts
+    in_ct chmod 0640 /etc/localhostd/tunnel_ed25519 /etc/localhostd/tunnel_known_hosts
+    # [tunnels] on, with [tunnels.ssh]; tunnels.enabled needs a restart.
+    in_ct cp "$conf" /root/config.toml.before-tunnels
+    in_ct sed -i 's/^\[tunnels\]$/[tunnels]\nenabled = true/' "$conf"
+    in_ct grep -q '^enabled = true$' "$conf" || { fail "could not turn on tunnels.enabled"; return 1; }
+    in_ct sh -c "cat >>$conf" <<TOML
+
+[tunnels.ssh]
+host = "127.0.0.1"
+port = $SSH_PORT
+user = "$user"
+identity-file = "/etc/localhostd/tunnel_ed25519"
+known-hosts-file = "/etc/localhostd/tunnel_known_hosts"
+TOML
+    in_ct localhostd check-config --config "$conf" 2>&1 >/dev/null | has 'tunnels are ENABLED' \
+        || { fail "check-config does not say what enabled tunnels expose"; return 1; }
+    # As docs/packaging.md says for tunnels at boot.
+    in_ct systemctl enable localhostd.service >/dev/null 2>&1
+    [ "$(in_ct systemctl is-enabled localhostd.service)" = enabled ] || { fail "systemctl enable localhostd.service did not enable it"; return 1; }
+    in_ct test -L /etc/systemd/system/multi-user.target.wants/localhostd.service \
+        || { fail "no multi-user.target.wants link after enable"; return 1; }
+    in_ct timeout 90 systemctl restart localhostd.service || { fail "restart with [tunnels] enabled failed"; return 1; }
+    TUNNEL_TOK=$(in_ct timeout 30 localhostd token create --name "e2e-tunnel-$RANDOM" --scope admin 2>/dev/null)
+    [ "$(tunnel_item available)" = True ] || { fail "ssh tunnel not available: $(tunnel_item unavailable_reason)"; return 1; }
+    http /api/v1/tunnels/ssh/start -X POST -H "Authorization: Bearer $TUNNEL_TOK" \
+        -H 'Content-Type: application/json' -d '{}' >/dev/null || { fail "POST /api/v1/tunnels/ssh/start failed"; return 1; }
+    wait_for 30 "the ssh tunnel up" tunnel_up_url "$urlf" \
+        || { fail "tunnel: state $(tunnel_item state), error $(tunnel_item last_error), last lines $(tunnel_item last_lines)"; return 1; }
+    url=$(cat "$urlf")
+    [[ "$url" =~ ^http://127\.0\.0\.1:[0-9]+$ ]] || { fail "tunnel URL $url, want http://127.0.0.1:N"; return 1; }
+    code=$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$url/health")
+    [ "$code" = 200 ] || { fail "GET $url/health through the tunnel: $code, want 200"; return 1; }
+    pids=$(unit_ssh_pids)
+    [ -n "$pids" ] || { fail "no ssh process in localhostd.service's cgroup while the tunnel is up"; return 1; }
+    log "  ssh -R to 127.0.0.1:$SSH_PORT under the unit: up at $url, GET /health through it → 200; ssh pid(s) $(echo $pids) in the unit's cgroup"
+    # The state change in the journal, with its fields, and the audited start.
+    in_ct journalctl -u localhostd.service -o json --no-pager | in_ct python3 -c '
+import json, sys
+url = sys.argv[1]
+seen = {}
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("MESSAGE") == "tunnel state changed" and e.get("PROVIDER") == "ssh" and e.get("STATE") == "up" and e.get("URL") == url:
+        seen["state"] = e
+    if e.get("AUDIT") == "1" and e.get("ACTION") == "tunnel.start" and e.get("AUDIT_TARGET") == "ssh":
+        seen["audit"] = e
+if "state" not in seen or "RESTARTS" not in seen["state"]:
+    sys.exit("no journal event \"tunnel state changed\" with PROVIDER=ssh STATE=up URL=%s RESTARTS" % url)
+if "audit" not in seen:
+    sys.exit("no AUDIT=1 journal event ACTION=tunnel.start AUDIT_TARGET=ssh")
+print("e2e:   journal: " + " ".join("%s=%s" % (k, seen["state"][k]) for k in ("MESSAGE", "PROVIDER", "STATE", "URL", "RESTARTS")))
+print("e2e:   audit: " + " ".join("%s=%s" % (k, seen["audit"].get(k)) for k in ("ACTOR", "ACTION", "AUDIT_TARGET", "RESULT")))
+' "$url"
+    # A restart of the unit brings the tunnel back by itself.
+    in_ct timeout 90 systemctl restart localhostd.service || { fail "systemctl restart failed"; return 1; }
+    rm -f "$urlf"
+    wait_for 30 "the ssh tunnel up again after the restart" tunnel_up_url "$urlf" \
+        || { fail "tunnel after restart: state $(tunnel_item state), error $(tunnel_item last_error)"; return 1; }
+    url2=$(cat "$urlf")
+    code=$(in_ct curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$url2/health")
+    [ "$code" = 200 ] || { fail "GET $url2/health through the resumed tunnel: $code, want 200"; return 1; }
+    log "  systemctl restart localhostd: the tunnel came back by itself at $url2, /health → 200"
+    # Stop: the client and its children are gone when the answer comes.
+    http /api/v1/tunnels/ssh/stop -X POST -H "Authorization: Bearer $TUNNEL_TOK" >/dev/null \
+        || { fail "POST /api/v1/tunnels/ssh/stop failed"; return 1; }
+    pids=$(unit_ssh_pids)
+    [ -z "$pids" ] || { fail "ssh process(es) $pids left in localhostd.service's cgroup after the stop"; return 1; }
+    [ "$(tunnel_item state)" = stopped ] || { fail "state after stop: $(tunnel_item state), want stopped"; return 1; }
+    [ "$(tunnel_item desired)" = down ] || { fail "desired after stop: $(tunnel_item desired), want down"; return 1; }
+    wait_for 10 "the forwarded port ${url2##*:} closed" sh -c "! nsenter -t $CT_PID -a curl -s -o /dev/null --max-time 2 $url2/health" \
+        || return 1
+    log "  stop: no ssh process left in the unit's cgroup, state stopped, forwarded port closed"
+    # Back to the shipped config (tunnels off); the service stays enabled for the purge check.
+    in_ct systemctl stop e2e-sshd.service
+    in_ct cp /root/config.toml.before-tunnels "$conf"
+    in_ct timeout 90 systemctl restart localhostd.service || { fail "restart with tunnels off failed"; return 1; }
+    [ "$(http_status /health)" = 200 ] || { fail "/health after turning tunnels off"; return 1; }
+}
+
 check_remove_keeps_config_and_state() {
     in_ct timeout 120 apt-get remove -y -q localhostd >"$WORK/remove.log" 2>&1 || { cat "$WORK/remove.log"; fail "apt-get remove failed"; return 1; }
     local u
@@ -1041,7 +1211,8 @@ check_purge_removes_everything() {
     local p
     for p in /etc/localhostd /var/lib/localhostd /run/localhostd \
         /etc/systemd/system/sockets.target.wants/localhostd.socket \
-        /etc/systemd/system/sockets.target.wants/localhostd-admin.socket; do
+        /etc/systemd/system/sockets.target.wants/localhostd-admin.socket \
+        /etc/systemd/system/multi-user.target.wants/localhostd.service; do
         in_ct test ! -e "$p" || { fail "$p still exists after purge"; return 1; }
     done
     in_ct dpkg-query -W localhostd >/dev/null 2>&1 && { fail "dpkg still knows localhostd"; return 1; }
@@ -1093,6 +1264,7 @@ main() {
     run_check upgrade_in_place
     run_check security_score
     # Feature checks (data, files, exec, programs) go here, while the package is installed.
+    run_check ssh_tunnel_under_the_unit
     run_check remove_keeps_config_and_state
     run_check purge_removes_everything
 
