@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, Daemon
 
 FAKE_CLOUDFLARED = REPO / "tests" / "it" / "tunnel_fakes" / "cloudflared"
+FAKE_NGROK = REPO / "tests" / "it" / "tunnel_fakes" / "ngrok"
 PROVIDERS = ["ssh", "localtunnel", "cloudflared", "ngrok"]
 
 
@@ -24,6 +25,8 @@ def tunnel_daemon(daemon):
         extra_config=(
             "[tunnels]\nenabled = true\n"
             f'[tunnels.cloudflared]\npath = "{FAKE_CLOUDFLARED}"\n'
+            # ngrok's fake, but no authtoken file: unavailable, saying so.
+            f'[tunnels.ngrok]\npath = "{FAKE_NGROK}"\n'
         ),
     )
     yield d
@@ -88,11 +91,26 @@ def test_tunnels_listed_started_and_stopped(on_tunnel_daemon, tunnel_daemon):
     assert ssh["unavailable_reason"] in start_ssh.get_attribute("title")
     assert page.js("return document.getElementById('tunnel-ssh-remote_port').disabled")
 
+    ngrok = api["ngrok"]
+    assert not ngrok["available"] and "authtoken" in ngrok["unavailable_reason"], ngrok
+    assert ngrok["unavailable_reason"] in cell(page, "ngrok", "available")
     assert api["cloudflared"]["available"], api["cloudflared"]
     assert cell(page, "cloudflared", "state") == "stopped"
     assert url_link(page, "cloudflared") is None
     assert page.js("return arguments[0].disabled", row_button(page, "cloudflared", "Stop cloudflared"))
     page.check("tunnels-stopped")
+
+    # A named tunnel needs a token file this daemon lacks: the server's refusal is shown.
+    page.allow(r"/api/v1/tunnels/cloudflared/start - Failed to load resource: the server responded with a status of 4")
+    named = page.field("Named tunnel")
+    page.click(named)
+    page.click(page.button("Start cloudflared"))
+    refusal = page.alert_text()
+    status, body = tunnel_daemon.request("POST", "/api/v1/tunnels/cloudflared/start", {"named": True}, raw=True)
+    assert status >= 400 and json.loads(body)["error"]["message"] in refusal, (refusal, status, body)
+    assert cell(page, "cloudflared", "state") == "stopped"
+    page.click(named)
+    assert not named.is_selected()
 
     page.click(page.button("Start cloudflared"))
     # The page follows the tunnel by itself (no reload) until the client says its URL.

@@ -45,8 +45,13 @@ export default {
         wrap.append(
           h(
             "div",
-            { class: "alert warn", role: "note", "data-test": "tunnels-off" },
-            h("p", { class: "alert-text" }, err.message),
+            { class: "alert warn", role: "note" },
+            h(
+              "div",
+              { class: "alert-text" },
+              h("p", null, h("strong", null, "Tunnels are off.")),
+              h("p", { "data-test": "tunnels-off" }, err.message),
+            ),
           ),
         );
         return undefined;
@@ -57,6 +62,7 @@ export default {
     const refreshBtn = h("button", { type: "button", class: "btn small" }, "Refresh");
     const target = h("p", { class: "hint muted" });
     const actionError = h("div");
+    const loadError = h("div");
     const holder = h("div", { class: "table-wrap", "data-test": "tunnels-list" });
     const updated = h("p", { class: "muted updated", "aria-live": "off" });
     wrap.append(
@@ -71,6 +77,7 @@ export default {
         ),
         target,
         actionError,
+        loadError,
         holder,
         updated,
       ),
@@ -208,10 +215,6 @@ export default {
         else input.removeAttribute("title");
       }
       r.startBtn.disabled = !t.available;
-      // Up (or on its way): a start with other options restarts it.
-      const startText = t.desired === "up" && t.state !== "stopped" ? "Restart" : "Start";
-      r.startBtn.textContent = startText;
-      r.startBtn.setAttribute("aria-label", `${startText} ${t.provider}`);
       r.stopBtn.disabled = t.desired !== "up" && t.state === "stopped";
       if (why) {
         r.startBtn.title = why;
@@ -243,11 +246,11 @@ export default {
       try {
         const list = await api("GET", "/api/v1/tunnels");
         if (!alive) return;
-        clear(actionError);
+        clear(loadError);
         show(list);
       } catch (err) {
         if (!alive) return;
-        showError(err, actionError);
+        showError(err, loadError);
         timer = setTimeout(load, REFRESH_MS * 2);
       }
     }
