@@ -153,7 +153,35 @@ def test_tunnels_off_shows_how_to_turn_them_on(page, daemon):
         "the message that tunnels are off",
     )
     assert shown == message
+    assert page.has_text("Tunnels are off.")
     assert page.js("return document.querySelector('tr[data-provider]')") is None, "a table although tunnels are off"
     assert page.js("return document.querySelector('nav a[href=\"/tunnels\"]').offsetParent !== null"), \
         "the Tunnels page is not in the nav for an admin"
     page.check("tunnels-off")
+
+
+def test_a_read_token_is_not_offered_the_tunnels(page, tunnel_daemon, daemon):
+    """On the daemon with tunnels on, a read token sees no Tunnels link, and the page (opened
+    by its address) shows the server's refusal instead of the table."""
+    page.daemon = tunnel_daemon
+    try:
+        made = tunnel_daemon.request("POST", "/api/v1/tokens", {"name": "ui-tunnel-reader", "scopes": ["read"]})
+        page.login_with_token(made["token"])
+        page.wait(lambda: page.ready_state() not in (None, "login"), "a page after the login")
+        assert page.logged_in_actor()["scopes"] == ["read"]
+        assert page.js("return document.querySelector('nav a[href=\"/tunnels\"]').offsetParent === null"), \
+            "the Tunnels page is offered to a read token"
+        status, body = tunnel_daemon.request("GET", "/api/v1/tunnels", token=made["token"], raw=True)
+        assert status == 403, (status, body)
+        page.open("/tunnels", "tunnels")
+        shown = page.wait(
+            lambda: page.js("const e = document.querySelector('[data-test=tunnels-off]'); return e && e.textContent.trim()"),
+            "the refusal",
+        )
+        assert shown == json.loads(body)["error"]["message"]
+        assert page.js("return document.querySelector('tr[data-provider]')") is None
+        assert page.has_text("need a token with the admin scope")
+        page.check("tunnels-read-token")
+        page.fetch("DELETE", "/api/v1/session")
+    finally:
+        page.daemon = daemon

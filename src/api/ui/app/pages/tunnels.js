@@ -31,7 +31,7 @@ function urlCell(url) {
 
 export default {
   title: "Tunnels",
-  async mount(root) {
+  async mount(root, { whoami }) {
     root.append(h("div", { class: "page-head" }, h("h1", null, "Tunnels")));
     const wrap = h("div", { class: "stack" });
     root.append(wrap);
@@ -42,6 +42,7 @@ export default {
     } catch (err) {
       if (err instanceof ApiError && err.status === 403) {
         // Tunnels are off on this host (or the token is no admin's): the server says why and how.
+        const admin = !whoami || (whoami.actor?.scopes || []).includes("admin");
         wrap.append(
           h(
             "div",
@@ -49,7 +50,7 @@ export default {
             h(
               "div",
               { class: "alert-text" },
-              h("p", null, h("strong", null, "Tunnels are off.")),
+              h("p", null, h("strong", null, admin ? "Tunnels are off." : "The tunnels need a token with the admin scope.")),
               h("p", { "data-test": "tunnels-off" }, err.message),
             ),
           ),
