@@ -35,6 +35,7 @@ pub const PAGES: &[&str] = &[
     "/console",
     "/jobs",
     "/terminal",
+    "/tunnels",
     "/admin",
 ];
 

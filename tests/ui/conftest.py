@@ -63,6 +63,7 @@ PAGES = {
     "/console": "console",
     "/jobs": "jobs",
     "/terminal": "terminal",
+    "/tunnels": "tunnels",
     "/admin": "admin",
 }
 FILES_QUOTA = 64 << 20
@@ -77,8 +78,10 @@ def free_port():
 class Daemon:
     """`localhostd serve` in a temp directory, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra_config=""):
         self.binary = binary
+        # TOML appended to the config (after its last table: start it with a [table] header).
+        self.extra_config = extra_config
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="lhd-ui-"))
         self.state = self.dir / "state"
         self.config = self.dir / "config.toml"
@@ -103,6 +106,7 @@ class Daemon:
             "[rate-limit]\nenabled = false\n"
             '[metrics]\ninterval = "1s"\n'
             f"[files]\nmax-total-size = {FILES_QUOTA}\nmax-file-size = {FILES_QUOTA}\n"
+            + self.extra_config
         )
         env = {
             k: v
@@ -191,6 +195,9 @@ ALWAYS_ALLOWED = [
     # The shell asks GET /api/v1/session whether it is logged in; 401 is the answer "no" (the
     # contract), and Chromium logs every 4xx response of a fetch as a network error.
     r"/api/v1/session - Failed to load resource: the server responded with a status of 401",
+    # The Tunnels page asks GET /api/v1/tunnels; 403 is the answer "tunnels are off on this
+    # host" (the contract: the page then shows the server's message).
+    r"/api/v1/tunnels - Failed to load resource: the server responded with a status of 403",
 ]
 # By hand only (never in CI): log lines to let pass while running against a branch that lacks
 # a route a page calls, e.g. LOCALHOSTD_UI_TEST_ALLOW='/api/v1/(system|processes)'.

@@ -17,6 +17,7 @@ const ROUTES = {
   "/console": "console",
   "/jobs": "jobs",
   "/terminal": "terminal",
+  "/tunnels": "tunnels",
   "/admin": "admin",
 };
 
@@ -48,8 +49,8 @@ function showSession(s) {
     actorEl.textContent = s.actor.name;
     actorEl.title = scopes ? `Logged in as ${s.actor.name} (scopes: ${scopes})` : `Logged in as ${s.actor.name}`;
     const isAdmin = (s.actor.scopes || []).includes("admin");
-    const adminLink = nav.querySelector('a[data-page="admin"]');
-    if (adminLink) adminLink.parentElement.hidden = !isAdmin;
+    // The admin pages (Tunnels, Admin) are offered to admin tokens only.
+    for (const a of nav.querySelectorAll("a[data-admin]")) a.parentElement.hidden = !isAdmin;
   } else {
     actorEl.textContent = "";
   }
