@@ -239,7 +239,7 @@ pub struct PutQuery {
     tag = "data",
     operation_id = "data_put",
     params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
+    request_body(content = crate::api::openapi::AnyJson, content_type = "application/json", description = "The value: any JSON."),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
             headers(("ETag" = String, description = "The new version, quoted."))),
@@ -319,7 +319,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 pub struct PostBody {
     key: String,
     /// Any JSON value.
-    #[schema(value_type = serde_json::Value)]
+    #[schema(value_type = crate::api::openapi::AnyJson)]
     value: Box<RawValue>,
     /// Make the key expire after this long (e.g. `60s`).
     ttl: Option<String>,
@@ -387,7 +387,7 @@ pub struct BatchOp {
     key: String,
     /// A put's value (any JSON, `null` included); a delete has none.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<serde_json::Value>)]
+    #[schema(value_type = crate::api::openapi::AnyJson, required = false)]
     value: Option<Box<RawValue>>,
     if_version: Option<VersionText>,
     ttl: Option<String>,
@@ -499,7 +499,7 @@ pub struct ListQuery {
         (status = 200, description = "A page of keys, or the change stream.",
             content(
                 (crate::api::openapi::KvPage = "application/json"),
-                (String = "text/event-stream"),
+                (crate::api::openapi::SseEvent = "text/event-stream"),
             )),
         (status = 400, description = "A bad limit, cursor, since or other query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),
         (status = 410, description = "The resume point is older than the kept history: list again (`gone`).", body = crate::api::openapi::ErrorResponse),

@@ -383,7 +383,7 @@ pub fn accepted(record: &Record) -> Response {
         (status = 200, description = "The job ran (whatever its exit status).",
             content(
                 (crate::api::openapi::ExecOutcome = "application/json"),
-                (String = "text/event-stream"),
+                (crate::api::openapi::SseEvent = "text/event-stream"),
             )),
         (status = 202, description = "`wait: false`: the job is queued (or already running) in the background; follow `Location`.",
             body = crate::api::openapi::ExecAccepted,
@@ -664,7 +664,7 @@ fn result_event(record: &Record) -> Event {
         say how much the job wrote.",
     params(("id" = String, Path, description = "The execution's id.")),
     responses(
-        (status = 200, description = "The stream.", content((String = "text/event-stream"))),
+        (status = 200, description = "The stream.", content((crate::api::openapi::SseEvent = "text/event-stream"))),
         (status = 400, description = "Not an execution id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such execution, or not the caller's (`not_found`).", body = crate::api::openapi::ErrorResponse),
     )

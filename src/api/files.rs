@@ -182,7 +182,7 @@ fn stored_response(s: &Stored) -> Response {
     operation_id = "files_put",
     params(("path" = String, Path, description = "The file's path (the rest of the URL path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Replace only the file with this ETag."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: store only if no file exists there."), ("Content-Digest" = Option<String>, Header, nullable = false, description = "`sha-256=:BASE64:` (RFC 9530): refuse the upload (422) unless the content has this SHA-256."),
         ("X-Checksum-Sha256" = Option<String>, Header, nullable = false, description = "The content's SHA-256 in hex or base64, as Content-Digest.")),
-    request_body(content(("*/*")), description = "The file's bytes, of any type (the Content-Type is stored and served back)."),
+    request_body(content((crate::api::openapi::Binary = "*/*")), description = "The file's bytes, of any type (the Content-Type is stored and served back)."),
     responses(
         (status = 200, description = "Replaced.", body = crate::store::files::FileMeta,
             headers(("ETag" = String, description = "The content's SHA-256, quoted."))),
@@ -495,7 +495,7 @@ fn content_headers(out: &mut HeaderMap, meta: &FileMeta, len: u64, attachment: b
     responses(
         (status = 200, description = "The content (of the file's stored type), or the metadata with `?meta=1`.",
             content(
-                ("application/octet-stream"),
+                (crate::api::openapi::Binary = "application/octet-stream"),
                 (crate::store::files::FileMeta = "application/json"),
             ),
             headers(
@@ -504,7 +504,7 @@ fn content_headers(out: &mut HeaderMap, meta: &FileMeta, len: u64, attachment: b
                 ("Accept-Ranges" = String, description = "`bytes`."),
                 ("Content-Disposition" = String, description = "With `?download=1`: attachment and the file's name."),
             )),
-        (status = 206, description = "The range asked for.", content(("application/octet-stream")),
+        (status = 206, description = "The range asked for.", content((crate::api::openapi::Binary = "application/octet-stream")),
             headers(("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`."))),
         (status = 304, description = "Not modified."),
         (status = 400, description = "An invalid path (`invalid_path`) or query parameter (`bad_request`).", body = crate::api::openapi::ErrorResponse),

@@ -187,15 +187,15 @@ async fn small_field(
     request_body(
         description = "A ZIP project (application/zip), a single file as the raw body (with `?name=`), or a form with one `file` part and an optional `main` part.",
         content(
-            ("application/zip"),
-            ("application/x-zip-compressed"),
-            ("application/octet-stream"),
-            ("text/plain"),
-            ("text/x-python"),
-            ("text/x-shellscript"),
-            ("application/x-sh"),
-            ("application/javascript"),
-            ("text/javascript"),
+            (crate::api::openapi::Binary = "application/zip"),
+            (crate::api::openapi::Binary = "application/x-zip-compressed"),
+            (crate::api::openapi::Binary = "application/octet-stream"),
+            (crate::api::openapi::Binary = "text/plain"),
+            (crate::api::openapi::Binary = "text/x-python"),
+            (crate::api::openapi::Binary = "text/x-shellscript"),
+            (crate::api::openapi::Binary = "application/x-sh"),
+            (crate::api::openapi::Binary = "application/javascript"),
+            (crate::api::openapi::Binary = "text/javascript"),
             (crate::api::openapi::ProgramForm = "multipart/form-data"),
         )
     ),
@@ -395,7 +395,7 @@ pub struct RunBody {
         (status = 200, description = "The job ran (whatever its exit status).",
             content(
                 (crate::api::openapi::ExecOutcome = "application/json"),
-                (String = "text/event-stream"),
+                (crate::api::openapi::SseEvent = "text/event-stream"),
             )),
         (status = 202, description = "`wait: false`: the run is queued (or already running) in the background; follow `Location`.",
             body = crate::api::openapi::ExecAccepted,
@@ -495,7 +495,7 @@ pub async fn runs(
     operation_id = "programs_archive",
     params(("id" = String, Path, description = "The program's id.")),
     responses(
-        (status = 200, description = "The program's files as a ZIP.", content(("application/zip")),
+        (status = 200, description = "The program's files as a ZIP.", content((crate::api::openapi::Binary = "application/zip")),
             headers(("Content-Disposition" = String, description = "`attachment` with the program's name."))),
         (status = 400, description = "Not a program id (`bad_request`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such program (`not_found`).", body = crate::api::openapi::ErrorResponse),

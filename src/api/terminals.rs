@@ -371,7 +371,7 @@ pub async fn delete(
         0x03 is Ctrl-C). Refused while an attached client holds the keyboard (unless the \
         session shares writing).",
     params(("id" = String, Path, description = "The session's id.")),
-    request_body(content = String, content_type = "application/octet-stream"),
+    request_body(content = crate::api::openapi::Binary, content_type = "application/octet-stream"),
     responses(
         (status = 204, description = "Written to the terminal."),
         (status = 404, description = "No such session, or not the caller's (`not_found`).", body = crate::api::openapi::ErrorResponse),
@@ -454,7 +454,7 @@ pub fn exit_json(e: &Ended) -> Value {
         (status = 200, description = "Output (or none, after the wait).",
             content(
                 (crate::api::openapi::TerminalOutput = "application/json"),
-                (String = "text/event-stream"),
+                (crate::api::openapi::SseEvent = "text/event-stream"),
             )),
         (status = 400, description = "A bad query (`bad_request`).", body = crate::api::openapi::ErrorResponse),
         (status = 404, description = "No such session, not the caller's, or ended long ago: its recording has the output (`not_found`).", body = crate::api::openapi::ErrorResponse),
@@ -628,7 +628,7 @@ pub async fn signal(
         recording is as of the last second.",
     params(("id" = String, Path, description = "The session's id.")),
     responses(
-        (status = 200, description = "The recording.", content(("application/x-asciicast"))),
+        (status = 200, description = "The recording.", content((crate::api::openapi::Binary = "application/x-asciicast"))),
         (status = 404, description = "No such session, not the caller's, or no recording (off, or deleted after terminals.recording-retention) (`not_found`).", body = crate::api::openapi::ErrorResponse),
     )
 )]

@@ -59,6 +59,7 @@ pub struct Component {
     pub name: &'static str,
     pub status: &'static str,
     #[serde(flatten)]
+    #[schema(value_type = std::collections::HashMap<String, crate::util::schema::AnyJson>)]
     pub facts: serde_json::Map<String, serde_json::Value>,
 }
 
