@@ -543,7 +543,11 @@ pub fn import_seed(cfg: &Config, state_dir: &Path, path: &Path, dry_run: bool) -
 
 fn print_seed_report(r: &crate::ops::seed_import::Report) {
     let n = &r.imported;
-    let verb = if r.dry_run { "would import" } else { "imported" };
+    let verb = if r.dry_run {
+        "would import"
+    } else {
+        "imported"
+    };
     println!(
         "{verb} from {}: {} keys, {} files, {} programs",
         r.source, n.keys, n.files, n.programs
@@ -565,7 +569,10 @@ fn print_seed_report(r: &crate::ops::seed_import::Report) {
     }
     println!("unknown fields: {}", r.unknown_fields.len());
     for u in &r.unknown_fields {
-        println!("  {} entry {:?}: field {:?} (not imported)", u.file, u.entry, u.field);
+        println!(
+            "  {} entry {:?}: field {:?} (not imported)",
+            u.file, u.entry, u.field
+        );
     }
     for note in &r.notes {
         println!("note: {note}");

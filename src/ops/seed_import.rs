@@ -243,7 +243,7 @@ fn seed_time(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => {
             let s = n.as_f64()?;
-            (s.is_finite() && s >= 0.0 && s < 1e11).then_some((s * 1000.0) as i64)
+            (s.is_finite() && (0.0..1e11).contains(&s)).then_some((s * 1000.0) as i64)
         }
         Value::String(s) => parse_rfc3339(s.trim()).ok().map(|t| t * 1000),
         _ => None,
@@ -384,8 +384,9 @@ fn copy_db(from: &Path, to: &Path) -> Result<(), SeedError> {
     if !from.exists() {
         return Ok(());
     }
-    let src = rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(|e| SeedError::Io(format!("cannot open {}: {e}", from.display())))?;
+    let src =
+        rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| SeedError::Io(format!("cannot open {}: {e}", from.display())))?;
     let mut dst = rusqlite::Connection::open(to)
         .map_err(|e| SeedError::Io(format!("cannot create {}: {e}", to.display())))?;
     rusqlite::backup::Backup::new(&src, &mut dst)
@@ -438,7 +439,11 @@ async fn import_keys(s: &Stores, data: &Path, report: &mut Report) -> Result<(),
         Ok(Some(v)) => v,
         Ok(None) => return Ok(()),
         Err(why) => {
-            report.skip("seed", "storage.json", format!("no key was imported: {why}"));
+            report.skip(
+                "seed",
+                "storage.json",
+                format!("no key was imported: {why}"),
+            );
             return Ok(());
         }
     };
@@ -452,7 +457,11 @@ async fn import_keys(s: &Stores, data: &Path, report: &mut Report) -> Result<(),
     };
     for (key, value) in map {
         if let Err(e) = crate::store::kv::check_key(&key) {
-            report.skip("key", &key, format!("{e}; not imported (keys are not renamed)"));
+            report.skip(
+                "key",
+                &key,
+                format!("{e}; not imported (keys are not renamed)"),
+            );
             continue;
         }
         if s.kv.get(&key).await?.is_some() {
@@ -544,7 +553,11 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
     let mut taken = BTreeSet::new();
     for (key, v) in list {
         let Value::Object(m) = v else {
-            report.skip("file", &key, "its files_metadata.json entry is not an object");
+            report.skip(
+                "file",
+                &key,
+                "its files_metadata.json entry is not an object",
+            );
             continue;
         };
         note_unknown(report, "files_metadata.json", &key, &m, FILE_FIELDS);
@@ -556,7 +569,11 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             .unwrap_or(&stored)
             .to_owned();
         if !plain(&stored) {
-            report.skip("file", &name, format!("its path {stored:?} leaves the seed folder; not followed"));
+            report.skip(
+                "file",
+                &name,
+                format!("its path {stored:?} leaves the seed folder; not followed"),
+            );
             continue;
         }
         if let Err(e) = crate::store::files::validate_path(&name) {
@@ -564,7 +581,11 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             continue;
         }
         if !taken.insert(name.clone()) {
-            report.conflict("file", &name, "the seed names this file twice; the first was taken");
+            report.conflict(
+                "file",
+                &name,
+                "the seed names this file twice; the first was taken",
+            );
             continue;
         }
         let file = match open_beneath(&dir, &stored) {
@@ -574,7 +595,10 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
                 continue;
             }
         };
-        let size = file.metadata().map_err(io_ctx(format!("files/{stored}")))?.len();
+        let size = file
+            .metadata()
+            .map_err(io_ctx(format!("files/{stored}")))?
+            .len();
         if size > max.bytes() {
             report.skip(
                 "file",
@@ -584,7 +608,11 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             continue;
         }
         if s.files.meta(&name).await.is_ok() {
-            report.conflict("file", &name, "a file of that name exists here; left as it is");
+            report.conflict(
+                "file",
+                &name,
+                "a file of that name exists here; left as it is",
+            );
             continue;
         }
         let sha = str_of(&m, &["checksum", "sha256"]).map(|c| c.trim().to_ascii_lowercase());
@@ -610,7 +638,8 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             s.caller.clone(),
             Some(size),
         )?;
-        let body = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), CHUNK);
+        let body =
+            tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), CHUNK);
         let added = batch.add(&name, body, Some(size), sha.clone()).await;
         let done = match added {
             Ok(()) => {
@@ -642,7 +671,11 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             .collect();
         extra.sort();
         for n in extra {
-            report.skip("file", &n, "files/ holds it but files_metadata.json does not list it");
+            report.skip(
+                "file",
+                &n,
+                "files/ holds it but files_metadata.json does not list it",
+            );
         }
     }
     Ok(())
@@ -729,9 +762,11 @@ fn zip_project(root: &Path, loc: &str, files: &[(String, u64)]) -> Result<Vec<u8
             .large_file(true)
             .unix_permissions(mode);
         let inner = rel.strip_prefix(loc).unwrap_or(rel).trim_start_matches('/');
-        w.start_file(inner, opts).map_err(|e| format!("{rel}: {e}"))?;
+        w.start_file(inner, opts)
+            .map_err(|e| format!("{rel}: {e}"))?;
         let mut data = Vec::new();
-        f.read_to_end(&mut data).map_err(|e| format!("{rel}: {e}"))?;
+        f.read_to_end(&mut data)
+            .map_err(|e| format!("{rel}: {e}"))?;
         w.write_all(&data).map_err(|e| format!("{rel}: {e}"))?;
     }
     w.finish()
@@ -808,7 +843,11 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
             .to_owned();
         let label = str_of(&m, &["name"]).unwrap_or(&loc).to_owned();
         if !plain(&loc) {
-            report.skip("program", &label, format!("its path {loc:?} leaves the seed folder; not followed"));
+            report.skip(
+                "program",
+                &label,
+                format!("its path {loc:?} leaves the seed folder; not followed"),
+            );
             continue;
         }
         if let Some(first) = loc.split('/').next() {
@@ -891,7 +930,9 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
         } else {
             let size = std::fs::symlink_metadata(&at).map(|m| m.len()).unwrap_or(0);
             if size > max.bytes() {
-                Err(format!("{size} bytes, over programs.max-upload-size ({max})"))
+                Err(format!(
+                    "{size} bytes, over programs.max-upload-size ({max})"
+                ))
             } else {
                 feed(&mut upload, &dir, &loc).await
             }
@@ -921,7 +962,9 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
                 taken.insert(name.clone());
                 seen.insert(name.clone(), p.id.clone());
                 report.imported.programs += 1;
-                report.items.push(item("program", &name, format!("id {}", p.id)));
+                report
+                    .items
+                    .push(item("program", &name, format!("id {}", p.id)));
             }
             Err(e @ Error::Db(_)) | Err(e @ Error::Internal(_)) => return Err(e.into()),
             Err(e) => report.skip("program", &name, e.to_string()),
@@ -935,7 +978,11 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
             .collect();
         extra.sort();
         for n in extra {
-            report.skip("program", &n, "programs/ holds it but programs.json does not list it");
+            report.skip(
+                "program",
+                &n,
+                "programs/ holds it but programs.json does not list it",
+            );
         }
         if dir.join("db").is_dir() {
             report.notes.push(
@@ -973,7 +1020,8 @@ fn commit(state_dir: &Path, staging: &Path, staged_db: &Path) -> Result<(), Seed
         if let Ok(rd) = std::fs::read_dir(&staged_blobs) {
             for e in rd.flatten() {
                 let to = blobs.join(e.file_name());
-                std::fs::rename(e.path(), &to).map_err(io_ctx(format!("cannot move a blob to {}", to.display())))?;
+                std::fs::rename(e.path(), &to)
+                    .map_err(io_ctx(format!("cannot move a blob to {}", to.display())))?;
                 moved.push(to);
             }
         }
@@ -985,7 +1033,8 @@ fn commit(state_dir: &Path, staging: &Path, staged_db: &Path) -> Result<(), Seed
             let name = e.file_name().to_string_lossy().into_owned();
             if valid_id(&name) {
                 let to = programs.join(&name);
-                std::fs::rename(e.path(), &to).map_err(io_ctx(format!("cannot move a program to {}", to.display())))?;
+                std::fs::rename(e.path(), &to)
+                    .map_err(io_ctx(format!("cannot move a program to {}", to.display())))?;
                 moved.push(to);
             }
         }
@@ -1006,8 +1055,10 @@ fn commit(state_dir: &Path, staging: &Path, staged_db: &Path) -> Result<(), Seed
                 Err(e) => return Err(io_ctx(format!("cannot remove {}", p.display()))(e)),
             }
         }
-        std::fs::rename(staged_db, &real)
-            .map_err(io_ctx(format!("cannot move the new database to {}", real.display())))?;
+        std::fs::rename(staged_db, &real).map_err(io_ctx(format!(
+            "cannot move the new database to {}",
+            real.display()
+        )))?;
         Ok(())
     })();
     if let Err(e) = r {
