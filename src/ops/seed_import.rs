@@ -1076,3 +1076,41 @@ fn commit(state_dir: &Path, staging: &Path, staged_db: &Path) -> Result<(), Seed
     let _ = std::fs::set_permissions(&programs, std::fs::Permissions::from_mode(0o700));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_times_are_read_as_utc_or_epoch_seconds() {
+        assert_eq!(seed_time(&json!("1970-01-01T00:01:00")), Some(60_000));
+        assert_eq!(seed_time(&json!("1970-01-01T00:01:00.5Z")), Some(60_000));
+        assert_eq!(seed_time(&json!(60.25)), Some(60_250));
+        assert_eq!(seed_time(&json!("yesterday")), None);
+        assert_eq!(seed_time(&json!(-1)), None);
+    }
+
+    #[test]
+    fn only_plain_relative_paths_pass() {
+        assert!(plain("a.txt") && plain("dir/a.txt"));
+        for bad in ["", "../a", "a/../../b", "/etc/passwd", "./a", "a\0b"] {
+            assert!(!plain(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn indexes_may_be_objects_arrays_or_wrapped() {
+        let keys = |v| {
+            entries(v, "files")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(json!({"a": {}, "b": {}})), ["a", "b"]);
+        assert_eq!(keys(json!([{}, {}])), ["#0", "#1"]);
+        assert_eq!(keys(json!({"files": {"x": {}}})), ["x"]);
+        assert!(entries(json!(3), "files").is_none());
+    }
+}
