@@ -515,6 +515,75 @@ fn backup_offline(cfg: &Config, state_dir: &Path, action: &BackupAction) -> CliR
     }
 }
 
+/// Runs `import-seed`: offline only (like a restore), as the state directory's owner holding
+/// its lock; a state directory without a database gets a new one. Prints the report.
+pub fn import_seed(cfg: &Config, state_dir: &Path, path: &Path, dry_run: bool) -> CliResult<()> {
+    use crate::ops::seed_import;
+    if let Channel::Daemon(sock) = find_channel(cfg, state_dir) {
+        return Err(format!(
+            "a localhostd is running (its admin socket {} answers): stop the service first; import-seed works offline only",
+            sock.display()
+        ));
+    }
+    // Before the lock makes this process the state directory's owner (who may not read it).
+    let data = seed_import::data_folder(path).map_err(|e| e.to_string())?;
+    let actor = format!("local:uid={} (offline)", nix::unistd::geteuid().as_raw());
+    let _lock = take_state_dir(state_dir, false)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime
+        .block_on(seed_import::import(cfg, state_dir, &data, dry_run, &actor))
+        .map_err(|e| format!("import-seed: nothing was changed: {e}"))?;
+    print_seed_report(&report);
+    Ok(())
+}
+
+fn print_seed_report(r: &crate::ops::seed_import::Report) {
+    let n = &r.imported;
+    let verb = if r.dry_run {
+        "would import"
+    } else {
+        "imported"
+    };
+    println!(
+        "{verb} from {}: {} keys, {} files, {} programs",
+        r.source, n.keys, n.files, n.programs
+    );
+    for i in &r.items {
+        if i.detail.is_empty() {
+            println!("  {} {:?}", i.kind, i.name);
+        } else {
+            println!("  {} {:?} ({})", i.kind, i.name, i.detail);
+        }
+    }
+    println!("skipped: {}", r.skipped.len());
+    for i in &r.skipped {
+        println!("  {} {:?}: {}", i.kind, i.name, i.detail);
+    }
+    println!("conflicts: {}", r.conflicts.len());
+    for i in &r.conflicts {
+        println!("  {} {:?}: {}", i.kind, i.name, i.detail);
+    }
+    println!("unknown fields: {}", r.unknown_fields.len());
+    for u in &r.unknown_fields {
+        println!(
+            "  {} entry {:?}: field {:?} (not imported)",
+            u.file, u.entry, u.field
+        );
+    }
+    for note in &r.notes {
+        println!("note: {note}");
+    }
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    } else if r.committed {
+        println!("the import is committed; start the service again");
+    }
+}
+
 /// Records an offline change in the state directory's audit trail (and the log), as the
 /// daemon does for the same action through its API. Opens the database directly: no
 /// migrations run from here. A failure to record is a warning; the action itself stands.

@@ -38,6 +38,18 @@ pub enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+    /// Import a seed installation's data folder (its keys, files and programs), offline: the
+    /// service must be stopped. All or nothing; prints what was imported, skipped and in
+    /// conflict (existing names are never overwritten). See docs/seed-import.md.
+    ImportSeed {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The seed installation (holding data/) or its data folder
+        path: PathBuf,
+        /// Print the report only; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a one-time login link to the web UI for the host's admin.
     ///
     /// Prints `<base>/login#link=<secret>`: open it in a browser to log in as the host's admin,

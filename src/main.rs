@@ -19,6 +19,11 @@ fn main() -> ExitCode {
         Command::Token { config, action } => token(config, action),
         Command::Backup { config, action } => backup(config, action),
         Command::LoginUrl { config, base } => login_url(config, base),
+        Command::ImportSeed {
+            config,
+            path,
+            dry_run,
+        } => import_seed(config, &path, dry_run),
         Command::SandboxHelper => localhostd::jobs::sandbox::child::main(),
         Command::SandboxZygote => localhostd::jobs::sandbox::zygote::main(),
         Command::GenerateAssets { out } => match localhostd::cli::generate_assets(&out) {
@@ -160,6 +165,22 @@ fn backup(args: ConfigArg, action: localhostd::cli::BackupAction) -> ExitCode {
     };
     let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
     match localhostd::adminctl::backup(&config, &state_dir, action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("localhostd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_seed(args: ConfigArg, path: &std::path::Path, dry_run: bool) -> ExitCode {
+    let source = ConfigSource::resolve(args.config);
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    let state_dir = config.state_dir(localhostd::config::state_directory_env().as_deref());
+    match localhostd::adminctl::import_seed(&config, &state_dir, path, dry_run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("localhostd: {e}");

@@ -430,6 +430,9 @@ struct Staged {
     reservation: Reservation,
     size: u64,
     sha256: String,
+    /// The time a new file is stored with (ms since the epoch) instead of now: an import
+    /// keeps the original's ([`Batch::keep_time`]).
+    time_ms: Option<i64>,
 }
 
 enum Msg {
@@ -1177,6 +1180,7 @@ impl Batch {
             reservation,
             size,
             sha256,
+            time_ms: None,
         };
         self.staged.push(staged);
         Ok(())
@@ -1208,6 +1212,19 @@ impl Batch {
     /// after its change number was `version`.
     pub fn unchanged_since(&mut self, folder: &str, version: u64) {
         self.unchanged.push((folder.to_owned(), version));
+    }
+
+    /// Stores the staged file at `path`, if it is new, as created and modified at `ms` (since
+    /// the epoch) rather than now: an import keeps the original's time. A replaced file keeps
+    /// its own creation time and is modified now, as always.
+    pub fn keep_time(&mut self, path: &str, ms: i64) -> Result<()> {
+        let s = self
+            .staged
+            .iter_mut()
+            .find(|s| s.path == path)
+            .ok_or_else(|| Error::Internal(format!("{path} is not staged")))?;
+        s.time_ms = Some(ms);
+        Ok(())
     }
 
     /// How many files are staged.
@@ -1255,7 +1272,7 @@ impl Batch {
         .await
         .map_err(|e| Error::Internal(format!("rename task failed: {e}")))??;
 
-        let rows: Vec<(String, String, u64, String)> = moved
+        let rows: Vec<(String, String, u64, String, Option<i64>)> = moved
             .iter()
             .map(|(s, id)| {
                 (
@@ -1263,6 +1280,7 @@ impl Batch {
                     id.as_str().to_owned(),
                     s.size,
                     s.sha256.clone(),
+                    s.time_ms,
                 )
             })
             .collect();
@@ -1305,9 +1323,10 @@ impl Batch {
                 }
                 let now = now_ms();
                 let mut out = Vec::with_capacity(rows.len());
-                for (path, blob, size, sha) in rows {
+                for (path, blob, size, sha, kept) in rows {
                     let old = get_meta(c, &path)?;
                     cond.check(&path, old.as_ref())?;
+                    let now = if old.is_none() { kept.unwrap_or(now) } else { now };
                     let created = old.as_ref().map_or(now, |m| m.created_ms);
                     let content_type = content_type_for(&path);
                     c.execute(

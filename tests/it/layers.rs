@@ -56,6 +56,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("ops::system", Domain),
     ("ops::processes", Domain),
     ("ops::tunnels", Domain),
+    ("ops::seed_import", Domain),
     ("util", Infrastructure),
     ("config", Infrastructure),
     ("logging", Infrastructure),

@@ -76,6 +76,7 @@ mod quotas;
 mod runtimes;
 mod sandbox;
 mod sandbox_hostnet;
+mod seed_import;
 mod streams;
 mod system;
 mod terminals;
