@@ -695,6 +695,170 @@ impl Modify for Guarded {
                 op.security = Some(security);
             }
         }
+        add_links(doc);
+    }
+}
+
+/// What a created resource leads to: OpenAPI links from a create's answer to the operations
+/// on what it made, so a client (and schemathesis's stateful phase) can follow them.
+/// (from operation, status, to operation, parameter, where its value comes from)
+const LINKS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "tokens_create",
+        "201",
+        "tokens_revoke",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "backups_create",
+        "201",
+        "backups_verify",
+        "id",
+        "$response.body#/id",
+    ),
+    ("data_put", "201", "data_get", "key", "$request.path.key"),
+    ("data_put", "201", "data_delete", "key", "$request.path.key"),
+    ("data_post", "201", "data_get", "key", "$response.body#/key"),
+    (
+        "data_post",
+        "201",
+        "data_delete",
+        "key",
+        "$response.body#/key",
+    ),
+    (
+        "files_put",
+        "201",
+        "files_get",
+        "path",
+        "$request.path.path",
+    ),
+    (
+        "files_put",
+        "201",
+        "files_delete",
+        "path",
+        "$request.path.path",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_get",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_archive",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_runs",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_run",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_delete",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "exec_run",
+        "202",
+        "executions_get",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "exec_run",
+        "202",
+        "executions_cancel",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "terminals_create",
+        "201",
+        "terminals_get",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "terminals_create",
+        "201",
+        "terminals_input",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "terminals_create",
+        "201",
+        "terminals_resize",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "terminals_create",
+        "201",
+        "terminals_signal",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "terminals_create",
+        "201",
+        "terminals_delete",
+        "id",
+        "$response.body#/id",
+    ),
+];
+
+fn add_links(doc: &mut utoipa::openapi::OpenApi) {
+    for (from, status, to, param, value) in LINKS {
+        let op = doc.paths.paths.values_mut().find_map(|item| {
+            [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|op| op.operation_id.as_deref() == Some(*from))
+        });
+        let Some(op) = op else {
+            continue;
+        };
+        if let Some(utoipa::openapi::RefOr::T(response)) = op.responses.responses.get_mut(*status) {
+            let link = utoipa::openapi::link::LinkBuilder::new()
+                .operation_id(*to)
+                .parameter(*param, *value)
+                .build();
+            let name = to
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                        .unwrap_or_default()
+                })
+                .collect::<String>();
+            response.links.insert(name, utoipa::openapi::RefOr::T(link));
+        }
     }
 }
 
@@ -711,10 +875,32 @@ mod tests {
     ];
 
     fn document() -> Value {
-        serde_json::to_value(ApiDoc::openapi()).unwrap()
+        generated()
     }
 
     /// Every operation of the document: (method, path) → the operation object.
+    /// The document as committed: [`ApiDoc`]'s, with the one spelling utoipa 5.5 gets wrong
+    /// put right (a link's `operation_id` is `operationId` in OpenAPI).
+    fn generated() -> Value {
+        fn fix(v: &mut Value, in_links: bool) {
+            match v {
+                Value::Object(o) => {
+                    if in_links && let Some(id) = o.remove("operation_id") {
+                        o.insert("operationId".into(), id);
+                    }
+                    for (k, child) in o.iter_mut() {
+                        fix(child, k == "links" || (in_links && !child.is_string()));
+                    }
+                }
+                Value::Array(a) => a.iter_mut().for_each(|c| fix(c, false)),
+                _ => {}
+            }
+        }
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        fix(&mut doc, false);
+        doc
+    }
+
     fn operations(doc: &Value) -> BTreeMap<(String, String), Value> {
         let mut out = BTreeMap::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -799,6 +985,32 @@ mod tests {
         }
         empty_schemas(&doc, "", &mut problems);
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// Every link of `LINKS` is in the document, from an operation and answer that exist to
+    /// an operation that exists and has the parameter.
+    #[test]
+    fn every_link_joins_two_operations() {
+        let doc = document();
+        let ops = operations(&doc);
+        let by_id = |id: &str| {
+            ops.values()
+                .find(|op| op["operationId"] == id)
+                .unwrap_or_else(|| panic!("no operation {id}"))
+                .clone()
+        };
+        for (from, status, to, param, _) in LINKS {
+            let op = by_id(from);
+            let link = &op["responses"][*status]["links"];
+            assert!(link.is_object(), "{from} {status} has no links");
+            let target = by_id(to);
+            assert!(
+                target["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == *param)),
+                "{to} has no parameter {param}"
+            );
+        }
     }
 
     #[test]
@@ -1026,7 +1238,7 @@ mod tests {
 
     #[test]
     fn the_committed_document_is_the_generated_one() {
-        let generated = format!("{}\n", ApiDoc::openapi().to_pretty_json().unwrap());
+        let generated = format!("{}\n", serde_json::to_string_pretty(&generated()).unwrap());
         if std::env::var_os("LOCALHOSTD_UPDATE_OPENAPI").is_some() {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
             std::fs::write(&path, &generated).unwrap();
