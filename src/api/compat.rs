@@ -705,7 +705,7 @@ pub async fn programs_upload(
     tag = "compat",
     operation_id = "seed_programs_upload_zip",
     description = "The seed's `POST /api/programs/upload-zip` (a form whose `file` part is the \
-        ZIP; `?name=` or the part's filename names the project): `POST /api/v1/programs` itself. \
+        ZIP and whose `project_name` part, or `?name=`, or else the file's name names the project): `POST /api/v1/programs` itself. \
         Use `POST /api/v1/programs`.",
     params(super::programs::UploadQuery),
     request_body(content = crate::api::openapi::ProgramForm, content_type = "multipart/form-data"),

@@ -423,6 +423,9 @@ pub struct ProgramForm {
     pub file: Vec<u8>,
     /// The project's main file.
     pub main: Option<String>,
+    /// The program's name, when not its filename (`?name=` wins). `project_name` is taken
+    /// the same (the seed's upload-zip form).
+    pub name: Option<String>,
 }
 
 /// The files of `POST /api/v1/files`.

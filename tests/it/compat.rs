@@ -360,6 +360,25 @@ fn programs_upload_zip_makes_a_project() {
         "application/zip",
     );
     assert_eq!(p["kind"], "project", "{p}");
+    assert_eq!(p["name"], "proj.zip");
+    // Named by the seed's project_name field.
+    let (ct, body) = form(
+        "x.zip",
+        "application/zip",
+        &zip,
+        &[("project_name", "my-project")],
+    );
+    let r = request_as(
+        &d.tcp,
+        &format!("Bearer {t}"),
+        "POST",
+        "/api/programs/upload-zip",
+        Some(&ct),
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["name"], "my-project");
+    assert_eq!(r.json()["kind"], "project");
     let r = send(
         &d,
         &t,
