@@ -5,6 +5,7 @@
 pub mod access;
 mod audit;
 mod backups;
+mod compat;
 mod data;
 pub mod error;
 mod exec;
@@ -114,7 +115,11 @@ impl Api {
     fn new(state: AppState) -> Api {
         let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, PathGuards)> =
             BTreeMap::new();
+        let seed_routes = state.live.get().compat.seed_routes;
         for route in routes::table() {
+            if route.alias_of.is_some() && !seed_routes {
+                continue;
+            }
             let guard = access::Guard {
                 access: route.access,
                 class: route.class,

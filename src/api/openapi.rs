@@ -25,8 +25,8 @@ use super::access::{Access, CSRF_HEADER, SESSION_COOKIE};
 use super::ratelimit::Class;
 use super::routes::{self, ANY, Route};
 use super::{
-    audit, backups, data, exec, files, health, metrics, programs, runtimes, session, system,
-    terminals, tokens, tunnels, ws,
+    audit, backups, compat, data, exec, files, health, metrics, programs, runtimes, session,
+    system, terminals, tokens, tunnels, ws,
 };
 
 #[derive(OpenApi)]
@@ -104,6 +104,34 @@ use super::{
         terminals::resize,
         terminals::signal,
         terminals::recording,
+        compat::data_all,
+        compat::data_store,
+        compat::data_get,
+        compat::data_delete,
+        compat::files_upload,
+        compat::files_list,
+        compat::files_download,
+        compat::files_delete,
+        compat::files_storage_info,
+        compat::programs_upload,
+        compat::programs_upload_zip,
+        compat::programs_list,
+        compat::programs_execute,
+        compat::programs_execute_terminal,
+        compat::programs_delete,
+        compat::execute,
+        compat::execute_interactive,
+        compat::execute_send_input,
+        compat::execute_terminate_session,
+        compat::ngrok_start,
+        compat::ngrok_stop,
+        compat::ngrok_status,
+        compat::localtunnel_start,
+        compat::localtunnel_stop,
+        compat::localtunnel_status,
+        compat::cloudflared_start,
+        compat::cloudflared_stop,
+        compat::cloudflared_status,
     ),
     components(schemas(ErrorResponse, ErrorDetail, ErrorCode)),
     modifiers(&Guarded),
@@ -120,6 +148,7 @@ use super::{
         (name = "files", description = "The file store: uploads, ranged downloads, usage."),
         (name = "tunnels", description = "Public tunnels to this API through an SSH reverse tunnel, localtunnel, cloudflared or ngrok: supervised clients (admin; off unless the config enables them)."),
         (name = "terminals", description = "Interactive sessions: a job on a pseudo-terminal in the sandbox, attached over WebSocket or driven over HTTP; recordings."),
+        (name = "compat", description = "The seed's routes (the Flask \"Localhost Web Server\"), deprecated: each is answered by the v1 route its description names, with that route's credentials, scope, rate limit and audit (docs/seed-compat.md). `[compat] seed-routes = false` turns them off."),
     )
 )]
 pub struct ApiDoc;
@@ -394,6 +423,9 @@ pub struct ProgramForm {
     pub file: Vec<u8>,
     /// The project's main file.
     pub main: Option<String>,
+    /// The program's name, when not its filename (`?name=` wins). `project_name` is taken
+    /// the same (the seed's upload-zip form).
+    pub name: Option<String>,
 }
 
 /// The files of `POST /api/v1/files`.
@@ -689,6 +721,10 @@ impl Modify for Guarded {
                 && body.required != Some(Required::True)
             {
                 body.content.values_mut().for_each(not_null);
+            }
+            // A seed route is deprecated: its description names the v1 route to use.
+            if route.alias_of.is_some() {
+                op.deprecated = Some(utoipa::openapi::Deprecated::True);
             }
             let security = security(&route);
             if !security.is_empty() {

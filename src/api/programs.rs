@@ -88,9 +88,10 @@ fn is_multipart(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `multipart/form-data`: one `file` part (its filename names the program unless `?name=`
-/// does; a `.zip` filename or a part of type application/zip makes it a project) and an
-/// optional `main` part.
+/// `multipart/form-data`: one `file` part (its filename names the program unless `?name=` or
+/// a `name` part does; a `.zip` filename or a part of type application/zip makes it a
+/// project), an optional `main` part and an optional `name` part (`project_name`, the seed's
+/// spelling, is the same).
 async fn upload_multipart(
     state: &AppState,
     caller: Caller,
@@ -110,45 +111,53 @@ async fn upload_multipart(
         }
     };
     let mut main = q.main;
-    let mut stored: Option<(crate::store::programs::Staging, String, bool)> = None;
+    // The program's name from the form (`name`, or `project_name` as the seed's upload-zip
+    // form spells it); `?name=` wins, the file part's filename is the fallback.
+    let mut form_name: Option<String> = None;
+    let mut stored: Option<(crate::store::programs::Staging, Option<String>, bool)> = None;
     while let Some(mut field) = form.next_field().await.map_err(part_error)? {
         match field.name() {
             Some("main") => {
                 let max = state.live.get().programs.max_name_length;
                 main = Some(small_field(&mut field, "main", max, part_error).await?);
             }
+            Some(n @ ("name" | "project_name")) => {
+                let n = n.to_owned();
+                let max = state.live.get().programs.max_name_length;
+                form_name = Some(small_field(&mut field, &n, max, part_error).await?);
+            }
             Some("file") => {
                 if stored.is_some() {
                     return Err(ApiError::bad_request("give exactly one file part"));
                 }
-                let name = q
-                    .name
-                    .clone()
-                    .or_else(|| field.file_name().map(str::to_owned))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("the file part needs a filename (or pass ?name=)")
-                    })?;
+                let file_name = field.file_name().map(str::to_owned);
                 let zip = field
                     .content_type()
                     .is_some_and(|c| c == "application/zip" || c == "application/x-zip-compressed")
-                    || name.to_ascii_lowercase().ends_with(".zip");
+                    || q.name
+                        .as_deref()
+                        .or(file_name.as_deref())
+                        .is_some_and(|n| n.to_ascii_lowercase().ends_with(".zip"));
                 let mut staging = state.programs.begin_upload().await?;
                 while let Some(chunk) = field.chunk().await.map_err(part_error)? {
                     staging.write(&chunk).await?;
                 }
-                stored = Some((staging, name, zip));
+                stored = Some((staging, file_name, zip));
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown form field {:?}: send file (and optionally main)",
+                    "unknown form field {:?}: send file (and optionally main and name)",
                     other.unwrap_or("")
                 )));
             }
         }
     }
-    let Some((staging, name, zip)) = stored else {
+    let Some((staging, file_name, zip)) = stored else {
         return Err(ApiError::bad_request("the form has no file part"));
     };
+    let name = q.name.or(form_name).or(file_name).ok_or_else(|| {
+        ApiError::bad_request("the file part needs a filename (or pass ?name= or a name field)")
+    })?;
     let program = state
         .programs
         .finish_upload(staging, UploadMeta { name, zip, main }, &caller)

@@ -8,8 +8,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use super::access::Access;
 use super::ratelimit::Class;
 use super::{
-    audit, backups, data, exec, files, health, metrics, openapi, programs, runtimes, session,
-    system, terminals, tokens, tunnels, ui, ws,
+    audit, backups, compat, data, exec, files, health, metrics, openapi, programs, runtimes,
+    session, system, terminals, tokens, tunnels, ui, ws,
 };
 use crate::api::state::AppState;
 use crate::config::{ByteSize, Config};
@@ -119,6 +119,9 @@ pub struct Route {
     /// A route of the web UI (its pages and assets), not of the API: left out of the OpenAPI
     /// document.
     pub ui: bool,
+    /// A seed route (`api::compat`): the v1 route (method, path) it stands for, whose guard
+    /// fields it copies. Routed only while `compat.seed-routes` is on.
+    pub alias_of: Option<(Method, &'static str)>,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -163,6 +166,7 @@ fn r(
         own_timeout: false,
         body_limit: BodyLimit::Server,
         ui: false,
+        alias_of: None,
         handler,
     }
 }
@@ -679,8 +683,13 @@ pub fn table() -> Vec<Route> {
             delete(files::delete),
         ),
     ];
+    // The seed's routes, each with the guard of the v1 route it stands for (`api::compat`).
+    let aliases = compat::aliases(&table);
+    table.extend(aliases);
     // The web UI: its pages (each the entry page; the app routes on the client) and assets.
+    // The seed's dashboard page is the UI's home.
     table.extend(ui::PAGES.iter().map(|&p| ui_route(p, get(ui::page))));
+    table.push(ui_route("/dashboard", get(compat::dashboard)));
     table.push(ui_route("/ui/{hash}/{*path}", get(ui::asset)));
     table
 }

@@ -12,7 +12,7 @@ use super::extract::Requester;
 use crate::api::state::AppState;
 use crate::ops::tunnels::{Provider, disabled_message};
 
-fn enabled(state: &AppState) -> Result<(), ApiError> {
+pub fn enabled(state: &AppState) -> Result<(), ApiError> {
     if state.live.get().tunnels.enabled {
         Ok(())
     } else {

@@ -49,6 +49,24 @@ pub struct Config {
     pub terminals: TerminalsConfig,
     pub ui: UiConfig,
     pub tunnels: TunnelsConfig,
+    pub compat: CompatConfig,
+}
+
+/// `[compat]`: what localhostd keeps of the seed (the Flask "Localhost Web Server") for the
+/// clients written against it (docs/seed-compat.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CompatConfig {
+    /// Answer the seed's routes (`/api/data`, `/api/files/upload`, `/api/execute`, …) with the
+    /// v1 operation that does the same job (same access rule, scope, rate limit and audit).
+    /// Off: those paths answer 404 (`/`, `/health`, `/metrics`, `/dashboard` stay).
+    pub seed_routes: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { seed_routes: true }
+    }
 }
 
 /// `[ui]`: the web UI served by the daemon (`/`, `/login`, … and its assets under `/ui/`).
@@ -1334,6 +1352,10 @@ impl Config {
         }
         if self.metrics.simulate_hang != new.metrics.simulate_hang {
             out.push("metrics.simulate-hang");
+        }
+        // The router is built once, at startup.
+        if self.compat.seed_routes != new.compat.seed_routes {
+            out.push("compat.seed-routes");
         }
         out
     }

@@ -55,6 +55,7 @@ mod http;
 mod access;
 mod activation;
 mod backup;
+mod compat;
 mod config_cli;
 mod deadline;
 mod durability;

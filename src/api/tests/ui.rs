@@ -89,7 +89,7 @@ async fn every_ui_route_serves_the_entry_page_without_a_token() {
         }
     }
     // Only those: another top-level path is still the API's JSON 404.
-    let r = raw(&app, Method::GET, "/dashboard", &[]).await;
+    let r = raw(&app, Method::GET, "/nowhere", &[]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["code"], "not_found");
     // The UI's routes are GET (and HEAD) only.
