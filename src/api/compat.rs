@@ -34,6 +34,15 @@ struct Alias {
     path: &'static str,
     v1: (Method, &'static str),
     handler: MethodRouter<AppState>,
+    /// The body types it takes, when the seed's body is not the v1 route's (else the v1
+    /// route's).
+    accepts: Option<&'static [&'static str]>,
+}
+
+/// An alias whose seed body is JSON where its v1 route takes raw bytes.
+fn json_body(mut a: Alias) -> Alias {
+    a.accepts = Some(super::routes::JSON);
+    a
 }
 
 fn alias(
@@ -48,6 +57,7 @@ fn alias(
         path,
         v1: (v1_method, v1_path),
         handler,
+        accepts: None,
     }
 }
 
@@ -174,13 +184,14 @@ pub fn aliases(v1: &[Route]) -> Vec<Route> {
             "/api/v1/terminals",
             post(execute_interactive),
         ),
-        alias(
+        // `{"session_id", "input"}`, where the v1 route takes the raw bytes typed.
+        json_body(alias(
             M::POST,
             "/api/execute/send-input",
             M::POST,
             "/api/v1/terminals/{id}/input",
             post(execute_send_input),
-        ),
+        )),
         alias(
             M::POST,
             "/api/execute/terminate-session",
@@ -273,7 +284,7 @@ pub fn aliases(v1: &[Route]) -> Vec<Route> {
                 path: a.path,
                 access: of.access,
                 class: of.class,
-                accepts: of.accepts,
+                accepts: a.accepts.unwrap_or(of.accepts),
                 own_timeout: of.own_timeout,
                 body_limit: of.body_limit,
                 ui: false,
@@ -1149,7 +1160,11 @@ mod tests {
                 .unwrap();
             assert_eq!(a.access, v1.access, "{}", a.path);
             assert_eq!(a.class, v1.class, "{}", a.path);
-            assert_eq!(a.accepts, v1.accepts, "{}", a.path);
+            if a.path == "/api/execute/send-input" {
+                assert_eq!(a.accepts, super::super::routes::JSON, "the seed sends JSON");
+            } else {
+                assert_eq!(a.accepts, v1.accepts, "{}", a.path);
+            }
             assert_eq!(a.body_limit, v1.body_limit, "{}", a.path);
             assert_eq!(a.own_timeout, v1.own_timeout, "{}", a.path);
             assert!(a.path.starts_with("/api/") && !a.path.starts_with("/api/v1/"));

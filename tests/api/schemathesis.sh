@@ -77,7 +77,7 @@ set +e
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,response_headers_conformance \
     --max-examples "${ST_MAX_EXAMPLES:-40}" --seed "${ST_SEED:-20261206}" \
-    --workers 2 --request-timeout 30 --no-color \
+    --workers 1 --request-timeout 30 --no-color \
     "${args[@]}" 2>&1 | tee "$tmp/st.out"
 rc=${PIPESTATUS[0]}
 set -e
