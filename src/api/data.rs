@@ -184,7 +184,7 @@ async fn apply_one(state: &AppState, op: Op, caller: Caller) -> Result<Response,
     tag = "data",
     operation_id = "data_get",
     description = "The key's value; HEAD answers the same without the body.",
-    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."),
+    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."),
         ("If-None-Match" = Option<String>, Header, nullable = false, description = "A version (quoted) or `*`: 304 when it matches.")),
     responses(
         (status = 200, description = "The key, its value and version.", body = crate::api::openapi::KvEntry,
@@ -238,7 +238,7 @@ pub struct PutQuery {
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_put",
-    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
+    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
     request_body(content = crate::api::openapi::AnyJson, content_type = "application/json", description = "The value: any JSON."),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
@@ -280,7 +280,7 @@ pub async fn put(
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_delete",
-    params(("key" = String, Path, description = "The key (the rest of the path, `/` included; percent-decoded)."), ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not).")),
+    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not).")),
     responses(
         (status = 200, description = "Deleted: the version of the deletion.", body = crate::api::openapi::KvWritten,
             headers(("ETag" = String, description = "The deletion's version, quoted."))),
@@ -317,6 +317,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
+    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
     key: String,
     /// Any JSON value.
     #[schema(value_type = crate::api::openapi::AnyJson)]
@@ -384,6 +385,7 @@ enum VersionText {
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
     op: OpKind,
+    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
     key: String,
     /// A put's value (any JSON, `null` included); a delete has none.
     #[serde(default, deserialize_with = "present")]
