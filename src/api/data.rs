@@ -317,7 +317,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
-    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     key: String,
     /// Any JSON value.
     #[schema(value_type = crate::api::openapi::AnyJson)]
@@ -385,7 +389,11 @@ enum VersionText {
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
     op: OpKind,
-    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     key: String,
     /// A put's value (any JSON, `null` included); a delete has none.
     #[serde(default, deserialize_with = "present")]
