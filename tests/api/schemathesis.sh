@@ -73,6 +73,8 @@ args=()
 for id in "${excluded[@]}"; do args+=(--exclude-operation-id "$id"); done
 echo "schemathesis.sh: $total operations in the document, ${#excluded[@]} streaming ones excluded: $want to test"
 set +e
+# From the scratch directory: schemathesis keeps its crash cache in ./.schemathesis.
+cd "$tmp"
 "$st" run "$base/api/v1/openapi.json" \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,response_headers_conformance \
