@@ -42,6 +42,33 @@ fn check_config_reads_localhostd_config_env() {
 }
 
 #[test]
+fn check_config_explains_what_enabled_tunnels_expose() {
+    let dir = tempfile::tempdir().unwrap();
+    // Off (the default): nothing about tunnels.
+    let p = write(&dir, "");
+    let (code, _, err) = run_cli(&["check-config", "--config", &p], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("tunnels are ENABLED"), "{err}");
+    // On: what a tunnel exposes, with the public listener it forwards to.
+    let p = write(
+        &dir,
+        "[tunnels]\nenabled = true\nlisten = \"127.0.0.1:9443\"\n",
+    );
+    let (code, out, err) = run_cli(&["check-config", "--config", &p], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("enabled = true"), "{out}");
+    for said in [
+        "tunnels are ENABLED",
+        "public listener 127.0.0.1:9443",
+        "no loopback privileges",
+        "passes the Host check (only while it is up)",
+        "docs/security.md",
+    ] {
+        assert!(err.contains(said), "{said:?} not in {err}");
+    }
+}
+
+#[test]
 fn bad_configs_exit_78_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
