@@ -912,7 +912,8 @@ pub async fn programs_delete(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeedCommand {
-    /// Run by /bin/sh -c in the sandbox.
+    /// Run by /bin/sh -c in the sandbox (not only blanks).
+    #[schema(pattern = "\\S")]
     command: String,
 }
 

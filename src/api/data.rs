@@ -228,6 +228,9 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct PutQuery {
     /// Make the key expire after this long (e.g. `60s`, `5m`, `1h`; at most 10 years).
+    #[param(
+        pattern = "^ *([0-9]+ *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y) *)+$"
+    )]
     ttl: Option<String>,
 }
 
@@ -238,7 +241,7 @@ pub struct PutQuery {
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_put",
-    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
+    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), PutQuery, ("If-Match" = Option<String>, Header, nullable = false, pattern = "^(W/)?\"?([0-9]{1,19}|\\*)\"?$", description = "Change only if the key has this version (quoted or not), or `*`: if it exists."), ("If-None-Match" = Option<String>, Header, nullable = false, pattern = "^\\*$", description = "`*`: create only (the key must not exist).")),
     request_body(content = crate::api::openapi::AnyJson, content_type = "application/json", description = "The value: any JSON."),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
@@ -280,7 +283,7 @@ pub async fn put(
     path = "/api/v1/data/{key}",
     tag = "data",
     operation_id = "data_delete",
-    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), ("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not).")),
+    params(("key" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The key (the rest of the path, `/` included; percent-decoded): 1 to 1024 bytes of UTF-8 without control characters."), ("If-Match" = Option<String>, Header, nullable = false, pattern = "^(W/)?\"?([0-9]{1,19}|\\*)\"?$", description = "Change only if the key has this version (quoted or not), or `*`: if it exists.")),
     responses(
         (status = 200, description = "Deleted: the version of the deletion.", body = crate::api::openapi::KvWritten,
             headers(("ETag" = String, description = "The deletion's version, quoted."))),
@@ -326,7 +329,10 @@ pub struct PostBody {
     /// Any JSON value.
     #[schema(value_type = crate::api::openapi::AnyJson)]
     value: Box<RawValue>,
-    /// Make the key expire after this long (e.g. `60s`).
+    /// Make the key expire after this long (e.g. `60s`; at most 10 years).
+    #[schema(
+        pattern = "^ *([0-9]+ *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y) *)+$"
+    )]
     ttl: Option<String>,
 }
 
@@ -336,7 +342,7 @@ pub struct PostBody {
     path = "/api/v1/data",
     tag = "data",
     operation_id = "data_post",
-    params(("If-Match" = Option<String>, Header, nullable = false, description = "Change only if the key has this version (quoted or not)."), ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only (the key must not exist).")),
+    params(("If-Match" = Option<String>, Header, nullable = false, pattern = "^(W/)?\"?([0-9]{1,19}|\\*)\"?$", description = "Change only if the key has this version (quoted or not), or `*`: if it exists."), ("If-None-Match" = Option<String>, Header, nullable = false, pattern = "^\\*$", description = "`*`: create only (the key must not exist).")),
     request_body(content = PostBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced.", body = crate::api::openapi::KvWritten,
@@ -367,6 +373,8 @@ pub async fn post(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// At least one; at most `kv.max-batch-ops`.
+    #[schema(min_items = 1)]
     ops: Vec<BatchOp>,
 }
 
@@ -400,6 +408,10 @@ pub struct BatchOp {
     #[schema(value_type = crate::api::openapi::AnyJson, required = false)]
     value: Option<Box<RawValue>>,
     if_version: Option<VersionText>,
+    /// A put's expiry (e.g. `60s`; at most 10 years).
+    #[schema(
+        pattern = "^ *([0-9]+ *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y) *)+$"
+    )]
     ttl: Option<String>,
 }
 

@@ -48,9 +48,11 @@ pub enum MountMode {
 #[serde(deny_unknown_fields)]
 pub struct MountBody {
     /// A file-store folder: `""` is the whole store, a trailing `/` is optional. An empty or
-    /// unknown folder mounts empty.
+    /// unknown folder mounts empty. Exactly one of `files` and `program`.
+    #[schema(nullable = false)]
     files: Option<String>,
     /// A stored program's id: its files, read-only.
+    #[schema(nullable = false)]
     program: Option<String>,
     /// Where the job sees it: an absolute path, not in a system directory (`/usr`, `/bin`,
     /// `/sbin`, `/lib*`, `/etc`, `/dev`, `/proc`, `/sys`, `/tmp`, `/run`, `/var`), not
@@ -241,9 +243,12 @@ pub fn stdin_bytes(text: Option<String>, b64: Option<String>) -> Result<Vec<u8>,
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
-    /// The program and its arguments, passed as they are (no shell).
+    /// The program and its arguments, passed as they are (no shell). Exactly one of `argv`
+    /// and `command`.
+    #[schema(min_items = 1, nullable = false)]
     argv: Option<Vec<String>>,
-    /// A shell command line, run by /bin/sh -c inside the sandbox.
+    /// A shell command line, run by /bin/sh -c inside the sandbox (not only blanks).
+    #[schema(pattern = "\\S", nullable = false)]
     command: Option<String>,
     stdin: Option<String>,
     stdin_base64: Option<String>,

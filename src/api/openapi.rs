@@ -414,18 +414,20 @@ pub struct FilesForm {
     pub file: Vec<u8>,
 }
 
-/// `POST /api/v1/programs` as multipart/form-data.
+/// `POST /api/v1/programs` as multipart/form-data: these parts and no others.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProgramForm {
     /// The program (its filename names it unless `?name=` does; a `.zip` filename or a part
-    /// of type application/zip makes it a project).
-    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    /// of type application/zip makes it a project); not empty.
+    #[schema(value_type = String, content_media_type = "application/octet-stream", min_length = 1)]
     pub file: Vec<u8>,
     /// The project's main file.
     pub main: Option<String>,
-    /// The program's name, when not its filename (`?name=` wins). `project_name` is taken
-    /// the same (the seed's upload-zip form).
+    /// The program's name, when not its filename (`?name=` wins).
     pub name: Option<String>,
+    /// The same as `name` (the seed's upload-zip form calls it so).
+    pub project_name: Option<String>,
 }
 
 /// The files of `POST /api/v1/files`.
@@ -732,6 +734,43 @@ impl Modify for Guarded {
             }
         }
         add_links(doc);
+        exactly_one_of(doc);
+    }
+}
+
+/// Request bodies with fields that exclude each other: exactly one field of each group must be
+/// given (the handler checks the same and answers 400), stated as `allOf` the struct's own
+/// schema and a `oneOf` of its alternatives, each requiring one of them.
+const EXACTLY_ONE_OF: &[(&str, &[&str])] = &[
+    ("ExecBody", &["argv", "command"]),
+    ("CreateBody", &["argv", "command"]),
+    ("MountBody", &["files", "program"]),
+    ("Login", &["token", "link"]),
+];
+
+fn exactly_one_of(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (name, fields) in EXACTLY_ONE_OF {
+        let Some(own) = components.schemas.remove(*name) else {
+            continue;
+        };
+        let mut alternatives = utoipa::openapi::schema::OneOfBuilder::new();
+        for field in *fields {
+            alternatives = alternatives.item(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Object))
+                    .required(*field),
+            );
+        }
+        let both = utoipa::openapi::schema::AllOfBuilder::new()
+            .item(own)
+            .item(alternatives)
+            .build();
+        components
+            .schemas
+            .insert((*name).to_owned(), RefOr::T(Schema::AllOf(both)));
     }
 }
 
@@ -809,6 +848,20 @@ const LINKS: &[(&str, &str, &str, &str, &str)] = &[
         "programs_upload",
         "201",
         "programs_delete",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_set_main",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "programs_upload",
+        "201",
+        "programs_terminal",
         "id",
         "$response.body#/id",
     ),
@@ -1021,6 +1074,37 @@ mod tests {
         }
         empty_schemas(&doc, "", &mut problems);
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// Every group of `EXACTLY_ONE_OF` is on its schema (a renamed struct would otherwise
+    /// lose it without a word).
+    #[test]
+    fn every_exclusive_group_is_stated_on_its_schema() {
+        let doc = generated();
+        for (name, fields) in EXACTLY_ONE_OF {
+            let schema = &doc["components"]["schemas"][*name];
+            let all = schema["allOf"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not allOf: {schema}"));
+            assert_eq!(all.len(), 2, "{name}");
+            // The struct's own schema still names every field of the group…
+            for f in *fields {
+                assert!(
+                    all[0]["properties"][*f].is_object(),
+                    "{name}.{f}: {}",
+                    all[0]
+                );
+            }
+            // …and the second requires exactly one of them.
+            let alternatives: Vec<Vec<String>> = all[1]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| serde_json::from_value(a["required"].clone()).unwrap())
+                .collect();
+            let want: Vec<Vec<String>> = fields.iter().map(|f| vec![f.to_string()]).collect();
+            assert_eq!(alternatives, want, "{name}");
+        }
     }
 
     /// Every link of `LINKS` is in the document, from an operation and answer that exist to

@@ -22,7 +22,9 @@ use crate::store::auth::{Actor, Refusal, Via};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    #[schema(nullable = false)]
     token: Option<String>,
+    #[schema(nullable = false)]
     link: Option<String>,
 }
 

@@ -42,8 +42,10 @@ pub async fn facts() -> Result<Response, ApiError> {
 #[into_params(parameter_in = Query)]
 pub struct ProcessesQuery {
     /// `cpu` (default) or `memory`.
+    #[param(pattern = "^(cpu|memory)$")]
     sort: Option<String>,
     /// How many, 1 to 100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 

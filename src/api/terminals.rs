@@ -85,16 +85,21 @@ macro_rules! options_of {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
-    /// The program and its arguments, passed as they are (no shell).
+    /// The program and its arguments, passed as they are (no shell). Exactly one of `argv`
+    /// and `command`.
+    #[schema(min_items = 1, nullable = false)]
     argv: Option<Vec<String>>,
-    /// A shell command line, run by /bin/sh -c.
+    /// A shell command line, run by /bin/sh -c (not only blanks).
+    #[schema(pattern = "\\S", nullable = false)]
     command: Option<String>,
     /// Extra environment (TERM defaults to `xterm-256color`).
     env: Option<BTreeMap<String, String>>,
     limits: Option<LimitsBody>,
     profile: Option<String>,
     /// The terminal's size (default 80x24; 1 to 1000 each).
+    #[schema(minimum = 1, maximum = 1000)]
     cols: Option<u16>,
+    #[schema(minimum = 1, maximum = 1000)]
     rows: Option<u16>,
     /// Seconds without input and without an attached client before the session is ended
     /// (default `terminals.idle-timeout`, at most `terminals.max-idle-timeout`).
@@ -117,7 +122,9 @@ pub struct ProgramSessionBody {
     limits: Option<LimitsBody>,
     profile: Option<String>,
     /// The terminal's size (default 80x24; 1 to 1000 each).
+    #[schema(minimum = 1, maximum = 1000)]
     cols: Option<u16>,
+    #[schema(minimum = 1, maximum = 1000)]
     rows: Option<u16>,
     /// Seconds without input and without an attached client before the session is ended
     /// (default `terminals.idle-timeout`, at most `terminals.max-idle-timeout`).
@@ -549,7 +556,11 @@ fn stream_output(session: std::sync::Arc<Session>, since: u64, rid: String) -> R
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResizeBody {
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     cols: u16,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     rows: u16,
 }
 
@@ -586,6 +597,7 @@ pub async fn resize(
 #[serde(deny_unknown_fields)]
 pub struct SignalBody {
     /// `INT`, `QUIT` or `TSTP` (with or without `SIG`).
+    #[schema(pattern = "^(SIG)?(INT|QUIT|TSTP)$")]
     name: String,
 }
 

@@ -15,8 +15,11 @@ use crate::store::auth::{Scope, Scopes, parse_expiry};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    /// 1 to 64 ASCII letters, digits, `-`, `_`, `.`, `@`; unique.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
-    #[schema(value_type = Vec<Scope>)]
+    /// At least one.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     scopes: Vec<String>,
     /// e.g. "30d"; absent: never expires.
     expires_in: Option<String>,
