@@ -4,7 +4,8 @@
 # streaming ones below (each covered by its own tests), with the document's links for stateful
 # sequences. It must find no server error (5xx), no response that violates its schema, no
 # status code the document does not list and no wrong Content-Type; and it must have tested
-# exactly the document's operations minus the exclusions (printed and compared here).
+# exactly the document's operations minus the exclusions (printed and compared here). Its
+# hooks (st_hooks.py) keep it from revoking its own token.
 #
 # Usage: tests/api/schemathesis.sh            (after `cargo build`; CI runs it after the tests)
 #   LOCALHOSTD_BIN       the daemon (default target/debug/localhostd)
@@ -64,6 +65,10 @@ for _ in $(seq 100); do
 done
 token=$(cat "$tmp/state/initial-admin-token")
 base=http://127.0.0.1:$port
+# The run's own token, which its hooks never let it revoke (tests/api/st_hooks.py).
+own_id=$(curl -fsS -H "Authorization: Bearer $token" "$base/api/v1/tokens" | python3 -c '
+import json, sys
+print(next(t["id"] for t in json.load(sys.stdin)["items"] if t["name"] == "initial-admin"))')
 total=$(curl -fsS "$base/api/v1/openapi.json" | python3 -c '
 import json, sys
 doc = json.load(sys.stdin)
@@ -75,6 +80,7 @@ echo "schemathesis.sh: $total operations in the document, ${#excluded[@]} stream
 set +e
 # From the scratch directory: schemathesis keeps its crash cache in ./.schemathesis.
 cd "$tmp"
+PYTHONPATH="$root/tests/api" SCHEMATHESIS_HOOKS=st_hooks LOCALHOSTD_ST_OWN_TOKEN_ID=$own_id \
 "$st" run "$base/api/v1/openapi.json" \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,response_headers_conformance \
