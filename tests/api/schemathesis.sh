@@ -96,6 +96,11 @@ if [[ $rc -ne 0 ]]; then
     tail -50 "$tmp/daemon.log" >&2
     exit 1
 fi
+# A run that lost its own credential midway tested nothing after that (only 401s): refuse it.
+if ! curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$base/api/v1/tokens"; then
+    echo "schemathesis.sh: FAIL: the run's own token no longer works; what came after was not tested" >&2
+    exit 1
+fi
 if [[ ${tested:-0} -ne $want ]]; then
     echo "schemathesis.sh: FAIL: tested ${tested:-0} operations, not the $want the document has minus the exclusions" >&2
     exit 1
