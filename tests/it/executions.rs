@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options, request_json};
+use crate::harness::{Daemon, Options, login_cookie, request_json, token_with};
 use crate::http::{self, Response};
 
 fn start(extra: &str) -> (Daemon, String) {
@@ -31,18 +31,6 @@ fn call(d: &Daemon, token: &str, method: &str, path: &str, body: Option<&Value>)
             http::request(&d.tcp, method, path, &[("Authorization", &auth)], b"")
         }
     }
-}
-
-fn token_with(d: &Daemon, admin: &str, name: &str, scopes: &[&str]) -> String {
-    let r = request_json(
-        d,
-        "POST",
-        "/api/v1/tokens",
-        admin,
-        &json!({"name": name, "scopes": scopes}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
 }
 
 /// `POST path` with `body` (`wait: false` added): 202 with `{id, state, location}` and
@@ -404,21 +392,7 @@ fn an_execution_is_its_tokens_and_admins_and_the_list_filters() {
     assert_eq!(v["stdout"], "alice\n", "{v}");
     assert_eq!(v["actor"], "alice");
     // A browser login made with alice's token is alice.
-    let login = http::request(
-        &d.tcp,
-        "POST",
-        "/api/v1/session",
-        &[("Content-Type", "application/json")],
-        json!({"token": alice}).to_string().as_bytes(),
-    );
-    assert_eq!(login.status, 201, "{}", login.text());
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = login_cookie(&d, &alice);
     let r = http::request(
         &d.tcp,
         "GET",

@@ -293,6 +293,15 @@ fn rand_suffix() -> String {
 }
 
 /// Runs the binary with `args` to completion; returns (exit code, stdout, stderr).
+/// A two-thread tokio runtime for the tests that drive the sandbox directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -372,6 +381,38 @@ pub fn request_json(d: &Daemon, method: &str, path: &str, token: &str, body: &Va
 }
 
 /// `POST /api/v1/exec` to `d` over TCP with `token` and a JSON body; the whole response.
+/// A browser login with `token` over TCP: the session cookie as `name=value`.
+pub fn login_cookie(d: &Daemon, token: &str) -> String {
+    let login = crate::http::request(
+        &d.tcp,
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        serde_json::json!({"token": token}).to_string().as_bytes(),
+    );
+    assert_eq!(login.status, 201, "{}", login.text());
+    login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A token with `scopes`, made with `admin`'s token; its secret.
+pub fn token_with(d: &Daemon, admin: &str, name: &str, scopes: &[&str]) -> String {
+    let r = request_json(
+        d,
+        "POST",
+        "/api/v1/tokens",
+        admin,
+        &serde_json::json!({"name": name, "scopes": scopes}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
 pub fn post_exec(d: &Daemon, token: &str, body: &Value) -> Response {
     post_exec_at(&d.tcp, token, body)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options, data, post_exec, request_json, send_exec_stream, sha_hex};
+use crate::harness::{Daemon, Options, data, post_exec, send_exec_stream, sha_hex, token_with};
 use crate::http::{self, Response};
 
 fn start(extra: &str) -> (Daemon, String) {
@@ -74,18 +74,6 @@ fn exec(d: &Daemon, token: &str, body: &Value) -> Value {
     let r = post_exec(d, token, body);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
-}
-
-fn token_with(d: &Daemon, admin: &str, name: &str, scopes: &[&str]) -> String {
-    let r = request_json(
-        d,
-        "POST",
-        "/api/v1/tokens",
-        admin,
-        &json!({"name": name, "scopes": scopes}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
 }
 
 fn upload_program(d: &Daemon, token: &str, name: &str, body: &[u8]) -> String {

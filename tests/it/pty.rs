@@ -7,13 +7,12 @@
 //! the unprivileged test user, with the user namespace alone.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::time::Duration;
 
 use localhostd::jobs::sandbox::{Policy, Running, Sandbox, Terminal, TerminalSize};
 use tokio::time::Instant;
 
-use crate::harness::{BIN, sandbox_policy};
+use crate::harness::{BIN, runtime, sandbox_policy};
 
 const SIZE: TerminalSize = TerminalSize {
     cols: 100,
@@ -338,14 +337,6 @@ fn pidfd(pid: i32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// As root, with a per-job uid (nobody, then the test user), as the daemon runs jobs as root;
 /// then this test binary re-executed as the unprivileged test user
 /// (`terminal_jobs_run_by_an_unprivileged_user`).
@@ -363,29 +354,9 @@ fn terminal_jobs_are_real_terminals_confined_like_every_job() {
     for run_as in [(65534, 65534), user] {
         runtime().block_on(dialogue(Some(run_as)));
     }
-    use std::os::unix::process::CommandExt as _;
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "pty::terminal_jobs_run_by_an_unprivileged_user",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .uid(user.0)
-        .gid(user.1)
-        .env("LOCALHOSTD_PTY_UNPRIVILEGED", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the unprivileged run failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the unprivileged run ran nothing:\n{text}"
+    crate::sandbox::rerun_as_test_user(
+        "pty::terminal_jobs_run_by_an_unprivileged_user",
+        "LOCALHOSTD_PTY_UNPRIVILEGED",
     );
 }
 

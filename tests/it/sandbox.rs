@@ -501,6 +501,41 @@ fn need_root() -> bool {
     false
 }
 
+/// Runs the ignored test `name` (its path in this binary) again as the unprivileged test user,
+/// with `flag` set in its environment, and asserts that it ran and passed.
+pub fn rerun_as_test_user(name: &str, flag: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let user = test_user();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .uid(user.0)
+        .gid(user.1)
+        .env(flag, "1")
+        // root's TMPDIR may be one the test user cannot write.
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the unprivileged run of {name} failed:\n{text}"
+    );
+    assert!(
+        text.contains("1 passed"),
+        "the unprivileged run of {name} ran nothing:\n{text}"
+    );
+}
+
 /// The unprivileged user the second run uses (created when missing).
 pub fn test_user() -> (u32, u32) {
     let name = "localhostd-test";

@@ -8,13 +8,12 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use localhostd::jobs::sandbox::{InlineFile, JobMount, Policy, Report, Running, Sandbox, Warm};
 use tokio::time::Instant;
 
-use crate::harness::{BIN, sandbox_policy};
+use crate::harness::{BIN, runtime, sandbox_policy};
 
 /// The job: every line it prints is checked by `check_output`.
 const SCRIPT: &str = r#"
@@ -312,14 +311,6 @@ async fn data_jobs(run_as: Option<(u32, u32)>) {
     );
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// As root with per-job uids (nobody, then the test user), as the daemon runs jobs as root;
 /// then re-executed as the unprivileged test user (`data_jobs_run_by_an_unprivileged_user`).
 #[test]
@@ -336,30 +327,9 @@ fn jobs_see_their_mounts_and_files_and_hand_back_what_they_leave() {
     for run_as in [(65534, 65534), user] {
         runtime().block_on(data_jobs(Some(run_as)));
     }
-    use std::os::unix::process::CommandExt as _;
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "sandbox::data::data_jobs_run_by_an_unprivileged_user",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .uid(user.0)
-        .gid(user.1)
-        .env("LOCALHOSTD_DATA_UNPRIVILEGED", "1")
-        .env("TMPDIR", "/tmp")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the unprivileged run failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the unprivileged run ran nothing:\n{text}"
+    super::rerun_as_test_user(
+        "sandbox::data::data_jobs_run_by_an_unprivileged_user",
+        "LOCALHOSTD_DATA_UNPRIVILEGED",
     );
 }
 

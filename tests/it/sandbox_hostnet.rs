@@ -23,7 +23,7 @@ use localhostd::jobs::sandbox::{NOBODY_ID, NetPorts, Policy, Report, Running, Sa
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::harness::{BIN, sandbox_policy};
+use crate::harness::{BIN, runtime, sandbox_policy};
 
 fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -32,14 +32,6 @@ fn as_root() -> bool {
 /// The uid/gid jobs run as outside: `nobody` as root (never uid 0), else our own.
 fn run_as() -> Option<(u32, u32)> {
     as_root().then_some((NOBODY_ID, NOBODY_ID))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A confined service's policy: `script` run by bash, the host's network, the given ports.

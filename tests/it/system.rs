@@ -5,23 +5,10 @@
 
 use std::process::{Child, Command};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::harness::{Daemon, request_as, request_json};
+use crate::harness::{Daemon, request_as, token_with};
 use crate::http;
-
-/// A token with `scopes`, made by the admin.
-fn token_with(d: &Daemon, name: &str, scopes: &[&str]) -> String {
-    let r = request_json(
-        d,
-        "POST",
-        "/api/v1/tokens",
-        &d.admin_token(),
-        &json!({"name": name, "scopes": scopes}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
-}
 
 fn get(d: &Daemon, token: &str, path: &str) -> http::Response {
     request_as(&d.tcp, &format!("Bearer {token}"), "GET", path, None, b"")
@@ -79,7 +66,7 @@ impl Drop for Busy {
 #[test]
 fn system_facts_match_the_host_and_a_read_token_gets_them() {
     let d = Daemon::start();
-    let reader = token_with(&d, "reader", &["read"]);
+    let reader = token_with(&d, &d.admin_token(), "reader", &["read"]);
     let anonymous = http::request(&d.tcp, "GET", "/api/v1/system", &[], b"");
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
 
@@ -176,7 +163,7 @@ fn am_root() -> bool {
 #[test]
 fn processes_need_admin_and_a_busy_process_is_at_the_top_by_cpu() {
     let d = Daemon::start();
-    let reader = token_with(&d, "reader", &["read", "write", "exec"]);
+    let reader = token_with(&d, &d.admin_token(), "reader", &["read", "write", "exec"]);
     let r = get(&d, &reader, "/api/v1/processes");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "forbidden");

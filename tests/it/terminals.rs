@@ -15,7 +15,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use crate::harness::{Daemon, request_as, request_json};
+use crate::harness::{Daemon, login_cookie, request_as, request_json, token_with};
 use crate::http::{self, Target};
 
 fn addr(d: &Daemon) -> std::net::SocketAddr {
@@ -45,19 +45,6 @@ fn post_bytes(d: &Daemon, token: &str, path: &str, body: &[u8]) -> http::Respons
         Some("application/octet-stream"),
         body,
     )
-}
-
-/// A token with `scopes`, made by the admin.
-fn token_with(d: &Daemon, admin: &str, name: &str, scopes: &[&str]) -> String {
-    let r = request_json(
-        d,
-        "POST",
-        "/api/v1/tokens",
-        admin,
-        &json!({"name": name, "scopes": scopes}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
 }
 
 /// Whether a process whose command line matches `pattern` (pgrep -f) runs.
@@ -782,21 +769,7 @@ fn access_is_per_token_and_a_foreign_origin_cookie_attach_is_refused() {
 
     // A browser login made with alice's token: its cookie attaches from our own origin, and
     // is refused from a foreign one (cross-site WebSocket hijacking).
-    let login = http::request(
-        &d.tcp,
-        "POST",
-        "/api/v1/session",
-        &[("Content-Type", "application/json")],
-        json!({"token": alice}).to_string().as_bytes(),
-    );
-    assert_eq!(login.status, 201, "{}", login.text());
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = login_cookie(&d, &alice);
     let a = addr(&d);
     let foreign = try_attach(
         &d,
