@@ -259,6 +259,56 @@ fn an_ngrok_tunnel_reads_its_url_from_the_agent_api() {
     assert!(clients_of(target(&d, &token)).is_empty());
 }
 
+/// A start of a running tunnel with the same options leaves its client alone; with other
+/// options it ends that client and starts one with them.
+#[test]
+fn starting_a_running_tunnel_again_restarts_it_only_for_other_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_config(&config("", &token_file(dir.path())));
+    let token = d.admin_token();
+    let start = |body: Value| {
+        let r = post(&d, &token, "/api/v1/tunnels/ngrok/start", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    start(json!({"domain": "first.example.org"}));
+    let up = wait_for(&d, &token, "ngrok", "up at the first domain", |t| {
+        t["url"] == "https://first.example.org"
+    });
+    assert_eq!(up["state"], "up");
+    let addr = target(&d, &token);
+    let first = clients_of(addr);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // The same options: the same client, still up, nothing restarted.
+    start(json!({"domain": "first.example.org"}));
+    let same = tunnel(&d, &token, "ngrok");
+    assert_eq!(same["state"], "up", "{same}");
+    assert_eq!(same["url"], "https://first.example.org");
+    assert_eq!(
+        clients_of(addr),
+        first,
+        "the same start replaced the client"
+    );
+
+    // Other options: the old client is gone and a new one serves the new domain.
+    start(json!({"domain": "second.example.org"}));
+    let again = wait_for(&d, &token, "ngrok", "up at the second domain", |t| {
+        t["url"] == "https://second.example.org"
+    });
+    assert_eq!(again["state"], "up");
+    let second = clients_of(addr);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "other options kept the old client");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", first[0])).exists(),
+        "the first client outlived its replacement"
+    );
+
+    let r = post(&d, &token, "/api/v1/tunnels/ngrok/stop", &json!({}));
+    assert_eq!(r.status, 200);
+    assert!(clients_of(addr).is_empty());
+}
+
 #[test]
 fn bad_starts_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
