@@ -284,7 +284,10 @@ fn take_state_dir(state_dir: &Path, need_db: bool) -> CliResult<nix::fcntl::Floc
         )
     };
     if !state_dir.is_dir() {
-        return Err(no_db());
+        return Err(format!(
+            "no localhostd is running (its admin socket is not reachable) and the state directory {} does not exist; start the service first (its first start makes the directory), or name the right one: STATE_DIRECTORY=/var/lib/localhostd localhostd …",
+            state_dir.display()
+        ));
     }
     // First: root without CAP_DAC_OVERRIDE (the backup unit) cannot look inside a 0700
     // directory it does not own.

@@ -16,8 +16,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -28,6 +32,7 @@ use crate::error::Error;
 use crate::jobs::data::Data;
 use crate::jobs::exec::Executor;
 use crate::jobs::sandbox::Sandbox;
+use crate::jobs::sandbox::beneath::open_beneath;
 use crate::ops::metrics::Metrics;
 use crate::store::audit::{Audit, Caller};
 use crate::store::db::Db;
@@ -35,7 +40,6 @@ use crate::store::files::{Conditions, Files};
 use crate::store::kv::{Cond, Kv, Op};
 use crate::store::pins::BlobPins;
 use crate::store::programs::{Programs, UploadMeta, valid_id};
-use crate::store::stored::open_beneath;
 use crate::store::views::Views;
 use crate::util::fs::sync_dir;
 use crate::util::layout::{BLOBS_DIR, DB_FILE, FILES_DIR, MOUNTS_DIR, PROGRAMS_DIR};
@@ -129,7 +133,7 @@ fn item(kind: &'static str, name: &str, detail: impl Into<String>) -> Item {
 }
 
 /// Finds the seed's data folder: `PATH/data`, or `PATH` itself when it holds the seed's files.
-pub fn data_folder(path: &Path) -> Result<PathBuf, SeedError> {
+pub fn data_folder(path: &Path) -> Result<SeedDir, SeedError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| SeedError::NotFound(format!("{}: {e}", path.display())))?;
     if !meta.is_dir() {
@@ -156,7 +160,156 @@ pub fn data_folder(path: &Path) -> Result<PathBuf, SeedError> {
             dir.display()
         )));
     }
-    Ok(dir)
+    let fd = nix::fcntl::open(
+        &dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| SeedError::NotFound(format!("cannot open {}: {e}", dir.display())))?;
+    Ok(SeedDir { fd, path: dir })
+}
+
+/// The seed data folder, held open: everything in it is reached through this descriptor
+/// (beneath it, never following a symlink), so the import still reads it after it has become
+/// the state directory's owner, who may not search the directories above it (`/root`, a home
+/// directory): only the seed's own files and folders must be readable to that owner.
+pub struct SeedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// What a seed entry is (not following a symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl Kind {
+    fn of(mode: libc::mode_t) -> Kind {
+        match SFlag::from_bits_truncate(mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// An entry of a seed directory.
+struct Entry {
+    name: String,
+    kind: Kind,
+    size: u64,
+}
+
+/// A folder of the seed (`files`, `programs`) whose methods take paths relative to it.
+struct Under<'a> {
+    seed: &'a SeedDir,
+    base: &'static str,
+}
+
+impl SeedDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn under(&self, base: &'static str) -> Under<'_> {
+        Under { seed: self, base }
+    }
+
+    /// `lstat` of `rel` (a plain relative path whose directories were found to be ones).
+    fn stat(&self, rel: &str) -> std::io::Result<(Kind, u64)> {
+        let st = nix::sys::stat::fstatat(&self.fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        Ok((Kind::of(st.st_mode), u64::try_from(st.st_size).unwrap_or(0)))
+    }
+
+    /// Opens the regular file `rel` beneath the folder (no symlink anywhere, nothing outside).
+    fn open_file(&self, rel: &str) -> std::io::Result<std::fs::File> {
+        if !plain(rel) {
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        let fd = open_beneath(
+            &self.fd,
+            rel,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+        )?;
+        let file = std::fs::File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The entries of the directory `rel` beneath the folder (`""`: the folder), sorted by
+    /// name, each as it is (a symlink is reported as one, never followed).
+    fn list(&self, rel: &str) -> std::io::Result<Vec<Entry>> {
+        let fd = if rel.is_empty() {
+            nix::fcntl::openat(
+                &self.fd,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?
+        } else {
+            if !plain(rel) {
+                return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+            }
+            open_beneath(
+                &self.fd,
+                rel,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+            )?
+        };
+        let mut dir = nix::dir::Dir::from_fd(fd)?;
+        let mut names = Vec::new();
+        for e in dir.iter() {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let st = nix::sys::stat::fstatat(&dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            out.push(Entry {
+                name,
+                kind: Kind::of(st.st_mode),
+                size: u64::try_from(st.st_size).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Under<'_> {
+    fn rel(&self, rel: &str) -> String {
+        match (self.base, rel) {
+            (base, "") => base.to_owned(),
+            ("", rel) => rel.to_owned(),
+            (base, rel) => format!("{base}/{rel}"),
+        }
+    }
+
+    fn stat(&self, rel: &str) -> std::io::Result<(Kind, u64)> {
+        self.seed.stat(&self.rel(rel))
+    }
+
+    fn open_file(&self, rel: &str) -> std::io::Result<std::fs::File> {
+        self.seed.open_file(&self.rel(rel))
+    }
+
+    fn list(&self, rel: &str) -> std::io::Result<Vec<Entry>> {
+        self.seed.list(&self.rel(rel))
+    }
 }
 
 /// Removes what an interrupted import left in the state directory (its staging directories).
@@ -191,15 +344,15 @@ fn open_why(e: &std::io::Error) -> String {
 
 /// Reads a seed JSON file beneath `dir`; `Ok(None)` when it is absent; an `Err` is the
 /// reason it was skipped.
-fn read_json(dir: &Path, name: &str) -> Result<Option<Value>, String> {
-    match std::fs::symlink_metadata(dir.join(name)) {
+fn read_json(dir: &Under<'_>, name: &str) -> Result<Option<Value>, String> {
+    match dir.stat(name) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Ok(m) if m.file_type().is_symlink() => {
+        Ok((Kind::Symlink, _)) => {
             return Err("it is a symlink; not followed".into());
         }
         _ => {}
     }
-    let f = open_beneath(dir, name).map_err(|e| open_why(&e))?;
+    let f = dir.open_file(name).map_err(|e| open_why(&e))?;
     let mut text = Vec::new();
     f.take(MAX_JSON_BYTES + 1)
         .read_to_end(&mut text)
@@ -284,12 +437,12 @@ struct Stores {
 pub async fn import(
     cfg: &Config,
     state_dir: &Path,
-    data: &Path,
+    data: &SeedDir,
     dry_run: bool,
     actor: &str,
 ) -> Result<Report, SeedError> {
     let mut report = Report {
-        source: data.display().to_string(),
+        source: data.path.display().to_string(),
         dry_run,
         ..Report::default()
     };
@@ -434,8 +587,8 @@ fn open_stores(
     })
 }
 
-async fn import_keys(s: &Stores, data: &Path, report: &mut Report) -> Result<(), SeedError> {
-    let v = match read_json(data, "storage.json") {
+async fn import_keys(s: &Stores, data: &SeedDir, report: &mut Report) -> Result<(), SeedError> {
+    let v = match read_json(&data.under(""), "storage.json") {
         Ok(Some(v)) => v,
         Ok(None) => return Ok(()),
         Err(why) => {
@@ -505,11 +658,19 @@ const FILE_FIELDS: &[&str] = &[
     "path",
 ];
 
-async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<(), SeedError> {
-    let dir = data.join("files");
-    match std::fs::symlink_metadata(&dir) {
-        Err(_) => return Ok(()),
-        Ok(m) if !m.is_dir() => {
+async fn import_files(s: &Stores, data: &SeedDir, report: &mut Report) -> Result<(), SeedError> {
+    let dir = data.under("files");
+    match dir.stat("") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            report.skip(
+                "seed",
+                "files",
+                format!("cannot read it: {e}; no file was imported"),
+            );
+            return Ok(());
+        }
+        Ok((kind, _)) if kind != Kind::Dir => {
             report.skip(
                 "seed",
                 "files",
@@ -588,7 +749,7 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
             );
             continue;
         }
-        let file = match open_beneath(&dir, &stored) {
+        let file = match dir.open_file(&stored) {
             Ok(f) => f,
             Err(e) => {
                 report.skip("file", &name, format!("files/{stored}: {}", open_why(&e)));
@@ -663,13 +824,12 @@ async fn import_files(s: &Stores, data: &Path, report: &mut Report) -> Result<()
         }
     }
     // What files_metadata.json does not list is not imported (its name is unknown).
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut extra: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+    if let Ok(rd) = dir.list("") {
+        let extra: Vec<String> = rd
+            .into_iter()
+            .map(|e| e.name)
             .filter(|n| n != "files_metadata.json" && !listed.contains(n))
             .collect();
-        extra.sort();
         for n in extra {
             report.skip(
                 "file",
@@ -706,26 +866,17 @@ const PROGRAM_FIELDS: &[&str] = &[
 
 /// A seed project's files (relative paths), walked without following anything; a symlink or
 /// other non-regular entry anywhere refuses the project.
-fn walk_project(root: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<(), String> {
-    let dir = root.join(rel);
-    let mut rd: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read {rel}: {e}"))?
-        .flatten()
-        .collect();
-    rd.sort_by_key(|e| e.file_name());
+fn walk_project(root: &Under<'_>, rel: &str, out: &mut Vec<(String, u64)>) -> Result<(), String> {
+    let rd = root
+        .list(rel)
+        .map_err(|e| format!("cannot read {rel}: {e}"))?;
     for e in rd {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let child = format!("{rel}/{name}");
-        let ft = e.file_type().map_err(|e| format!("{child}: {e}"))?;
-        if ft.is_symlink() {
-            return Err(format!("{child} is a symlink; not followed"));
-        } else if ft.is_dir() {
-            walk_project(root, &child, out)?;
-        } else if ft.is_file() {
-            let size = e.metadata().map_err(|e| format!("{child}: {e}"))?.len();
-            out.push((child, size));
-        } else {
-            return Err(format!("{child} is not a regular file"));
+        let child = format!("{rel}/{}", e.name);
+        match e.kind {
+            Kind::Symlink => return Err(format!("{child} is a symlink; not followed")),
+            Kind::Dir => walk_project(root, &child, out)?,
+            Kind::File => out.push((child, e.size)),
+            Kind::Other => return Err(format!("{child} is not a regular file")),
         }
     }
     Ok(())
@@ -734,10 +885,12 @@ fn walk_project(root: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<
 /// Streams the seed file `rel` (beneath `root`) into an upload.
 async fn feed(
     staging: &mut crate::store::programs::Staging,
-    root: &Path,
+    root: &Under<'_>,
     rel: &str,
 ) -> Result<(), String> {
-    let mut f = open_beneath(root, rel).map_err(|e| format!("{rel}: {}", open_why(&e)))?;
+    let mut f = root
+        .open_file(rel)
+        .map_err(|e| format!("{rel}: {}", open_why(&e)))?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = f.read(&mut buf).map_err(|e| format!("{rel}: {e}"))?;
@@ -750,12 +903,14 @@ async fn feed(
 
 /// The seed project `files` (beneath `root`) as a ZIP (stored, with the files' modes), the
 /// way an upload brings a project.
-fn zip_project(root: &Path, loc: &str, files: &[(String, u64)]) -> Result<Vec<u8>, String> {
+fn zip_project(root: &Under<'_>, loc: &str, files: &[(String, u64)]) -> Result<Vec<u8>, String> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (rel, _) in files {
-        let mut f = open_beneath(root, rel).map_err(|e| format!("{rel}: {}", open_why(&e)))?;
+        let mut f = root
+            .open_file(rel)
+            .map_err(|e| format!("{rel}: {}", open_why(&e)))?;
         let mode = f.metadata().map_err(|e| format!("{rel}: {e}"))?.mode() & 0o777;
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
@@ -774,11 +929,19 @@ fn zip_project(root: &Path, loc: &str, files: &[(String, u64)]) -> Result<Vec<u8
         .map_err(|e| format!("cannot build the project's archive: {e}"))
 }
 
-async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result<(), SeedError> {
-    let dir = data.join("programs");
-    match std::fs::symlink_metadata(&dir) {
-        Err(_) => return Ok(()),
-        Ok(m) if !m.is_dir() => {
+async fn import_programs(s: &Stores, data: &SeedDir, report: &mut Report) -> Result<(), SeedError> {
+    let dir = data.under("programs");
+    match dir.stat("") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            report.skip(
+                "seed",
+                "programs",
+                format!("cannot read it: {e}; no program was imported"),
+            );
+            return Ok(());
+        }
+        Ok((kind, _)) if kind != Kind::Dir => {
             report.skip(
                 "seed",
                 "programs",
@@ -854,16 +1017,19 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
             listed.insert(first.to_owned());
         }
         // Every step beneath programs/ must be a plain directory or the file itself.
-        let mut at = dir.clone();
+        let mut at = String::new();
         let mut kind = None;
         for c in loc.split('/') {
-            at.push(c);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    kind = Some(Err(format!("{} is a symlink; not followed", at.display())));
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(c);
+            match dir.stat(&at) {
+                Ok((Kind::Symlink, _)) => {
+                    kind = Some(Err(format!("programs/{at} is a symlink; not followed")));
                     break;
                 }
-                Ok(m) => kind = Some(Ok(m.is_dir())),
+                Ok((k, _)) => kind = Some(Ok(k == Kind::Dir)),
                 Err(e) => {
                     kind = Some(Err(format!("programs/{loc}: {e}")));
                     break;
@@ -928,7 +1094,7 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
                 }
             }
         } else {
-            let size = std::fs::symlink_metadata(&at).map(|m| m.len()).unwrap_or(0);
+            let size = dir.stat(&loc).map(|(_, size)| size).unwrap_or(0);
             if size > max.bytes() {
                 Err(format!(
                     "{size} bytes, over programs.max-upload-size ({max})"
@@ -970,13 +1136,13 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
             Err(e) => report.skip("program", &name, e.to_string()),
         }
     }
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut extra: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+    if let Ok(rd) = dir.list("") {
+        let db_dir = rd.iter().any(|e| e.name == "db" && e.kind == Kind::Dir);
+        let extra: Vec<String> = rd
+            .into_iter()
+            .map(|e| e.name)
             .filter(|n| n != "programs.json" && n != "db" && !listed.contains(n))
             .collect();
-        extra.sort();
         for n in extra {
             report.skip(
                 "program",
@@ -984,7 +1150,7 @@ async fn import_programs(s: &Stores, data: &Path, report: &mut Report) -> Result
                 "programs/ holds it but programs.json does not list it",
             );
         }
-        if dir.join("db").is_dir() {
+        if db_dir {
             report.notes.push(
                 "programs/db/ (the seed's own metrics and error databases) is not imported".into(),
             );

@@ -1033,6 +1033,64 @@ unit_ssh_pids() {
         done; true'
 }
 
+check_seed_import_through_nginx() {
+    # Issue 29: moving from the seed as docs/seed-import.md says, under the packaged unit: the
+    # service and its sockets stopped, `localhostd import-seed` run by root with the state
+    # directory named (a dry run first), the sockets started again; then a token made as the
+    # README says and the seed's own routes through nginx: every key, every file (same
+    # SHA-256) and every program (prints what it printed in the seed) is there. The seed
+    # folder sits under /root (0700): the import reads it before it becomes the state
+    # directory's owner.
+    local fx=$REPO/tests/it/fixtures/seed/data out tok want counts
+    in_ct rm -rf /root/seed
+    in_ct mkdir -m 0700 /root/seed
+    tar -C "$fx/.." -cf - data | in_ct tar -C /root/seed -xf - || { fail "could not copy the seed fixture into the container"; return 1; }
+    counts=$(python3 -c 'import json, sys
+d = sys.argv[1]
+print("%d keys, %d files, %d programs" % tuple(len(json.load(open(d + f))) for f in ("/storage.json", "/files/files_metadata.json", "/programs/programs.json")))' "$fx")
+    in_ct systemctl stop localhostd.socket localhostd-admin.socket localhostd.service
+    out=$(in_ct env STATE_DIRECTORY=/var/lib/localhostd timeout 120 localhostd import-seed --dry-run /root/seed 2>&1) \
+        || { echo "$out"; fail "import-seed --dry-run failed"; return 1; }
+    has "^would import from /root/seed/data: $counts\$" <<<"$out" || { echo "$out"; fail "the dry run does not report $counts"; return 1; }
+    out=$(in_ct env STATE_DIRECTORY=/var/lib/localhostd timeout 120 localhostd import-seed /root/seed 2>&1) \
+        || { echo "$out"; fail "import-seed failed"; return 1; }
+    has "^imported from /root/seed/data: $counts\$" <<<"$out" || { echo "$out"; fail "the import does not report $counts"; return 1; }
+    has '^conflicts: 0$' <<<"$out" || { echo "$out"; fail "the import reports conflicts"; return 1; }
+    [ "$(in_ct stat -c %U /var/lib/localhostd/localhostd.db)" = localhostd ] \
+        || { fail "after the import localhostd.db is $(in_ct stat -c %U /var/lib/localhostd/localhostd.db)'s, not localhostd's"; return 1; }
+    in_ct systemctl start localhostd.socket localhostd-admin.socket
+    tok=$(in_ct timeout 30 localhostd token create --name "e2e-seed-$RANDOM" --scope read,write,exec 2>/dev/null) \
+        || { fail "token create for the seed's scripts failed"; return 1; }
+    # Every key: the seed's get-all holds each with its value.
+    http /api/data -H "Authorization: Bearer $tok" >"$WORK/seed-data.json" || { fail "GET /api/data through nginx failed"; return 1; }
+    python3 - "$fx/storage.json" "$WORK/seed-data.json" <<'PY' || { fail "the seed's keys are not all in GET /api/data"; return 1; }
+import json, sys
+want, got = (json.load(open(p)) for p in sys.argv[1:])
+bad = {k: (v, got.get(k)) for k, v in want.items() if k not in got or got[k] != v}
+if bad:
+    sys.exit("keys missing or changed: %r" % bad)
+PY
+    # Every file under its original name, the same bytes.
+    local name sum got
+    while read -r name sum; do
+        got=$(http "/api/files/download/$name" -H "Authorization: Bearer $tok" | sha256sum | cut -d' ' -f1)
+        [ "$got" = "$sum" ] || { fail "$name through /api/files/download: sha256 $got, the seed recorded $sum"; return 1; }
+    done < <(python3 -c 'import json, sys
+for m in json.load(open(sys.argv[1])).values():
+    print(m["original_filename"], m["checksum"])' "$fx/files/files_metadata.json")
+    # Every program runs in the sandbox and prints what it printed in the seed.
+    out=$(http /api/programs/execute/hello.py -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' -d '{"args": "x"}') \
+        || { fail "POST /api/programs/execute/hello.py failed"; return 1; }
+    want=$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["stdout"] == "Hello from the seed!\nargs: [\x27x\x27]\n")')
+    [ "$want" = True ] || { echo "$out"; fail "hello.py did not print what it printed in the seed"; return 1; }
+    out=$(http /api/programs/execute/calculator -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' -d '{}') \
+        || { fail "POST /api/programs/execute/calculator failed"; return 1; }
+    want=$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["stdout"] == "calculator: 5 20\n")')
+    [ "$want" = True ] || { echo "$out"; fail "the calculator project did not print what it printed in the seed"; return 1; }
+    log "  import-seed as docs/seed-import.md says: $counts, dry run first, state still localhostd's"
+    log "  seed routes through nginx with a read,write,exec token: keys, files (sha256) and both programs' output as in the seed"
+}
+
 check_ssh_tunnel_under_the_unit() {
     # Issue 28: an SSH reverse tunnel under the packaged, hardened unit, to the container's own
     # sshd (Debian's openssh-server on 127.0.0.1:$SSH_PORT with a config of its own; the
@@ -1264,6 +1322,7 @@ main() {
     run_check upgrade_in_place
     run_check security_score
     # Feature checks (data, files, exec, programs) go here, while the package is installed.
+    run_check seed_import_through_nginx
     run_check ssh_tunnel_under_the_unit
     run_check remove_keeps_config_and_state
     run_check purge_removes_everything

@@ -515,3 +515,49 @@ fn no_folder_or_not_a_seed_folder_fails_clearly() {
     let (code, out, err) = import(&cfg, &fixture().join("data"), true);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// As root, with the state directory owned by another user (as `localhostd` owns
+/// /var/lib/localhostd): the import becomes that owner, yet still reads a seed folder under a
+/// directory only root may enter (`/root`, a 0700 home): it holds the folder open from before.
+#[test]
+fn a_seed_under_a_directory_the_owner_cannot_enter_is_still_read() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the seed import's owner test must run as root in CI"
+        );
+        eprintln!("SKIPPED: becoming the state directory's owner needs root");
+        return;
+    }
+    let (uid, gid) = crate::sandbox::test_user();
+    let (dir, cfg) = fresh("");
+    // The state directory's owner can reach it (its parent is 0755), not the seed.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::os::unix::fs::chown(&state, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture())
+        .arg(private.path().join("seed"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let seed = private.path().join("seed");
+
+    let (code, out, err) = import(&cfg, &seed, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(": 7 keys, 4 files, 2 programs"),
+        "not everything was read:\n{out}{err}"
+    );
+    assert!(out.contains("skipped: 0"), "{out}");
+    // What it made belongs to the state directory's owner.
+    for made in ["localhostd.db", "files", "programs"] {
+        let m = std::fs::metadata(state.join(made)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{made}");
+    }
+}
