@@ -40,6 +40,7 @@ use crate::store::files::{Conditions, Files};
 use crate::store::kv::{Cond, Kv, Op};
 use crate::store::pins::BlobPins;
 use crate::store::programs::{Programs, UploadMeta, valid_id};
+use crate::store::stored::open_beneath_fd;
 use crate::store::views::Views;
 use crate::util::fs::sync_dir;
 use crate::util::layout::{BLOBS_DIR, DB_FILE, FILES_DIR, MOUNTS_DIR, PROGRAMS_DIR};
@@ -231,20 +232,7 @@ impl SeedDir {
         if !plain(rel) {
             return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
         }
-        let fd = open_beneath(
-            &self.fd,
-            rel,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
-            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
-        )?;
-        let file = std::fs::File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok(file)
+        open_beneath_fd(&self.fd, rel)
     }
 
     /// The entries of the directory `rel` beneath the folder (`""`: the folder), sorted by

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -163,6 +163,19 @@ impl fmt::Display for ProgramPath {
 /// EXDEV or EINVAL) any path that leaves `root` or crosses a symlink on the way, and anything
 /// that is not a regular file. `rel` must be a plain relative path (the types above are).
 pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
+    // `root` itself may not be a symlink either (the directories above it may: a state
+    // directory under DynamicUser is reached through one).
+    let dir: OwnedFd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )?;
+    open_beneath_fd(&dir, rel)
+}
+
+/// [`open_beneath`] for a directory already open (`O_PATH` will do): the same rules, and
+/// nothing above `dir` is looked at again.
+pub fn open_beneath_fd(dir: &impl AsFd, rel: &str) -> io::Result<File> {
     if Path::new(rel)
         .components()
         .any(|c| !matches!(c, Component::Normal(_)))
@@ -173,21 +186,14 @@ pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
             "not a plain relative path",
         ));
     }
-    // `root` itself may not be a symlink either (the directories above it may: a state
-    // directory under DynamicUser is reached through one).
-    let dir: OwnedFd = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )?;
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = match nix::fcntl::openat2(&dir, rel, how) {
+    let fd = match nix::fcntl::openat2(dir.as_fd(), rel, how) {
         Ok(fd) => fd,
         // No openat2 (a kernel before 5.6, or a seccomp filter that hides it): the same rule,
         // one component at a time.
-        Err(Errno::ENOSYS) | Err(Errno::EPERM) => walk_nofollow(dir, rel)?,
+        Err(Errno::ENOSYS) | Err(Errno::EPERM) => walk_nofollow(dir.as_fd(), rel)?,
         Err(e) => return Err(e.into()),
     };
     let file = File::from(fd);
@@ -202,24 +208,25 @@ pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
 
 /// `open_beneath` without `openat2`: every directory component opened with `O_NOFOLLOW`
 /// relative to the one before, then the file itself with `O_NOFOLLOW`.
-fn walk_nofollow(root: OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let mut dir = root;
+fn walk_nofollow(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+    let mut dir: Option<OwnedFd> = None;
     let mut parts = rel.split('/').peekable();
     while let Some(part) = parts.next() {
+        let at = dir.as_ref().map_or(root, |d| d.as_fd());
         if parts.peek().is_none() {
             return Ok(nix::fcntl::openat(
-                &dir,
+                at,
                 part,
                 OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
                 Mode::empty(),
             )?);
         }
-        dir = nix::fcntl::openat(
-            &dir,
+        dir = Some(nix::fcntl::openat(
+            at,
             part,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             Mode::empty(),
-        )?;
+        )?);
     }
     Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
 }
@@ -295,12 +302,12 @@ mod tests {
             )
             .unwrap()
         };
-        assert!(walk_nofollow(dir(), "d/f").is_ok());
+        assert!(walk_nofollow(dir().as_fd(), "d/f").is_ok());
         // The directory itself as a symlink: refused too.
         assert!(open_beneath(&root.join("dirlink"), "f").is_err());
         for bad in ["abs", "rel", "dirlink/f"] {
             assert!(
-                walk_nofollow(dir(), bad).is_err(),
+                walk_nofollow(dir().as_fd(), bad).is_err(),
                 "{bad:?} opened by the walk"
             );
         }

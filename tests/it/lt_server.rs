@@ -403,13 +403,6 @@ impl Responder {
     }
 }
 
-fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// Kills the child (by its pid, through `Child::kill`) when the test ends, pass or fail.
 struct Reaped(std::process::Child);
 
@@ -472,7 +465,7 @@ fn the_api_answers_like_localtunnels_server() {
 
 #[test]
 fn the_real_lt_client_forwards_through_it() {
-    let Some(lt) = find_on_path("lt") else {
+    let Some(lt) = crate::harness::find_on_path("lt") else {
         println!(
             "skipped: `lt` is not on the PATH (npm install -g localtunnel@2.0.2 provides it; \
              .ci/run installs it)"

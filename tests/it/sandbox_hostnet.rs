@@ -23,7 +23,7 @@ use localhostd::jobs::sandbox::{NOBODY_ID, NetPorts, Policy, Report, Running, Sa
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::harness::{BIN, runtime, sandbox_policy};
+use crate::harness::{BIN, free_port, runtime, sandbox_policy};
 
 fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -71,15 +71,6 @@ fn control(script: &str) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// A port nothing listens on now (bound, then let go).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn exited_ok(what: &str, report: &Report, out: &str, err: &str) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options, post_exec, request_json, send_exec_stream};
+use crate::harness::{Daemon, Options, free_port, post_exec, request_json, send_exec_stream};
 use crate::http::{self, Target};
 
 /// The correctness bound past a deadline the issue names: the daemon answers within it.
@@ -362,14 +362,6 @@ fn an_h2c_connection_that_sent_only_the_preface_is_closed_after_the_header_timeo
     }
     assert!(answered, "the watch request got no response headers");
     d.stop();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One `GET` over a Unix socket with a bound on the wait; the status, or `None` when no

@@ -20,10 +20,9 @@ fn fakes_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/tunnel_fakes")
 }
 
+/// `launch()`'s port source.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(crate::harness::free_port())
 }
 
 /// Ends the child when the test ends, pass or fail.

@@ -14,27 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Options, request_as, request_json};
+use crate::harness::{Daemon, Options, find_on_path, free_port, request_as, request_json};
 use crate::http::{self, Response};
 use crate::lt_server::LtServer;
 
 /// How long any one wait here may take.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path` to `addr` with `Host: host` (what a browser sends for the tunnel's URL).
 fn get_via(addr: &str, host: &str, path: &str) -> std::io::Result<Response> {
